@@ -1,0 +1,61 @@
+//! One module per subcommand.
+
+pub mod plugin;
+pub mod run;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sluice_config::Pipeline;
+use sluice_world::{Plugin, Runtime};
+
+/// Read and validate a pipeline; on error print it and return exit code 2.
+pub(crate) fn read_pipeline(path: &Path) -> Result<Pipeline, ExitCode> {
+    Pipeline::from_file(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Compile and check every operator's plugin, with a progress bar on a terminal.
+pub(crate) fn load_plugins(runtime: &Runtime, pipeline: &Pipeline) -> Result<HashMap<String, Arc<Plugin>>, ExitCode> {
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(pipeline.operators.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} loading plugins [{pos}/{len}] {msg}")
+                .expect("the template is valid"),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut by_path: HashMap<PathBuf, Arc<Plugin>> = HashMap::new();
+    let mut plugins = HashMap::new();
+    for op in &pipeline.operators {
+        bar.set_message(format!("{} ({})", op.name, op.plugin.display()));
+        let plugin = match by_path.get(&op.plugin) {
+            Some(p) => p.clone(),
+            None => {
+                let started = std::time::Instant::now();
+                let p = runtime.load(&op.plugin).map_err(|e| {
+                    bar.abandon();
+                    eprintln!("error: {}:{}: operator `{}`: {e}", pipeline.file.display(), op.line, op.name);
+                    ExitCode::from(2)
+                })?;
+                tracing::debug!("loaded {} in {:?}", op.plugin.display(), started.elapsed());
+                by_path.insert(op.plugin.clone(), p.clone());
+                p
+            }
+        };
+        plugins.insert(op.name.clone(), plugin);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(plugins)
+}

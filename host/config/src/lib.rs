@@ -1,0 +1,640 @@
+//! The Sluice pipeline file.
+//!
+//! A pipeline is a TOML file with `manifest_version = 1`, a `name`, and
+//! `[[sources]]`, `[[operators]]` and `[[sinks]]` sections. Every error names
+//! the file and the line, says what was expected, and says what to do:
+//!
+//! ```text
+//! examples/taxi/pipeline.toml:14: source `trips` (generator): unknown field `sede`, expected one of `seed`, `count`, ...
+//! ```
+//!
+//! Streams are named after what produces them: a source `trips` produces the
+//! stream `trips`, an operator `parse` its main output `parse`, its side
+//! outputs `parse.<side>` and, with `on_error = "dead-letter"`, its dead
+//! letters `parse.dead-letter`.
+#![deny(missing_docs)]
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use sluice_connectors::{FileSinkConfig, FileSourceConfig, GeneratorConfig, StdoutSinkConfig};
+use toml::Spanned;
+
+/// The only manifest version this host reads.
+pub const MANIFEST_VERSION: u32 = 1;
+
+pub use sluice_state::keygroup::MAX_PARALLELISM;
+
+/// Name of the side output that carries an operator's dead letters.
+pub const DEAD_LETTER_OUTPUT: &str = "dead-letter";
+
+/// A pipeline file that could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// 1-based line of the offending item, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it.
+    pub help: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What an operator does with a record it cannot process (a per-record error,
+/// a trap, a timeout).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorPolicy {
+    /// Stop the pipeline with an error that names the operator and the record.
+    #[default]
+    Fail,
+    /// Drop the record, count it in `records_skipped`, and go on.
+    Skip,
+    /// Send the original record with provenance to `<operator>.dead-letter`.
+    DeadLetter,
+}
+
+/// How a keyed operator's input is partitioned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyBy {
+    /// By the record key that the upstream operator (or source) set.
+    Key,
+}
+
+/// Resource limits of one plugin instance.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear-memory cap per instance, in MiB (default 64).
+    pub memory_mb: u64,
+    /// CPU deadline per guest call, in milliseconds (default 1000).
+    pub deadline_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_mb: 64, deadline_ms: 1000 }
+    }
+}
+
+/// A `[[sources]]` entry.
+#[derive(Clone, Debug)]
+pub struct SourceSpec {
+    /// Unique name; also the name of the stream it produces.
+    pub name: String,
+    /// What kind of source, with its settings.
+    pub kind: SourceKind,
+    /// Line of the entry in the pipeline file.
+    pub line: usize,
+}
+
+/// The source kinds, by `type`.
+#[derive(Clone, Debug)]
+pub enum SourceKind {
+    /// `type = "generator"`: synthetic NYC taxi trips.
+    Generator(GeneratorConfig),
+    /// `type = "file"`: a JSON-lines file.
+    File(FileSourceConfig),
+}
+
+/// An `[[operators]]` entry.
+#[derive(Clone, Debug)]
+pub struct OperatorSpec {
+    /// Unique name; also the name of its main output stream.
+    pub name: String,
+    /// Path of the component, resolved against the pipeline file's folder.
+    pub plugin: PathBuf,
+    /// Streams it reads.
+    pub inputs: Vec<String>,
+    /// Line of its `input` key.
+    pub input_line: usize,
+    /// The `params` table, handed to the plugin's `init` as JSON.
+    pub params: serde_json::Value,
+    /// Number of parallel instances (1..=128).
+    pub parallelism: u32,
+    /// How the input is partitioned; `None` for a stateless operator.
+    pub key_by: Option<KeyBy>,
+    /// What happens to records it cannot process.
+    pub on_error: ErrorPolicy,
+    /// Resource limits per instance.
+    pub limits: Limits,
+    /// Line of the entry in the pipeline file.
+    pub line: usize,
+}
+
+/// A `[[sinks]]` entry.
+#[derive(Clone, Debug)]
+pub struct SinkSpec {
+    /// Unique name.
+    pub name: String,
+    /// Streams it writes.
+    pub inputs: Vec<String>,
+    /// Line of its `input` key.
+    pub input_line: usize,
+    /// What kind of sink, with its settings.
+    pub kind: SinkKind,
+    /// Line of the entry in the pipeline file.
+    pub line: usize,
+}
+
+/// The sink kinds, by `type`.
+#[derive(Clone, Debug)]
+pub enum SinkKind {
+    /// `type = "file"`.
+    File(FileSinkConfig),
+    /// `type = "stdout"`.
+    Stdout(StdoutSinkConfig),
+}
+
+/// A parsed and validated pipeline.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    /// The pipeline's name; it names its state and checkpoint directories.
+    pub name: String,
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// sha256 of the file's bytes, hex.
+    pub hash: String,
+    /// Sources, in file order.
+    pub sources: Vec<SourceSpec>,
+    /// Operators, in an order where every operator comes after its inputs.
+    pub operators: Vec<OperatorSpec>,
+    /// Sinks, in file order.
+    pub sinks: Vec<SinkSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    manifest_version: Spanned<u32>,
+    name: Spanned<String>,
+    #[serde(default)]
+    sources: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    operators: Vec<Spanned<RawOperator>>,
+    #[serde(default)]
+    sinks: Vec<Spanned<toml::Table>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Inputs {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Inputs {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Inputs::One(s) => vec![s],
+            Inputs::Many(v) => v,
+        }
+    }
+}
+
+fn one() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOperator {
+    name: String,
+    plugin: Spanned<String>,
+    input: Option<Inputs>,
+    #[serde(default)]
+    params: toml::Table,
+    #[serde(default = "one")]
+    parallelism: Spanned<u32>,
+    key_by: Option<KeyBy>,
+    #[serde(default)]
+    on_error: ErrorPolicy,
+    #[serde(default)]
+    limits: Limits,
+}
+
+/// Reads and validates pipeline files.
+struct Reader<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Reader<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    }
+
+    fn err(&self, offset: Option<usize>, message: impl Into<String>, help: Option<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: offset.map(|o| self.line_of(o)),
+            message: message.into(),
+            help,
+        }
+    }
+
+    /// The line of `key = ...` inside an entry, or the entry's first line.
+    /// toml spans an `[[array]]` entry by its header only, so the entry is
+    /// taken to run until the next header.
+    fn line_of_key(&self, span: &std::ops::Range<usize>, key: Option<&str>) -> usize {
+        if let Some(key) = key {
+            let mut offset = span.start;
+            for (i, line) in self.text[span.start.min(self.text.len())..].split_inclusive('\n').enumerate() {
+                if i > 0 && line.trim_start().starts_with('[') {
+                    break;
+                }
+                let t = line.trim_start();
+                if t.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')) {
+                    return self.line_of(offset);
+                }
+                offset += line.len();
+            }
+        }
+        self.line_of(span.start)
+    }
+
+    fn toml_error(&self, e: toml::de::Error) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: e.span().map(|s| self.line_of(s.start)),
+            message: e.message().trim_end().to_string(),
+            help: Some("see the pipeline reference in README.md (\"The pipeline file\")".into()),
+        }
+    }
+
+    /// Splits `name` and `type` off a `[[sources]]`/`[[sinks]]` table and
+    /// deserializes the rest with the connector's own config type.
+    fn entry<T: serde::de::DeserializeOwned>(
+        &self,
+        section: &str,
+        name: &str,
+        kind: &str,
+        span: &std::ops::Range<usize>,
+        rest: toml::Table,
+    ) -> Result<T, ConfigError> {
+        rest.try_into::<T>().map_err(|e| {
+            let message = e.message().trim_end().to_string();
+            let key = message.split('`').nth(1).filter(|_| message.contains("field"));
+            ConfigError {
+                file: self.file.to_path_buf(),
+                line: Some(self.line_of_key(span, key)),
+                message: format!("{section} `{name}` ({kind}): {message}"),
+                help: Some(format!("see the `{kind}` {section} settings in README.md")),
+            }
+        })
+    }
+
+    fn name_and_type(
+        &self,
+        section: &str,
+        span: &std::ops::Range<usize>,
+        table: &mut toml::Table,
+    ) -> Result<(String, String), ConfigError> {
+        let at = Some(span.start);
+        let name = match table.remove("name") {
+            Some(toml::Value::String(s)) => s,
+            Some(_) => return Err(self.err(at, format!("{section}: `name` must be a string"), None)),
+            None => return Err(self.err(at, format!("{section}: missing field `name`"), Some("give every entry a unique name".into()))),
+        };
+        let kind = match table.remove("type") {
+            Some(toml::Value::String(s)) => s,
+            _ => {
+                return Err(self.err(
+                    at,
+                    format!("{section} `{name}`: missing or non-string field `type`"),
+                    Some(match section {
+                        "source" => "set type = \"generator\" or type = \"file\"".into(),
+                        _ => "set type = \"file\" or type = \"stdout\"".into(),
+                    }),
+                ))
+            }
+        };
+        Ok((name, kind))
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.file.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+
+    fn read(&self) -> Result<Pipeline, ConfigError> {
+        let raw: RawPipeline = toml::from_str(self.text).map_err(|e| self.toml_error(e))?;
+        if *raw.manifest_version.get_ref() != MANIFEST_VERSION {
+            return Err(self.err(
+                Some(raw.manifest_version.span().start),
+                format!("manifest_version {} is not supported", raw.manifest_version.get_ref()),
+                Some(format!("this sluice reads manifest_version = {MANIFEST_VERSION}")),
+            ));
+        }
+        let name = raw.name.get_ref().clone();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(self.err(
+                Some(raw.name.span().start),
+                format!("pipeline name `{name}` is not valid"),
+                Some("use letters, digits, `-` and `_` (it names the state directory)".into()),
+            ));
+        }
+
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut claim = |reader: &Self, n: &str, line: usize| -> Result<(), ConfigError> {
+            if n.is_empty() || n.contains('.') {
+                return Err(ConfigError {
+                    file: reader.file.to_path_buf(),
+                    line: Some(line),
+                    message: format!("name `{n}` is not valid"),
+                    help: Some("names must be non-empty and must not contain `.` (it separates side outputs)".into()),
+                });
+            }
+            if let Some(first) = names.insert(n.to_string(), line) {
+                return Err(ConfigError {
+                    file: reader.file.to_path_buf(),
+                    line: Some(line),
+                    message: format!("name `{n}` is already used on line {first}"),
+                    help: Some("sources, operators and sinks share one namespace; rename one".into()),
+                });
+            }
+            Ok(())
+        };
+
+        let mut sources = Vec::new();
+        for entry in raw.sources {
+            let span = entry.span();
+            let mut table = entry.into_inner();
+            let (name, kind) = self.name_and_type("source", &span, &mut table)?;
+            let line = self.line_of_key(&span, Some("name"));
+            claim(self, &name, line)?;
+            let kind = match kind.as_str() {
+                "generator" => SourceKind::Generator(self.entry("source", &name, &kind, &span, table)?),
+                "file" => {
+                    let mut c: FileSourceConfig = self.entry("source", &name, &kind, &span, table)?;
+                    c.path = self.resolve(&c.path);
+                    if !c.path.is_file() {
+                        return Err(self.err(
+                            Some(span.start),
+                            format!("source `{name}`: input file {} does not exist", c.path.display()),
+                            Some("paths are relative to the pipeline file; fix `path`".into()),
+                        ));
+                    }
+                    SourceKind::File(c)
+                }
+                other => {
+                    return Err(ConfigError {
+                        line: Some(self.line_of_key(&span, Some("type"))),
+                        ..self.err(
+                        None,
+                        format!("source `{name}`: unknown type `{other}`"),
+                        Some("known source types: generator, file".into()),
+                    )})
+                }
+            };
+            sources.push(SourceSpec { name, kind, line });
+        }
+
+        let mut operators = Vec::new();
+        for entry in raw.operators {
+            let span = entry.span();
+            let line = self.line_of_key(&span, Some("name"));
+            let input_line = self.line_of_key(&span, Some("input"));
+            let op = entry.into_inner();
+            claim(self, &op.name, line)?;
+            let plugin = self.resolve(Path::new(op.plugin.get_ref()));
+            if !plugin.is_file() {
+                return Err(self.err(
+                    Some(op.plugin.span().start),
+                    format!("operator `{}`: plugin file {} does not exist", op.name, plugin.display()),
+                    Some("build the plugins with `scripts/build-plugins`, or fix `plugin` (relative to the pipeline file)".into()),
+                ));
+            }
+            let parallelism = *op.parallelism.get_ref();
+            if parallelism == 0 || parallelism > MAX_PARALLELISM {
+                return Err(self.err(
+                    Some(op.parallelism.span().start.max(span.start)),
+                    format!("operator `{}`: parallelism {parallelism} is out of range", op.name),
+                    Some(format!("use 1 to {MAX_PARALLELISM}")),
+                ));
+            }
+            let Some(inputs) = op.input else {
+                return Err(self.err(
+                    Some(span.start),
+                    format!("operator `{}`: missing field `input`", op.name),
+                    Some("name the stream it reads, e.g. input = \"<source or operator>\"".into()),
+                ));
+            };
+            let params = serde_json::to_value(&op.params).map_err(|e| {
+                self.err(Some(span.start), format!("operator `{}`: params cannot be passed as JSON: {e}", op.name), None)
+            })?;
+            if op.limits.memory_mb == 0 || op.limits.deadline_ms == 0 {
+                return Err(self.err(
+                    Some(span.start),
+                    format!("operator `{}`: limits must be positive", op.name),
+                    Some("set limits.memory_mb and limits.deadline_ms to values above 0".into()),
+                ));
+            }
+            operators.push(OperatorSpec {
+                name: op.name,
+                plugin,
+                inputs: inputs.into_vec(),
+                input_line,
+                params,
+                parallelism,
+                key_by: op.key_by,
+                on_error: op.on_error,
+                limits: op.limits,
+                line,
+            });
+        }
+
+        let mut sinks = Vec::new();
+        for entry in raw.sinks {
+            let span = entry.span();
+            let mut table = entry.into_inner();
+            let inputs = match table.remove("input") {
+                Some(v) => Inputs::deserialize(v).map_err(|_| {
+                    self.err(Some(span.start), "sink: `input` must be a string or a list of strings", None)
+                })?,
+                None => {
+                    return Err(self.err(
+                        Some(span.start),
+                        "sink: missing field `input`",
+                        Some("name the stream it writes, e.g. input = \"<operator>\"".into()),
+                    ))
+                }
+            };
+            let (name, kind) = self.name_and_type("sink", &span, &mut table)?;
+            let line = self.line_of_key(&span, Some("name"));
+            let input_line = self.line_of_key(&span, Some("input"));
+            claim(self, &name, line)?;
+            let kind = match kind.as_str() {
+                "file" => {
+                    let mut c: FileSinkConfig = self.entry("sink", &name, &kind, &span, table)?;
+                    c.path = self.resolve(&c.path);
+                    SinkKind::File(c)
+                }
+                "stdout" => SinkKind::Stdout(self.entry("sink", &name, &kind, &span, table)?),
+                other => {
+                    return Err(ConfigError {
+                        line: Some(self.line_of_key(&span, Some("type"))),
+                        ..self.err(None, format!("sink `{name}`: unknown type `{other}`"), Some("known sink types: file, stdout".into()))
+                    })
+                }
+            };
+            sinks.push(SinkSpec { name, inputs: inputs.into_vec(), input_line, kind, line });
+        }
+
+        let mut pipeline = Pipeline {
+            name,
+            file: self.file.to_path_buf(),
+            hash: hex::encode(Sha256::digest(self.text.as_bytes())),
+            sources,
+            operators,
+            sinks,
+        };
+        self.check_graph(&mut pipeline)?;
+        Ok(pipeline)
+    }
+
+    /// Inputs must name existing streams, the graph must be acyclic, and dead
+    /// letters must go somewhere. Orders operators topologically.
+    fn check_graph(&self, p: &mut Pipeline) -> Result<(), ConfigError> {
+        let sources: HashSet<&str> = p.sources.iter().map(|s| s.name.as_str()).collect();
+        let ops: HashMap<&str, &OperatorSpec> = p.operators.iter().map(|o| (o.name.as_str(), o)).collect();
+        let at = |line: usize| ConfigError { file: self.file.to_path_buf(), line: Some(line), message: String::new(), help: None };
+
+        let check = |consumer: &str, input: &str, line: usize| -> Result<(), ConfigError> {
+            let (head, side) = match input.split_once('.') {
+                Some((h, s)) => (h, Some(s)),
+                None => (input, None),
+            };
+            if sources.contains(head) {
+                if side.is_some() {
+                    return Err(ConfigError {
+                        message: format!("`{consumer}` reads `{input}`, but source `{head}` has no side outputs"),
+                        help: Some(format!("use input = \"{head}\"")),
+                        ..at(line)
+                    });
+                }
+                return Ok(());
+            }
+            match ops.get(head) {
+                Some(op) => {
+                    if side == Some(DEAD_LETTER_OUTPUT) && op.on_error != ErrorPolicy::DeadLetter {
+                        return Err(ConfigError {
+                            message: format!("`{consumer}` reads `{input}`, but operator `{head}` does not dead-letter"),
+                            help: Some(format!("set on_error = \"dead-letter\" on operator `{head}`")),
+                            ..at(line)
+                        });
+                    }
+                    Ok(())
+                }
+                None => {
+                    let mut known: Vec<&str> = sources.iter().copied().chain(ops.keys().copied()).collect();
+                    known.sort();
+                    Err(ConfigError {
+                        message: format!("`{consumer}` reads `{input}`, which no source or operator produces"),
+                        help: Some(format!("known streams: {}", known.join(", "))),
+                        ..at(line)
+                    })
+                }
+            }
+        };
+        for op in &p.operators {
+            for input in &op.inputs {
+                check(&op.name, input, op.input_line)?;
+            }
+        }
+        for sink in &p.sinks {
+            for input in &sink.inputs {
+                check(&sink.name, input, sink.input_line)?;
+            }
+        }
+        for op in &p.operators {
+            let dl = format!("{}.{DEAD_LETTER_OUTPUT}", op.name);
+            let consumed = p.operators.iter().any(|o| o.inputs.contains(&dl)) || p.sinks.iter().any(|s| s.inputs.contains(&dl));
+            if op.on_error == ErrorPolicy::DeadLetter && !consumed {
+                return Err(ConfigError {
+                    message: format!("operator `{}` dead-letters, but nothing reads `{dl}`", op.name),
+                    help: Some(format!("add a [[sinks]] entry with input = \"{dl}\"")),
+                    ..at(op.line)
+                });
+            }
+        }
+
+        // Topological order (Kahn); what is left over is a cycle.
+        let mut ordered: Vec<OperatorSpec> = Vec::with_capacity(p.operators.len());
+        let mut remaining: Vec<OperatorSpec> = std::mem::take(&mut p.operators);
+        while !remaining.is_empty() {
+            let done: HashSet<String> = ordered.iter().map(|o| o.name.clone()).collect();
+            let ready = remaining.iter().position(|o| {
+                o.inputs.iter().all(|i| {
+                    let head = i.split('.').next().unwrap_or(i);
+                    sources.contains(head) || done.contains(head)
+                })
+            });
+            match ready {
+                Some(i) => ordered.push(remaining.remove(i)),
+                None => {
+                    let names: Vec<&str> = remaining.iter().map(|o| o.name.as_str()).collect();
+                    return Err(ConfigError {
+                        message: format!("operators {} form a cycle", names.join(", ")),
+                        help: Some("a pipeline is a DAG: remove one of the inputs that close the loop".into()),
+                        ..at(remaining[0].line)
+                    });
+                }
+            }
+        }
+        p.operators = ordered;
+        if p.sources.is_empty() {
+            return Err(self.err(Some(0), "the pipeline has no [[sources]]", Some("add a source, e.g. type = \"generator\"".into())));
+        }
+        if p.sinks.is_empty() {
+            return Err(self.err(Some(0), "the pipeline has no [[sinks]]", Some("add a sink, e.g. type = \"stdout\"".into())));
+        }
+        Ok(())
+    }
+}
+
+impl Pipeline {
+    /// Read and validate the pipeline at `file`.
+    pub fn from_file(file: &Path) -> Result<Pipeline, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            message: format!("cannot read the pipeline file: {e}"),
+            help: Some("check the path".into()),
+        })?;
+        Self::from_str(file, &text)
+    }
+
+    /// Parse and validate pipeline text; `file` names it in errors and
+    /// anchors relative paths.
+    pub fn from_str(file: &Path, text: &str) -> Result<Pipeline, ConfigError> {
+        Reader { file, text }.read()
+    }
+
+    /// The operator called `name`.
+    pub fn operator(&self, name: &str) -> Option<&OperatorSpec> {
+        self.operators.iter().find(|o| o.name == name)
+    }
+}

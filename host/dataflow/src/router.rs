@@ -1,0 +1,140 @@
+//! Routing records from a producing subtask to the subtasks that consume its
+//! streams: by key group for keyed consumers, forward or round-robin for the
+//! rest. Records are buffered per target and sent in batches over bounded
+//! channels, so a slow consumer backpressures its producers.
+
+use std::collections::HashMap;
+
+use sluice_state::keygroup::{key_group, subtask_of, MAX_PARALLELISM};
+use sluice_types::{Message, Record};
+use tokio::sync::mpsc::Sender;
+
+use crate::DataflowError;
+
+/// How a stream is spread over the subtasks of one consumer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Partition {
+    /// By key group of the record key.
+    Keyed,
+    /// Producer subtask i feeds consumer subtask i (equal parallelism).
+    Forward,
+    /// Batches go to consumer subtasks in turn.
+    RoundRobin,
+}
+
+/// One consumer of a stream, seen from one producing subtask.
+pub(crate) struct Target {
+    pub(crate) consumer: String,
+    pub(crate) senders: Vec<Sender<Message>>,
+    pub(crate) partition: Partition,
+    buffers: Vec<Vec<Record>>,
+    next: usize,
+}
+
+impl Target {
+    pub(crate) fn new(consumer: String, senders: Vec<Sender<Message>>, partition: Partition) -> Self {
+        let buffers = senders.iter().map(|_| Vec::new()).collect();
+        Target { consumer, senders, partition, buffers, next: 0 }
+    }
+}
+
+/// Everything one producing subtask sends downstream.
+pub(crate) struct Router {
+    /// Name of the producing node, for errors.
+    node: String,
+    subtask: usize,
+    batch_size: usize,
+    /// Consumers of the main output.
+    main: Vec<Target>,
+    /// Consumers of side outputs, by side-output name.
+    sides: HashMap<String, Vec<Target>>,
+    /// Side outputs emitted that nothing reads, with a count (warned once).
+    pub(crate) unrouted: HashMap<String, u64>,
+}
+
+impl Router {
+    pub(crate) fn new(node: &str, subtask: usize, batch_size: usize, main: Vec<Target>, sides: HashMap<String, Vec<Target>>) -> Self {
+        Router { node: node.to_string(), subtask, batch_size, main, sides, unrouted: HashMap::new() }
+    }
+
+    /// Route one record of the main output (`side == None`) or of a side output.
+    pub(crate) fn push(&mut self, side: Option<&str>, record: Record) -> Result<(), DataflowError> {
+        let targets = match side {
+            None => &mut self.main,
+            Some(name) => match self.sides.get_mut(name) {
+                Some(t) => t,
+                None => {
+                    let n = self.unrouted.entry(name.to_string()).or_insert(0);
+                    if *n == 0 {
+                        tracing::warn!(
+                            "`{}` emits to side output `{name}`, which nothing reads; add a sink with input = \"{}.{name}\" to keep these records",
+                            self.node, self.node
+                        );
+                    }
+                    *n += 1;
+                    return Ok(());
+                }
+            },
+        };
+        let (node, subtask, batch_size) = (&self.node, self.subtask, self.batch_size);
+        let last = targets.len().saturating_sub(1);
+        // Clone for all but the last consumer of the stream.
+        let mut record = Some(record);
+        for (i, t) in targets.iter_mut().enumerate() {
+            let r = if i == last { record.take().expect("moved only at the last target") } else { record.clone().expect("present until the last target") };
+            let idx = match t.partition {
+                Partition::Keyed => {
+                    let kg = key_group(r.key.as_deref().unwrap_or(&[]), MAX_PARALLELISM);
+                    subtask_of(kg, MAX_PARALLELISM, t.senders.len() as u32) as usize
+                }
+                Partition::Forward => subtask % t.senders.len(),
+                Partition::RoundRobin => t.next,
+            };
+            t.buffers[idx].push(r);
+            if t.buffers[idx].len() >= batch_size {
+                send(node, t, idx)?;
+                if let Partition::RoundRobin = t.partition {
+                    t.next = (t.next + 1) % t.senders.len();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Send every partly filled buffer.
+    pub(crate) fn flush(&mut self) -> Result<(), DataflowError> {
+        let node = &self.node;
+        for t in self.main.iter_mut().chain(self.sides.values_mut().flatten()) {
+            for idx in 0..t.buffers.len() {
+                if !t.buffers[idx].is_empty() {
+                    send(node, t, idx)?;
+                }
+            }
+            if let Partition::RoundRobin = t.partition {
+                t.next = (t.next + 1) % t.senders.len();
+            }
+        }
+        Ok(())
+    }
+
+    /// Flush, then tell every consumer subtask that this producer is done.
+    pub(crate) fn finish(&mut self) -> Result<(), DataflowError> {
+        self.flush()?;
+        for t in self.main.iter_mut().chain(self.sides.values_mut().flatten()) {
+            for s in &t.senders {
+                s.blocking_send(Message::End).map_err(|_| DataflowError::Disconnected {
+                    node: self.node.clone(),
+                    peer: t.consumer.clone(),
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn send(node: &str, t: &mut Target, idx: usize) -> Result<(), DataflowError> {
+    let batch = std::mem::take(&mut t.buffers[idx]);
+    t.senders[idx]
+        .blocking_send(Message::Batch(batch))
+        .map_err(|_| DataflowError::Disconnected { node: node.to_string(), peer: t.consumer.clone() })
+}

@@ -1,0 +1,135 @@
+//! Core data types of the Sluice host: records as they flow between sources,
+//! operators and sinks, and the messages that carry them through channels.
+//!
+//! These types are deliberately free of wasmtime, RocksDB and tokio so that
+//! connectors compile without the heavy parts of the host.
+#![deny(missing_docs)]
+
+use std::fmt;
+
+/// One record header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Header name.
+    pub name: String,
+    /// Header value, uninterpreted.
+    pub value: Vec<u8>,
+}
+
+/// Where a record came from: a split of a source and an offset in it.
+///
+/// For the generator the offset is the sequence number; for a file source it
+/// is the 1-based line number; for Kafka it will be the partition offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    /// Index of the source in the pipeline file (order of `[[sources]]`).
+    pub source: u16,
+    /// Split within the source: Kafka partition, Kinesis shard, file index.
+    pub split: u32,
+    /// Offset within the split.
+    pub offset: u64,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "source {} split {} offset {}", self.source, self.split, self.offset)
+    }
+}
+
+/// A record as the host moves it: key, value, event time, headers, and the
+/// source position it derives from (for provenance and checkpoints).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Record {
+    /// Partitioning key.
+    pub key: Option<Vec<u8>>,
+    /// Payload.
+    pub value: Vec<u8>,
+    /// Event time, ms since the Unix epoch.
+    pub event_time: Option<i64>,
+    /// Headers.
+    pub headers: Vec<Header>,
+    /// The source position this record derives from, if known.
+    pub position: Option<Position>,
+}
+
+impl Record {
+    /// A record with just a value.
+    pub fn from_value(value: impl Into<Vec<u8>>) -> Self {
+        Record { value: value.into(), ..Default::default() }
+    }
+
+    /// Approximate heap size in bytes, used for batch sizing and metrics.
+    pub fn size_bytes(&self) -> usize {
+        self.value.len()
+            + self.key.as_ref().map_or(0, |k| k.len())
+            + self.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>()
+    }
+}
+
+/// A unit of work on a dataflow channel. Control messages (watermarks,
+/// checkpoint barriers, swap markers) travel in order with the batches.
+#[derive(Debug)]
+pub enum Message {
+    /// Records, in order.
+    Batch(Vec<Record>),
+    /// The sender has no more records: its input is exhausted.
+    End,
+}
+
+/// The error domain, following Arroyo: who has to act on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Domain {
+    /// The user's pipeline, plugin or data is wrong; retrying will not help.
+    User,
+    /// Something outside Sluice failed (disk, broker); a retry may help.
+    External,
+    /// A bug in Sluice.
+    Internal,
+}
+
+/// Errors raised by sources and sinks.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// An I/O error on a named path.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done, e.g. "reading".
+        what: &'static str,
+        /// The file involved.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A configuration value is invalid.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ConnectorError {
+    /// Who has to act on this error.
+    pub fn domain(&self) -> Domain {
+        match self {
+            ConnectorError::Io { .. } => Domain::External,
+            ConnectorError::Config(_) => Domain::User,
+        }
+    }
+}
+
+/// A source of records. It runs on its own blocking thread and is polled for
+/// batches until it returns `None` (bounded input exhausted).
+pub trait Source: Send {
+    /// Return up to `max` records, blocking as long as needed (rate limits,
+    /// waiting for data). `Ok(None)` means the source is exhausted.
+    fn poll_batch(&mut self, max: usize) -> Result<Option<Vec<Record>>, ConnectorError>;
+}
+
+/// A sink of records. It runs on its own blocking thread.
+pub trait Sink: Send {
+    /// Write a batch. The sink may buffer.
+    fn write(&mut self, batch: &[Record]) -> Result<(), ConnectorError>;
+    /// Make everything written so far durable / visible.
+    fn flush(&mut self) -> Result<(), ConnectorError>;
+}
+
+pub mod metrics;

@@ -1,0 +1,113 @@
+//! Pipeline metrics, kept in a Prometheus registry. Every counter is an atomic
+//! behind an `Arc`: nodes clone their counters once and add on the hot path
+//! without locking.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+/// Labels of a per-node metric (a node is a source, operator or sink).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    /// Node name from the pipeline file.
+    pub node: String,
+}
+
+/// Labels of a counter declared by a guest.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GuestLabels {
+    /// Operator name.
+    pub node: String,
+    /// Counter name chosen by the plugin.
+    pub name: String,
+}
+
+/// The counters of one node, cloned out of the registry once.
+#[derive(Clone, Debug, Default)]
+pub struct NodeCounters {
+    /// Records received.
+    pub records_in: Counter,
+    /// Records emitted (operators) or written (sinks, sources).
+    pub records_out: Counter,
+    /// Records handed to the error policy.
+    pub record_errors: Counter,
+    /// Records sent to the dead-letter output.
+    pub dead_letters: Counter,
+    /// Records skipped by the `skip` policy.
+    pub skipped: Counter,
+    /// Guest calls that trapped (including deadline and memory breaches).
+    pub traps: Counter,
+}
+
+/// All metrics of a running pipeline.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    records_in: Family<NodeLabels, Counter>,
+    records_out: Family<NodeLabels, Counter>,
+    record_errors: Family<NodeLabels, Counter>,
+    dead_letters: Family<NodeLabels, Counter>,
+    skipped: Family<NodeLabels, Counter>,
+    traps: Family<NodeLabels, Counter>,
+    guest: Family<GuestLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("sluice");
+        let m = Metrics {
+            registry: Mutex::new(Registry::default()),
+            records_in: Family::default(),
+            records_out: Family::default(),
+            record_errors: Family::default(),
+            dead_letters: Family::default(),
+            skipped: Family::default(),
+            traps: Family::default(),
+            guest: Family::default(),
+        };
+        registry.register("records_in", "Records received by a node", m.records_in.clone());
+        registry.register("records_out", "Records emitted or written by a node", m.records_out.clone());
+        registry.register("record_errors", "Records handed to the error policy", m.record_errors.clone());
+        registry.register("dead_letters", "Records sent to a dead-letter output", m.dead_letters.clone());
+        registry.register("records_skipped", "Records dropped by the skip policy", m.skipped.clone());
+        registry.register("traps", "Guest calls that trapped", m.traps.clone());
+        registry.register("guest", "Counters declared by plugins", m.guest.clone());
+        *m.registry.lock().unwrap() = registry;
+        m
+    }
+}
+
+impl Metrics {
+    /// The counters of node `node`.
+    pub fn node(&self, node: &str) -> NodeCounters {
+        let l = NodeLabels { node: node.to_string() };
+        NodeCounters {
+            records_in: self.records_in.get_or_create(&l).clone(),
+            records_out: self.records_out.get_or_create(&l).clone(),
+            record_errors: self.record_errors.get_or_create(&l).clone(),
+            dead_letters: self.dead_letters.get_or_create(&l).clone(),
+            skipped: self.skipped.get_or_create(&l).clone(),
+            traps: self.traps.get_or_create(&l).clone(),
+        }
+    }
+
+    /// The guest counter `name` of operator `node`.
+    pub fn guest_counter(&self, node: &str, name: &str) -> Counter {
+        self.guest.get_or_create(&GuestLabels { node: node.to_string(), name: name.to_string() }).clone()
+    }
+
+    /// The current value of guest counter `name` of `node`.
+    pub fn guest_value(&self, node: &str, name: &str) -> u64 {
+        self.guest_counter(node, name).get()
+    }
+
+    /// Everything, in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+        out
+    }
+}

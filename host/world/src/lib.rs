@@ -1,0 +1,721 @@
+//! The Sluice side of the plugin contract: loading, checking and running
+//! operator components with wasmtime.
+//!
+//! # The model
+//!
+//! One [`Runtime`] per process owns the wasmtime `Engine`, a `Linker` with the
+//! host imports of `sluice:operator@0.1.0` (keyed state, context, logging,
+//! metrics) plus a deny-everything WASI, and a thread that advances the
+//! engine's epoch so that every guest call has a CPU deadline.
+//!
+//! [`Runtime::load`] turns a `.wasm` file into a [`Plugin`]: it checks that the
+//! file is a component (not a core module), compiles it once (cached on disk by
+//! sha256 digest), checks its exports and imports against the contract, and
+//! pre-instantiates it. [`Plugin::instantiate`] then makes cheap [`Instance`]s,
+//! one per operator subtask, each in its own `Store` with a memory cap.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//! use sluice_world::{Runtime, InstanceConfig};
+//! let runtime = Runtime::new(None)?;
+//! let plugin = runtime.load("plugins/dist/taxi_filter.wasm".as_ref())?;
+//! let metrics = Arc::new(sluice_types::metrics::Metrics::default());
+//! let mut instance = plugin.instantiate(InstanceConfig::new("plausible"), None, metrics)?;
+//! let result = instance.process(&[sluice_world::wit::Record {
+//!     key: None, value: b"...".to_vec(), event_time: None, headers: vec![],
+//! }])?;
+//! println!("{} emits", result.emits.len());
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sluice_state::{OperatorState, StateId, StateKind};
+use sluice_types::metrics::Metrics;
+use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "process-operator",
+        with: {
+            "sluice:operator/state.value-state": super::ValueStateHandle,
+            "sluice:operator/state.map-state": super::MapStateHandle,
+            "sluice:operator/metrics.counter": super::CounterHandle,
+        },
+        imports: { default: trappable },
+    });
+}
+
+/// The contract's data types as generated from `wit/operator.wit`.
+pub mod wit {
+    pub use super::bindings::sluice::operator::types::{BatchResult, Emit, Header, InitContext, Output, Record, RecordError};
+}
+
+use bindings::sluice::operator as api;
+
+/// The contract package this host implements.
+pub const PACKAGE: &str = "sluice:operator";
+/// The contract version this host implements.
+pub const VERSION: &str = "0.1.0";
+/// The export every process operator must have.
+pub const PROCESSOR_EXPORT: &str = "sluice:operator/processor@0.1.0";
+/// How often the epoch advances; CPU deadlines are rounded up to it.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Why a plugin was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("plugin {path}: cannot read it: {source}")]
+    Read {
+        /// The plugin file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not WebAssembly at all.
+    #[error("plugin {path}: not a WebAssembly file (it does not start with the `\\0asm` magic)\n  help: build it with `cargo build --target wasm32-wasip2` or your language's component toolchain")]
+    NotWasm {
+        /// The plugin file.
+        path: PathBuf,
+    },
+    /// A core module, not a component.
+    #[error("plugin {path}: this is a core WebAssembly module, not a component\n  help: Sluice loads components; build for wasm32-wasip2 or run `wasm-tools component new`")]
+    CoreModule {
+        /// The plugin file.
+        path: PathBuf,
+    },
+    /// wasmtime refused to compile it.
+    #[error("plugin {path}: invalid component: {message}")]
+    Invalid {
+        /// The plugin file.
+        path: PathBuf,
+        /// wasmtime's reason.
+        message: String,
+    },
+    /// It does not export a Sluice operator.
+    #[error("plugin {path}: not a sluice:operator component: it does not export `{PROCESSOR_EXPORT}`\n  it exports: {exports}\n  help: target the `process-operator` world of wit/operator.wit, e.g. with the Rust SDK's #[sluice_sdk::map]")]
+    NotAnOperator {
+        /// The plugin file.
+        path: PathBuf,
+        /// What it exports instead.
+        exports: String,
+    },
+    /// It targets another contract version.
+    #[error("plugin {path}: built for {found}, but this host runs {PACKAGE}@{VERSION}\n  help: rebuild the plugin against wit/ of this Sluice, or run a Sluice that supports {found}")]
+    WrongVersion {
+        /// The plugin file.
+        path: PathBuf,
+        /// The versioned interface it has.
+        found: String,
+    },
+    /// It imports something the host does not provide.
+    #[error("plugin {path}: imports `{import}`, which this host does not provide\n  help: plugins may import the interfaces of {PACKAGE}@{VERSION} and WASI 0.2; remove the dependency that pulls `{import}` in")]
+    UnknownImport {
+        /// The plugin file.
+        path: PathBuf,
+        /// The import.
+        import: String,
+    },
+}
+
+/// What `sluice plugin inspect` shows about a component.
+#[derive(Clone, Debug)]
+pub struct PluginInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// sha256 of the bytes, hex.
+    pub digest: String,
+    /// Contract package, e.g. `sluice:operator`.
+    pub package: String,
+    /// World the exports match, e.g. `process-operator`.
+    pub world: String,
+    /// Contract version, e.g. `0.1.0`.
+    pub version: String,
+    /// Export names.
+    pub exports: Vec<String>,
+    /// Import names.
+    pub imports: Vec<String>,
+}
+
+/// A guest call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The call ran past its CPU deadline and was interrupted.
+    #[error("exceeded its CPU deadline of {deadline_ms} ms and was interrupted")]
+    Deadline {
+        /// The deadline.
+        deadline_ms: u64,
+    },
+    /// The guest trapped (panic, unreachable, memory cap, stack overflow, a
+    /// host-detected misuse).
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// `init` returned an error.
+    #[error("init failed: {0}")]
+    Init(String),
+}
+
+/// Host-side handle of a `value-state` resource.
+pub struct ValueStateHandle(StateId);
+/// Host-side handle of a `map-state` resource.
+pub struct MapStateHandle(StateId);
+/// Host-side handle of a `counter` resource.
+pub struct CounterHandle(prometheus_client::metrics::counter::Counter);
+
+/// The per-instance data of a `Store`.
+pub struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    stderr: MemoryOutputPipe,
+    operator: String,
+    subtask: u32,
+    metrics: Arc<Metrics>,
+    state: Option<OperatorState>,
+    /// Key and key group of each record of the batch being processed.
+    keys: Vec<Option<(u16, Vec<u8>)>>,
+    current: usize,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl GuestState {
+    fn current_key(&self) -> wasmtime::Result<(u16, &[u8])> {
+        if self.state.is_none() {
+            wasmtime::bail!(
+                "operator `{}` used keyed state but is not keyed; set key_by = \"key\" on it in the pipeline",
+                self.operator
+            );
+        }
+        match self.keys.get(self.current) {
+            Some(Some((kg, key))) => Ok((*kg, key.as_slice())),
+            Some(None) => wasmtime::bail!("keyed state accessed for a record without a key"),
+            None => wasmtime::bail!("keyed state accessed outside `process` (no current record)"),
+        }
+    }
+
+    fn with_state<R>(&mut self, f: impl FnOnce(&mut OperatorState, u16, &[u8]) -> Result<R, sluice_state::StateError>) -> wasmtime::Result<R> {
+        self.current_key()?;
+        let Some(Some((kg, key))) = self.keys.get(self.current) else { unreachable!("checked by current_key") };
+        let state = self.state.as_mut().expect("checked by current_key");
+        f(state, *kg, key).map_err(|e| wasmtime::format_err!("{e}"))
+    }
+
+    fn declare(&mut self, name: &str, kind: StateKind) -> wasmtime::Result<StateId> {
+        match &mut self.state {
+            Some(s) => s.declare(name, kind).map_err(|e| wasmtime::format_err!("{e}")),
+            None => wasmtime::bail!(
+                "operator `{}` declared {kind} state `{name}` but is not keyed; set key_by = \"key\" on it in the pipeline",
+                self.operator
+            ),
+        }
+    }
+}
+
+impl api::types::Host for GuestState {}
+
+impl api::context::Host for GuestState {
+    fn set_current(&mut self, index: u32) -> wasmtime::Result<()> {
+        if index as usize >= self.keys.len() {
+            wasmtime::bail!("set-current({index}) is outside the batch of {} records", self.keys.len());
+        }
+        self.current = index as usize;
+        Ok(())
+    }
+
+    fn current_key(&mut self) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.keys.get(self.current).and_then(|k| k.as_ref()).map(|(_, k)| k.clone()))
+    }
+}
+
+impl api::state::Host for GuestState {}
+
+impl api::state::HostValueState for GuestState {
+    fn new(&mut self, name: String) -> wasmtime::Result<Resource<ValueStateHandle>> {
+        let id = self.declare(&name, StateKind::Value)?;
+        Ok(self.table.push(ValueStateHandle(id))?)
+    }
+
+    fn get(&mut self, this: Resource<ValueStateHandle>) -> wasmtime::Result<Option<Vec<u8>>> {
+        let id = self.table.get(&this)?.0;
+        self.with_state(|s, kg, key| Ok(s.get(kg, id, key)?.map(<[u8]>::to_vec)))
+    }
+
+    fn set(&mut self, this: Resource<ValueStateHandle>, value: Vec<u8>) -> wasmtime::Result<()> {
+        let id = self.table.get(&this)?.0;
+        self.with_state(|s, kg, key| {
+            s.put(kg, id, key, &value);
+            Ok(())
+        })
+    }
+
+    fn clear(&mut self, this: Resource<ValueStateHandle>) -> wasmtime::Result<()> {
+        let id = self.table.get(&this)?.0;
+        self.with_state(|s, kg, key| {
+            s.delete(kg, id, key);
+            Ok(())
+        })
+    }
+
+    fn drop(&mut self, this: Resource<ValueStateHandle>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl api::state::HostMapState for GuestState {
+    fn new(&mut self, name: String) -> wasmtime::Result<Resource<MapStateHandle>> {
+        let id = self.declare(&name, StateKind::Map)?;
+        Ok(self.table.push(MapStateHandle(id))?)
+    }
+
+    fn get(&mut self, this: Resource<MapStateHandle>, map_key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        let id = self.table.get(&this)?.0;
+        self.with_state(|s, kg, key| Ok(s.map_get(kg, id, key, &map_key)?.map(<[u8]>::to_vec)))
+    }
+
+    fn set(&mut self, this: Resource<MapStateHandle>, map_key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        let id = self.table.get(&this)?.0;
+        self.with_state(|s, kg, key| {
+            s.map_put(kg, id, key, &map_key, &value);
+            Ok(())
+        })
+    }
+
+    fn remove(&mut self, this: Resource<MapStateHandle>, map_key: Vec<u8>) -> wasmtime::Result<()> {
+        let id = self.table.get(&this)?.0;
+        self.with_state(|s, kg, key| {
+            s.map_remove(kg, id, key, &map_key);
+            Ok(())
+        })
+    }
+
+    fn entries(&mut self, this: Resource<MapStateHandle>) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let id = self.table.get(&this)?.0;
+        self.with_state(|s, kg, key| s.map_entries(kg, id, key))
+    }
+
+    fn clear(&mut self, this: Resource<MapStateHandle>) -> wasmtime::Result<()> {
+        let id = self.table.get(&this)?.0;
+        self.with_state(|s, kg, key| s.map_clear(kg, id, key))
+    }
+
+    fn drop(&mut self, this: Resource<MapStateHandle>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl api::log::Host for GuestState {
+    fn log(&mut self, level: api::log::Level, message: String) -> wasmtime::Result<()> {
+        let (op, sub) = (&self.operator, self.subtask);
+        use api::log::Level;
+        match level {
+            Level::Trace => tracing::trace!(target: "plugin", operator = %op, subtask = sub, "{message}"),
+            Level::Debug => tracing::debug!(target: "plugin", operator = %op, subtask = sub, "{message}"),
+            Level::Info => tracing::info!(target: "plugin", operator = %op, subtask = sub, "{message}"),
+            Level::Warn => tracing::warn!(target: "plugin", operator = %op, subtask = sub, "{message}"),
+            Level::Error => tracing::error!(target: "plugin", operator = %op, subtask = sub, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl api::metrics::Host for GuestState {}
+
+impl api::metrics::HostCounter for GuestState {
+    fn new(&mut self, name: String) -> wasmtime::Result<Resource<CounterHandle>> {
+        let c = self.metrics.guest_counter(&self.operator, &name);
+        Ok(self.table.push(CounterHandle(c))?)
+    }
+
+    fn add(&mut self, this: Resource<CounterHandle>, delta: u64) -> wasmtime::Result<()> {
+        self.table.get(&this)?.0.inc_by(delta);
+        Ok(())
+    }
+
+    fn drop(&mut self, this: Resource<CounterHandle>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+/// The process-wide wasmtime runtime.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    cache_dir: Option<PathBuf>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// A runtime that caches compiled components in `cache_dir` (by digest),
+    /// or compiles every time with `None`.
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        config.parallel_compilation(true);
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
+        bindings::ProcessOperator::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (weak, flag) = (engine.weak(), stop.clone());
+        std::thread::Builder::new().name("sluice-epoch".into()).spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })?;
+        Ok(Runtime { engine, linker, cache_dir, stop })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn compile(&self, path: &Path, bytes: &[u8], digest: &str) -> Result<Component, LoadError> {
+        let invalid = |e: wasmtime::Error| LoadError::Invalid { path: path.to_path_buf(), message: format!("{e:#}") };
+        let cached = self.cache_dir.as_ref().map(|dir| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.engine.precompile_compatibility_hash().hash(&mut h);
+            dir.join(format!("{digest}-{:016x}.cwasm", h.finish()))
+        });
+        if let Some(file) = &cached {
+            if file.is_file() {
+                // SAFETY: the file was written by `Component::serialize` of an
+                // engine with the same compatibility hash (it is in the name),
+                // into a cache directory that only Sluice writes.
+                match unsafe { Component::deserialize_file(&self.engine, file) } {
+                    Ok(c) => return Ok(c),
+                    Err(e) => tracing::warn!("ignoring unreadable compile cache entry {}: {e}", file.display()),
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(invalid)?;
+        if let Some(file) = &cached {
+            let write = || -> std::io::Result<()> {
+                std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
+                let data = component.serialize().map_err(|e| std::io::Error::other(e.to_string()))?;
+                let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+                std::fs::write(&tmp, data)?;
+                std::fs::rename(&tmp, file)
+            };
+            if let Err(e) = write() {
+                tracing::warn!("could not cache the compiled component in {}: {e}", file.display());
+            }
+        }
+        Ok(component)
+    }
+
+    /// Read, check, compile and pre-instantiate the component at `path`.
+    pub fn load(&self, path: &Path) -> Result<Arc<Plugin>, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+        check_header(path, &bytes)?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let component = self.compile(path, &bytes, &digest)?;
+        let info = describe(&self.engine, path, bytes.len() as u64, &digest, &component);
+        check_contract(&info)?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            let msg = format!("{e:#}");
+            let import = msg.split('`').nth(1).unwrap_or(&msg).to_string();
+            LoadError::UnknownImport { path: path.to_path_buf(), import }
+        })?;
+        let pre = bindings::ProcessOperatorPre::new(pre).map_err(|e| LoadError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        })?;
+        Ok(Arc::new(Plugin { engine: self.engine.clone(), info, pre }))
+    }
+
+    /// Describe a component without requiring it to be a valid operator
+    /// (for `sluice plugin inspect`).
+    pub fn inspect(&self, path: &Path) -> Result<PluginInfo, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+        check_header(path, &bytes)?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let component = self.compile(path, &bytes, &digest)?;
+        Ok(describe(&self.engine, path, bytes.len() as u64, &digest, &component))
+    }
+}
+
+fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        return Err(LoadError::NotWasm { path: path.to_path_buf() });
+    }
+    // Bytes 4..8: version and layer. Layer 0 is a core module, 1 a component.
+    if bytes[6..8] == [0, 0] {
+        return Err(LoadError::CoreModule { path: path.to_path_buf() });
+    }
+    Ok(())
+}
+
+fn describe(engine: &Engine, path: &Path, size: u64, digest: &str, component: &Component) -> PluginInfo {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+    let sluice = exports.iter().find(|e| e.starts_with("sluice:operator/"));
+    let (package, world, version) = match sluice {
+        Some(e) => {
+            let version = e.split('@').nth(1).unwrap_or("?").to_string();
+            let world = if e.starts_with("sluice:operator/processor@") { "process-operator" } else { "unknown" };
+            (PACKAGE.to_string(), world.to_string(), version)
+        }
+        None => ("(none)".into(), "(none)".into(), "(none)".into()),
+    };
+    PluginInfo { path: path.to_path_buf(), size, digest: digest.to_string(), package, world, version, exports, imports }
+}
+
+/// Check that a described component fits the contract: it exports the
+/// processor and imports only what this host provides.
+pub fn check_contract(info: &PluginInfo) -> Result<(), LoadError> {
+    let path = info.path.clone();
+    if !info.exports.iter().any(|e| e == PROCESSOR_EXPORT) {
+        if let Some(other) = info.exports.iter().find(|e| e.starts_with("sluice:operator/")) {
+            return Err(LoadError::WrongVersion { path, found: other.clone() });
+        }
+        let exports = if info.exports.is_empty() { "nothing".to_string() } else { info.exports.join(", ") };
+        return Err(LoadError::NotAnOperator { path, exports });
+    }
+    for import in &info.imports {
+        if let Some(rest) = import.strip_prefix("sluice:operator/") {
+            let version = rest.split('@').nth(1).unwrap_or("");
+            if !version.starts_with("0.1.") {
+                return Err(LoadError::WrongVersion { path, found: import.clone() });
+            }
+        } else if !import.starts_with("wasi:") {
+            return Err(LoadError::UnknownImport { path, import: import.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// A compiled, checked, pre-instantiated operator component.
+pub struct Plugin {
+    engine: Engine,
+    info: PluginInfo,
+    pre: bindings::ProcessOperatorPre<GuestState>,
+}
+
+/// Settings of one operator instance.
+#[derive(Clone, Debug)]
+pub struct InstanceConfig {
+    /// Operator name.
+    pub operator: String,
+    /// Subtask index.
+    pub subtask: u32,
+    /// Operator parallelism.
+    pub parallelism: u32,
+    /// The operator's params as a JSON object.
+    pub params: String,
+    /// Linear-memory cap in bytes.
+    pub memory_bytes: usize,
+    /// CPU deadline per call in milliseconds.
+    pub deadline_ms: u64,
+}
+
+impl InstanceConfig {
+    /// Defaults: subtask 0 of 1, no params, 64 MiB, 1 s.
+    pub fn new(operator: &str) -> Self {
+        InstanceConfig {
+            operator: operator.to_string(),
+            subtask: 0,
+            parallelism: 1,
+            params: "{}".into(),
+            memory_bytes: 64 << 20,
+            deadline_ms: 1000,
+        }
+    }
+}
+
+impl Plugin {
+    /// What the component is.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// A new instance, initialised. `state` is the subtask's keyed state, or
+    /// `None` for an operator that is not keyed.
+    pub fn instantiate(self: &Arc<Self>, config: InstanceConfig, state: Option<OperatorState>, metrics: Arc<Metrics>) -> Result<Instance, CallError> {
+        let stderr = MemoryOutputPipe::new(256 << 10);
+        let wasi = WasiCtx::builder()
+            .stdout(std::io::empty())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let limits = StoreLimitsBuilder::new().memory_size(config.memory_bytes).trap_on_grow_failure(true).build();
+        let data = GuestState {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            stderr,
+            operator: config.operator.clone(),
+            subtask: config.subtask,
+            metrics,
+            state,
+            keys: Vec::new(),
+            current: 0,
+        };
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(|s| &mut s.limits);
+        let deadline_ticks = config.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1) + 1;
+        store.set_epoch_deadline(deadline_ticks);
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, config.deadline_ms))?;
+        let mut instance = Instance { store, bindings, plugin: self.clone(), config, deadline_ticks };
+        instance.init()?;
+        Ok(instance)
+    }
+}
+
+/// Turn a wasmtime error into a [`CallError`], with the guest's last stderr
+/// lines (a Rust panic message, typically) appended.
+fn classify(e: wasmtime::Error, store: &Store<GuestState>, deadline_ms: u64) -> CallError {
+    if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
+        return CallError::Deadline { deadline_ms };
+    }
+    let mut msg = format!("{e:#}");
+    let err = store.data().stderr.contents();
+    if !err.is_empty() {
+        let text = String::from_utf8_lossy(&err);
+        let tail: String = text.lines().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+        msg.push_str(&format!(" (guest stderr: {tail})"));
+    }
+    CallError::Trap(msg)
+}
+
+/// A running instance of an operator plugin, owned by one subtask.
+pub struct Instance {
+    store: Store<GuestState>,
+    bindings: bindings::ProcessOperator,
+    plugin: Arc<Plugin>,
+    config: InstanceConfig,
+    deadline_ticks: u64,
+}
+
+impl Instance {
+    fn init(&mut self) -> Result<(), CallError> {
+        let ctx = wit::InitContext {
+            operator: self.config.operator.clone(),
+            subtask: self.config.subtask,
+            parallelism: self.config.parallelism,
+            params: self.config.params.clone(),
+        };
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        match self.bindings.sluice_operator_processor().call_init(&mut self.store, &ctx) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(msg)) => Err(CallError::Init(msg)),
+            Err(e) => Err(classify(e, &self.store, self.config.deadline_ms)),
+        }
+    }
+
+    /// The plugin this instance runs.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// Process one batch. Keyed state written by a call that fails is rolled
+    /// back; after an error the instance must be [`reset`](Self::reset).
+    pub fn process(&mut self, batch: &[wit::Record]) -> Result<wit::BatchResult, CallError> {
+        let data = self.store.data_mut();
+        data.keys.clear();
+        data.current = 0;
+        if let Some(state) = &mut data.state {
+            for r in batch {
+                data.keys.push(r.key.as_ref().map(|k| (sluice_state::keygroup::key_group(k, sluice_state::keygroup::MAX_PARALLELISM), k.clone())));
+            }
+            state.begin_call();
+        } else {
+            data.keys.resize(batch.len(), None);
+        }
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        let result = self.bindings.sluice_operator_processor().call_process(&mut self.store, batch);
+        let data = self.store.data_mut();
+        match result {
+            Ok(r) => {
+                if let Some(state) = &mut data.state {
+                    state.commit_call();
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                if let Some(state) = &mut data.state {
+                    state.rollback_call();
+                }
+                Err(classify(e, &self.store, self.config.deadline_ms))
+            }
+        }
+    }
+
+    /// Replace the instance by a fresh one of the same plugin (after a trap,
+    /// whose instance may not be entered again), keeping the keyed state.
+    pub fn reset(&mut self) -> Result<(), CallError> {
+        let state = self.store.data_mut().state.take();
+        let metrics = self.store.data().metrics.clone();
+        let fresh = self.plugin.instantiate(self.config.clone(), state, metrics)?;
+        *self = fresh;
+        Ok(())
+    }
+
+    /// The keyed state of this subtask, e.g. to flush it.
+    pub fn state_mut(&mut self) -> Option<&mut OperatorState> {
+        self.store.data_mut().state.as_mut()
+    }
+}
+
+/// Move a host record into the contract's record type.
+pub fn to_wit(r: &mut sluice_types::Record) -> wit::Record {
+    wit::Record {
+        key: r.key.take(),
+        value: std::mem::take(&mut r.value),
+        event_time: r.event_time,
+        headers: std::mem::take(&mut r.headers)
+            .into_iter()
+            .map(|h| wit::Header { name: h.name, value: h.value })
+            .collect(),
+    }
+}
+
+/// Move a contract record back into a host record.
+pub fn from_wit(r: wit::Record, position: Option<sluice_types::Position>) -> sluice_types::Record {
+    sluice_types::Record {
+        key: r.key,
+        value: r.value,
+        event_time: r.event_time,
+        headers: r.headers.into_iter().map(|h| sluice_types::Header { name: h.name, value: h.value }).collect(),
+        position,
+    }
+}

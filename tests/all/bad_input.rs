@@ -1,0 +1,176 @@
+//! Bad pipelines and bad components: each is refused with a message that names
+//! the file and line (or the plugin) and says what to do. Never a panic.
+
+use sluice_config::Pipeline;
+use sluice_tests::*;
+use sluice_world::Runtime;
+
+const GOOD: &str = r#"manifest_version = 1
+name = "p"
+
+[[sources]]
+name = "trips"
+type = "generator"
+count = 10
+
+[[operators]]
+name = "parse"
+plugin = "{plugins}/taxi_parse.wasm"
+input = "trips"
+on_error = "dead-letter"
+
+[[sinks]]
+name = "out"
+type = "stdout"
+input = "parse"
+
+[[sinks]]
+name = "dead"
+type = "stdout"
+input = "parse.dead-letter"
+"#;
+
+fn check(text: &str) -> Result<Pipeline, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_pipeline(dir.path(), text);
+    Pipeline::from_file(&path).map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_reference_pipeline_is_valid() {
+    let p = check(GOOD).unwrap();
+    assert_eq!(p.operators.len(), 1);
+}
+
+/// (what is changed, replace this, by this, expected line, expected words)
+const CASES: &[(&str, &str, &str, usize, &[&str])] = &[
+    ("unknown top-level field", "name = \"p\"", "name = \"p\"\nlog_level = 3", 3, &["unknown field `log_level`"]),
+    ("unknown source field", "count = 10", "count = 10\nsede = 4", 8, &["source `trips` (generator)", "unknown field `sede`", "seed"]),
+    ("unknown operator field", "input = \"trips\"", "input = \"trips\"\nparalelism = 2", 13, &["unknown field `paralelism`", "parallelism"]),
+    ("wrong type", "on_error = \"dead-letter\"", "on_error = \"dead-letter\"\nparallelism = \"two\"", 14, &["invalid type: string \"two\""]),
+    ("missing plugin file", "taxi_parse.wasm", "no_such_plugin.wasm", 11, &["plugin file", "no_such_plugin.wasm", "does not exist", "scripts/build-plugins"]),
+    ("unsupported manifest version", "manifest_version = 1", "manifest_version = 2", 1, &["manifest_version 2 is not supported", "manifest_version = 1"]),
+    ("unknown input stream", "input = \"parse\"\n", "input = \"prase\"\n", 18, &["reads `prase`", "known streams: parse, trips"]),
+    ("dead letters without a reader", "input = \"parse.dead-letter\"", "input = \"parse\"", 10, &["dead-letters, but nothing reads `parse.dead-letter`", "[[sinks]]"]),
+    ("dead letters of a fail operator", "on_error = \"dead-letter\"", "on_error = \"fail\"", 23, &["does not dead-letter", "on_error = \\\"dead-letter\\\""]),
+    ("parallelism out of range", "on_error = \"dead-letter\"", "on_error = \"dead-letter\"\nparallelism = 0", 14, &["parallelism 0 is out of range", "1 to 128"]),
+    ("bad error policy", "on_error = \"dead-letter\"", "on_error = \"retry\"", 13, &["unknown variant `retry`", "dead-letter"]),
+    ("unknown source type", "type = \"generator\"", "type = \"kafka2\"", 6, &["unknown type `kafka2`", "generator, file"]),
+    ("duplicate name", "name = \"out\"", "name = \"parse\"", 16, &["name `parse` is already used on line 10"]),
+];
+
+#[test]
+fn bad_pipelines_name_the_line_and_the_fix() {
+    for (what, from, to, line, words) in CASES {
+        assert!(GOOD.contains(from), "{what}: test case does not apply");
+        let err = check(&GOOD.replacen(from, to, 1)).expect_err(what);
+        assert!(err.contains(&format!("pipeline.toml:{line}:")), "{what}: expected line {line} in: {err}");
+        for w in *words {
+            let w = w.replace("\\\"", "\"");
+            assert!(err.contains(&w), "{what}: expected `{w}` in: {err}");
+        }
+    }
+}
+
+#[test]
+fn a_cycle_is_refused() {
+    let text = GOOD.replace("input = \"trips\"", "input = \"loop\"")
+        + "\n[[operators]]\nname = \"loop\"\nplugin = \"{plugins}/taxi_filter.wasm\"\ninput = \"parse\"\n";
+    let err = check(&text).unwrap_err();
+    assert!(err.contains("form a cycle"), "{err}");
+}
+
+#[test]
+fn the_cli_reports_pipeline_errors_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_pipeline(dir.path(), &GOOD.replace("count = 10", "count = 10\nsede = 4"));
+    let out = sluice(&["validate", path.to_str().unwrap()], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("pipeline.toml:8: source `trips` (generator): unknown field `sede`"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn load_err(bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.wasm");
+    std::fs::write(&path, bytes).unwrap();
+    let runtime = Runtime::new(None).unwrap();
+    match runtime.load(&path) {
+        Ok(_) => panic!("{} bytes were accepted as a plugin", bytes.len()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_components_are_refused_with_what_is_missing() {
+    let err = load_err(b"definitely not wasm");
+    assert!(err.contains("not a WebAssembly file"), "{err}");
+
+    let err = load_err(b"\0asm\x01\0\0\0");
+    assert!(err.contains("core WebAssembly module, not a component"), "{err}");
+
+    let real = std::fs::read(plugin("taxi_filter")).unwrap();
+    let err = load_err(&real[..real.len() / 3]);
+    assert!(err.contains("invalid component"), "{err}");
+
+    let runtime = Runtime::new(None).unwrap();
+    let err = runtime.load(&plugin("fixture_no_exports")).err().expect("no-exports component refused").to_string();
+    assert!(err.contains("not a sluice:operator component"), "{err}");
+    assert!(err.contains("sluice:operator/processor@0.1.0"), "{err}");
+
+    let err = runtime.load(&plugin("fixture_future_version")).err().expect("0.9 component refused").to_string();
+    assert!(err.contains("sluice:operator/processor@0.9.0"), "{err}");
+    assert!(err.contains("this host runs sluice:operator@0.1.0"), "{err}");
+}
+
+#[test]
+fn random_bytes_never_panic_the_loader() {
+    // A small deterministic fuzz of the loading path: random bytes, and
+    // corruptions of a real component. Every input must be refused cleanly
+    // (or, for harmless corruptions, accepted) without a panic.
+    let real = std::fs::read(plugin("taxi_filter")).unwrap();
+    let runtime = Runtime::new(None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = 0x9e3779b97f4a7c15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in 0..40 {
+        let mut bytes = if i % 2 == 0 {
+            (0..(next() % 4096)).map(|_| next() as u8).collect::<Vec<u8>>()
+        } else {
+            real.clone()
+        };
+        if i % 2 == 1 {
+            for _ in 0..8 {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] = next() as u8;
+            }
+        }
+        if i % 4 == 0 {
+            bytes.splice(0..0, b"\0asm\x0d\0\x01\0".iter().copied());
+        }
+        let path = dir.path().join(format!("fuzz{i}.wasm"));
+        std::fs::write(&path, &bytes).unwrap();
+        let _ = runtime.load(&path).map(|_| ()).map_err(|e| e.to_string());
+    }
+}
+
+#[test]
+fn inspect_prints_the_contract_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sluice(&["plugin", "inspect", plugin("taxi_zone_count").to_str().unwrap()], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for w in ["package:  sluice:operator", "world:    process-operator", "version:  0.1.0", "sluice:operator/processor@0.1.0", "sluice:operator/state@0.1.0", "sha256:", "size:", "verdict:  loadable"] {
+        assert!(stdout.contains(w), "expected `{w}` in:\n{stdout}");
+    }
+    let out = sluice(&["plugin", "inspect", plugin("fixture_no_exports").to_str().unwrap()], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout.contains("verdict:  refused: "), "{stdout}");
+}

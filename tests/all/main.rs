@@ -1,0 +1,7 @@
+//! All integration tests in one binary (faster to link than many), one module
+//! per area. Plugins must be built first: `scripts/test` does it.
+
+mod bad_input;
+mod keyed_state;
+mod policies;
+mod taxi_golden;

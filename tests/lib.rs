@@ -1,0 +1,83 @@
+//! Shared support for Sluice's integration tests and benchmarks: where the
+//! built plugins and the `sluice` binary are, and helpers to run pipelines.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use sluice_config::Pipeline;
+use sluice_dataflow::{RunSummary, Settings, StopHandle};
+use sluice_types::metrics::Metrics;
+use sluice_world::Runtime;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The built component `plugins/dist/<name>.wasm`.
+pub fn plugin(name: &str) -> PathBuf {
+    let p = repo_root().join("plugins/dist").join(format!("{name}.wasm"));
+    assert!(p.is_file(), "{} is missing: run scripts/build-plugins (scripts/test does)", p.display());
+    p
+}
+
+/// The `sluice` binary next to this test binary (built by `scripts/test`).
+pub fn sluice_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) }).expect("target dir");
+    let bin = dir.join("sluice");
+    assert!(bin.is_file(), "{} is missing: build it with `cargo build --release -p sluice-cli` (scripts/test does)", bin.display());
+    bin
+}
+
+/// A shared compile cache for tests, so each component compiles once per run.
+pub fn compile_cache() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent().expect("deps dir").join("sluice-test-compile-cache")
+}
+
+/// Run `sluice <args>` with the test compile cache; stdin closed.
+pub fn sluice(args: &[&str], cwd: &Path) -> Output {
+    Command::new(sluice_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("SLUICE_COMPILE_CACHE", compile_cache())
+        .env("SLUICE_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("sluice runs")
+}
+
+/// Write `text` as `pipeline.toml` in `dir`, with `{plugins}` replaced by
+/// the absolute path of `plugins/dist`.
+pub fn write_pipeline(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("pipeline.toml");
+    let dist = repo_root().join("plugins/dist");
+    std::fs::write(&path, text.replace("{plugins}", &dist.display().to_string())).expect("write pipeline");
+    path
+}
+
+/// Run a pipeline in-process (library API), returning the summary and metrics.
+pub fn run_in_process(pipeline_file: &Path, state_dir: &Path, batch_size: usize) -> Result<(RunSummary, Arc<Metrics>), String> {
+    let pipeline = Pipeline::from_file(pipeline_file).map_err(|e| e.to_string())?;
+    let runtime = Runtime::new(Some(compile_cache())).map_err(|e| e.to_string())?;
+    let mut plugins = HashMap::new();
+    for op in &pipeline.operators {
+        plugins.insert(op.name.clone(), runtime.load(&op.plugin).map_err(|e| e.to_string())?);
+    }
+    let settings = Settings { state_dir: state_dir.to_path_buf(), batch_size, ..Settings::default() };
+    let metrics = Arc::new(Metrics::default());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())?;
+    let summary = rt
+        .block_on(sluice_dataflow::run(&pipeline, &plugins, &settings, metrics.clone(), StopHandle::default()))
+        .map_err(|e| e.to_string())?;
+    Ok((summary, metrics))
+}
+
+/// Read a JSON-lines file into values.
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
+}
