@@ -18,6 +18,10 @@ use serde::Deserialize;
 use sluice_connectors::{taxi_records, GeneratorConfig};
 use sluice_tests::{run_in_process, write_pipeline};
 
+// The same allocator as the `sluice` binary, for both sides of the comparison.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Deserialize)]
 #[allow(dead_code)]
 struct Trip {

@@ -5,3 +5,7 @@ mod bad_input;
 mod keyed_state;
 mod policies;
 mod taxi_golden;
+
+// The same allocator as the `sluice` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

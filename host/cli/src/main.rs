@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 
+// The dataflow allocates and frees record buffers across threads; mimalloc
+// handles that pattern markedly better than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sluice: a stream processor whose operators are WebAssembly components.
 #[derive(Parser)]
 #[command(name = "sluice", version, about, long_about = None)]

@@ -171,6 +171,7 @@ impl StateBackend {
             dirty: 0,
             scratch: Vec::with_capacity(256),
             journal: None,
+            call: 0,
         })
     }
 
@@ -186,10 +187,11 @@ impl StateBackend {
     }
 }
 
-#[derive(Clone)]
 struct Slot {
     value: Option<Box<[u8]>>,
     dirty: bool,
+    /// The guest call that last journaled this slot (0: none).
+    call: u32,
 }
 
 /// The keyed state of one operator subtask: a write-back cache over the
@@ -204,8 +206,11 @@ pub struct OperatorState {
     capacity: usize,
     dirty: usize,
     scratch: Vec<u8>,
-    /// Previous slots of keys written during the current guest call.
+    /// Pre-call slots of the keys written during the current guest call,
+    /// one entry per key (its first write in the call).
     journal: Option<Vec<(Box<[u8]>, Option<Slot>)>>,
+    /// Id of the current guest call, for the journal.
+    call: u32,
 }
 
 fn slot_bytes(key: &[u8], slot: &Slot) -> usize {
@@ -254,7 +259,7 @@ impl OperatorState {
     fn read(&mut self) -> Result<Option<&[u8]>, StateError> {
         if !self.cache.contains_key(self.scratch.as_slice()) {
             let value = self.backend.inner.db.get(&self.scratch).map_err(|e| self.backend.err(e))?;
-            let slot = Slot { value: value.map(Vec::into_boxed_slice), dirty: false };
+            let slot = Slot { value: value.map(Vec::into_boxed_slice), dirty: false, call: 0 };
             self.cache_bytes += slot_bytes(&self.scratch, &slot);
             self.cache.insert(self.scratch.clone().into_boxed_slice(), slot);
         }
@@ -262,26 +267,45 @@ impl OperatorState {
     }
 
     fn write(&mut self, value: Option<&[u8]>) {
-        let slot = Slot { value: value.map(Into::into), dirty: true };
-        let added = slot_bytes(&self.scratch, &slot);
-        match self.cache.get_mut(self.scratch.as_slice()) {
+        let call = self.call;
+        let key = self.scratch.as_slice();
+        match self.cache.get_mut(key) {
             Some(existing) => {
-                if let Some(j) = &mut self.journal {
-                    j.push((self.scratch.as_slice().into(), Some(existing.clone())));
+                let before = slot_bytes(key, existing);
+                match &mut self.journal {
+                    // First write of this key in the call: keep the old slot
+                    // (moved, not copied) so that a rollback can restore it.
+                    Some(journal) if existing.call != call => {
+                        let fresh = Slot { value: value.map(Into::into), dirty: true, call };
+                        let previous = std::mem::replace(existing, fresh);
+                        if !previous.dirty {
+                            self.dirty += 1;
+                        }
+                        journal.push((key.into(), Some(previous)));
+                    }
+                    _ => {
+                        match (&mut existing.value, value) {
+                            // Same length: overwrite in place, no allocation.
+                            (Some(old), Some(new)) if old.len() == new.len() => old.copy_from_slice(new),
+                            (old, new) => *old = new.map(Into::into),
+                        }
+                        if !existing.dirty {
+                            existing.dirty = true;
+                            self.dirty += 1;
+                        }
+                    }
                 }
-                self.cache_bytes = self.cache_bytes + added - slot_bytes(&self.scratch, existing);
-                if !existing.dirty {
-                    self.dirty += 1;
-                }
-                *existing = slot;
+                let after = slot_bytes(key, existing);
+                self.cache_bytes = self.cache_bytes + after - before;
             }
             None => {
-                if let Some(j) = &mut self.journal {
-                    j.push((self.scratch.as_slice().into(), None));
+                let slot = Slot { value: value.map(Into::into), dirty: true, call };
+                if let Some(journal) = &mut self.journal {
+                    journal.push((key.into(), None));
                 }
-                self.cache_bytes += added;
+                self.cache_bytes += slot_bytes(key, &slot);
                 self.dirty += 1;
-                self.cache.insert(self.scratch.as_slice().into(), slot);
+                self.cache.insert(key.into(), slot);
             }
         }
     }
@@ -361,6 +385,7 @@ impl OperatorState {
     /// Start journaling writes so that [`rollback_call`](Self::rollback_call)
     /// can undo them.
     pub fn begin_call(&mut self) {
+        self.call = self.call.wrapping_add(1).max(1);
         match &mut self.journal {
             Some(j) => j.clear(),
             None => self.journal = Some(Vec::new()),

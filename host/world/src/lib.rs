@@ -186,8 +186,10 @@ pub struct GuestState {
     subtask: u32,
     metrics: Arc<Metrics>,
     state: Option<OperatorState>,
-    /// Key and key group of each record of the batch being processed.
-    keys: Vec<Option<(u16, Vec<u8>)>>,
+    /// Key group, offset and length in `key_bytes` of each record's key in
+    /// the batch being processed (one buffer: no allocation per record).
+    keys: Vec<Option<(u16, u32, u32)>>,
+    key_bytes: Vec<u8>,
     current: usize,
 }
 
@@ -198,25 +200,21 @@ impl WasiView for GuestState {
 }
 
 impl GuestState {
-    fn current_key(&self) -> wasmtime::Result<(u16, &[u8])> {
-        if self.state.is_none() {
+    fn with_state<R>(&mut self, f: impl FnOnce(&mut OperatorState, u16, &[u8]) -> Result<R, sluice_state::StateError>) -> wasmtime::Result<R> {
+        let GuestState { state, keys, key_bytes, current, operator, .. } = self;
+        let Some(state) = state else {
             wasmtime::bail!(
-                "operator `{}` used keyed state but is not keyed; set key_by = \"key\" on it in the pipeline",
-                self.operator
+                "operator `{operator}` used keyed state but is not keyed; set key_by = \"key\" on it in the pipeline"
             );
-        }
-        match self.keys.get(self.current) {
-            Some(Some((kg, key))) => Ok((*kg, key.as_slice())),
+        };
+        match keys.get(*current) {
+            Some(Some((kg, start, len))) => {
+                let key = &key_bytes[*start as usize..(*start + *len) as usize];
+                f(state, *kg, key).map_err(|e| wasmtime::format_err!("{e}"))
+            }
             Some(None) => wasmtime::bail!("keyed state accessed for a record without a key"),
             None => wasmtime::bail!("keyed state accessed outside `process` (no current record)"),
         }
-    }
-
-    fn with_state<R>(&mut self, f: impl FnOnce(&mut OperatorState, u16, &[u8]) -> Result<R, sluice_state::StateError>) -> wasmtime::Result<R> {
-        self.current_key()?;
-        let Some(Some((kg, key))) = self.keys.get(self.current) else { unreachable!("checked by current_key") };
-        let state = self.state.as_mut().expect("checked by current_key");
-        f(state, *kg, key).map_err(|e| wasmtime::format_err!("{e}"))
     }
 
     fn declare(&mut self, name: &str, kind: StateKind) -> wasmtime::Result<StateId> {
@@ -242,7 +240,8 @@ impl api::context::Host for GuestState {
     }
 
     fn current_key(&mut self) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.keys.get(self.current).and_then(|k| k.as_ref()).map(|(_, k)| k.clone()))
+        let key = self.keys.get(self.current).copied().flatten();
+        Ok(key.map(|(_, start, len)| self.key_bytes[start as usize..(start + len) as usize].to_vec()))
     }
 }
 
@@ -588,6 +587,7 @@ impl Plugin {
             metrics,
             state,
             keys: Vec::new(),
+            key_bytes: Vec::new(),
             current: 0,
         };
         let mut store = Store::new(&self.engine, data);
@@ -652,10 +652,15 @@ impl Instance {
     pub fn process(&mut self, batch: &[wit::Record]) -> Result<wit::BatchResult, CallError> {
         let data = self.store.data_mut();
         data.keys.clear();
+        data.key_bytes.clear();
         data.current = 0;
         if let Some(state) = &mut data.state {
             for r in batch {
-                data.keys.push(r.key.as_ref().map(|k| (sluice_state::keygroup::key_group(k, sluice_state::keygroup::MAX_PARALLELISM), k.clone())));
+                data.keys.push(r.key.as_ref().map(|k| {
+                    let start = data.key_bytes.len() as u32;
+                    data.key_bytes.extend_from_slice(k);
+                    (sluice_state::keygroup::key_group(k, sluice_state::keygroup::MAX_PARALLELISM), start, k.len() as u32)
+                }));
             }
             state.begin_call();
         } else {
