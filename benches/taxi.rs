@@ -14,33 +14,13 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::Instant;
 
-use serde::Deserialize;
 use sluice_connectors::{taxi_records, GeneratorConfig};
+use sluice_tests::taxi::{parse, plausible};
 use sluice_tests::{run_in_process, write_pipeline};
 
 // The same allocator as the `sluice` binary, for both sides of the comparison.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct Trip {
-    trip_id: u64,
-    vendor_id: u8,
-    pickup_ms: i64,
-    dropoff_ms: i64,
-    passenger_count: u32,
-    trip_distance: f64,
-    pickup_zone: u16,
-    dropoff_zone: u16,
-    pickup_lon: f64,
-    pickup_lat: f64,
-    dropoff_lon: f64,
-    dropoff_lat: f64,
-    fare_amount: f64,
-    tip_amount: f64,
-    total_amount: f64,
-}
 
 fn native(trips: u64, dir: &std::path::Path) -> f64 {
     let config: GeneratorConfig = serde_json::from_value(serde_json::json!({ "seed": 42, "count": trips })).unwrap();
@@ -49,24 +29,16 @@ fn native(trips: u64, dir: &std::path::Path) -> f64 {
     let mut dead = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(dir.join("native-dead.jsonl")).unwrap());
     let mut zones: HashMap<Vec<u8>, (u64, i64)> = HashMap::new();
     for r in taxi_records(&config, 0) {
-        let trip = match serde_json::from_slice::<Trip>(&r.value) {
-            Ok(t) if (1..=265).contains(&t.pickup_zone) && (1..=265).contains(&t.dropoff_zone) => t,
-            Ok(_) | Err(_) => {
+        let trip = match parse(&r.value) {
+            Some(t) => t,
+            None => {
                 let line = serde_json::json!({ "error": "malformed", "offset": r.position.map(|p| p.offset), "value": String::from_utf8_lossy(&r.value) });
                 serde_json::to_writer(&mut dead, &line).unwrap();
                 dead.write_all(b"\n").unwrap();
                 continue;
             }
         };
-        let ok = (1..=6).contains(&trip.passenger_count)
-            && trip.trip_distance > 0.0
-            && trip.trip_distance <= 100.0
-            && trip.fare_amount > 0.0
-            && trip.fare_amount <= 500.0
-            && trip.dropoff_ms > trip.pickup_ms
-            && trip.dropoff_ms - trip.pickup_ms <= 6 * 3600 * 1000
-            && trip.total_amount >= trip.fare_amount;
-        if !ok {
+        if !plausible(&trip) {
             continue;
         }
         let key = trip.pickup_zone.to_string().into_bytes();

@@ -81,3 +81,50 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
 }
+
+/// The taxi example's expected semantics, written down again from the spec
+/// and shared by the golden test and the benchmark's native baseline. It is
+/// deliberately not the plugins' code.
+pub mod taxi {
+    use serde::Deserialize;
+
+    /// The trip schema (the generator's JSON).
+    #[derive(Deserialize)]
+    #[allow(missing_docs)]
+    pub struct Trip {
+        pub trip_id: u64,
+        pub vendor_id: u8,
+        pub pickup_ms: i64,
+        pub dropoff_ms: i64,
+        pub passenger_count: u32,
+        pub trip_distance: f64,
+        pub pickup_zone: u16,
+        pub dropoff_zone: u16,
+        pub pickup_lon: f64,
+        pub pickup_lat: f64,
+        pub dropoff_lon: f64,
+        pub dropoff_lat: f64,
+        pub fare_amount: f64,
+        pub tip_amount: f64,
+        pub total_amount: f64,
+    }
+
+    /// The plausibility rules of `taxi-filter` with its default limits.
+    pub fn plausible(t: &Trip) -> bool {
+        (1..=6).contains(&t.passenger_count)
+            && t.trip_distance > 0.0
+            && t.trip_distance <= 100.0
+            && t.fare_amount > 0.0
+            && t.fare_amount <= 500.0
+            && t.dropoff_ms > t.pickup_ms
+            && t.dropoff_ms - t.pickup_ms <= 6 * 3600 * 1000
+            && t.total_amount >= t.fare_amount
+    }
+
+    /// The trip, if `json` is one with both zones in range (what `taxi-parse` accepts).
+    pub fn parse(json: &[u8]) -> Option<Trip> {
+        serde_json::from_slice::<Trip>(json)
+            .ok()
+            .filter(|t| (1..=265).contains(&t.pickup_zone) && (1..=265).contains(&t.dropoff_zone))
+    }
+}

@@ -4,41 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine as _;
-use serde::Deserialize;
 use sluice_connectors::{taxi_records, GeneratorConfig};
+use sluice_tests::taxi::{parse, plausible};
 use sluice_tests::*;
-
-/// The trip schema, written down again from the spec (not shared with the plugins).
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct Trip {
-    trip_id: u64,
-    vendor_id: u8,
-    pickup_ms: i64,
-    dropoff_ms: i64,
-    passenger_count: u32,
-    trip_distance: f64,
-    pickup_zone: u16,
-    dropoff_zone: u16,
-    pickup_lon: f64,
-    pickup_lat: f64,
-    dropoff_lon: f64,
-    dropoff_lat: f64,
-    fare_amount: f64,
-    tip_amount: f64,
-    total_amount: f64,
-}
-
-fn plausible(t: &Trip) -> bool {
-    (1..=6).contains(&t.passenger_count)
-        && t.trip_distance > 0.0
-        && t.trip_distance <= 100.0
-        && t.fare_amount > 0.0
-        && t.fare_amount <= 500.0
-        && t.dropoff_ms > t.pickup_ms
-        && t.dropoff_ms - t.pickup_ms <= 6 * 3600 * 1000
-        && t.total_amount >= t.fare_amount
-}
 
 const SEED: u64 = 7;
 const COUNT: u64 = 40_000;
@@ -50,15 +18,15 @@ fn taxi_zone_totals_match_an_independent_computation() {
     let mut expected: BTreeMap<u16, (u64, i64)> = BTreeMap::new();
     let mut malformed: HashMap<u64, Vec<u8>> = HashMap::new();
     for r in taxi_records(&config, 0) {
-        match serde_json::from_slice::<Trip>(&r.value) {
-            Ok(t) if (1..=265).contains(&t.pickup_zone) && (1..=265).contains(&t.dropoff_zone) => {
+        match parse(&r.value) {
+            Some(t) => {
                 if plausible(&t) {
                     let e = expected.entry(t.pickup_zone).or_default();
                     e.0 += 1;
                     e.1 += (t.total_amount * 100.0).round() as i64;
                 }
             }
-            _ => {
+            None => {
                 malformed.insert(r.position.unwrap().offset, r.value.clone());
             }
         }

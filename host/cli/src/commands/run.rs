@@ -10,7 +10,6 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sluice_dataflow::{Settings, StopHandle};
 use sluice_types::metrics::Metrics;
-use sluice_world::Runtime;
 
 /// Arguments of `sluice run`.
 #[derive(Args)]
@@ -33,13 +32,8 @@ pub struct RunArgs {
 
 /// Run the pipeline.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let pipeline = match super::read_pipeline(&args.pipeline) {
-        Ok(p) => p,
-        Err(code) => return Ok(code),
-    };
-    let runtime = Runtime::new(crate::compile_cache())?;
-    let plugins = match super::load_plugins(&runtime, &pipeline) {
-        Ok(p) => p,
+    let (pipeline, plugins) = match super::prepare(&args.pipeline)? {
+        Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
     if args.batch_size == 0 {

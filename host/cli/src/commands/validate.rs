@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use sluice_world::Runtime;
 
 /// Arguments of `sluice validate`.
 #[derive(Args)]
@@ -15,13 +14,8 @@ pub struct ValidateArgs {
 
 /// Validate and print what the pipeline contains.
 pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
-    let pipeline = match super::read_pipeline(&args.pipeline) {
-        Ok(p) => p,
-        Err(code) => return Ok(code),
-    };
-    let runtime = Runtime::new(crate::compile_cache())?;
-    let plugins = match super::load_plugins(&runtime, &pipeline) {
-        Ok(p) => p,
+    let (pipeline, plugins) = match super::prepare(&args.pipeline)? {
+        Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
     println!("pipeline `{}` is valid ({})", pipeline.name, args.pipeline.display());
