@@ -65,11 +65,16 @@ pub fn run_in_process(pipeline_file: &Path, state_dir: &Path, batch_size: usize)
     let runtime = Runtime::new(Some(compile_cache())).map_err(|e| e.to_string())?;
     let mut plugins = HashMap::new();
     for op in &pipeline.operators {
-        plugins.insert(op.name.clone(), runtime.load(&op.plugin).map_err(|e| e.to_string())?);
+        plugins.insert(op.name.clone(), sluice_dataflow::load_operator(&runtime, op).map_err(|e| e.to_string())?);
     }
     let settings = Settings { state_dir: state_dir.to_path_buf(), batch_size, ..Settings::default() };
     let metrics = Arc::new(Metrics::default());
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(sluice_dataflow::THREAD_STACK_BYTES)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     let summary = rt
         .block_on(sluice_dataflow::run(&pipeline, &plugins, &settings, metrics.clone(), StopHandle::default()))
         .map_err(|e| e.to_string())?;

@@ -4,6 +4,7 @@
 mod bad_input;
 mod keyed_state;
 mod policies;
+mod sandbox;
 mod taxi_golden;
 
 // The same allocator as the `sluice` binary.

@@ -80,20 +80,47 @@ pub enum KeyBy {
     Key,
 }
 
-/// Resource limits of one plugin instance.
+/// Resource limits of one plugin instance. A breach traps the guest call and
+/// goes to the operator's error policy; it never fails the host.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Linear-memory cap per instance, in MiB (default 64).
     pub memory_mb: u64,
-    /// CPU deadline per guest call, in milliseconds (default 1000).
+    /// CPU deadline per guest call, in milliseconds (default 1000), enforced
+    /// by epoch interruption.
     pub deadline_ms: u64,
+    /// Wasm stack per call, in KiB (default 512, at most 4096).
+    pub stack_kb: u64,
+    /// Largest record an operator accepts or emits, in KiB (default 1024).
+    pub max_record_kb: u64,
+    /// Optional fuel per guest call: a deterministic instruction budget, on
+    /// top of the deadline. Off by default (it costs throughput).
+    pub fuel: Option<u64>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_mb: 64, deadline_ms: 1000 }
+        Limits { memory_mb: 64, deadline_ms: 1000, stack_kb: 512, max_record_kb: 1024, fuel: None }
     }
+}
+
+/// The largest `limits.stack_kb`: the host threads that run guests have 8 MiB stacks.
+pub const MAX_STACK_KB: u64 = 4096;
+
+/// Capabilities granted to a plugin. By default a plugin gets none: no
+/// filesystem, no network, no environment, and a frozen clock.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Grants {
+    /// Environment variables the plugin sees, by name.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// A directory the plugin may read (never write), visible to it as `/data`.
+    /// Relative to the pipeline file.
+    pub read_dir: Option<PathBuf>,
+    /// Whether the plugin sees the real wall and monotonic clocks (otherwise
+    /// both read 0, which keeps replays deterministic).
+    pub clock: bool,
 }
 
 /// A `[[sources]]` entry.
@@ -137,6 +164,8 @@ pub struct OperatorSpec {
     pub on_error: ErrorPolicy,
     /// Resource limits per instance.
     pub limits: Limits,
+    /// Capabilities granted to the plugin.
+    pub grants: Grants,
     /// Line of the entry in the pipeline file.
     pub line: usize,
 }
@@ -230,6 +259,8 @@ struct RawOperator {
     on_error: ErrorPolicy,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    grants: Grants,
 }
 
 /// Reads and validates pipeline files.
@@ -445,12 +476,38 @@ impl Reader<'_> {
             let params = serde_json::to_value(&op.params).map_err(|e| {
                 self.err(Some(span.start), format!("operator `{}`: params cannot be passed as JSON: {e}", op.name), None)
             })?;
-            if op.limits.memory_mb == 0 || op.limits.deadline_ms == 0 {
-                return Err(self.err(
-                    Some(span.start),
-                    format!("operator `{}`: limits must be positive", op.name),
-                    Some("set limits.memory_mb and limits.deadline_ms to values above 0".into()),
-                ));
+            let limits_line = Some(self.line_of_key(&span, Some("limits")));
+            let l = &op.limits;
+            if l.memory_mb == 0 || l.deadline_ms == 0 || l.stack_kb == 0 || l.max_record_kb == 0 || l.fuel == Some(0) {
+                return Err(ConfigError {
+                    line: limits_line,
+                    ..self.err(
+                        None,
+                        format!("operator `{}`: limits must be positive", op.name),
+                        Some("set memory_mb, deadline_ms, stack_kb, max_record_kb and fuel to values above 0 (or leave them out for the defaults)".into()),
+                    )
+                });
+            }
+            if l.stack_kb > MAX_STACK_KB {
+                return Err(ConfigError {
+                    line: limits_line,
+                    ..self.err(None, format!("operator `{}`: limits.stack_kb = {} is too large", op.name, l.stack_kb), Some(format!("use at most {MAX_STACK_KB}")))
+                });
+            }
+            let mut grants = op.grants;
+            if let Some(dir) = &grants.read_dir {
+                let dir = self.resolve(dir);
+                if !dir.is_dir() {
+                    return Err(ConfigError {
+                        line: Some(self.line_of_key(&span, Some("grants"))),
+                        ..self.err(
+                            None,
+                            format!("operator `{}`: grants.read_dir {} is not a directory", op.name, dir.display()),
+                            Some("paths are relative to the pipeline file; create the directory or fix the path".into()),
+                        )
+                    });
+                }
+                grants.read_dir = Some(dir);
             }
             operators.push(OperatorSpec {
                 name: op.name,
@@ -462,6 +519,7 @@ impl Reader<'_> {
                 key_by: op.key_by,
                 on_error: op.on_error,
                 limits: op.limits,
+                grants,
                 line,
             });
         }

@@ -26,7 +26,7 @@ use sluice_connectors::{FileSink, FileSource, StdoutSink, TaxiGenerator};
 use sluice_state::StateBackend;
 use sluice_types::metrics::{Metrics, NodeCounters};
 use sluice_types::{Header, Message, Position, Record, Sink, Source};
-use sluice_world::{wit, CallError, InstanceConfig, Plugin};
+use sluice_world::{wit, CallError, EngineOptions, InstanceConfig, LoadError, Plugin, Runtime};
 use tokio::sync::mpsc::{channel, Receiver, Sender};
 
 mod router;
@@ -96,6 +96,21 @@ pub enum DataflowError {
         /// Panic message.
         message: String,
     },
+}
+
+/// Stack size of the threads that run guests: above the largest Wasm stack an
+/// operator may ask for (`limits.stack_kb`), with room for the host's frames.
+pub const THREAD_STACK_BYTES: usize = 8 << 20;
+
+/// The engine options an operator's limits call for.
+pub fn engine_options(op: &OperatorSpec) -> EngineOptions {
+    EngineOptions { stack_bytes: (op.limits.stack_kb as usize) << 10, fuel: op.limits.fuel.is_some(), ..EngineOptions::default() }
+}
+
+/// Load (compile, check, pre-instantiate) the plugin of `op` with its limits
+/// and grants.
+pub fn load_operator(runtime: &Runtime, op: &OperatorSpec) -> Result<Arc<Plugin>, LoadError> {
+    runtime.load_with(&op.plugin, engine_options(op), &op.grants)
 }
 
 /// Process-level settings (flags and environment, not pipeline).
@@ -261,6 +276,7 @@ pub async fn run(
                 params: op.params.to_string(),
                 memory_bytes: (op.limits.memory_mb as usize) << 20,
                 deadline_ms: op.limits.deadline_ms,
+                fuel: op.limits.fuel,
             };
             let task = OperatorTask {
                 spec: op.clone(),
@@ -398,9 +414,15 @@ impl OperatorTask {
         let keyed = self.spec.key_by.is_some();
         let mut positions = Vec::with_capacity(records.len());
         let mut batch = Vec::with_capacity(records.len());
+        let max = self.max_record_bytes();
         for mut r in records {
             if keyed && r.key.is_none() {
                 let msg = format!("the record has no key, but operator `{}` is keyed (key_by = \"key\"); the upstream operator must set one", self.spec.name);
+                self.on_error(sluice_world::to_wit(&mut r), r.position, msg)?;
+                continue;
+            }
+            if r.size_bytes() > max {
+                let msg = format!("the record is {} bytes, over the operator's limits.max_record_kb = {}", r.size_bytes(), self.spec.limits.max_record_kb);
                 self.on_error(sluice_world::to_wit(&mut r), r.position, msg)?;
                 continue;
             }
@@ -451,9 +473,18 @@ impl OperatorTask {
     /// Route the emits of a successful call over `batch`.
     fn route(&mut self, result: wit::BatchResult, positions: &[Option<Position>], batch: &[wit::Record]) -> Result<(), DataflowError> {
         let mut out = 0u64;
+        let max = self.max_record_bytes();
         for emit in result.emits {
             let position = positions.get(emit.input as usize).copied().flatten();
             let record = sluice_world::from_wit(emit.record, position);
+            if record.size_bytes() > max {
+                let Some(original) = batch.get(emit.input as usize) else {
+                    return Err(self.bad_index(emit.input, batch.len(), "an oversized emit"));
+                };
+                let msg = format!("emitted a record of {} bytes, over the operator's limits.max_record_kb = {}", record.size_bytes(), self.spec.limits.max_record_kb);
+                self.on_error(original.clone(), position, msg)?;
+                continue;
+            }
             match &emit.output {
                 wit::Output::Main => self.router.push(None, record)?,
                 wit::Output::Side(name) => self.router.push(Some(name), record)?,
@@ -464,16 +495,25 @@ impl OperatorTask {
         for err in result.errors {
             let i = err.input as usize;
             let Some(original) = batch.get(i) else {
-                return Err(DataflowError::RecordFailed {
-                    operator: self.spec.name.clone(),
-                    plugin: self.plugin_label(),
-                    position: "an unknown position".into(),
-                    message: format!("the plugin reported an error for input {i} of a batch of {}: {}", batch.len(), err.message),
-                });
+                return Err(self.bad_index(err.input, batch.len(), &err.message));
             };
             self.on_error(original.clone(), positions.get(i).copied().flatten(), err.message)?;
         }
         Ok(())
+    }
+
+    fn max_record_bytes(&self) -> usize {
+        (self.spec.limits.max_record_kb as usize) << 10
+    }
+
+    /// A plugin that names an input index outside the batch is broken.
+    fn bad_index(&self, index: u32, len: usize, what: &str) -> DataflowError {
+        DataflowError::RecordFailed {
+            operator: self.spec.name.clone(),
+            plugin: self.plugin_label(),
+            position: "an unknown position".into(),
+            message: format!("the plugin referred to input {index} of a batch of {len} ({what}); the plugin is broken"),
+        }
     }
 
     fn describe(&self, position: Option<Position>) -> String {

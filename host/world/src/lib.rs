@@ -30,10 +30,12 @@
 //! ```
 #![deny(missing_docs)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+pub use sluice_config::Grants;
 
 use sha2::{Digest, Sha256};
 use sluice_state::{OperatorState, StateId, StateKind};
@@ -41,7 +43,7 @@ use sluice_types::metrics::Metrics;
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -120,6 +122,16 @@ pub enum LoadError {
         /// The versioned interface it has.
         found: String,
     },
+    /// It imports a capability the operator was not granted.
+    #[error("plugin {path}: imports `{import}`, which this operator is not granted\n  help: {grant}")]
+    NotGranted {
+        /// The plugin file.
+        path: PathBuf,
+        /// The import.
+        import: String,
+        /// The grant that would allow it, or why none does.
+        grant: String,
+    },
     /// It imports something the host does not provide.
     #[error("plugin {path}: imports `{import}`, which this host does not provide\n  help: plugins may import the interfaces of {PACKAGE}@{VERSION} and WASI 0.2; remove the dependency that pulls `{import}` in")]
     UnknownImport {
@@ -160,8 +172,20 @@ pub enum CallError {
         /// The deadline.
         deadline_ms: u64,
     },
-    /// The guest trapped (panic, unreachable, memory cap, stack overflow, a
-    /// host-detected misuse).
+    /// The call used up its fuel.
+    #[error("ran out of fuel ({fuel} units per call) and was stopped")]
+    Fuel {
+        /// The fuel per call.
+        fuel: u64,
+    },
+    /// The guest tried to grow its memory past the cap.
+    #[error("tried to grow its linear memory past the cap of {limit_mb} MiB and was stopped")]
+    Memory {
+        /// The cap.
+        limit_mb: usize,
+    },
+    /// The guest trapped (panic, unreachable, stack overflow, a host-detected
+    /// misuse).
     #[error("trapped: {0}")]
     Trap(String),
     /// `init` returned an error.
@@ -357,59 +381,105 @@ impl api::metrics::HostCounter for GuestState {
     }
 }
 
-/// The process-wide wasmtime runtime.
-pub struct Runtime {
-    engine: Engine,
-    linker: Linker<GuestState>,
-    cache_dir: Option<PathBuf>,
-    stop: Arc<AtomicBool>,
+/// How an engine runs guests. Operators with different options get
+/// different engines (and compiled code); most share the default one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EngineOptions {
+    /// Wasm stack per call, in bytes.
+    pub stack_bytes: usize,
+    /// Meter fuel: a deterministic instruction budget per call.
+    pub fuel: bool,
+    /// Interrupt calls that pass their deadline. Always on in pipelines; off
+    /// only to measure what it costs.
+    pub epoch: bool,
 }
 
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { stack_bytes: 512 << 10, fuel: false, epoch: true }
     }
+}
+
+struct EngineEntry {
+    engine: Engine,
+    linker: Linker<GuestState>,
+}
+
+/// The process-wide wasmtime runtime: engines (one per [`EngineOptions`] in
+/// use), their linkers, the compile cache, and the epoch ticker.
+pub struct Runtime {
+    engines: Mutex<HashMap<EngineOptions, Arc<EngineEntry>>>,
+    /// Engines the epoch thread advances. The thread runs while the runtime
+    /// or any engine (held by a loaded plugin) is alive.
+    ticked: Arc<Mutex<Vec<wasmtime::EngineWeak>>>,
+    cache_dir: Option<PathBuf>,
+}
+
+fn wasm_err(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:#}")
 }
 
 impl Runtime {
     /// A runtime that caches compiled components in `cache_dir` (by digest),
     /// or compiles every time with `None`.
     pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        config.parallel_compilation(true);
-        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
-        bindings::ProcessOperator::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (weak, flag) = (engine.weak(), stop.clone());
-        std::thread::Builder::new().name("sluice-epoch".into()).spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                match weak.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
+        let ticked: Arc<Mutex<Vec<wasmtime::EngineWeak>>> = Arc::default();
+        let list = ticked.clone();
+        std::thread::Builder::new().name("sluice-epoch".into()).spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            let mut engines = list.lock().unwrap_or_else(|p| p.into_inner());
+            engines.retain(|weak| match weak.upgrade() {
+                Some(engine) => {
+                    engine.increment_epoch();
+                    true
                 }
+                None => false,
+            });
+            // Only this thread holds the list once the runtime is dropped.
+            if engines.is_empty() && Arc::strong_count(&list) == 1 {
+                break;
             }
         })?;
-        Ok(Runtime { engine, linker, cache_dir, stop })
+        let runtime = Runtime { engines: Mutex::default(), ticked, cache_dir };
+        runtime.engine(EngineOptions::default())?;
+        Ok(runtime)
     }
 
-    /// The wasmtime engine.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    fn engine(&self, options: EngineOptions) -> anyhow::Result<Arc<EngineEntry>> {
+        let mut engines = self.engines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = engines.get(&options) {
+            return Ok(e.clone());
+        }
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(options.epoch);
+        config.consume_fuel(options.fuel);
+        config.max_wasm_stack(options.stack_bytes);
+        // wasmtime requires the async stack to be larger; guests run synchronously.
+        config.async_stack_size(options.stack_bytes + (1 << 20));
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        config.parallel_compilation(true);
+        let engine = Engine::new(&config).map_err(wasm_err)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_err)?;
+        bindings::ProcessOperator::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s).map_err(wasm_err)?;
+        self.ticked.lock().unwrap_or_else(|p| p.into_inner()).push(engine.weak());
+        let entry = Arc::new(EngineEntry { engine, linker });
+        engines.insert(options, entry.clone());
+        Ok(entry)
     }
 
-    fn compile(&self, path: &Path, bytes: &[u8], digest: &str) -> Result<Component, LoadError> {
+    /// The default wasmtime engine.
+    pub fn engine_default(&self) -> Engine {
+        self.engine(EngineOptions::default()).expect("the default engine is created by Runtime::new").engine.clone()
+    }
+
+    fn compile(&self, engine: &Engine, path: &Path, bytes: &[u8], digest: &str) -> Result<Component, LoadError> {
         let invalid = |e: wasmtime::Error| LoadError::Invalid { path: path.to_path_buf(), message: format!("{e:#}") };
         let cached = self.cache_dir.as_ref().map(|dir| {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            self.engine.precompile_compatibility_hash().hash(&mut h);
+            engine.precompile_compatibility_hash().hash(&mut h);
             dir.join(format!("{digest}-{:016x}.cwasm", h.finish()))
         });
         if let Some(file) = &cached {
@@ -417,13 +487,13 @@ impl Runtime {
                 // SAFETY: the file was written by `Component::serialize` of an
                 // engine with the same compatibility hash (it is in the name),
                 // into a cache directory that only Sluice writes.
-                match unsafe { Component::deserialize_file(&self.engine, file) } {
+                match unsafe { Component::deserialize_file(engine, file) } {
                     Ok(c) => return Ok(c),
                     Err(e) => tracing::warn!("ignoring unreadable compile cache entry {}: {e}", file.display()),
                 }
             }
         }
-        let component = Component::new(&self.engine, bytes).map_err(invalid)?;
+        let component = Component::new(engine, bytes).map_err(invalid)?;
         if let Some(file) = &cached {
             let write = || -> std::io::Result<()> {
                 std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
@@ -439,15 +509,23 @@ impl Runtime {
         Ok(component)
     }
 
-    /// Read, check, compile and pre-instantiate the component at `path`.
+    /// Read, check, compile and pre-instantiate the component at `path`
+    /// with the default engine and no grants.
     pub fn load(&self, path: &Path) -> Result<Arc<Plugin>, LoadError> {
+        self.load_with(path, EngineOptions::default(), &Grants::default())
+    }
+
+    /// Read, check, compile and pre-instantiate the component at `path`
+    /// for an operator with these engine options and grants.
+    pub fn load_with(&self, path: &Path, options: EngineOptions, grants: &Grants) -> Result<Arc<Plugin>, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
         check_header(path, &bytes)?;
         let digest = hex::encode(Sha256::digest(&bytes));
-        let component = self.compile(path, &bytes, &digest)?;
-        let info = describe(&self.engine, path, bytes.len() as u64, &digest, &component);
-        check_contract(&info)?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+        let entry = self.engine(options).map_err(|e| LoadError::Invalid { path: path.to_path_buf(), message: format!("{e:#}") })?;
+        let component = self.compile(&entry.engine, path, &bytes, &digest)?;
+        let info = describe(&entry.engine, path, bytes.len() as u64, &digest, &component);
+        check_contract(&info, grants)?;
+        let pre = entry.linker.instantiate_pre(&component).map_err(|e| {
             let msg = format!("{e:#}");
             let import = msg.split('`').nth(1).unwrap_or(&msg).to_string();
             LoadError::UnknownImport { path: path.to_path_buf(), import }
@@ -456,7 +534,7 @@ impl Runtime {
             path: path.to_path_buf(),
             message: format!("{e:#}"),
         })?;
-        Ok(Arc::new(Plugin { engine: self.engine.clone(), info, pre }))
+        Ok(Arc::new(Plugin { engine: entry.engine.clone(), info, pre, grants: grants.clone(), fuel: options.fuel }))
     }
 
     /// Describe a component without requiring it to be a valid operator
@@ -465,8 +543,9 @@ impl Runtime {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
         check_header(path, &bytes)?;
         let digest = hex::encode(Sha256::digest(&bytes));
-        let component = self.compile(path, &bytes, &digest)?;
-        Ok(describe(&self.engine, path, bytes.len() as u64, &digest, &component))
+        let engine = self.engine_default();
+        let component = self.compile(&engine, path, &bytes, &digest)?;
+        Ok(describe(&engine, path, bytes.len() as u64, &digest, &component))
     }
 }
 
@@ -497,9 +576,10 @@ fn describe(engine: &Engine, path: &Path, size: u64, digest: &str, component: &C
     PluginInfo { path: path.to_path_buf(), size, digest: digest.to_string(), package, world, version, exports, imports }
 }
 
-/// Check that a described component fits the contract: it exports the
-/// processor and imports only what this host provides.
-pub fn check_contract(info: &PluginInfo) -> Result<(), LoadError> {
+/// Check that a described component fits the contract and the operator's
+/// grants: it exports the processor, and imports only `sluice:operator@0.1.x`
+/// and the WASI interfaces it was granted.
+pub fn check_contract(info: &PluginInfo, grants: &Grants) -> Result<(), LoadError> {
     let path = info.path.clone();
     if !info.exports.iter().any(|e| e == PROCESSOR_EXPORT) {
         if let Some(other) = info.exports.iter().find(|e| e.starts_with("sluice:operator/")) {
@@ -508,12 +588,24 @@ pub fn check_contract(info: &PluginInfo) -> Result<(), LoadError> {
         let exports = if info.exports.is_empty() { "nothing".to_string() } else { info.exports.join(", ") };
         return Err(LoadError::NotAnOperator { path, exports });
     }
-    for import in &info.imports {
+    // Imports that no grant allows are reported before those a grant would fix.
+    let mut imports: Vec<&String> = info.imports.iter().collect();
+    imports.sort_by_key(|i| !(i.starts_with("wasi:sockets/") || i.starts_with("wasi:http/")));
+    for import in imports {
+        let not_granted = |grant: &str| LoadError::NotGranted { path: path.clone(), import: import.clone(), grant: grant.to_string() };
         if let Some(rest) = import.strip_prefix("sluice:operator/") {
             let version = rest.split('@').nth(1).unwrap_or("");
             if !version.starts_with("0.1.") {
                 return Err(LoadError::WrongVersion { path, found: import.clone() });
             }
+        } else if import.starts_with("wasi:filesystem/") {
+            if grants.read_dir.is_none() {
+                return Err(not_granted("grant a read-only directory with `grants = { read_dir = \"<dir>\" }` on the operator (the plugin sees it as /data)"));
+            }
+        } else if import.starts_with("wasi:sockets/") {
+            return Err(not_granted("no grant allows sockets: a plugin never holds a connection; remove the network code from the plugin"));
+        } else if import.starts_with("wasi:http/") {
+            return Err(not_granted("outbound HTTP grants are not available in this version of Sluice; remove the HTTP client from the plugin"));
         } else if !import.starts_with("wasi:") {
             return Err(LoadError::UnknownImport { path, import: import.clone() });
         }
@@ -526,6 +618,30 @@ pub struct Plugin {
     engine: Engine,
     info: PluginInfo,
     pre: bindings::ProcessOperatorPre<GuestState>,
+    grants: Grants,
+    fuel: bool,
+}
+
+/// The clock a plugin sees without the `clock` grant: always 0, so that a
+/// replay computes what the first run computed.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
 }
 
 /// Settings of one operator instance.
@@ -543,6 +659,8 @@ pub struct InstanceConfig {
     pub memory_bytes: usize,
     /// CPU deadline per call in milliseconds.
     pub deadline_ms: u64,
+    /// Fuel per call, if the plugin was loaded with fuel metering.
+    pub fuel: Option<u64>,
 }
 
 impl InstanceConfig {
@@ -555,6 +673,7 @@ impl InstanceConfig {
             params: "{}".into(),
             memory_bytes: 64 << 20,
             deadline_ms: 1000,
+            fuel: None,
         }
     }
 }
@@ -569,13 +688,22 @@ impl Plugin {
     /// `None` for an operator that is not keyed.
     pub fn instantiate(self: &Arc<Self>, config: InstanceConfig, state: Option<OperatorState>, metrics: Arc<Metrics>) -> Result<Instance, CallError> {
         let stderr = MemoryOutputPipe::new(256 << 10);
-        let wasi = WasiCtx::builder()
-            .stdout(std::io::empty())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(std::io::empty()).stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        for (k, v) in &self.grants.env {
+            wasi.env(k, v);
+        }
+        if let Some(dir) = &self.grants.read_dir {
+            wasi.preopened_dir(dir, "/data", FsPerms::ReadOnly)
+                .map_err(|e| CallError::Init(format!("cannot open the granted directory {}: {e}", dir.display())))?;
+        }
+        if !self.grants.clock {
+            wasi.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
+        }
+        let wasi = wasi.build();
+        if self.fuel && config.fuel.is_none() {
+            return Err(CallError::Init("the plugin was loaded with fuel metering but the instance has no fuel budget".into()));
+        }
         let limits = StoreLimitsBuilder::new().memory_size(config.memory_bytes).trap_on_grow_failure(true).build();
         let data = GuestState {
             wasi,
@@ -594,7 +722,10 @@ impl Plugin {
         store.limiter(|s| &mut s.limits);
         let deadline_ticks = config.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1) + 1;
         store.set_epoch_deadline(deadline_ticks);
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, config.deadline_ms))?;
+        if let Some(fuel) = config.fuel {
+            store.set_fuel(fuel).map_err(|e| CallError::Init(format!("{e:#}")))?;
+        }
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, &config))?;
         let mut instance = Instance { store, bindings, plugin: self.clone(), config, deadline_ticks };
         instance.init()?;
         Ok(instance)
@@ -603,11 +734,16 @@ impl Plugin {
 
 /// Turn a wasmtime error into a [`CallError`], with the guest's last stderr
 /// lines (a Rust panic message, typically) appended.
-fn classify(e: wasmtime::Error, store: &Store<GuestState>, deadline_ms: u64) -> CallError {
-    if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
-        return CallError::Deadline { deadline_ms };
+fn classify(e: wasmtime::Error, store: &Store<GuestState>, config: &InstanceConfig) -> CallError {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => return CallError::Deadline { deadline_ms: config.deadline_ms },
+        Some(wasmtime::Trap::OutOfFuel) => return CallError::Fuel { fuel: config.fuel.unwrap_or(0) },
+        _ => {}
     }
     let mut msg = format!("{e:#}");
+    if msg.contains("growing memory") {
+        return CallError::Memory { limit_mb: config.memory_bytes >> 20 };
+    }
     let err = store.data().stderr.contents();
     if !err.is_empty() {
         let text = String::from_utf8_lossy(&err);
@@ -634,12 +770,21 @@ impl Instance {
             parallelism: self.config.parallelism,
             params: self.config.params.clone(),
         };
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        self.arm()?;
         match self.bindings.sluice_operator_processor().call_init(&mut self.store, &ctx) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(msg)) => Err(CallError::Init(msg)),
-            Err(e) => Err(classify(e, &self.store, self.config.deadline_ms)),
+            Err(e) => Err(classify(e, &self.store, &self.config)),
         }
+    }
+
+    /// Reset the per-call budgets: deadline and fuel.
+    fn arm(&mut self) -> Result<(), CallError> {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        if let Some(fuel) = self.config.fuel {
+            self.store.set_fuel(fuel).map_err(|e| CallError::Trap(format!("{e:#}")))?;
+        }
+        Ok(())
     }
 
     /// The plugin this instance runs.
@@ -666,7 +811,7 @@ impl Instance {
         } else {
             data.keys.resize(batch.len(), None);
         }
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        self.arm()?;
         let result = self.bindings.sluice_operator_processor().call_process(&mut self.store, batch);
         let data = self.store.data_mut();
         match result {
@@ -680,7 +825,7 @@ impl Instance {
                 if let Some(state) = &mut data.state {
                     state.rollback_call();
                 }
-                Err(classify(e, &self.store, self.config.deadline_ms))
+                Err(classify(e, &self.store, &self.config))
             }
         }
     }

@@ -6,7 +6,7 @@ pub mod validate;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -45,24 +45,16 @@ pub(crate) fn load_plugins(runtime: &Runtime, pipeline: &Pipeline) -> Result<Has
     } else {
         ProgressBar::hidden()
     };
-    let mut by_path: HashMap<PathBuf, Arc<Plugin>> = HashMap::new();
     let mut plugins = HashMap::new();
     for op in &pipeline.operators {
         bar.set_message(format!("{} ({})", op.name, op.plugin.display()));
-        let plugin = match by_path.get(&op.plugin) {
-            Some(p) => p.clone(),
-            None => {
-                let started = std::time::Instant::now();
-                let p = runtime.load(&op.plugin).map_err(|e| {
-                    bar.abandon();
-                    eprintln!("error: {}:{}: operator `{}`: {e}", pipeline.file.display(), op.line, op.name);
-                    ExitCode::from(2)
-                })?;
-                tracing::debug!("loaded {} in {:?}", op.plugin.display(), started.elapsed());
-                by_path.insert(op.plugin.clone(), p.clone());
-                p
-            }
-        };
+        let started = std::time::Instant::now();
+        let plugin = sluice_dataflow::load_operator(runtime, op).map_err(|e| {
+            bar.abandon();
+            eprintln!("error: {}:{}: operator `{}`: {e}", pipeline.file.display(), op.line, op.name);
+            ExitCode::from(2)
+        })?;
+        tracing::debug!("loaded {} in {:?}", op.plugin.display(), started.elapsed());
         plugins.insert(op.name.clone(), plugin);
         bar.inc(1);
     }

@@ -42,9 +42,9 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             for i in &info.imports {
                 println!("  {i}");
             }
-            match sluice_world::check_contract(&info) {
+            match sluice_world::check_contract(&info, &sluice_world::Grants::default()) {
                 Ok(()) => {
-                    println!("verdict:  loadable as a process operator by this host ({}@{})", sluice_world::PACKAGE, sluice_world::VERSION);
+                    println!("verdict:  loadable as a process operator by this host ({}@{}), with no grants", sluice_world::PACKAGE, sluice_world::VERSION);
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {

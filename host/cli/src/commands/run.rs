@@ -47,7 +47,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let metrics = Arc::new(Metrics::default());
     let stop = StopHandle::default();
-    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(sluice_dataflow::THREAD_STACK_BYTES)
+        .enable_all()
+        .build()?;
     let live = !args.quiet && std::io::stderr().is_terminal();
 
     let result = tokio.block_on(async {
