@@ -122,3 +122,75 @@ path = "out.jsonl"
         assert_eq!(counts, (1..=expected).collect::<BTreeSet<_>>(), "{key}: counts must be exactly 1..={expected}");
     }
 }
+
+#[test]
+fn a_trapping_call_leaves_no_state_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = StateBackend::open(&dir.path().join("db"), true).unwrap();
+    let runtime = Runtime::new(Some(compile_cache())).unwrap();
+    let plugin = runtime.load(&plugin("fixture_keyed_count")).unwrap();
+    let state = backend.operator("count", 1 << 20).unwrap();
+    let mut inst = plugin.instantiate(InstanceConfig::new("count"), Some(state), Arc::new(Metrics::default())).unwrap();
+    assert_eq!(counts(&inst.process(&[rec("a", "1")]).unwrap()), [("a".into(), 1)]);
+    // The second record counts a and b, then traps: the whole call's writes go.
+    let err = inst.process(&[rec("b", "2"), rec("a", "trap")]).unwrap_err();
+    assert!(err.to_string().contains("fixture trap after counting trap"), "{err}");
+    inst.reset().unwrap();
+    assert_eq!(counts(&inst.process(&[rec("a", "3"), rec("b", "4")]).unwrap()), [("a".into(), 2), ("b".into(), 1)]);
+}
+
+#[test]
+fn the_dataflow_retries_a_trapping_batch_record_by_record_keeping_good_records_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let input: String = (0..100).map(|i| if i == 41 { "k1:trap\n".to_string() } else { format!("k{}:{i}\n", i % 3) }).collect();
+    std::fs::write(dir.path().join("input.txt"), input).unwrap();
+    let pipeline = write_pipeline(
+        dir.path(),
+        r#"
+manifest_version = 1
+name = "rollback"
+
+[[sources]]
+name = "lines"
+type = "file"
+path = "input.txt"
+
+[[operators]]
+name = "split"
+plugin = "{plugins}/fixture_split_key.wasm"
+input = "lines"
+
+[[operators]]
+name = "count"
+plugin = "{plugins}/fixture_keyed_count.wasm"
+input = "split"
+key_by = "key"
+on_error = "dead-letter"
+
+[[sinks]]
+name = "out"
+type = "file"
+input = "count"
+path = "out.jsonl"
+
+[[sinks]]
+name = "dead"
+type = "file"
+input = "count.dead-letter"
+path = "dead.jsonl"
+"#,
+    );
+    run_in_process(&pipeline, &dir.path().join("state"), 64).unwrap();
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for v in read_jsonl(&dir.path().join("out.jsonl")) {
+        let key = v["key"].as_str().unwrap().to_string();
+        let count = v["count"].as_u64().unwrap();
+        let prev = last.insert(key.clone(), count).unwrap_or(0);
+        assert_eq!(count, prev + 1, "{key}: the poison record's write must not count");
+    }
+    // 99 good records: k0 34, k1 32 (33 minus the poison), k2 33.
+    assert_eq!(last.values().sum::<u64>(), 99);
+    let dead = read_jsonl(&dir.path().join("dead.jsonl"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["offset"], 42);
+}

@@ -307,3 +307,59 @@ path = "out.txt"
     assert!(status.success());
     assert_eq!(std::fs::read_to_string(dir.path().join("out.txt")).unwrap(), "ok 1\nok 2\n");
 }
+
+/// A one-file HTTP server on loopback that answers `hello` to at most
+/// `requests` requests, for at most 30 s.
+fn hello_server(requests: usize) -> (u16, std::thread::JoinHandle<usize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut served = 0;
+        while served < requests && started.elapsed() < Duration::from_secs(30) {
+            match listener.accept() {
+                Ok((mut conn, _)) => {
+                    conn.set_nonblocking(false).unwrap();
+                    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf);
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello");
+                    served += 1;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+        served
+    });
+    (port, handle)
+}
+
+#[test]
+fn outbound_http_goes_only_to_granted_hosts() {
+    let rt = runtime();
+    match rt.load(&plugin("fixture_http_get")) {
+        Err(e @ LoadError::NotGranted { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("imports `wasi:http/"), "{msg}");
+            assert!(msg.contains("grants = { http = ["), "the message names the grant: {msg}");
+        }
+        other => panic!("an HTTP plugin without a grant was not refused: {:?}", other.map(|_| ())),
+    }
+
+    let (port, server) = hello_server(1);
+    let grants = Grants { http: vec!["127.0.0.1".into()], ..Grants::default() };
+    let plugin = rt.load_with(&plugin("fixture_http_get"), EngineOptions::default(), &grants).unwrap();
+    let mut inst = plugin.instantiate(InstanceConfig::new("http"), None, Arc::new(Metrics::default())).unwrap();
+    let granted = format!("http://127.0.0.1:{port}/hello");
+    // `localhost` is the same machine, but not a granted host name.
+    let denied = format!("http://localhost:{port}/hello");
+    let result = inst.process(&[rec(&granted), rec(&denied), rec("not a url")]).unwrap();
+    assert_eq!(values(&result), ["hello", "not a url"]);
+    assert_eq!(result.errors.len(), 1, "{:?}", result.errors.iter().map(|e| &e.message).collect::<Vec<_>>());
+    assert_eq!(result.errors[0].input, 1);
+    assert!(result.errors[0].message.to_lowercase().contains("denied"), "{}", result.errors[0].message);
+    assert_eq!(server.join().unwrap(), 1, "exactly the granted request reached the server");
+}

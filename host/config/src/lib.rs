@@ -121,6 +121,10 @@ pub struct Grants {
     /// Whether the plugin sees the real wall and monotonic clocks (otherwise
     /// both read 0, which keeps replays deterministic).
     pub clock: bool,
+    /// Hosts the plugin may send HTTP requests to (outbound only, through
+    /// `wasi:http`), e.g. `["api.example.com", "127.0.0.1"]`. A request to any
+    /// other host is denied.
+    pub http: Vec<String>,
 }
 
 /// A `[[sources]]` entry.

@@ -462,6 +462,9 @@ impl OperatorTask {
 
     fn trapped(&mut self, instance: &mut sluice_world::Instance, e: &CallError) -> Result<(), DataflowError> {
         self.counters.traps.inc();
+        if let CallError::Deadline { .. } = e {
+            self.counters.timeouts.inc();
+        }
         tracing::debug!(operator = %self.spec.name, subtask = self.subtask, "guest call failed: {e}");
         instance.reset().map_err(|source| DataflowError::Instantiate {
             operator: self.spec.name.clone(),
@@ -475,12 +478,14 @@ impl OperatorTask {
         let mut out = 0u64;
         let max = self.max_record_bytes();
         for emit in result.emits {
+            // Every emit must name an input of this batch: its provenance
+            // (and later its checkpoint position) comes from there.
+            let Some(original) = batch.get(emit.input as usize) else {
+                return Err(self.bad_index(emit.input, batch.len(), "an emit"));
+            };
             let position = positions.get(emit.input as usize).copied().flatten();
             let record = sluice_world::from_wit(emit.record, position);
             if record.size_bytes() > max {
-                let Some(original) = batch.get(emit.input as usize) else {
-                    return Err(self.bad_index(emit.input, batch.len(), "an oversized emit"));
-                };
                 let msg = format!("emitted a record of {} bytes, over the operator's limits.max_record_kb = {}", record.size_bytes(), self.spec.limits.max_record_kb);
                 self.on_error(original.clone(), position, msg)?;
                 continue;

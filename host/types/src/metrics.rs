@@ -40,6 +40,8 @@ pub struct NodeCounters {
     pub skipped: Counter,
     /// Guest calls that trapped (including deadline and memory breaches).
     pub traps: Counter,
+    /// Guest calls interrupted at their CPU deadline (also counted in `traps`).
+    pub timeouts: Counter,
 }
 
 /// All metrics of a running pipeline.
@@ -51,6 +53,7 @@ pub struct Metrics {
     dead_letters: Family<NodeLabels, Counter>,
     skipped: Family<NodeLabels, Counter>,
     traps: Family<NodeLabels, Counter>,
+    timeouts: Family<NodeLabels, Counter>,
     guest: Family<GuestLabels, Counter>,
 }
 
@@ -65,6 +68,7 @@ impl Default for Metrics {
             dead_letters: Family::default(),
             skipped: Family::default(),
             traps: Family::default(),
+            timeouts: Family::default(),
             guest: Family::default(),
         };
         registry.register("records_in", "Records received by a node", m.records_in.clone());
@@ -73,6 +77,7 @@ impl Default for Metrics {
         registry.register("dead_letters", "Records sent to a dead-letter output", m.dead_letters.clone());
         registry.register("records_skipped", "Records dropped by the skip policy", m.skipped.clone());
         registry.register("traps", "Guest calls that trapped", m.traps.clone());
+        registry.register("timeouts", "Guest calls interrupted at their CPU deadline", m.timeouts.clone());
         registry.register("guest", "Counters declared by plugins", m.guest.clone());
         *m.registry.lock().unwrap() = registry;
         m
@@ -90,6 +95,7 @@ impl Metrics {
             dead_letters: self.dead_letters.get_or_create(&l).clone(),
             skipped: self.skipped.get_or_create(&l).clone(),
             traps: self.traps.get_or_create(&l).clone(),
+            timeouts: self.timeouts.get_or_create(&l).clone(),
         }
     }
 

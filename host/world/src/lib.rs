@@ -44,6 +44,7 @@ use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -206,6 +207,8 @@ pub struct GuestState {
     table: ResourceTable,
     limits: StoreLimits,
     stderr: MemoryOutputPipe,
+    http: WasiHttpCtx,
+    http_hooks: HttpAllowlist,
     operator: String,
     subtask: u32,
     metrics: Arc<Metrics>,
@@ -220,6 +223,51 @@ pub struct GuestState {
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for GuestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_hooks }
+    }
+}
+
+/// Sends a guest's HTTP request only to the hosts the operator was granted,
+/// and never for longer than the operator's CPU deadline (a host-side wait is
+/// not interrupted by the epoch).
+struct HttpAllowlist {
+    hosts: Vec<String>,
+    timeout: Duration,
+}
+
+type SendResult = wasmtime_wasi_http::Result<(
+    http::Response<wasmtime_wasi_http::WasiBody>,
+    Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+)>;
+
+impl WasiHttpHooks for HttpAllowlist {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<dyn std::future::Future<Output = SendResult> + Send> {
+        _ = fut;
+        let host = request.uri().host().unwrap_or_default().to_ascii_lowercase();
+        let allowed = self.hosts.iter().any(|h| h.eq_ignore_ascii_case(&host));
+        let timeout = self.timeout;
+        Box::new(async move {
+            if !allowed {
+                tracing::debug!("denied an HTTP request to `{host}` (not in grants.http)");
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
+            use http_body_util::BodyExt;
+            let send = wasmtime_wasi_http::default_send_request(request, options);
+            let (response, io) = tokio::time::timeout(timeout, send)
+                .await
+                .map_err(|_| wasmtime_wasi_http::Error::ConnectionReadTimeout)??;
+            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>))
+        })
     }
 }
 
@@ -462,6 +510,7 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(wasm_err)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(wasm_err)?;
         bindings::ProcessOperator::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s).map_err(wasm_err)?;
         self.ticked.lock().unwrap_or_else(|p| p.into_inner()).push(engine.weak());
         let entry = Arc::new(EngineEntry { engine, linker });
@@ -590,7 +639,7 @@ pub fn check_contract(info: &PluginInfo, grants: &Grants) -> Result<(), LoadErro
     }
     // Imports that no grant allows are reported before those a grant would fix.
     let mut imports: Vec<&String> = info.imports.iter().collect();
-    imports.sort_by_key(|i| !(i.starts_with("wasi:sockets/") || i.starts_with("wasi:http/")));
+    imports.sort_by_key(|i| !i.starts_with("wasi:sockets/"));
     for import in imports {
         let not_granted = |grant: &str| LoadError::NotGranted { path: path.clone(), import: import.clone(), grant: grant.to_string() };
         if let Some(rest) = import.strip_prefix("sluice:operator/") {
@@ -605,7 +654,9 @@ pub fn check_contract(info: &PluginInfo, grants: &Grants) -> Result<(), LoadErro
         } else if import.starts_with("wasi:sockets/") {
             return Err(not_granted("no grant allows sockets: a plugin never holds a connection; remove the network code from the plugin"));
         } else if import.starts_with("wasi:http/") {
-            return Err(not_granted("outbound HTTP grants are not available in this version of Sluice; remove the HTTP client from the plugin"));
+            if grants.http.is_empty() {
+                return Err(not_granted("grant the hosts it may call with `grants = { http = [\"api.example.com\"] }` on the operator"));
+            }
         } else if !import.starts_with("wasi:") {
             return Err(LoadError::UnknownImport { path, import: import.clone() });
         }
@@ -708,6 +759,8 @@ impl Plugin {
         let data = GuestState {
             wasi,
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            http_hooks: HttpAllowlist { hosts: self.grants.http.clone(), timeout: Duration::from_millis(config.deadline_ms) },
             limits,
             stderr,
             operator: config.operator.clone(),

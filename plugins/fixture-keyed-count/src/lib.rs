@@ -4,6 +4,9 @@
 //! input's key and event time, the value
 //! `{"key":"<key>","count":<n>,"value":"<value>"}` (key and value as UTF-8,
 //! lossy, JSON-escaped).
+//!
+//! A value containing `trap` panics *after* its state writes, so tests can
+//! check that the host rolls back the writes of a trapping call.
 
 use serde::Serialize;
 use sluice_sdk::{Context, Error, MapState, Record, ValueState};
@@ -25,6 +28,9 @@ pub fn keyed_count(record: Record, ctx: &mut Context) -> Result<(), Error> {
     let value = String::from_utf8_lossy(&record.value).into_owned();
     let seen = PER_VALUE.get(&value)?.unwrap_or(0);
     PER_VALUE.insert(&value, &(seen + 1))?;
+    if value.contains("trap") {
+        panic!("fixture trap after counting {value}");
+    }
     let key = record
         .key
         .as_deref()
