@@ -142,6 +142,19 @@ fn without_the_clock_grant_the_clock_is_frozen() {
 }
 
 #[test]
+fn the_environment_holds_only_granted_variables() {
+    // The host process has HOME and PATH; a plugin must not see them.
+    let rt = runtime();
+    let mut bare = instance(&rt, "fixture_clock", InstanceConfig::new("env"));
+    assert_eq!(values(&bare.process(&[rec("env:HOME"), rec("env:REGION")]).unwrap()), ["unset", "unset"]);
+
+    let grants = Grants { env: [("REGION".to_string(), "nyc".to_string())].into(), ..Grants::default() };
+    let plugin = rt.load_with(&plugin("fixture_clock"), EngineOptions::default(), &grants).unwrap();
+    let mut granted = plugin.instantiate(InstanceConfig::new("env"), None, Arc::new(Metrics::default())).unwrap();
+    assert_eq!(values(&granted.process(&[rec("env:HOME"), rec("env:REGION")]).unwrap()), ["unset", "nyc"]);
+}
+
+#[test]
 fn oversized_output_goes_to_the_error_policy() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("input.txt"), "a\nbig:4\nb\n").unwrap();

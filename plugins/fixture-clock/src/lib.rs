@@ -6,6 +6,9 @@
 //! It exists for the host's clock-policy tests: the component imports
 //! `wasi:clocks`, so a test can check whether the host denies, freezes or
 //! passes through the real clock (determinism for replay).
+//!
+//! A value `env:NAME` is replaced by the environment variable `NAME` instead
+//! (or `unset`), for the host's environment-grant tests.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,6 +17,11 @@ use sluice_sdk::{Error, Record};
 /// Replace the value with the current wall-clock time in epoch milliseconds.
 #[sluice_sdk::map]
 pub fn stamp_now(record: Record) -> Result<Record, Error> {
+    if let Some(name) = record.value.strip_prefix(b"env:") {
+        let name = String::from_utf8_lossy(name).into_owned();
+        let value = std::env::var(&name).unwrap_or_else(|_| "unset".to_string());
+        return Ok(record.with_value(value));
+    }
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
