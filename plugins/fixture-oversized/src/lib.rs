@@ -39,17 +39,7 @@ mod tests {
 
     #[test]
     fn passes_records_through() {
-        let mut h = harness!();
-        let input = vec![
-            Record::new("a")
-                .with_key("k")
-                .with_event_time(5)
-                .with_header("h", "v"),
-            Record::new("big"),
-        ];
-        let out = h.process(input.clone());
-        assert!(out.errors.is_empty());
-        assert_eq!(out.main(), input.iter().collect::<Vec<_>>());
+        harness!().assert_passes_through("big");
     }
 
     #[test]

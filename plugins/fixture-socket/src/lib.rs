@@ -28,21 +28,11 @@ pub fn net_or_pass(record: Record) -> Result<Record, Error> {
 
 #[cfg(test)]
 mod tests {
-    use sluice_sdk::{harness, Record};
+    use sluice_sdk::harness;
 
     // Only the pass-through path: natively the `net` path really connects.
     #[test]
     fn passes_records_through() {
-        let mut h = harness!();
-        let input = vec![
-            Record::new("a")
-                .with_key("k")
-                .with_event_time(5)
-                .with_header("h", "v"),
-            Record::new("n et"),
-        ];
-        let out = h.process(input.clone());
-        assert!(out.errors.is_empty());
-        assert_eq!(out.main(), input.iter().collect::<Vec<_>>());
+        harness!().assert_passes_through("n et");
     }
 }

@@ -153,6 +153,21 @@ impl Harness {
         result
     }
 
+    /// Assert that the operator passes records through unchanged: a record with
+    /// key, event time and a header, and `near_miss`, a value close to (but not)
+    /// whatever the operator reacts to. For fixtures whose other paths cannot
+    /// run natively (they loop, exhaust memory, or touch the machine).
+    pub fn assert_passes_through(&mut self, near_miss: &str) {
+        let input = vec![
+            Record::new("a").with_key("k").with_event_time(5).with_header("h", "v"),
+            Record::new(near_miss),
+        ];
+        let out = self.process(input.clone());
+        assert!(out.errors.is_empty(), "unexpected errors: {:?}", out.errors);
+        assert_eq!(out.main(), input.iter().collect::<Vec<_>>());
+        assert_eq!(out.emits.iter().map(|e| e.input).collect::<Vec<_>>(), [0, 1]);
+    }
+
     /// Process one batch, returning `Err(panic message)` if the operator
     /// panics (where the host sees a trap).
     pub fn try_process(&mut self, batch: Vec<Record>) -> Result<BatchResult, String> {
