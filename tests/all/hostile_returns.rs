@@ -687,9 +687,9 @@ fn an_aliased_result_cannot_amplify_host_memory_past_the_hostcall_fuel() {
     // 2560 headers (40 KiB), every one's value the whole first 64 KiB of
     // memory: ABI-valid (the canonical ABI allows aliasing), but the lifted
     // record would be 2560 * 64 KiB = 160 MiB from a guest of 128 KiB, more
-    // than the guest's whole memory cap of 64 MiB. wasmtime's hostcall fuel
-    // (128 MiB of lifted data per call by default; the host does not set
-    // it) stops the lift; without it a 64 MiB guest could ask for TiBs.
+    // than the guest's whole memory cap of 64 MiB. The host sets wasmtime's
+    // hostcall fuel (what one call may copy out) to the memory cap, which
+    // stops the lift; without it a 64 MiB guest could ask for TiBs.
     const N: u32 = 2560;
     let mut guest = Guest::new();
     let headers = (guest.hostile.free + 3) & !3;

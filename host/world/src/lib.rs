@@ -773,6 +773,9 @@ impl Plugin {
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limits);
+        // What one call may make the host copy out of the guest: no more than
+        // the guest's own memory cap, even through aliased lists.
+        store.set_hostcall_fuel(config.memory_bytes);
         let deadline_ticks = config.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1) + 1;
         store.set_epoch_deadline(deadline_ticks);
         if let Some(fuel) = config.fuel {
