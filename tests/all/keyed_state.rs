@@ -24,6 +24,52 @@ fn counts(result: &wit::BatchResult) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// `input` lines (`key:rest`) → split-key → keyed count → `out.jsonl`, with
+/// the count's dead letters in `dead.jsonl` when `dead_letter` is set.
+fn keyed_count_pipeline(dir: &std::path::Path, input: &str, split: u32, count: u32, dead_letter: bool) -> std::path::PathBuf {
+    std::fs::write(dir.join("input.txt"), input).unwrap();
+    let (policy, dead) = if dead_letter {
+        ("dead-letter", "[[sinks]]\nname = \"dead\"\ntype = \"file\"\ninput = \"count.dead-letter\"\npath = \"dead.jsonl\"\n")
+    } else {
+        ("fail", "")
+    };
+    write_pipeline(
+        dir,
+        &format!(
+            r#"
+manifest_version = 1
+name = "keyed"
+
+[[sources]]
+name = "lines"
+type = "file"
+path = "input.txt"
+
+[[operators]]
+name = "split"
+plugin = "{{plugins}}/fixture_split_key.wasm"
+input = "lines"
+parallelism = {split}
+
+[[operators]]
+name = "count"
+plugin = "{{plugins}}/fixture_keyed_count.wasm"
+input = "split"
+key_by = "key"
+parallelism = {count}
+on_error = "{policy}"
+
+[[sinks]]
+name = "out"
+type = "file"
+input = "count"
+path = "out.jsonl"
+
+{dead}"#
+        ),
+    )
+}
+
 #[test]
 fn state_persists_across_calls_and_instances_and_is_scoped_by_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,38 +114,7 @@ fn keys_do_not_mix_under_parallelism_and_small_batches() {
     let keys = 37;
     let n = 20_000;
     let input: String = (0..n).map(|i| format!("k{}:{i}\n", i % keys)).collect();
-    std::fs::write(dir.path().join("input.txt"), input).unwrap();
-    let pipeline = write_pipeline(
-        dir.path(),
-        r#"
-manifest_version = 1
-name = "keyed"
-
-[[sources]]
-name = "lines"
-type = "file"
-path = "input.txt"
-
-[[operators]]
-name = "split"
-plugin = "{plugins}/fixture_split_key.wasm"
-input = "lines"
-parallelism = 2
-
-[[operators]]
-name = "count"
-plugin = "{plugins}/fixture_keyed_count.wasm"
-input = "split"
-key_by = "key"
-parallelism = 3
-
-[[sinks]]
-name = "out"
-type = "file"
-input = "count"
-path = "out.jsonl"
-"#,
-    );
+    let pipeline = keyed_count_pipeline(dir.path(), &input, 2, 3, false);
     // Batches of 16: a key's count crosses hundreds of batches and three subtasks' caches.
     let (summary, _) = run_in_process(&pipeline, &dir.path().join("state"), 16).unwrap();
     assert_eq!(summary.records_in, n);
@@ -143,43 +158,7 @@ fn a_trapping_call_leaves_no_state_behind() {
 fn the_dataflow_retries_a_trapping_batch_record_by_record_keeping_good_records_state() {
     let dir = tempfile::tempdir().unwrap();
     let input: String = (0..100).map(|i| if i == 41 { "k1:trap\n".to_string() } else { format!("k{}:{i}\n", i % 3) }).collect();
-    std::fs::write(dir.path().join("input.txt"), input).unwrap();
-    let pipeline = write_pipeline(
-        dir.path(),
-        r#"
-manifest_version = 1
-name = "rollback"
-
-[[sources]]
-name = "lines"
-type = "file"
-path = "input.txt"
-
-[[operators]]
-name = "split"
-plugin = "{plugins}/fixture_split_key.wasm"
-input = "lines"
-
-[[operators]]
-name = "count"
-plugin = "{plugins}/fixture_keyed_count.wasm"
-input = "split"
-key_by = "key"
-on_error = "dead-letter"
-
-[[sinks]]
-name = "out"
-type = "file"
-input = "count"
-path = "out.jsonl"
-
-[[sinks]]
-name = "dead"
-type = "file"
-input = "count.dead-letter"
-path = "dead.jsonl"
-"#,
-    );
+    let pipeline = keyed_count_pipeline(dir.path(), &input, 1, 1, true);
     run_in_process(&pipeline, &dir.path().join("state"), 64).unwrap();
     let mut last: BTreeMap<String, u64> = BTreeMap::new();
     for v in read_jsonl(&dir.path().join("out.jsonl")) {

@@ -76,17 +76,6 @@ pub enum Message {
     End,
 }
 
-/// The error domain, following Arroyo: who has to act on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Domain {
-    /// The user's pipeline, plugin or data is wrong; retrying will not help.
-    User,
-    /// Something outside Sluice failed (disk, broker); a retry may help.
-    External,
-    /// A bug in Sluice.
-    Internal,
-}
-
 /// Errors raised by sources and sinks.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
@@ -104,16 +93,6 @@ pub enum ConnectorError {
     /// A configuration value is invalid.
     #[error("{0}")]
     Config(String),
-}
-
-impl ConnectorError {
-    /// Who has to act on this error.
-    pub fn domain(&self) -> Domain {
-        match self {
-            ConnectorError::Io { .. } => Domain::External,
-            ConnectorError::Config(_) => Domain::User,
-        }
-    }
 }
 
 /// A source of records. It runs on its own blocking thread and is polled for

@@ -843,11 +843,6 @@ impl Instance {
         Ok(())
     }
 
-    /// The plugin this instance runs.
-    pub fn plugin(&self) -> &Arc<Plugin> {
-        &self.plugin
-    }
-
     /// Process one batch. Keyed state written by a call that fails is rolled
     /// back; after an error the instance must be [`reset`](Self::reset).
     pub fn process(&mut self, batch: &[wit::Record]) -> Result<wit::BatchResult, CallError> {
