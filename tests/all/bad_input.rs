@@ -55,7 +55,7 @@ const CASES: &[(&str, &str, &str, usize, &[&str])] = &[
     ("dead letters of a fail operator", "on_error = \"dead-letter\"", "on_error = \"fail\"", 23, &["does not dead-letter", "on_error = \\\"dead-letter\\\""]),
     ("parallelism out of range", "on_error = \"dead-letter\"", "on_error = \"dead-letter\"\nparallelism = 0", 14, &["parallelism 0 is out of range", "1 to 128"]),
     ("bad error policy", "on_error = \"dead-letter\"", "on_error = \"retry\"", 13, &["unknown variant `retry`", "dead-letter"]),
-    ("unknown source type", "type = \"generator\"", "type = \"kafka2\"", 6, &["unknown type `kafka2`", "generator, file"]),
+    ("unknown source type", "type = \"generator\"", "type = \"kafka2\"", 6, &["unknown type `kafka2`", "generator, turbines, clicks, file"]),
     ("duplicate name", "name = \"out\"", "name = \"parse\"", 16, &["name `parse` is already used on line 10"]),
 ];
 
@@ -117,11 +117,11 @@ fn bad_components_are_refused_with_what_is_missing() {
     let runtime = Runtime::new(None).unwrap();
     let err = runtime.load(&plugin("fixture_no_exports")).err().expect("no-exports component refused").to_string();
     assert!(err.contains("not a sluice:operator component"), "{err}");
-    assert!(err.contains("sluice:operator/processor@0.1.0"), "{err}");
+    assert!(err.contains("sluice:operator/processor@0.1.1"), "{err}");
 
     let err = runtime.load(&plugin("fixture_future_version")).err().expect("0.9 component refused").to_string();
     assert!(err.contains("sluice:operator/processor@0.9.0"), "{err}");
-    assert!(err.contains("this host runs sluice:operator@0.1.0"), "{err}");
+    assert!(err.contains("this host runs sluice:operator@0.1.1"), "{err}");
 }
 
 #[test]
@@ -166,7 +166,7 @@ fn inspect_prints_the_contract_facts() {
     let out = sluice(&["plugin", "inspect", plugin("taxi_zone_count").to_str().unwrap()], dir.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    for w in ["package:  sluice:operator", "world:    process-operator", "version:  0.1.0", "sluice:operator/processor@0.1.0", "sluice:operator/state@0.1.0", "sha256:", "size:", "verdict:  loadable"] {
+    for w in ["package:  sluice:operator", "world:    process-operator", "version:  0.1.1", "sluice:operator/processor@0.1.1", "sluice:operator/state@0.1.1", "sha256:", "size:", "verdict:  loadable"] {
         assert!(stdout.contains(w), "expected `{w}` in:\n{stdout}");
     }
     let out = sluice(&["plugin", "inspect", plugin("fixture_no_exports").to_str().unwrap()], dir.path());

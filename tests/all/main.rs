@@ -2,6 +2,7 @@
 //! per area. Plugins must be built first: `scripts/test` does it.
 
 mod bad_input;
+mod event_time;
 mod hostile_returns;
 mod keyed_state;
 mod policies;

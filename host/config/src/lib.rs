@@ -23,6 +23,9 @@ use sha2::{Digest, Sha256};
 use sluice_connectors::{FileSinkConfig, FileSourceConfig, GeneratorConfig, StdoutSinkConfig};
 use toml::Spanned;
 
+mod time;
+pub use time::{Millis, TimeCharacteristic, Timestamps, WatermarkSpec, WindowKind, WindowSpec, LATE_OUTPUT};
+
 /// The only manifest version this host reads.
 pub const MANIFEST_VERSION: u32 = 1;
 
@@ -134,6 +137,8 @@ pub struct SourceSpec {
     pub name: String,
     /// What kind of source, with its settings.
     pub kind: SourceKind,
+    /// How it generates watermarks (`[sources.watermarks]`); none by default.
+    pub watermarks: Option<WatermarkSpec>,
     /// Line of the entry in the pipeline file.
     pub line: usize,
 }
@@ -143,6 +148,10 @@ pub struct SourceSpec {
 pub enum SourceKind {
     /// `type = "generator"`: synthetic NYC taxi trips.
     Generator(GeneratorConfig),
+    /// `type = "turbines"`: synthetic wind-turbine readings (event time).
+    Turbines(sluice_connectors::TurbineConfig),
+    /// `type = "clicks"`: synthetic web-analytics clicks (sessions).
+    Clicks(sluice_connectors::ClickConfig),
     /// `type = "file"`: a JSON-lines file.
     File(FileSourceConfig),
 }
@@ -170,6 +179,14 @@ pub struct OperatorSpec {
     pub limits: Limits,
     /// Capabilities granted to the plugin.
     pub grants: Grants,
+    /// Watermarks generated from what it emits (`[operators.watermarks]`);
+    /// without, it forwards the watermark of its inputs.
+    pub watermarks: Option<WatermarkSpec>,
+    /// Its window (`[operators.window]`): the host runs keyed windows and the
+    /// plugin is a `window-aggregate`.
+    pub window: Option<WindowSpec>,
+    /// Default time-to-live of its keyed state, ms (`state_ttl = "1h"`).
+    pub state_ttl: Option<i64>,
     /// Line of the entry in the pipeline file.
     pub line: usize,
 }
@@ -265,6 +282,9 @@ struct RawOperator {
     limits: Limits,
     #[serde(default)]
     grants: Grants,
+    watermarks: Option<WatermarkSpec>,
+    window: Option<time::RawWindow>,
+    state_ttl: Option<Millis>,
 }
 
 /// Reads and validates pipeline files.
@@ -357,7 +377,7 @@ impl Reader<'_> {
                     at,
                     format!("{section} `{name}`: missing or non-string field `type`"),
                     Some(match section {
-                        "source" => "set type = \"generator\" or type = \"file\"".into(),
+                        "source" => "set type = \"generator\", \"turbines\", \"clicks\" or \"file\"".into(),
                         _ => "set type = \"file\" or type = \"stdout\"".into(),
                     }),
                 ))
@@ -420,8 +440,17 @@ impl Reader<'_> {
             let (name, kind) = self.name_and_type("source", &span, &mut table)?;
             let line = self.line_of_key(&span, Some("name"));
             claim(self, &name, line)?;
+            let watermarks = match table.remove("watermarks") {
+                Some(v) => Some(v.try_into::<WatermarkSpec>().map_err(|e| ConfigError {
+                    line: Some(self.line_of_key(&span, Some("watermarks"))),
+                    ..self.err(None, format!("source `{name}`: watermarks: {}", e.message().trim_end()), Some("see \"Event time\" in README.md".into()))
+                })?),
+                None => None,
+            };
             let kind = match kind.as_str() {
                 "generator" => SourceKind::Generator(self.entry("source", &name, &kind, &span, table)?),
+                "turbines" => SourceKind::Turbines(self.entry("source", &name, &kind, &span, table)?),
+                "clicks" => SourceKind::Clicks(self.entry("source", &name, &kind, &span, table)?),
                 "file" => {
                     let mut c: FileSourceConfig = self.entry("source", &name, &kind, &span, table)?;
                     c.path = self.resolve(&c.path);
@@ -440,11 +469,11 @@ impl Reader<'_> {
                         ..self.err(
                         None,
                         format!("source `{name}`: unknown type `{other}`"),
-                        Some("known source types: generator, file".into()),
+                        Some("known source types: generator, turbines, clicks, file".into()),
                     )})
                 }
             };
-            sources.push(SourceSpec { name, kind, line });
+            sources.push(SourceSpec { name, kind, watermarks, line });
         }
 
         let mut operators = Vec::new();
@@ -513,6 +542,30 @@ impl Reader<'_> {
                 }
                 grants.read_dir = Some(dir);
             }
+            let op_err = |key: &str, message: String, help: String| ConfigError {
+                line: Some(self.line_of_key(&span, Some(key))),
+                ..self.err(None, format!("operator `{}`: {message}", op.name), Some(help))
+            };
+            let window = match op.window {
+                Some(w) => Some(w.into_spec().map_err(|(m, h)| op_err("window", m, h))?),
+                None => None,
+            };
+            if window.is_some() && op.key_by.is_none() {
+                return Err(op_err("window", "windows are keyed, but the operator has no key_by".into(), "add key_by = \"key\"; the upstream operator sets each record's key".into()));
+            }
+            if let Some(w) = &op.watermarks {
+                if w.timestamps == Timestamps::Ingestion {
+                    return Err(op_err("watermarks", "timestamps = \"ingestion\" applies to sources only".into(), "set it on the source, or use a window with time = \"ingestion\"".into()));
+                }
+            }
+            let state_ttl = match op.state_ttl {
+                Some(Millis(0)) => return Err(op_err("state_ttl", "state_ttl must be positive".into(), "e.g. state_ttl = \"1h\", or leave it out to keep state forever".into())),
+                Some(Millis(ms)) if op.key_by.is_none() => {
+                    return Err(op_err("state_ttl", format!("state_ttl = {ms} ms, but the operator has no keyed state (no key_by)"), "add key_by = \"key\", or remove state_ttl".into()))
+                }
+                Some(Millis(ms)) => Some(ms),
+                None => None,
+            };
             operators.push(OperatorSpec {
                 name: op.name,
                 plugin,
@@ -524,6 +577,9 @@ impl Reader<'_> {
                 on_error: op.on_error,
                 limits: op.limits,
                 grants,
+                watermarks: op.watermarks,
+                window,
+                state_ttl,
                 line,
             });
         }

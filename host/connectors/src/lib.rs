@@ -4,6 +4,8 @@
 //! | connector   | kind          | module        | config                |
 //! |-------------|---------------|---------------|-----------------------|
 //! | `generator` | source        | [`generator`] | [`GeneratorConfig`]   |
+//! | `turbines`  | source        | [`turbines`]  | [`TurbineConfig`]     |
+//! | `clicks`    | source        | [`clicks`]    | [`ClickConfig`]       |
 //! | `file`      | source        | [`file`]      | [`FileSourceConfig`]  |
 //! | `file`      | sink          | [`file`]      | [`FileSinkConfig`]    |
 //! | `stdout`    | sink          | [`stdout`]    | [`StdoutSinkConfig`]  |
@@ -28,12 +30,17 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod clicks;
 pub mod file;
 pub mod format;
 pub mod generator;
 pub mod stdout;
+mod synth;
+pub mod turbines;
 
 pub use file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig};
 pub use format::SinkFormat;
 pub use generator::{taxi_records, GeneratorConfig, TaxiGenerator};
 pub use stdout::{StdoutSink, StdoutSinkConfig};
+pub use clicks::{click_records, ClickConfig, ClickGenerator};
+pub use turbines::{turbine_records, TurbineConfig, TurbineGenerator};

@@ -15,22 +15,28 @@
 //! a node finishes when every producer feeding it has sent one.
 #![deny(missing_docs)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_config::{ErrorPolicy, OperatorSpec, Pipeline, SinkKind, SourceKind, DEAD_LETTER_OUTPUT};
+use sluice_config::{OperatorSpec, Pipeline, SinkKind, SourceKind, WatermarkSpec};
 use sluice_connectors::{FileSink, FileSource, StdoutSink, TaxiGenerator};
 use sluice_state::StateBackend;
-use sluice_types::metrics::{Metrics, NodeCounters};
-use sluice_types::{Header, Message, Position, Record, Sink, Source};
-use sluice_world::{wit, CallError, EngineOptions, InstanceConfig, LoadError, Plugin, Runtime};
+use sluice_types::metrics::{Metrics, NodeCounters, WatermarkGauges};
+use sluice_types::{Message, Sink, Source};
+use sluice_world::{now_ms, CallError, EngineOptions, InstanceConfig, LoadError, OperatorKind, Plugin, Runtime};
 use tokio::sync::mpsc::{channel, Receiver, Sender};
 
+mod event_time;
+mod operator;
 mod router;
+mod timers;
+mod window;
 
+use event_time::{InputWatermarks, WatermarkGenerator, WatermarkUpdate};
+use operator::OperatorTask;
 use router::{Partition, Router, Target};
 
 /// Why a pipeline stopped with an error.
@@ -108,9 +114,25 @@ pub fn engine_options(op: &OperatorSpec) -> EngineOptions {
 }
 
 /// Load (compile, check, pre-instantiate) the plugin of `op` with its limits
-/// and grants.
+/// and grants, and check that its kind fits how the pipeline uses it.
 pub fn load_operator(runtime: &Runtime, op: &OperatorSpec) -> Result<Arc<Plugin>, LoadError> {
-    runtime.load_with(&op.plugin, engine_options(op), &op.grants)
+    let plugin = runtime.load_with(&op.plugin, engine_options(op), &op.grants)?;
+    let info = plugin.info();
+    let kind = info.kind.unwrap_or(OperatorKind::Process);
+    let wrong = |expected: &str, help: &str| LoadError::WrongKind {
+        path: info.path.clone(),
+        operator: op.name.clone(),
+        expected: expected.to_string(),
+        found: kind.world().to_string(),
+        help: help.to_string(),
+    };
+    match (op.window.is_some(), kind) {
+        (true, OperatorKind::Window) | (false, OperatorKind::Process) => Ok(plugin.clone()),
+        (false, OperatorKind::KeyedProcess) if op.key_by.is_some() => Ok(plugin.clone()),
+        (false, OperatorKind::KeyedProcess) => Err(wrong("has no key_by, so it cannot have timers", "add key_by = \"key\" to the operator (timers are per key)")),
+        (true, _) => Err(wrong("has a [operators.window]", "build the plugin as a window aggregate (Rust SDK: #[sluice_sdk::aggregate]), or remove the window")),
+        (false, _) => Err(wrong("has no [operators.window]", "add a window table to the operator, e.g. window = { kind = \"tumbling\", size = \"1m\" }")),
+    }
 }
 
 /// Process-level settings (flags and environment, not pipeline).
@@ -187,9 +209,22 @@ pub async fn run(
         producers.insert(&o.name, o.parallelism as usize);
     }
     let head = |stream: &str| stream.split('.').next().unwrap_or(stream).to_string();
+    // Pipeline-wide producer ids of node subtasks (sources first), which
+    // control messages carry so that consumers can merge them per producer.
+    let mut producer_ids: HashMap<&str, Vec<u32>> = HashMap::new();
+    let mut next_id = 0u32;
+    for (name, n) in pipeline.sources.iter().map(|s| (s.name.as_str(), 1)).chain(pipeline.operators.iter().map(|o| (o.name.as_str(), o.parallelism))) {
+        producer_ids.insert(name, (next_id..next_id + n).collect());
+        next_id += n;
+    }
+    let distinct_producers = |inputs: &[String]| -> usize {
+        let ids: BTreeSet<u32> = inputs.iter().flat_map(|i| producer_ids.get(head(i).as_str()).cloned().unwrap_or_default()).collect();
+        ids.len()
+    };
 
     // Channels: one per consumer subtask. Collect senders per (stream, consumer).
     let mut inboxes: HashMap<String, Inbox> = HashMap::new();
+    let mut producer_counts: HashMap<String, usize> = HashMap::new();
     // stream name -> list of (consumer name, senders, partition)
     let mut wiring: HashMap<String, Vec<(String, Vec<Sender<Message>>, Option<usize>, bool)>> = HashMap::new();
     let consumers = pipeline
@@ -201,6 +236,7 @@ pub async fn run(
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..parallelism).map(|_| channel::<Message>(cap)).unzip();
         let expected_ends = inputs.iter().map(|i| producers.get(head(i).as_str()).copied().unwrap_or(0)).sum();
         inboxes.insert(name.clone(), Inbox { receivers: rxs, expected_ends });
+        producer_counts.insert(name.clone(), distinct_producers(&inputs));
         for input in inputs {
             let producer_parallelism = producers.get(head(&input).as_str()).copied();
             wiring.entry(input).or_default().push((name.clone(), txs.clone(), producer_parallelism, keyed));
@@ -234,7 +270,8 @@ pub async fn run(
             .filter_map(|k| k.strip_prefix(&prefix))
             .map(|side| (side.to_string(), targets(&format!("{node}.{side}"))))
             .collect();
-        Router::new(node, subtask, settings.batch_size, targets(node), sides)
+        let producer = producer_ids.get(node).and_then(|ids| ids.get(subtask)).copied().expect("every producer has an id");
+        Router::new(node, subtask, producer, settings.batch_size, targets(node), sides)
     };
 
     let keyed_subtasks: usize = pipeline.operators.iter().filter(|o| o.key_by.is_some()).map(|o| o.parallelism as usize).sum();
@@ -252,12 +289,19 @@ pub async fn run(
     for (index, spec) in pipeline.sources.iter().enumerate() {
         let source: Box<dyn Source> = match &spec.kind {
             SourceKind::Generator(c) => Box::new(TaxiGenerator::new(c, index as u16).map_err(|source| DataflowError::Connector { node: spec.name.clone(), source })?),
+            SourceKind::Turbines(c) => Box::new(sluice_connectors::TurbineGenerator::new(c, index as u16).map_err(|source| DataflowError::Connector { node: spec.name.clone(), source })?),
+            SourceKind::Clicks(c) => Box::new(sluice_connectors::ClickGenerator::new(c, index as u16).map_err(|source| DataflowError::Connector { node: spec.name.clone(), source })?),
             SourceKind::File(c) => Box::new(FileSource::new(c, index as u16).map_err(|source| DataflowError::Connector { node: spec.name.clone(), source })?),
         };
         let mut router = router_for(&spec.name, 0);
         let counters = metrics.node(&spec.name);
+        let gauges = metrics.watermarks(&spec.name, 0);
+        let watermarks = spec.watermarks.clone();
         let (name, stop, batch) = (spec.name.clone(), stop.clone(), settings.batch_size);
-        tasks.push((name.clone(), tokio::task::spawn_blocking(move || run_source(&name, source, &mut router, &counters, &stop, batch))));
+        tasks.push((
+            name.clone(),
+            tokio::task::spawn_blocking(move || run_source(&name, source, watermarks.as_ref(), &mut router, &counters, &gauges, &stop, batch)),
+        ));
     }
 
     for op in &pipeline.operators {
@@ -283,8 +327,14 @@ pub async fn run(
                 plugin: plugin.clone(),
                 router: router_for(&op.name, subtask),
                 counters: metrics.node(&op.name),
+                gauges: metrics.watermarks(&op.name, subtask as u32),
                 source_names: source_names.clone(),
                 subtask,
+                batch_size: settings.batch_size,
+                inputs: InputWatermarks::new(producer_counts.get(&op.name).copied().unwrap_or(0)),
+                generator: op.watermarks.as_ref().map(WatermarkGenerator::new),
+                timers: None,
+                windows: None,
             };
             let (expected, metrics) = (inbox.expected_ends, metrics.clone());
             let name = format!("{}[{subtask}]", op.name);
@@ -342,16 +392,41 @@ pub async fn run(
     })
 }
 
-fn run_source(name: &str, mut source: Box<dyn Source>, router: &mut Router, counters: &NodeCounters, stop: &StopHandle, batch: usize) -> Result<(), DataflowError> {
+#[allow(clippy::too_many_arguments)]
+fn run_source(
+    name: &str,
+    mut source: Box<dyn Source>,
+    watermarks: Option<&WatermarkSpec>,
+    router: &mut Router,
+    counters: &NodeCounters,
+    gauges: &WatermarkGauges,
+    stop: &StopHandle,
+    batch: usize,
+) -> Result<(), DataflowError> {
+    let mut generator = watermarks.map(WatermarkGenerator::new);
     while !stop.stopped() {
         let Some(records) = source.poll_batch(batch).map_err(|source| DataflowError::Connector { node: name.to_string(), source })? else {
             break;
         };
         counters.records_out.inc_by(records.len() as u64);
-        for r in records {
+        let (now, now_ms) = (Instant::now(), now_ms());
+        for mut r in records {
+            if let Some(g) = &mut generator {
+                g.observe(&mut r, now, now_ms);
+            }
             router.push(None, r)?;
         }
         router.flush()?;
+        if let Some(g) = &mut generator {
+            match g.poll(Instant::now()) {
+                Some(WatermarkUpdate::Advance(wm)) => {
+                    router.broadcast(|from| Message::Watermark { from, at: wm })?;
+                    gauges.set_output(wm, now_ms);
+                }
+                Some(WatermarkUpdate::Idle) => router.broadcast(|from| Message::Idle { from })?,
+                None => {}
+            }
+        }
     }
     router.finish()
 }
@@ -365,234 +440,11 @@ fn run_sink(name: &str, mut sink: Box<dyn Sink>, mut rx: Receiver<Message>, expe
                 sink.write(&records).map_err(err)?;
                 counters.records_in.inc_by(records.len() as u64);
             }
-            Some(Message::End) => ends += 1,
+            Some(Message::End { .. }) => ends += 1,
+            Some(Message::Watermark { .. } | Message::Idle { .. }) => {}
             None => return Err(DataflowError::Disconnected { node: name.to_string(), peer: "an upstream node".into() }),
         }
     }
     sink.flush().map_err(err)
 }
 
-/// One parallel subtask of an operator.
-struct OperatorTask {
-    spec: OperatorSpec,
-    plugin: Arc<Plugin>,
-    router: Router,
-    counters: NodeCounters,
-    source_names: Arc<Vec<String>>,
-    subtask: usize,
-}
-
-impl OperatorTask {
-    fn plugin_label(&self) -> String {
-        let info = self.plugin.info();
-        let file = info.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        format!("{file} sha256:{}", &info.digest[..12])
-    }
-
-    fn run(mut self, config: InstanceConfig, state: Option<sluice_state::OperatorState>, metrics: Arc<Metrics>, mut rx: Receiver<Message>, expected_ends: usize) -> Result<(), DataflowError> {
-        let mut instance = self.plugin.instantiate(config, state, metrics).map_err(|source| DataflowError::Instantiate {
-            operator: self.spec.name.clone(),
-            plugin: self.plugin.info().path.display().to_string(),
-            source,
-        })?;
-        let mut ends = 0;
-        while ends < expected_ends {
-            match rx.blocking_recv() {
-                Some(Message::Batch(records)) => self.process(&mut instance, records)?,
-                Some(Message::End) => ends += 1,
-                None => return Err(DataflowError::Disconnected { node: self.spec.name.clone(), peer: "an upstream node".into() }),
-            }
-        }
-        if let Some(state) = instance.state_mut() {
-            state.flush().map_err(|source| DataflowError::State { node: self.spec.name.clone(), source })?;
-        }
-        self.router.finish()
-    }
-
-    fn process(&mut self, instance: &mut sluice_world::Instance, records: Vec<Record>) -> Result<(), DataflowError> {
-        self.counters.records_in.inc_by(records.len() as u64);
-        let keyed = self.spec.key_by.is_some();
-        let mut positions = Vec::with_capacity(records.len());
-        let mut batch = Vec::with_capacity(records.len());
-        let max = self.max_record_bytes();
-        for mut r in records {
-            if keyed && r.key.is_none() {
-                let msg = format!("the record has no key, but operator `{}` is keyed (key_by = \"key\"); the upstream operator must set one", self.spec.name);
-                self.on_error(sluice_world::to_wit(&mut r), r.position, msg)?;
-                continue;
-            }
-            if r.size_bytes() > max {
-                let msg = format!("the record is {} bytes, over the operator's limits.max_record_kb = {}", r.size_bytes(), self.spec.limits.max_record_kb);
-                self.on_error(sluice_world::to_wit(&mut r), r.position, msg)?;
-                continue;
-            }
-            positions.push(r.position);
-            batch.push(sluice_world::to_wit(&mut r));
-        }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        match instance.process(&batch) {
-            Ok(result) => self.route(result, &positions, &batch)?,
-            Err(e) => {
-                // Isolate the poison record: the failed call's state writes
-                // were rolled back; retry one record at a time on a fresh instance.
-                self.trapped(instance, &e)?;
-                if batch.len() == 1 {
-                    let r = batch.pop().expect("one record");
-                    self.on_error(r, positions[0], e.to_string())?;
-                } else {
-                    for i in 0..batch.len() {
-                        match instance.process(&batch[i..i + 1]) {
-                            Ok(result) => self.route(result, &positions[i..i + 1], &batch[i..i + 1])?,
-                            Err(e) => {
-                                self.trapped(instance, &e)?;
-                                self.on_error(batch[i].clone(), positions[i], e.to_string())?;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(state) = instance.state_mut() {
-            state.maintain().map_err(|source| DataflowError::State { node: self.spec.name.clone(), source })?;
-        }
-        self.router.flush()
-    }
-
-    fn trapped(&mut self, instance: &mut sluice_world::Instance, e: &CallError) -> Result<(), DataflowError> {
-        self.counters.traps.inc();
-        if let CallError::Deadline { .. } = e {
-            self.counters.timeouts.inc();
-        }
-        tracing::debug!(operator = %self.spec.name, subtask = self.subtask, "guest call failed: {e}");
-        instance.reset().map_err(|source| DataflowError::Instantiate {
-            operator: self.spec.name.clone(),
-            plugin: self.plugin.info().path.display().to_string(),
-            source,
-        })
-    }
-
-    /// Route the emits of a successful call over `batch`.
-    fn route(&mut self, result: wit::BatchResult, positions: &[Option<Position>], batch: &[wit::Record]) -> Result<(), DataflowError> {
-        let mut out = 0u64;
-        let max = self.max_record_bytes();
-        for emit in result.emits {
-            // Every emit must name an input of this batch: its provenance
-            // (and later its checkpoint position) comes from there.
-            let Some(original) = batch.get(emit.input as usize) else {
-                return Err(self.bad_index(emit.input, batch.len(), "an emit"));
-            };
-            let position = positions.get(emit.input as usize).copied().flatten();
-            let record = sluice_world::from_wit(emit.record, position);
-            if record.size_bytes() > max {
-                let msg = format!("emitted a record of {} bytes, over the operator's limits.max_record_kb = {}", record.size_bytes(), self.spec.limits.max_record_kb);
-                self.on_error(original.clone(), position, msg)?;
-                continue;
-            }
-            match &emit.output {
-                wit::Output::Main => self.router.push(None, record)?,
-                wit::Output::Side(name) => self.router.push(Some(name), record)?,
-            }
-            out += 1;
-        }
-        self.counters.records_out.inc_by(out);
-        for err in result.errors {
-            let i = err.input as usize;
-            let Some(original) = batch.get(i) else {
-                return Err(self.bad_index(err.input, batch.len(), &err.message));
-            };
-            self.on_error(original.clone(), positions.get(i).copied().flatten(), err.message)?;
-        }
-        Ok(())
-    }
-
-    fn max_record_bytes(&self) -> usize {
-        (self.spec.limits.max_record_kb as usize) << 10
-    }
-
-    /// A plugin that names an input index outside the batch is broken.
-    fn bad_index(&self, index: u32, len: usize, what: &str) -> DataflowError {
-        DataflowError::RecordFailed {
-            operator: self.spec.name.clone(),
-            plugin: self.plugin_label(),
-            position: "an unknown position".into(),
-            message: format!("the plugin referred to input {index} of a batch of {len} ({what}); the plugin is broken"),
-        }
-    }
-
-    fn describe(&self, position: Option<Position>) -> String {
-        match position {
-            Some(p) => {
-                let source = self.source_names.get(p.source as usize).map(String::as_str).unwrap_or("?");
-                format!("source `{source}` split {} offset {}", p.split, p.offset)
-            }
-            None => "an unknown position".into(),
-        }
-    }
-
-    /// Apply the operator's error policy to one record.
-    fn on_error(&mut self, record: wit::Record, position: Option<Position>, message: String) -> Result<(), DataflowError> {
-        self.counters.record_errors.inc();
-        match self.spec.on_error {
-            ErrorPolicy::Fail => Err(DataflowError::RecordFailed {
-                operator: self.spec.name.clone(),
-                plugin: self.plugin_label(),
-                position: self.describe(position),
-                message,
-            }),
-            ErrorPolicy::Skip => {
-                self.counters.skipped.inc();
-                tracing::debug!(operator = %self.spec.name, "skipped record at {}: {message}", self.describe(position));
-                Ok(())
-            }
-            ErrorPolicy::DeadLetter => {
-                self.counters.dead_letters.inc();
-                let dl = self.dead_letter(record, position, &message);
-                self.router.push(Some(DEAD_LETTER_OUTPUT), dl)
-            }
-        }
-    }
-
-    /// A dead-letter record: the original bytes plus provenance, as a JSON
-    /// value and as `sluice.*` headers.
-    fn dead_letter(&self, original: wit::Record, position: Option<Position>, error: &str) -> Record {
-        use base64::Engine as _;
-        let info = self.plugin.info();
-        let source = position.and_then(|p| self.source_names.get(p.source as usize).cloned());
-        let mut value = serde_json::json!({
-            "operator": self.spec.name,
-            "subtask": self.subtask,
-            "plugin": info.path.file_name().map(|f| f.to_string_lossy().into_owned()),
-            "plugin_digest": format!("sha256:{}", info.digest),
-            "error": error,
-            "source": source,
-            "split": position.map(|p| p.split),
-            "offset": position.map(|p| p.offset),
-            "event_time": original.event_time,
-        });
-        let text = |b: &[u8]| match std::str::from_utf8(b) {
-            Ok(s) => serde_json::json!({ "utf8": s }),
-            Err(_) => serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) }),
-        };
-        value["key"] = original.key.as_deref().map(text).unwrap_or(serde_json::Value::Null);
-        value["value"] = text(&original.value);
-        let mut headers = vec![
-            Header { name: "sluice.operator".into(), value: self.spec.name.clone().into_bytes() },
-            Header { name: "sluice.plugin-digest".into(), value: info.digest.clone().into_bytes() },
-            Header { name: "sluice.error".into(), value: error.as_bytes().to_vec() },
-        ];
-        if let Some(p) = position {
-            headers.push(Header { name: "sluice.source".into(), value: source.unwrap_or_default().into_bytes() });
-            headers.push(Header { name: "sluice.split".into(), value: p.split.to_string().into_bytes() });
-            headers.push(Header { name: "sluice.offset".into(), value: p.offset.to_string().into_bytes() });
-        }
-        Record {
-            key: original.key,
-            value: serde_json::to_vec(&value).expect("a JSON value always serializes"),
-            event_time: original.event_time,
-            headers,
-            position,
-        }
-    }
-}

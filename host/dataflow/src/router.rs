@@ -43,6 +43,8 @@ pub(crate) struct Router {
     /// Name of the producing node, for errors.
     node: String,
     subtask: usize,
+    /// Pipeline-wide id of this producing subtask, sent with control messages.
+    producer: u32,
     batch_size: usize,
     /// Consumers of the main output.
     main: Vec<Target>,
@@ -53,8 +55,8 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub(crate) fn new(node: &str, subtask: usize, batch_size: usize, main: Vec<Target>, sides: HashMap<String, Vec<Target>>) -> Self {
-        Router { node: node.to_string(), subtask, batch_size, main, sides, unrouted: HashMap::new() }
+    pub(crate) fn new(node: &str, subtask: usize, producer: u32, batch_size: usize, main: Vec<Target>, sides: HashMap<String, Vec<Target>>) -> Self {
+        Router { node: node.to_string(), subtask, producer, batch_size, main, sides, unrouted: HashMap::new() }
     }
 
     /// Route one record of the main output (`side == None`) or of a side output.
@@ -117,18 +119,25 @@ impl Router {
         Ok(())
     }
 
-    /// Flush, then tell every consumer subtask that this producer is done.
-    pub(crate) fn finish(&mut self) -> Result<(), DataflowError> {
+    /// Flush, then send a control message (made by `message` from this
+    /// producer's id) to every consumer subtask of every output, after the
+    /// records routed before it.
+    pub(crate) fn broadcast(&mut self, message: impl Fn(u32) -> Message) -> Result<(), DataflowError> {
         self.flush()?;
         for t in self.main.iter_mut().chain(self.sides.values_mut().flatten()) {
             for s in &t.senders {
-                s.blocking_send(Message::End).map_err(|_| DataflowError::Disconnected {
+                s.blocking_send(message(self.producer)).map_err(|_| DataflowError::Disconnected {
                     node: self.node.clone(),
                     peer: t.consumer.clone(),
                 })?;
             }
         }
         Ok(())
+    }
+
+    /// Flush, then tell every consumer subtask that this producer is done.
+    pub(crate) fn finish(&mut self) -> Result<(), DataflowError> {
+        self.broadcast(|from| Message::End { from })
     }
 }
 

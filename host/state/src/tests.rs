@@ -1,4 +1,5 @@
 use super::*;
+use std::time::{Duration, Instant};
 
 fn backend() -> (tempfile::TempDir, StateBackend) {
     let dir = tempfile::tempdir().unwrap();
@@ -124,4 +125,375 @@ fn redeclaring_with_another_kind_is_refused() {
     s.declare("n", StateKind::Value).unwrap();
     let err = s.declare("n", StateKind::Map).unwrap_err().to_string();
     assert!(err.contains("declared as value state"), "{err}");
+}
+
+// ---- state TTL ----
+
+const T0: i64 = 1_700_000_000_000;
+const TEN_S: Duration = Duration::from_secs(10);
+
+/// A backend on a manual clock at `T0`, with no background cleanup unless
+/// `interval` is non-zero.
+fn ttl_backend(interval: Duration) -> (tempfile::TempDir, StateBackend, StateClock) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = StateClock::manual(T0);
+    let options = BackendOptions { clock: clock.clone(), ttl_cleanup_interval: interval };
+    let b = StateBackend::open_with(&dir.path().join("db"), true, options).unwrap();
+    (dir, b, clock)
+}
+
+/// The raw bytes RocksDB holds for `key` of `state` (value state).
+fn raw(b: &StateBackend, s: &mut OperatorState, kg: u16, state: StateId, key: &[u8]) -> Option<Vec<u8>> {
+    s.key(kg, state, key, None);
+    b.inner.db.get(&s.scratch).unwrap()
+}
+
+#[test]
+fn manual_clock_is_shared_by_clones_and_system_clock_moves() {
+    let c = StateClock::manual(5);
+    let c2 = c.clone();
+    c.advance(10);
+    assert_eq!(c2.now_ms(), 15);
+    c2.set(100);
+    assert_eq!(c.now_ms(), 100);
+    assert!(c.is_manual());
+    let sys = StateClock::system();
+    assert!(!sys.is_manual());
+    assert!(sys.now_ms() > T0, "the wall clock is after 2023");
+    sys.advance(1_000_000); // no effect on the wall clock
+    assert!(sys.now_ms() < StateClock::system().now_ms() + 1_000);
+    let (_d, b, clock) = ttl_backend(Duration::ZERO);
+    clock.advance(1);
+    assert_eq!(b.clock().now_ms(), T0 + 1);
+    assert_eq!(BackendOptions::default().ttl_cleanup_interval, Duration::from_secs(60));
+    assert!(!BackendOptions::default().clock.is_manual());
+}
+
+#[test]
+fn ttl_value_expires_in_the_cache() {
+    let (_d, b, clock) = ttl_backend(Duration::ZERO);
+    let mut s = b.operator("op", 1 << 20).unwrap();
+    let v = s.declare_with_ttl("v", StateKind::Value, Some(TEN_S)).unwrap();
+    assert!(v.has_ttl());
+    assert_eq!(v.0 & 0x8000, 0x8000);
+    s.put(0, v, b"k", b"payload");
+    assert_eq!(s.get(0, v, b"k").unwrap(), Some(&b"payload"[..]));
+    clock.advance(9_999);
+    assert_eq!(s.get(0, v, b"k").unwrap(), Some(&b"payload"[..]));
+    clock.advance(1); // expires_at <= now: expired
+    assert_eq!(s.get(0, v, b"k").unwrap(), None);
+    // A new write brings it back, for another TTL.
+    s.put(0, v, b"k", b"again");
+    assert_eq!(s.get(0, v, b"k").unwrap(), Some(&b"again"[..]));
+}
+
+#[test]
+fn ttl_value_expires_in_rocksdb_after_flush_and_eviction() {
+    let (_d, b, clock) = ttl_backend(Duration::ZERO);
+    let mut s = b.operator("op", 1 << 16).unwrap();
+    let v = s.declare_with_ttl("v", StateKind::Value, Some(TEN_S)).unwrap();
+    s.put(1, v, b"k", b"payload");
+    s.flush().unwrap();
+    // The stored layout: [expires at i64 BE][payload].
+    let stored = raw(&b, &mut s, 1, v, b"k").unwrap();
+    assert_eq!(&stored[..8], &(T0 + 10_000).to_be_bytes());
+    assert_eq!(&stored[8..], b"payload");
+
+    // A second handle reads RocksDB.
+    let mut other = b.operator("op", 1 << 20).unwrap();
+    let v2 = other.declare_with_ttl("v", StateKind::Value, Some(TEN_S)).unwrap();
+    assert_eq!(v2, v);
+    assert_eq!(other.get(1, v2, b"k").unwrap(), Some(&b"payload"[..]));
+
+    // Evict everything from the first handle's cache (tiny budget), then
+    // read back from RocksDB, before and after expiry.
+    for i in 0..2_000u32 {
+        s.put(2, v, &i.to_be_bytes(), &[7u8; 100]);
+    }
+    s.maintain().unwrap();
+    assert!(s.cache_bytes() <= 1 << 15, "cache {} not evicted", s.cache_bytes());
+    let hits = (0..2_000u32).filter(|i| s.get(2, v, &i.to_be_bytes()).unwrap() == Some(&[7u8; 100][..])).count();
+    assert_eq!(hits, 2_000);
+    assert_eq!(s.get(1, v, b"k").unwrap(), Some(&b"payload"[..]));
+    clock.advance(10_000);
+    let mut fresh = b.operator("op", 1 << 20).unwrap();
+    let v3 = fresh.declare_with_ttl("v", StateKind::Value, Some(TEN_S)).unwrap();
+    assert_eq!(fresh.get(1, v3, b"k").unwrap(), None);
+    assert_eq!(fresh.get(2, v3, &5u32.to_be_bytes()).unwrap(), None);
+    assert_eq!(s.get(1, v, b"k").unwrap(), None);
+    // The reads above put the cache over budget again; every cached value
+    // has expired, and expired values are evicted first: all of them.
+    assert!(s.cache_bytes() > 1 << 16);
+    s.maintain().unwrap();
+    assert_eq!(s.cache_bytes(), 0);
+}
+
+#[test]
+fn a_write_refreshes_the_expiry() {
+    let (_d, b, clock) = ttl_backend(Duration::ZERO);
+    let mut s = b.operator("op", 1 << 20).unwrap();
+    let v = s.declare_with_ttl("v", StateKind::Value, Some(TEN_S)).unwrap();
+    s.put(0, v, b"k", b"1");
+    clock.advance(8_000);
+    s.put(0, v, b"k", b"2"); // same length: overwritten in place
+    clock.advance(8_000); // 16 s after the first write, 8 s after the second
+    assert_eq!(s.get(0, v, b"k").unwrap(), Some(&b"2"[..]));
+    s.flush().unwrap();
+    assert_eq!(&raw(&b, &mut s, 0, v, b"k").unwrap()[..8], &(T0 + 18_000).to_be_bytes());
+    clock.advance(2_000);
+    assert_eq!(s.get(0, v, b"k").unwrap(), None);
+    // Reads do not refresh it.
+    s.put(0, v, b"r", b"x");
+    for _ in 0..9 {
+        clock.advance(1_000);
+        assert!(s.get(0, v, b"r").unwrap().is_some());
+    }
+    clock.advance(1_000);
+    assert!(s.get(0, v, b"r").unwrap().is_none());
+}
+
+#[test]
+fn ttl_duration_may_change_and_applies_to_later_writes() {
+    let (_d, b, clock) = ttl_backend(Duration::ZERO);
+    let mut s = b.operator("op", 1 << 20).unwrap();
+    let v = s.declare_with_ttl("v", StateKind::Value, Some(TEN_S)).unwrap();
+    s.put(0, v, b"short", b"x");
+    let v2 = s.declare_with_ttl("v", StateKind::Value, Some(Duration::from_secs(100))).unwrap();
+    assert_eq!(v, v2);
+    s.put(0, v, b"long", b"y");
+    clock.advance(50_000);
+    assert_eq!(s.get(0, v, b"short").unwrap(), None);
+    assert_eq!(s.get(0, v, b"long").unwrap(), Some(&b"y"[..]));
+    // And through the registry, on another handle.
+    let mut other = b.operator("op", 1 << 20).unwrap();
+    assert_eq!(other.declare_with_ttl("v", StateKind::Value, Some(Duration::from_secs(1))).unwrap(), v);
+}
+
+#[test]
+fn map_entries_expire_individually() {
+    let (_d, b, clock) = ttl_backend(Duration::ZERO);
+    let mut s = b.operator("op", 1 << 20).unwrap();
+    let m = s.declare_with_ttl("m", StateKind::Map, Some(TEN_S)).unwrap();
+    s.map_put(3, m, b"key", b"a", b"1"); // expires at T0 + 10 s
+    s.map_put(3, m, b"key", b"b", b"2");
+    s.flush().unwrap();
+    clock.advance(5_000);
+    s.map_put(3, m, b"key", b"b", b"22"); // refreshed: T0 + 15 s (cache)
+    s.map_put(3, m, b"key", b"c", b"3"); // T0 + 15 s (cache)
+    let mut other = b.operator("op", 1 << 20).unwrap();
+    let m2 = other.declare_with_ttl("m", StateKind::Map, Some(TEN_S)).unwrap();
+    assert_eq!(
+        s.map_entries(3, m, b"key").unwrap(),
+        vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"22".to_vec()), (b"c".to_vec(), b"3".to_vec())]
+    );
+    clock.advance(5_000); // T0 + 10 s: `a` expired, in RocksDB
+    assert_eq!(s.map_get(3, m, b"key", b"a").unwrap(), None);
+    assert_eq!(s.map_get(3, m, b"key", b"b").unwrap(), Some(&b"22"[..]));
+    assert_eq!(s.map_entries(3, m, b"key").unwrap(), vec![(b"b".to_vec(), b"22".to_vec()), (b"c".to_vec(), b"3".to_vec())]);
+    // The other handle sees RocksDB only: `b` as first written, expired.
+    assert_eq!(other.map_entries(3, m2, b"key").unwrap(), vec![]);
+    s.flush().unwrap();
+    assert_eq!(other.map_entries(3, m2, b"key").unwrap(), vec![(b"b".to_vec(), b"22".to_vec()), (b"c".to_vec(), b"3".to_vec())]);
+    clock.advance(5_000);
+    assert!(s.map_entries(3, m, b"key").unwrap().is_empty());
+    assert!(other.map_entries(3, m2, b"key").unwrap().is_empty());
+    assert_eq!(s.map_get(3, m, b"key", b"c").unwrap(), None);
+}
+
+#[test]
+fn expired_cache_value_hides_a_live_one_in_rocksdb() {
+    let (_d, b, clock) = ttl_backend(Duration::ZERO);
+    let mut s = b.operator("op", 1 << 20).unwrap();
+    let long = s.declare_with_ttl("m", StateKind::Map, Some(Duration::from_secs(100))).unwrap();
+    s.map_put(0, long, b"key", b"x", b"old");
+    s.flush().unwrap(); // RocksDB: live until T0 + 100 s
+    s.declare_with_ttl("m", StateKind::Map, Some(Duration::from_secs(1))).unwrap();
+    s.map_put(0, long, b"key", b"x", b"new"); // cache: live until T0 + 1 s
+    clock.advance(2_000);
+    assert_eq!(s.map_get(0, long, b"key", b"x").unwrap(), None);
+    assert!(s.map_entries(0, long, b"key").unwrap().is_empty());
+    // Flushing an expired value writes a deletion.
+    s.flush().unwrap();
+    assert_eq!(b.count_keys(), 0);
+}
+
+#[test]
+fn states_without_ttl_ignore_the_clock() {
+    let (_d, b, clock) = ttl_backend(Duration::ZERO);
+    let mut s = b.operator("op", 1 << 20).unwrap();
+    let v = s.declare("v", StateKind::Value).unwrap();
+    let m = s.declare("m", StateKind::Map).unwrap();
+    assert!(!v.has_ttl() && !m.has_ttl());
+    s.put(0, v, b"k", b"value");
+    s.map_put(0, m, b"k", b"mk", b"mv");
+    s.flush().unwrap();
+    assert_eq!(raw(&b, &mut s, 0, v, b"k").unwrap(), b"value", "no expiry prefix");
+    clock.advance(100 * 365 * 86_400_000);
+    assert_eq!(s.get(0, v, b"k").unwrap(), Some(&b"value"[..]));
+    assert_eq!(s.map_entries(0, m, b"k").unwrap(), vec![(b"mk".to_vec(), b"mv".to_vec())]);
+    b.cleanup_expired().unwrap();
+    assert_eq!(b.count_keys(), 2);
+    let mut other = b.operator("op", 1 << 20).unwrap();
+    let v2 = other.declare("v", StateKind::Value).unwrap();
+    assert_eq!(other.get(0, v2, b"k").unwrap(), Some(&b"value"[..]));
+    assert!(b.inner.cleaner.lock().unwrap().is_none(), "no cleanup thread without a TTL state");
+}
+
+#[test]
+fn default_ttl_applies_to_declare_but_not_to_host_state() {
+    let (_d, b, clock) = ttl_backend(Duration::ZERO);
+    let mut s = b.operator("op", 1 << 20).unwrap();
+    assert_eq!(s.default_ttl(), None);
+    let before = s.declare("before", StateKind::Value).unwrap();
+    s.set_default_ttl(Some(TEN_S));
+    assert_eq!(s.default_ttl(), Some(TEN_S));
+    let user = s.declare("user", StateKind::Value).unwrap();
+    let timers = s.declare("\0timers", StateKind::Map).unwrap();
+    let explicit = s.declare_with_ttl("explicit", StateKind::Value, None).unwrap();
+    assert!(user.has_ttl());
+    assert!(!timers.has_ttl() && !before.has_ttl() && !explicit.has_ttl());
+    s.put(0, user, b"k", b"u");
+    s.map_put(0, timers, b"k", b"t", b"1");
+    clock.advance(10_000);
+    assert_eq!(s.get(0, user, b"k").unwrap(), None);
+    assert_eq!(s.map_get(0, timers, b"k", b"t").unwrap(), Some(&b"1"[..]));
+    // A state declared before the default was set keeps having no TTL: now
+    // declaring it again gets the default, and is refused.
+    assert!(matches!(s.declare("before", StateKind::Value), Err(StateError::TtlMismatch { existing_ttl: false, .. })));
+}
+
+#[test]
+fn redeclaring_with_another_ttl_is_refused() {
+    let (_d, b, _clock) = ttl_backend(Duration::ZERO);
+    let mut s = b.operator("op", 1 << 20).unwrap();
+    s.declare("plain", StateKind::Value).unwrap();
+    s.declare_with_ttl("ttl", StateKind::Map, Some(TEN_S)).unwrap();
+    // In the same handle.
+    let err = s.declare_with_ttl("plain", StateKind::Value, Some(TEN_S)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StateError::TtlMismatch { existing_ttl: false, .. }), "{msg}");
+    assert_eq!(
+        msg,
+        "state `plain` of operator `op` was declared without a TTL and is now declared with one; \
+         give the state a new name, or drop the operator's existing state"
+    );
+    // Through the registry, in a new handle.
+    let mut other = b.operator("op", 1 << 20).unwrap();
+    let msg = other.declare("ttl", StateKind::Map).unwrap_err().to_string();
+    assert!(msg.contains("state `ttl` of operator `op` was declared with a TTL and is now declared without one"), "{msg}");
+    // The kind is checked too, first.
+    let msg = other.declare_with_ttl("ttl", StateKind::Value, None).unwrap_err().to_string();
+    assert!(msg.contains("declared as map state"), "{msg}");
+    // Unchanged declarations still work.
+    assert!(other.declare_with_ttl("ttl", StateKind::Map, Some(TEN_S)).unwrap().has_ttl());
+    assert!(!other.declare("plain", StateKind::Value).unwrap().has_ttl());
+}
+
+#[test]
+fn ttl_and_plain_ids_share_one_counter_of_15_bits() {
+    let (_d, b, _clock) = ttl_backend(Duration::ZERO);
+    let mut s = b.operator("op", 1 << 20).unwrap();
+    let a = s.declare("a", StateKind::Value).unwrap();
+    let t = s.declare_with_ttl("t", StateKind::Value, Some(TEN_S)).unwrap();
+    let c = s.declare("c", StateKind::Value).unwrap();
+    assert_eq!((a.0, t.0, c.0), (0, 0x8001, 2));
+    // Jump the counter to its last value.
+    let cf = b.inner.db.cf_handle(META_CF).unwrap();
+    b.inner.db.put_cf(&cf, format!("state-next/{}", s.op), 0x7FFFu16.to_be_bytes()).unwrap();
+    assert_eq!(s.declare_with_ttl("last", StateKind::Value, Some(TEN_S)).unwrap().0, 0xFFFF);
+    let err = s.declare("one too many", StateKind::Value).unwrap_err();
+    assert!(matches!(err, StateError::TooMany(_)), "{err}");
+    assert!(err.to_string().contains("at most 32768"), "{err}");
+}
+
+#[test]
+fn rollback_and_call_clock_with_ttl() {
+    let (_d, b, clock) = ttl_backend(Duration::ZERO);
+    let mut s = b.operator("op", 1 << 20).unwrap();
+    let v = s.declare_with_ttl("v", StateKind::Value, Some(TEN_S)).unwrap();
+    s.put(0, v, b"k", b"first");
+    s.begin_call();
+    s.put(0, v, b"k", b"second");
+    s.rollback_call();
+    assert_eq!(s.get(0, v, b"k").unwrap(), Some(&b"first"[..]));
+    // Within a call, now is read once: nothing expires mid-call.
+    clock.advance(9_000);
+    s.begin_call();
+    assert!(s.get(0, v, b"k").unwrap().is_some());
+    clock.advance(5_000);
+    assert!(s.get(0, v, b"k").unwrap().is_some());
+    s.put(0, v, b"n", b"x"); // expires 10 s after the call's now: T0 + 19 s
+    s.commit_call();
+    assert!(s.get(0, v, b"k").unwrap().is_none());
+    s.flush().unwrap();
+    assert_eq!(&raw(&b, &mut s, 0, v, b"n").unwrap()[..8], &(T0 + 19_000).to_be_bytes());
+}
+
+#[test]
+fn cleanup_removes_expired_keys_from_rocksdb() {
+    let (_d, b, clock) = ttl_backend(Duration::ZERO);
+    let mut s = b.operator("op", 64 << 20).unwrap();
+    let t = s.declare_with_ttl("t", StateKind::Value, Some(TEN_S)).unwrap();
+    let m = s.declare_with_ttl("m", StateKind::Map, Some(TEN_S)).unwrap();
+    let plain = s.declare("plain", StateKind::Value).unwrap();
+    for i in 0..5_000u32 {
+        let key = i.to_be_bytes();
+        let kg = keygroup::key_group(&key, keygroup::MAX_PARALLELISM);
+        s.put(kg, t, &key, &[1u8; 32]);
+        s.map_put(kg, m, &key, b"mk", &[2u8; 32]);
+    }
+    for i in 0..100u32 {
+        let key = i.to_be_bytes();
+        s.put(keygroup::key_group(&key, keygroup::MAX_PARALLELISM), plain, &key, b"kept");
+    }
+    s.flush().unwrap();
+    assert_eq!(b.count_keys(), 10_100);
+    // Not expired yet: cleanup keeps everything.
+    clock.advance(9_999);
+    b.cleanup_expired().unwrap();
+    assert_eq!(b.count_keys(), 10_100);
+    clock.advance(1);
+    b.cleanup_expired().unwrap();
+    assert_eq!(b.count_keys(), 100);
+    let mut other = b.operator("op", 1 << 20).unwrap();
+    let plain2 = other.declare("plain", StateKind::Value).unwrap();
+    let key = 42u32.to_be_bytes();
+    assert_eq!(other.get(keygroup::key_group(&key, keygroup::MAX_PARALLELISM), plain2, &key).unwrap(), Some(&b"kept"[..]));
+}
+
+#[test]
+fn background_thread_cleans_up_and_stops_on_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let clock = StateClock::manual(T0);
+    let options = BackendOptions { clock: clock.clone(), ttl_cleanup_interval: Duration::from_millis(50) };
+    let b = StateBackend::open_with(&path, true, options.clone()).unwrap();
+    let mut s = b.operator("op", 64 << 20).unwrap();
+    let plain = s.declare("plain", StateKind::Value).unwrap();
+    assert!(b.inner.cleaner.lock().unwrap().is_none(), "started by the first TTL state");
+    let t = s.declare_with_ttl("t", StateKind::Value, Some(TEN_S)).unwrap();
+    assert!(b.inner.cleaner.lock().unwrap().is_some());
+    for i in 0..1_000u32 {
+        s.put(0, t, &i.to_be_bytes(), b"expires");
+    }
+    for i in 0..10u32 {
+        s.put(0, plain, &i.to_be_bytes(), b"stays");
+    }
+    s.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // a few cleanups: nothing expired
+    assert_eq!(b.count_keys(), 1_010);
+    clock.advance(10_000);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.count_keys() != 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.count_keys(), 10);
+    // Dropping the last handle stops the thread and closes the database at
+    // once, so it can be reopened right away.
+    drop(s);
+    let started = Instant::now();
+    drop(b);
+    assert!(started.elapsed() < Duration::from_secs(2), "drop took {:?}", started.elapsed());
+    let b = StateBackend::open_with(&path, false, options).unwrap();
+    assert_eq!(b.count_keys(), 10);
 }

@@ -68,12 +68,33 @@ impl Record {
 
 /// A unit of work on a dataflow channel. Control messages (watermarks,
 /// checkpoint barriers, swap markers) travel in order with the batches.
+///
+/// Several producers share a consumer's channel; control messages name
+/// their producer (`from`, a pipeline-wide id of a node subtask) so that the
+/// consumer can merge them per producer.
 #[derive(Debug)]
 pub enum Message {
     /// Records, in order.
     Batch(Vec<Record>),
-    /// The sender has no more records: its input is exhausted.
-    End,
+    /// No record with an event time at or before `at` will follow from `from`.
+    Watermark {
+        /// Producer id.
+        from: u32,
+        /// The watermark, ms.
+        at: i64,
+    },
+    /// `from` has no records for now: until its next watermark it does not
+    /// hold back the consumer's watermark.
+    Idle {
+        /// Producer id.
+        from: u32,
+    },
+    /// `from` has no more records: its input is exhausted. Implies a
+    /// watermark of `i64::MAX` from it.
+    End {
+        /// Producer id.
+        from: u32,
+    },
 }
 
 /// Errors raised by sources and sinks.

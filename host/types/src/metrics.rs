@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// Labels of a per-node metric (a node is a source, operator or sink).
@@ -23,6 +24,37 @@ pub struct GuestLabels {
     pub node: String,
     /// Counter name chosen by the plugin.
     pub name: String,
+}
+
+/// Labels of a per-subtask metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubtaskLabels {
+    /// Node name from the pipeline file.
+    pub node: String,
+    /// Subtask index.
+    pub subtask: u32,
+}
+
+/// Event-time gauges of one node subtask, in ms (the smallest i64 before the
+/// first watermark).
+#[derive(Clone, Debug, Default)]
+pub struct WatermarkGauges {
+    /// The minimum watermark over its inputs.
+    pub input: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// The watermark it last sent downstream.
+    pub output: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Wall clock minus the output watermark, when the latter was set.
+    pub lag_ms: Gauge<i64, std::sync::atomic::AtomicI64>,
+}
+
+impl WatermarkGauges {
+    /// Record a new output watermark (and the lag it implies).
+    pub fn set_output(&self, watermark: i64, now_ms: i64) {
+        self.output.set(watermark);
+        if watermark > i64::MIN && watermark < i64::MAX {
+            self.lag_ms.set(now_ms.saturating_sub(watermark));
+        }
+    }
 }
 
 /// The counters of one node, cloned out of the registry once.
@@ -42,6 +74,8 @@ pub struct NodeCounters {
     pub traps: Counter,
     /// Guest calls interrupted at their CPU deadline (also counted in `traps`).
     pub timeouts: Counter,
+    /// Records later than a window's allowed lateness (sent to the late side output).
+    pub late_records_dropped: Counter,
 }
 
 /// All metrics of a running pipeline.
@@ -54,7 +88,11 @@ pub struct Metrics {
     skipped: Family<NodeLabels, Counter>,
     traps: Family<NodeLabels, Counter>,
     timeouts: Family<NodeLabels, Counter>,
+    late: Family<NodeLabels, Counter>,
     guest: Family<GuestLabels, Counter>,
+    input_watermark: Family<SubtaskLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    output_watermark: Family<SubtaskLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    lag: Family<SubtaskLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -69,7 +107,11 @@ impl Default for Metrics {
             skipped: Family::default(),
             traps: Family::default(),
             timeouts: Family::default(),
+            late: Family::default(),
             guest: Family::default(),
+            input_watermark: Family::default(),
+            output_watermark: Family::default(),
+            lag: Family::default(),
         };
         registry.register("records_in", "Records received by a node", m.records_in.clone());
         registry.register("records_out", "Records emitted or written by a node", m.records_out.clone());
@@ -79,6 +121,10 @@ impl Default for Metrics {
         registry.register("traps", "Guest calls that trapped", m.traps.clone());
         registry.register("timeouts", "Guest calls interrupted at their CPU deadline", m.timeouts.clone());
         registry.register("guest", "Counters declared by plugins", m.guest.clone());
+        registry.register("num_late_records_dropped", "Records later than a window's allowed lateness", m.late.clone());
+        registry.register("current_input_watermark", "Minimum event-time watermark over a subtask's inputs, ms", m.input_watermark.clone());
+        registry.register("current_output_watermark", "Event-time watermark a subtask last sent, ms", m.output_watermark.clone());
+        registry.register("event_time_lag_ms", "Wall clock minus a subtask's output watermark, ms", m.lag.clone());
         *m.registry.lock().unwrap() = registry;
         m
     }
@@ -96,7 +142,21 @@ impl Metrics {
             skipped: self.skipped.get_or_create(&l).clone(),
             traps: self.traps.get_or_create(&l).clone(),
             timeouts: self.timeouts.get_or_create(&l).clone(),
+            late_records_dropped: self.late.get_or_create(&l).clone(),
         }
+    }
+
+    /// The event-time gauges of subtask `subtask` of `node`.
+    pub fn watermarks(&self, node: &str, subtask: u32) -> WatermarkGauges {
+        let l = SubtaskLabels { node: node.to_string(), subtask };
+        let g = WatermarkGauges {
+            input: self.input_watermark.get_or_create(&l).clone(),
+            output: self.output_watermark.get_or_create(&l).clone(),
+            lag_ms: self.lag.get_or_create(&l).clone(),
+        };
+        g.input.set(i64::MIN);
+        g.output.set(i64::MIN);
+        g
     }
 
     /// The guest counter `name` of operator `node`.

@@ -40,7 +40,7 @@ pub use sluice_config::Grants;
 use sha2::{Digest, Sha256};
 use sluice_state::{OperatorState, StateId, StateKind};
 use sluice_types::metrics::Metrics;
-use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
@@ -49,7 +49,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit",
-        world: "process-operator",
+        world: "sluice-host",
         with: {
             "sluice:operator/state.value-state": super::ValueStateHandle,
             "sluice:operator/state.map-state": super::MapStateHandle,
@@ -61,17 +61,41 @@ mod bindings {
 
 /// The contract's data types as generated from `wit/operator.wit`.
 pub mod wit {
-    pub use super::bindings::sluice::operator::types::{BatchResult, Emit, Header, InitContext, Output, Record, RecordError};
+    pub use super::bindings::exports::sluice::operator::aggregator::{Accumulate, AddResult, FiredWindow};
+    pub use super::bindings::sluice::operator::types::{
+        BatchResult, Emit, FiredTimer, Header, InitContext, Output, Record, RecordError, TimeDomain, Window,
+    };
 }
 
+use bindings::exports::sluice::operator::{aggregator, processor, timer_handler};
 use bindings::sluice::operator as api;
+
+/// Where a plugin's exports are, found once at load.
+enum Exports {
+    Process { processor: processor::GuestIndices, timers: Option<timer_handler::GuestIndices> },
+    Window(aggregator::GuestIndices),
+}
+
+/// A running instance's exports.
+enum Guest {
+    Process { processor: processor::Guest, timers: Option<timer_handler::Guest> },
+    Window(aggregator::Guest),
+}
 
 /// The contract package this host implements.
 pub const PACKAGE: &str = "sluice:operator";
-/// The contract version this host implements.
-pub const VERSION: &str = "0.1.0";
-/// The export every process operator must have.
-pub const PROCESSOR_EXPORT: &str = "sluice:operator/processor@0.1.0";
+/// The contract version this host implements. Components built for any
+/// `0.1.x` up to this one load (0.x minor versions are additive).
+pub const VERSION: &str = "0.1.1";
+/// The export of a process operator (worlds `process-operator` and
+/// `keyed-process-operator`).
+pub const PROCESSOR_EXPORT: &str = "sluice:operator/processor@0.1.1";
+/// The export of a keyed process operator with timers.
+pub const TIMER_EXPORT: &str = "sluice:operator/timer-handler@0.1.1";
+/// The export of a window aggregate (world `window-aggregate`).
+pub const AGGREGATOR_EXPORT: &str = "sluice:operator/aggregator@0.1.1";
+/// Highest patch of contract 0.1 this host implements.
+const PATCH: u32 = 1;
 /// How often the epoch advances; CPU deadlines are rounded up to it.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -108,7 +132,7 @@ pub enum LoadError {
         message: String,
     },
     /// It does not export a Sluice operator.
-    #[error("plugin {path}: not a sluice:operator component: it does not export `{PROCESSOR_EXPORT}`\n  it exports: {exports}\n  help: target the `process-operator` world of wit/operator.wit, e.g. with the Rust SDK's #[sluice_sdk::map]")]
+    #[error("plugin {path}: not a sluice:operator component: it exports neither `{PROCESSOR_EXPORT}` nor `{AGGREGATOR_EXPORT}`\n  it exports: {exports}\n  help: target a world of wit/operator.wit (`process-operator`, `keyed-process-operator` or `window-aggregate`), e.g. with the Rust SDK's #[sluice_sdk::map]")]
     NotAnOperator {
         /// The plugin file.
         path: PathBuf,
@@ -133,6 +157,26 @@ pub enum LoadError {
         /// The grant that would allow it, or why none does.
         grant: String,
     },
+    /// Its kind does not fit how the pipeline uses it.
+    #[error("plugin {path}: operator `{operator}` {expected}, but the plugin is a `{found}` component\n  help: {help}")]
+    WrongKind {
+        /// The plugin file.
+        path: PathBuf,
+        /// The operator.
+        operator: String,
+        /// What the pipeline asks of it.
+        expected: String,
+        /// The world the plugin targets.
+        found: String,
+        /// What to do.
+        help: String,
+    },
+    /// It registers timers but cannot receive them.
+    #[error("plugin {path}: imports `sluice:operator/timers` but does not export `timer-handler`, so its timers could never fire\n  help: target the `keyed-process-operator` world (Rust SDK: #[sluice_sdk::process(on_timer = my_on_timer)])")]
+    TimersWithoutHandler {
+        /// The plugin file.
+        path: PathBuf,
+    },
     /// It imports something the host does not provide.
     #[error("plugin {path}: imports `{import}`, which this host does not provide\n  help: plugins may import the interfaces of {PACKAGE}@{VERSION} and WASI 0.2; remove the dependency that pulls `{import}` in")]
     UnknownImport {
@@ -156,12 +200,52 @@ pub struct PluginInfo {
     pub package: String,
     /// World the exports match, e.g. `process-operator`.
     pub world: String,
-    /// Contract version, e.g. `0.1.0`.
+    /// What kind of operator the exports make it, if any.
+    pub kind: Option<OperatorKind>,
+    /// Contract version, e.g. `0.1.1`.
     pub version: String,
     /// Export names.
     pub exports: Vec<String>,
     /// Import names.
     pub imports: Vec<String>,
+}
+
+/// The kinds of operator a component can be, by the world it targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperatorKind {
+    /// `process-operator`: exports `processor`.
+    Process,
+    /// `keyed-process-operator`: exports `processor` and `timer-handler`.
+    KeyedProcess,
+    /// `window-aggregate`: exports `aggregator`.
+    Window,
+}
+
+impl OperatorKind {
+    /// The world's name in `wit/operator.wit`.
+    pub fn world(self) -> &'static str {
+        match self {
+            OperatorKind::Process => "process-operator",
+            OperatorKind::KeyedProcess => "keyed-process-operator",
+            OperatorKind::Window => "window-aggregate",
+        }
+    }
+}
+
+/// A timer registration or deletion a guest made during a call. The host
+/// applies them after the call succeeds, and drops them if it fails.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimerOp {
+    /// Clock of the timer.
+    pub domain: wit::TimeDomain,
+    /// When it fires, ms.
+    pub timestamp: i64,
+    /// Key group of the key.
+    pub key_group: u16,
+    /// The key it was registered for.
+    pub key: Vec<u8>,
+    /// Delete rather than register.
+    pub delete: bool,
 }
 
 /// A guest call that failed.
@@ -218,6 +302,10 @@ pub struct GuestState {
     keys: Vec<Option<(u16, u32, u32)>>,
     key_bytes: Vec<u8>,
     current: usize,
+    /// The operator's current event-time watermark, for `timers.current-watermark`.
+    watermark: i64,
+    /// Timer changes made by the current call.
+    timer_ops: Vec<TimerOp>,
 }
 
 impl WasiView for GuestState {
@@ -289,9 +377,16 @@ impl GuestState {
         }
     }
 
-    fn declare(&mut self, name: &str, kind: StateKind) -> wasmtime::Result<StateId> {
+    fn declare(&mut self, name: &str, kind: StateKind, ttl: Option<Duration>) -> wasmtime::Result<StateId> {
+        if name.starts_with('\0') {
+            wasmtime::bail!("state names may not start with a NUL character (reserved for the host)");
+        }
         match &mut self.state {
-            Some(s) => s.declare(name, kind).map_err(|e| wasmtime::format_err!("{e}")),
+            Some(s) => match ttl {
+                Some(ttl) => s.declare_with_ttl(name, kind, Some(ttl)),
+                None => s.declare(name, kind),
+            }
+            .map_err(|e| wasmtime::format_err!("{e}")),
             None => wasmtime::bail!(
                 "operator `{}` declared {kind} state `{name}` but is not keyed; set key_by = \"key\" on it in the pipeline",
                 self.operator
@@ -321,7 +416,12 @@ impl api::state::Host for GuestState {}
 
 impl api::state::HostValueState for GuestState {
     fn new(&mut self, name: String) -> wasmtime::Result<Resource<ValueStateHandle>> {
-        let id = self.declare(&name, StateKind::Value)?;
+        let id = self.declare(&name, StateKind::Value, None)?;
+        Ok(self.table.push(ValueStateHandle(id))?)
+    }
+
+    fn with_ttl(&mut self, name: String, ttl_ms: u64) -> wasmtime::Result<Resource<ValueStateHandle>> {
+        let id = self.declare(&name, StateKind::Value, Some(ttl(ttl_ms)?))?;
         Ok(self.table.push(ValueStateHandle(id))?)
     }
 
@@ -354,7 +454,12 @@ impl api::state::HostValueState for GuestState {
 
 impl api::state::HostMapState for GuestState {
     fn new(&mut self, name: String) -> wasmtime::Result<Resource<MapStateHandle>> {
-        let id = self.declare(&name, StateKind::Map)?;
+        let id = self.declare(&name, StateKind::Map, None)?;
+        Ok(self.table.push(MapStateHandle(id))?)
+    }
+
+    fn with_ttl(&mut self, name: String, ttl_ms: u64) -> wasmtime::Result<Resource<MapStateHandle>> {
+        let id = self.declare(&name, StateKind::Map, Some(ttl(ttl_ms)?))?;
         Ok(self.table.push(MapStateHandle(id))?)
     }
 
@@ -394,6 +499,61 @@ impl api::state::HostMapState for GuestState {
         Ok(())
     }
 }
+
+/// A guest-given TTL: at least 1 ms, at most about 292 million years.
+fn ttl(ttl_ms: u64) -> wasmtime::Result<Duration> {
+    if ttl_ms == 0 || ttl_ms > i64::MAX as u64 / 2 {
+        wasmtime::bail!("state TTL of {ttl_ms} ms is out of range (1 ms ..= {} ms)", i64::MAX / 2);
+    }
+    Ok(Duration::from_millis(ttl_ms))
+}
+
+/// Wall-clock now, ms since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl api::timers::Host for GuestState {
+    fn register(&mut self, domain: wit::TimeDomain, timestamp: i64) -> wasmtime::Result<()> {
+        self.timer_op(domain, timestamp, false)
+    }
+
+    fn delete(&mut self, domain: wit::TimeDomain, timestamp: i64) -> wasmtime::Result<()> {
+        self.timer_op(domain, timestamp, true)
+    }
+
+    fn current_watermark(&mut self) -> wasmtime::Result<i64> {
+        Ok(self.watermark)
+    }
+
+    fn current_processing_time(&mut self) -> wasmtime::Result<i64> {
+        Ok(now_ms())
+    }
+}
+
+impl GuestState {
+    fn timer_op(&mut self, domain: wit::TimeDomain, timestamp: i64, delete: bool) -> wasmtime::Result<()> {
+        if self.state.is_none() {
+            wasmtime::bail!("operator `{}` used timers but is not keyed; set key_by = \"key\" on it in the pipeline", self.operator);
+        }
+        // Bounded like any other output of a call.
+        if self.timer_ops.len() >= MAX_TIMER_OPS_PER_CALL {
+            wasmtime::bail!("more than {MAX_TIMER_OPS_PER_CALL} timer registrations in one call");
+        }
+        match self.keys.get(self.current) {
+            Some(Some((kg, start, len))) => {
+                let key = self.key_bytes[*start as usize..(*start + *len) as usize].to_vec();
+                self.timer_ops.push(TimerOp { domain, timestamp, key_group: *kg, key, delete });
+                Ok(())
+            }
+            Some(None) => wasmtime::bail!("a timer was registered for a record without a key"),
+            None => wasmtime::bail!("a timer was registered outside `process` or `on-timer` (no current key)"),
+        }
+    }
+}
+
+/// Timer registrations one guest call may make.
+pub const MAX_TIMER_OPS_PER_CALL: usize = 1 << 20;
 
 impl api::log::Host for GuestState {
     fn log(&mut self, level: api::log::Level, message: String) -> wasmtime::Result<()> {
@@ -511,7 +671,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(wasm_err)?;
-        bindings::ProcessOperator::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s).map_err(wasm_err)?;
+        bindings::SluiceHost::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s).map_err(wasm_err)?;
         self.ticked.lock().unwrap_or_else(|p| p.into_inner()).push(engine.weak());
         let entry = Arc::new(EngineEntry { engine, linker });
         engines.insert(options, entry.clone());
@@ -579,11 +739,16 @@ impl Runtime {
             let import = msg.split('`').nth(1).unwrap_or(&msg).to_string();
             LoadError::UnknownImport { path: path.to_path_buf(), import }
         })?;
-        let pre = bindings::ProcessOperatorPre::new(pre).map_err(|e| LoadError::Invalid {
-            path: path.to_path_buf(),
-            message: format!("{e:#}"),
-        })?;
-        Ok(Arc::new(Plugin { engine: entry.engine.clone(), info, pre, grants: grants.clone(), fuel: options.fuel }))
+        let invalid = |e: wasmtime::Error| LoadError::Invalid { path: path.to_path_buf(), message: format!("{e:#}") };
+        let exports = match info.kind {
+            Some(OperatorKind::Window) => Exports::Window(aggregator::GuestIndices::new(&pre).map_err(invalid)?),
+            Some(OperatorKind::KeyedProcess) => Exports::Process {
+                processor: processor::GuestIndices::new(&pre).map_err(invalid)?,
+                timers: Some(timer_handler::GuestIndices::new(&pre).map_err(invalid)?),
+            },
+            _ => Exports::Process { processor: processor::GuestIndices::new(&pre).map_err(invalid)?, timers: None },
+        };
+        Ok(Arc::new(Plugin { engine: entry.engine.clone(), info, pre, exports, grants: grants.clone(), fuel: options.fuel }))
     }
 
     /// Describe a component without requiring it to be a valid operator
@@ -613,38 +778,57 @@ fn describe(engine: &Engine, path: &Path, size: u64, digest: &str, component: &C
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
-    let sluice = exports.iter().find(|e| e.starts_with("sluice:operator/"));
-    let (package, world, version) = match sluice {
+    let has = |interface: &str| exports.iter().find(|e| e.strip_prefix("sluice:operator/").and_then(|r| r.split('@').next()) == Some(interface));
+    let kind = match (has("processor"), has("timer-handler"), has("aggregator")) {
+        (Some(_), None, None) => Some(OperatorKind::Process),
+        (Some(_), Some(_), None) => Some(OperatorKind::KeyedProcess),
+        (None, None, Some(_)) => Some(OperatorKind::Window),
+        _ => None,
+    };
+    let (package, world, version) = match exports.iter().find(|e| e.starts_with("sluice:operator/")) {
         Some(e) => {
             let version = e.split('@').nth(1).unwrap_or("?").to_string();
-            let world = if e.starts_with("sluice:operator/processor@") { "process-operator" } else { "unknown" };
-            (PACKAGE.to_string(), world.to_string(), version)
+            (PACKAGE.to_string(), kind.map_or("unknown", OperatorKind::world).to_string(), version)
         }
         None => ("(none)".into(), "(none)".into(), "(none)".into()),
     };
-    PluginInfo { path: path.to_path_buf(), size, digest: digest.to_string(), package, world, version, exports, imports }
+    PluginInfo { path: path.to_path_buf(), size, digest: digest.to_string(), package, world, kind, version, exports, imports }
+}
+
+/// Whether `name` (`sluice:operator/<interface>@<version>`) has a contract
+/// version this host implements: 0.1.0 up to 0.1.PATCH.
+fn supported_version(name: &str) -> bool {
+    let version = name.split('@').nth(1).unwrap_or("");
+    match version.strip_prefix("0.1.").map(str::parse::<u32>) {
+        Some(Ok(patch)) => patch <= PATCH,
+        _ => false,
+    }
 }
 
 /// Check that a described component fits the contract and the operator's
-/// grants: it exports the processor, and imports only `sluice:operator@0.1.x`
+/// grants: it exports the interfaces of one operator world at a contract
+/// version this host implements, and imports only `sluice:operator@0.1.x`
 /// and the WASI interfaces it was granted.
 pub fn check_contract(info: &PluginInfo, grants: &Grants) -> Result<(), LoadError> {
     let path = info.path.clone();
-    if !info.exports.iter().any(|e| e == PROCESSOR_EXPORT) {
-        if let Some(other) = info.exports.iter().find(|e| e.starts_with("sluice:operator/")) {
-            return Err(LoadError::WrongVersion { path, found: other.clone() });
-        }
+    let sluice_exports: Vec<&String> = info.exports.iter().filter(|e| e.starts_with("sluice:operator/")).collect();
+    if let Some(e) = sluice_exports.iter().find(|e| !supported_version(e)) {
+        return Err(LoadError::WrongVersion { path, found: (*e).clone() });
+    }
+    if info.kind.is_none() {
         let exports = if info.exports.is_empty() { "nothing".to_string() } else { info.exports.join(", ") };
         return Err(LoadError::NotAnOperator { path, exports });
+    }
+    if info.kind != Some(OperatorKind::KeyedProcess) && info.imports.iter().any(|i| i.starts_with("sluice:operator/timers@")) {
+        return Err(LoadError::TimersWithoutHandler { path });
     }
     // Imports that no grant allows are reported before those a grant would fix.
     let mut imports: Vec<&String> = info.imports.iter().collect();
     imports.sort_by_key(|i| !i.starts_with("wasi:sockets/"));
     for import in imports {
         let not_granted = |grant: &str| LoadError::NotGranted { path: path.clone(), import: import.clone(), grant: grant.to_string() };
-        if let Some(rest) = import.strip_prefix("sluice:operator/") {
-            let version = rest.split('@').nth(1).unwrap_or("");
-            if !version.starts_with("0.1.") {
+        if import.starts_with("sluice:operator/") {
+            if !supported_version(import) {
                 return Err(LoadError::WrongVersion { path, found: import.clone() });
             }
         } else if import.starts_with("wasi:filesystem/") {
@@ -668,7 +852,8 @@ pub fn check_contract(info: &PluginInfo, grants: &Grants) -> Result<(), LoadErro
 pub struct Plugin {
     engine: Engine,
     info: PluginInfo,
-    pre: bindings::ProcessOperatorPre<GuestState>,
+    pre: InstancePre<GuestState>,
+    exports: Exports,
     grants: Grants,
     fuel: bool,
 }
@@ -770,6 +955,8 @@ impl Plugin {
             keys: Vec::new(),
             key_bytes: Vec::new(),
             current: 0,
+            watermark: i64::MIN,
+            timer_ops: Vec::new(),
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limits);
@@ -781,8 +968,18 @@ impl Plugin {
         if let Some(fuel) = config.fuel {
             store.set_fuel(fuel).map_err(|e| CallError::Init(format!("{e:#}")))?;
         }
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, &config))?;
-        let mut instance = Instance { store, bindings, plugin: self.clone(), config, deadline_ticks };
+        let instance = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, &config))?;
+        let guest = match &self.exports {
+            Exports::Process { processor, timers } => Guest::Process {
+                processor: processor.load(&mut store, &instance).map_err(|e| classify(e, &store, &config))?,
+                timers: match timers {
+                    Some(t) => Some(t.load(&mut store, &instance).map_err(|e| classify(e, &store, &config))?),
+                    None => None,
+                },
+            },
+            Exports::Window(a) => Guest::Window(a.load(&mut store, &instance).map_err(|e| classify(e, &store, &config))?),
+        };
+        let mut instance = Instance { store, guest, plugin: self.clone(), config, deadline_ticks };
         instance.init()?;
         Ok(instance)
     }
@@ -812,10 +1009,16 @@ fn classify(e: wasmtime::Error, store: &Store<GuestState>, config: &InstanceConf
 /// A running instance of an operator plugin, owned by one subtask.
 pub struct Instance {
     store: Store<GuestState>,
-    bindings: bindings::ProcessOperator,
+    guest: Guest,
     plugin: Arc<Plugin>,
     config: InstanceConfig,
     deadline_ticks: u64,
+}
+
+/// A call on an export the plugin does not have: a bug in the caller, as the
+/// dataflow checks the kind of operator against the pipeline first.
+fn missing(what: &str) -> CallError {
+    CallError::Trap(format!("the plugin does not export {what}"))
 }
 
 impl Instance {
@@ -827,10 +1030,23 @@ impl Instance {
             params: self.config.params.clone(),
         };
         self.arm()?;
-        match self.bindings.sluice_operator_processor().call_init(&mut self.store, &ctx) {
+        let result = match &self.guest {
+            Guest::Process { processor, .. } => processor.call_init(&mut self.store, &ctx),
+            Guest::Window(a) => a.call_init(&mut self.store, &ctx),
+        };
+        match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(msg)) => Err(CallError::Init(msg)),
             Err(e) => Err(classify(e, &self.store, &self.config)),
+        }
+    }
+
+    /// The kind of operator this instance is.
+    pub fn kind(&self) -> OperatorKind {
+        match &self.guest {
+            Guest::Process { timers: None, .. } => OperatorKind::Process,
+            Guest::Process { timers: Some(_), .. } => OperatorKind::KeyedProcess,
+            Guest::Window(_) => OperatorKind::Window,
         }
     }
 
@@ -843,16 +1059,17 @@ impl Instance {
         Ok(())
     }
 
-    /// Process one batch. Keyed state written by a call that fails is rolled
-    /// back; after an error the instance must be [`reset`](Self::reset).
-    pub fn process(&mut self, batch: &[wit::Record]) -> Result<wit::BatchResult, CallError> {
+    /// Make `keys` the keys of the call's inputs (for keyed state and
+    /// timers), and start journaling state writes.
+    fn begin<'a>(&mut self, keys: impl Iterator<Item = Option<&'a [u8]>>) {
         let data = self.store.data_mut();
         data.keys.clear();
         data.key_bytes.clear();
+        data.timer_ops.clear();
         data.current = 0;
         if let Some(state) = &mut data.state {
-            for r in batch {
-                data.keys.push(r.key.as_ref().map(|k| {
+            for k in keys {
+                data.keys.push(k.map(|k| {
                     let start = data.key_bytes.len() as u32;
                     data.key_bytes.extend_from_slice(k);
                     (sluice_state::keygroup::key_group(k, sluice_state::keygroup::MAX_PARALLELISM), start, k.len() as u32)
@@ -860,10 +1077,12 @@ impl Instance {
             }
             state.begin_call();
         } else {
-            data.keys.resize(batch.len(), None);
+            data.keys.extend(keys.map(|_| None));
         }
-        self.arm()?;
-        let result = self.bindings.sluice_operator_processor().call_process(&mut self.store, batch);
+    }
+
+    /// Keep the call's state writes if it succeeded, roll them back if not.
+    fn end<R>(&mut self, result: wasmtime::Result<R>) -> Result<R, CallError> {
         let data = self.store.data_mut();
         match result {
             Ok(r) => {
@@ -873,6 +1092,7 @@ impl Instance {
                 Ok(r)
             }
             Err(e) => {
+                data.timer_ops.clear();
                 if let Some(state) = &mut data.state {
                     state.rollback_call();
                 }
@@ -881,13 +1101,76 @@ impl Instance {
         }
     }
 
+    /// Process one batch. Keyed state written by a call that fails is rolled
+    /// back; after an error the instance must be [`reset`](Self::reset).
+    pub fn process(&mut self, batch: &[wit::Record]) -> Result<wit::BatchResult, CallError> {
+        let Guest::Process { processor, .. } = &self.guest else { return Err(missing("`processor`")) };
+        let processor = processor.clone();
+        self.begin(batch.iter().map(|r| r.key.as_deref()));
+        self.arm()?;
+        let result = processor.call_process(&mut self.store, batch);
+        self.end(result)
+    }
+
+    /// Deliver fired timers (in timestamp order) to `timer-handler.on-timer`.
+    pub fn on_timer(&mut self, timers: &[wit::FiredTimer]) -> Result<wit::BatchResult, CallError> {
+        let Guest::Process { timers: Some(handler), .. } = &self.guest else { return Err(missing("`timer-handler`")) };
+        let handler = handler.clone();
+        self.begin(timers.iter().map(|t| Some(t.key.as_slice())));
+        self.arm()?;
+        let result = handler.call_on_timer(&mut self.store, timers);
+        self.end(result)
+    }
+
+    /// `aggregator.add`: fold records into accumulators.
+    pub fn add(&mut self, batch: &[wit::Record], groups: &[wit::Accumulate]) -> Result<wit::AddResult, CallError> {
+        let Guest::Window(a) = &self.guest else { return Err(missing("`aggregator`")) };
+        let a = a.clone();
+        self.begin(std::iter::empty());
+        self.arm()?;
+        let result = a.call_add(&mut self.store, batch, groups);
+        self.end(result)
+    }
+
+    /// `aggregator.merge`: merge groups of accumulators.
+    pub fn merge(&mut self, groups: &[Vec<Vec<u8>>]) -> Result<Vec<Vec<u8>>, CallError> {
+        let Guest::Window(a) = &self.guest else { return Err(missing("`aggregator`")) };
+        let a = a.clone();
+        self.begin(std::iter::empty());
+        self.arm()?;
+        let result = a.call_merge(&mut self.store, groups);
+        self.end(result)
+    }
+
+    /// `aggregator.finish`: the results of fired windows.
+    pub fn finish(&mut self, windows: &[wit::FiredWindow]) -> Result<wit::BatchResult, CallError> {
+        let Guest::Window(a) = &self.guest else { return Err(missing("`aggregator`")) };
+        let a = a.clone();
+        self.begin(std::iter::empty());
+        self.arm()?;
+        let result = a.call_finish(&mut self.store, windows);
+        self.end(result)
+    }
+
+    /// Timer changes the last successful call made, in order.
+    pub fn take_timer_ops(&mut self) -> Vec<TimerOp> {
+        std::mem::take(&mut self.store.data_mut().timer_ops)
+    }
+
+    /// Tell the guest the operator's event-time watermark.
+    pub fn set_watermark(&mut self, watermark: i64) {
+        self.store.data_mut().watermark = watermark;
+    }
+
     /// Replace the instance by a fresh one of the same plugin (after a trap,
     /// whose instance may not be entered again), keeping the keyed state.
     pub fn reset(&mut self) -> Result<(), CallError> {
         let state = self.store.data_mut().state.take();
         let metrics = self.store.data().metrics.clone();
+        let watermark = self.store.data().watermark;
         let fresh = self.plugin.instantiate(self.config.clone(), state, metrics)?;
         *self = fresh;
+        self.set_watermark(watermark);
         Ok(())
     }
 

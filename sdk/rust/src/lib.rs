@@ -3,19 +3,22 @@
 //! A Sluice operator is a WebAssembly component that the Sluice host loads,
 //! feeds batches of records, and can swap for a new version while the
 //! pipeline runs, without losing records or state. This crate hides the
-//! component contract (`sluice:operator@0.1.0`, world `process-operator`)
-//! behind one attribute over one plain function:
+//! component contract (`sluice:operator@0.1.1`) behind one attribute over one
+//! plain function (or, for window aggregates, one trait impl):
 //!
-//! | attribute | function | emits |
-//! |---|---|---|
-//! | [`#[filter]`](filter) | `fn(&Record) -> Result<bool, E>` | the record if `true` |
-//! | [`#[map]`](map) | `fn(Record) -> Result<Record, E>` | the returned record |
-//! | [`#[process]`](process) | `fn(Record, &mut Context) -> Result<(), E>` | whatever it [`emit`](Context::emit)s, on the main or [side outputs](Context::emit_to) |
+//! | attribute | on | world | emits |
+//! |---|---|---|---|
+//! | [`#[filter]`](filter) | `fn(&Record) -> Result<bool, E>` | `process-operator` | the record if `true` |
+//! | [`#[map]`](map) | `fn(Record) -> Result<Record, E>` | `process-operator` | the returned record |
+//! | [`#[process]`](process) | `fn(Record, &mut Context) -> Result<(), E>` | `process-operator` | whatever it [`emit`](Context::emit)s, on the main or [side outputs](Context::emit_to) |
+//! | [`#[process(on_timer = f)]`](process) | the same, plus `fn f(Timer, &mut Context) -> Result<(), E>` | `keyed-process-operator` | the same, from records and from [timers] |
+//! | [`#[aggregate]`](macro@aggregate) | `impl Aggregate for T` | `window-aggregate` | what [`Aggregate::finish`] emits per fired window |
 //!
 //! `E` is anything that converts into [`Error`] (every `std::error::Error`
 //! does). An `Err` becomes a per-record error that the host hands to the
 //! operator's error policy; a panic traps, which fails the batch and is also
-//! handled by the error policy.
+//! handled by the error policy. A component exports exactly the interfaces of
+//! its world: a plain `#[process]` plugin is still a `process-operator`.
 //!
 //! # Hello world
 //!
@@ -105,6 +108,26 @@
 //! # }
 //! ```
 //!
+//! Declare a state with [`ValueState::with_ttl`] / [`MapState::with_ttl`] and
+//! its entries expire a fixed time after they were last written (see
+//! [`state`](state#time-to-live)).
+//!
+//! # Timers
+//!
+//! `#[process(on_timer = handler)]` makes a keyed process operator with
+//! timers: register event-time or processing-time timers for the current key
+//! with the functions in [`timers`], and the host calls `handler` with each
+//! [`Timer`] when it is due, with the timer's key current (so keyed state and
+//! timers act on it). See [`timers`] for an example.
+//!
+//! # Window aggregates
+//!
+//! The host runs tumbling, sliding and session windows and keeps one
+//! accumulator per key and window; the plugin only says what the accumulator
+//! is: a serde type implementing [`Aggregate`] (fold in a record, merge two,
+//! produce results), exported with [`#[aggregate]`](macro@aggregate). See
+//! [`aggregate`](mod@aggregate).
+//!
 //! # Metrics and logs
 //!
 //! [`Counter`] adds to a host counter; [`log`] writes to the host's log.
@@ -113,8 +136,11 @@
 //!
 //! On targets other than `wasm32` the host imports are replaced by an
 //! in-memory stand-in, and [`testing::Harness`] drives your operator like the
-//! host does (see [`testing`]). Each attribute macro defines a hidden
-//! `__sluice_operator()` next to your function for the harness to use.
+//! host does, timers included ([`testing::Harness::advance_watermark`],
+//! [`testing::Harness::advance_processing_time`]);
+//! [`testing::AggregateHarness`] does the same for aggregates (see
+//! [`testing`]). Each attribute macro defines a hidden `__sluice_operator()`
+//! next to your function for the harnesses to use.
 //!
 //! # Performance
 //!
@@ -127,6 +153,7 @@
 
 extern crate self as sluice_sdk;
 
+pub mod aggregate;
 mod context;
 mod error;
 pub mod log;
@@ -138,7 +165,9 @@ pub mod state;
 mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
+pub mod timers;
 
+pub use aggregate::{Aggregate, AggregateDef, Window, WindowOutput};
 pub use context::Context;
 pub use error::Error;
 pub use metrics::Counter;
@@ -146,6 +175,7 @@ pub use params::Params;
 pub use record::{BatchResult, Emit, Header, Output, Record, RecordError};
 pub use runtime::OperatorDef;
 pub use state::{MapState, ValueState};
+pub use timers::{TimeDomain, Timer};
 
 /// Turn `fn(&Record) -> Result<bool, E>` into a filter operator: a record is
 /// passed through unchanged to the main output when the function returns
@@ -168,36 +198,93 @@ pub use sluice_sdk_macros::map;
 /// output or to side outputs; `Err` is a per-record error (records already
 /// emitted for that input are still delivered).
 ///
-/// Arguments as for [`filter`].
+/// Arguments: `params = T` and `init = path` as for [`filter`], and
+/// `on_timer = path`, which makes it a keyed process operator with timers
+/// (world `keyed-process-operator`): `path` is
+/// `fn(timer: Timer, ctx: &mut Context) -> Result<(), E>` (with `params = T`,
+/// also `&T` last), called for every due timer registered with [`timers`],
+/// with the timer's key current. Records it emits are attributed to the timer
+/// (`emit.input` is the timer's index in the host's call); an `Err` is an
+/// error of that timer.
+///
+/// ```
+/// use sluice_sdk::{timers, Context, Error, Record, Timer};
+///
+/// /// Echo each record's key one minute (processing time) later.
+/// #[sluice_sdk::process(on_timer = later)]
+/// fn remind(_record: Record, _ctx: &mut Context) -> Result<(), Error> {
+///     timers::register_processing_time(timers::current_processing_time() + 60_000);
+///     Ok(())
+/// }
+///
+/// fn later(timer: Timer, ctx: &mut Context) -> Result<(), Error> {
+///     ctx.emit(Record::new(timer.key.clone()).with_key(timer.key));
+///     Ok(())
+/// }
+/// # fn main() {
+/// let mut h = sluice_sdk::testing::Harness::new(__sluice_operator(), "{}");
+/// h.process(vec![Record::new("").with_key("k")]);
+/// assert_eq!(h.advance_processing_time(60_000).main_values(), ["k"]);
+/// # }
+/// ```
 pub use sluice_sdk_macros::process;
+
+/// Export a window aggregate: put it on the `impl Aggregate for T` block (or
+/// on the definition of `T`, with the impl elsewhere). The component targets
+/// world `window-aggregate` and exports only the `aggregator` interface.
+///
+/// Argument (optional): `init = path`, an init hook
+/// `fn(&Params) -> Result<(), E>` run once before anything else. Params reach
+/// the methods through [`Aggregate::Params`]. See [`aggregate`](mod@aggregate)
+/// for an example.
+pub use sluice_sdk_macros::aggregate;
 
 /// Implementation details used by the macros. Not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::aggregate::{
+        guest_aggregate_add, guest_aggregate_finish, guest_aggregate_init, guest_aggregate_merge,
+    };
     pub use crate::record::InitContext;
-    pub use crate::runtime::{guest_init, guest_process, Operator};
+    pub use crate::runtime::{guest_init, guest_on_timer, guest_process, Operator};
 
     #[cfg(target_arch = "wasm32")]
-    pub use bindings::export_process_operator;
+    pub use wit_bindgen;
 
-    /// The generated bindings of `sluice:operator@0.1.0`, world `process-operator`.
+    /// The SDK's types under their WIT names in `sluice:operator/types`: the
+    /// plugins' bindings map that interface here.
+    pub mod types {
+        pub use crate::record::InitContext;
+        pub use crate::{BatchResult, Emit, Header, Output, Record, RecordError};
+        pub use crate::{TimeDomain, Timer as FiredTimer, Window};
+    }
+
+    /// The generated bindings of `sluice:operator@0.1.1`, world `sluice-host`
+    /// (every import). Only the imports are used from here: each plugin
+    /// generates the exports of its own world (see `__export_*!`), with its
+    /// imports mapped to these.
     #[cfg(target_arch = "wasm32")]
     #[allow(missing_docs)]
     pub mod bindings {
         wit_bindgen::generate!({
-            world: "process-operator",
+            world: "sluice-host",
             path: "../../wit",
+            // Public export macro: this crate's custom section then describes
+            // only the imports, so it requires no export of a plugin.
             pub_export_macro: true,
-            export_macro_name: "export_process_operator",
+            export_macro_name: "__export_sluice_host_unused",
             default_bindings_module: "::sluice_sdk::__private::bindings",
             with: {
-                "sluice:operator/types@0.1.0/header": crate::Header,
-                "sluice:operator/types@0.1.0/record": crate::Record,
-                "sluice:operator/types@0.1.0/output": crate::Output,
-                "sluice:operator/types@0.1.0/emit": crate::Emit,
-                "sluice:operator/types@0.1.0/record-error": crate::RecordError,
-                "sluice:operator/types@0.1.0/batch-result": crate::BatchResult,
-                "sluice:operator/types@0.1.0/init-context": crate::record::InitContext,
+                "sluice:operator/types@0.1.1/header": crate::Header,
+                "sluice:operator/types@0.1.1/record": crate::Record,
+                "sluice:operator/types@0.1.1/output": crate::Output,
+                "sluice:operator/types@0.1.1/emit": crate::Emit,
+                "sluice:operator/types@0.1.1/record-error": crate::RecordError,
+                "sluice:operator/types@0.1.1/batch-result": crate::BatchResult,
+                "sluice:operator/types@0.1.1/init-context": crate::record::InitContext,
+                "sluice:operator/types@0.1.1/time-domain": crate::TimeDomain,
+                "sluice:operator/types@0.1.1/fired-timer": crate::Timer,
+                "sluice:operator/types@0.1.1/window": crate::Window,
             },
         });
     }

@@ -1,6 +1,6 @@
 //! Attribute macros of the Sluice Rust SDK. Use them through `sluice-sdk`
-//! (`#[sluice_sdk::filter]`, `#[sluice_sdk::map]`, `#[sluice_sdk::process]`),
-//! which documents them.
+//! (`#[sluice_sdk::filter]`, `#[sluice_sdk::map]`, `#[sluice_sdk::process]`,
+//! `#[sluice_sdk::aggregate]`), which documents them.
 
 #![deny(missing_docs)]
 
@@ -10,7 +10,15 @@ use quote::{quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Ident, ItemFn, Path, Token, Type};
+use syn::{Ident, Item, ItemFn, LitStr, Path, Token, Type};
+
+/// The contract, `wit/operator.wit`, inlined into each plugin's bindings (the
+/// SDK's export macros generate the plugin's world from it).
+const WIT: &str = include_str!("../../../../wit/operator.wit");
+
+fn wit_literal() -> LitStr {
+    LitStr::new(WIT, proc_macro2::Span::call_site())
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -48,11 +56,13 @@ impl Kind {
 struct Args {
     params: Option<Type>,
     init: Option<Path>,
+    on_timer: Option<Path>,
 }
 
 enum Arg {
-    Params(Type),
-    Init(Path),
+    Params(Ident, Type),
+    Init(Ident, Path),
+    OnTimer(Ident, Path),
 }
 
 impl Parse for Arg {
@@ -60,12 +70,13 @@ impl Parse for Arg {
         let name: Ident = input.parse()?;
         input.parse::<Token![=]>()?;
         match name.to_string().as_str() {
-            "params" => Ok(Arg::Params(input.parse()?)),
-            "init" => Ok(Arg::Init(input.parse()?)),
+            "params" => Ok(Arg::Params(name, input.parse()?)),
+            "init" => Ok(Arg::Init(name, input.parse()?)),
+            "on_timer" => Ok(Arg::OnTimer(name, input.parse()?)),
             other => Err(syn::Error::new(
                 name.span(),
                 format!(
-                    "unknown argument `{other}`: expected `params = Type` or `init = path::to::fn`"
+                    "unknown argument `{other}`: expected `params = Type`, `init = path::to::fn` or (for #[process]) `on_timer = path::to::fn`"
                 ),
             )),
         }
@@ -77,10 +88,15 @@ impl Parse for Args {
         let mut args = Args::default();
         for arg in Punctuated::<Arg, Token![,]>::parse_terminated(input)? {
             match arg {
-                Arg::Params(t) if args.params.is_none() => args.params = Some(t),
-                Arg::Init(p) if args.init.is_none() => args.init = Some(p),
-                Arg::Params(t) => return Err(syn::Error::new_spanned(t, "`params` given twice")),
-                Arg::Init(p) => return Err(syn::Error::new_spanned(p, "`init` given twice")),
+                Arg::Params(_, t) if args.params.is_none() => args.params = Some(t),
+                Arg::Init(_, p) if args.init.is_none() => args.init = Some(p),
+                Arg::OnTimer(_, p) if args.on_timer.is_none() => args.on_timer = Some(p),
+                Arg::Params(name, _) | Arg::Init(name, _) | Arg::OnTimer(name, _) => {
+                    return Err(syn::Error::new(
+                        name.span(),
+                        format!("`{name}` given twice"),
+                    ))
+                }
             }
         }
         Ok(args)
@@ -92,6 +108,18 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
         Ok(a) => a,
         Err(e) => return e.to_compile_error().into(),
     };
+    if let (Some(on_timer), false) = (&args.on_timer, kind == Kind::Process) {
+        let err = syn::Error::new_spanned(
+            on_timer,
+            format!(
+                "`on_timer` is only for #[process] (a keyed process operator with timers), not #[{}]",
+                kind.name()
+            ),
+        )
+        .to_compile_error();
+        let item = TokenStream2::from(item);
+        return quote!(#item #err).into();
+    }
     let func = match syn::parse::<ItemFn>(item) {
         Ok(f) => f,
         Err(e) => return e.to_compile_error().into(),
@@ -186,6 +214,30 @@ fn generate(kind: Kind, args: &Args, func: &ItemFn) -> syn::Result<TokenStream2>
         },
     };
 
+    let (timers, export) = match &args.on_timer {
+        Some(on_timer) => (
+            quote_spanned! {on_timer.span()=>
+                const TIMERS: bool = true;
+
+                #[inline]
+                #[allow(clippy::useless_conversion)]
+                fn on_timer(
+                    &mut self,
+                    timer: #sdk::Timer,
+                    ctx: &mut #sdk::Context<'_>,
+                ) -> ::core::result::Result<(), #sdk::Error> {
+                    match #on_timer(timer, ctx #extra) {
+                        ::core::result::Result::Ok(()) => ::core::result::Result::Ok(()),
+                        ::core::result::Result::Err(e) => ::core::result::Result::Err(::core::convert::From::from(e)),
+                    }
+                }
+            },
+            quote!(__export_keyed_process_operator),
+        ),
+        None => (quote!(), quote!(__export_process_operator)),
+    };
+    let wit = wit_literal();
+
     Ok(quote! {
         #func
 
@@ -211,6 +263,8 @@ fn generate(kind: Kind, args: &Args, func: &ItemFn) -> syn::Result<TokenStream2>
             ) -> ::core::result::Result<(), #sdk::Error> {
                 #body
             }
+
+            #timers
         }
 
         /// The operator defined by this crate, for `sluice_sdk::testing::Harness`.
@@ -219,7 +273,101 @@ fn generate(kind: Kind, args: &Args, func: &ItemFn) -> syn::Result<TokenStream2>
             #sdk::OperatorDef::of::<__SluiceOperator>()
         }
 
-        #sdk::__export_operator!(__sluice_operator());
+        #sdk::#export!(#wit, __sluice_operator);
+    })
+}
+
+fn expand_aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item2 = TokenStream2::from(item.clone());
+    let result = syn::parse::<Args>(attr).and_then(|args| {
+        let item = syn::parse::<Item>(item)?;
+        generate_aggregate(&args, &item)
+    });
+    match result {
+        Ok(ts) => quote!(#item2 #ts).into(),
+        Err(e) => {
+            let err = e.to_compile_error();
+            quote!(#item2 #err).into()
+        }
+    }
+}
+
+fn generate_aggregate(args: &Args, item: &Item) -> syn::Result<TokenStream2> {
+    if let Some(t) = &args.params {
+        return Err(syn::Error::new_spanned(
+            t,
+            "#[aggregate] takes no `params`: declare `type Params = T;` in the `impl Aggregate` instead",
+        ));
+    }
+    if let Some(p) = &args.on_timer {
+        return Err(syn::Error::new_spanned(
+            p,
+            "`on_timer` is only for #[process], not #[aggregate]",
+        ));
+    }
+    let ty: TokenStream2 = match item {
+        Item::Impl(imp) => {
+            if imp.trait_.is_none() {
+                return Err(syn::Error::new(
+                    imp.span(),
+                    "#[aggregate] goes on `impl Aggregate for T` (or on the definition of `T`)",
+                ));
+            }
+            if !imp.generics.params.is_empty() {
+                return Err(syn::Error::new(
+                    imp.generics.span(),
+                    "#[aggregate] needs a concrete, non-generic type",
+                ));
+            }
+            let t = &imp.self_ty;
+            quote!(#t)
+        }
+        Item::Struct(syn::ItemStruct {
+            ident, generics, ..
+        })
+        | Item::Enum(syn::ItemEnum {
+            ident, generics, ..
+        }) => {
+            if !generics.params.is_empty() {
+                return Err(syn::Error::new(
+                    generics.span(),
+                    "#[aggregate] needs a concrete, non-generic type",
+                ));
+            }
+            quote!(#ident)
+        }
+        other => {
+            return Err(syn::Error::new(
+                other.span(),
+                "#[aggregate] goes on `impl Aggregate for T` (or on the struct or enum `T`)",
+            ))
+        }
+    };
+    let sdk = quote!(::sluice_sdk);
+    let hook = match &args.init {
+        Some(init) => quote_spanned! {init.span()=>
+            ::core::option::Option::Some({
+                #[allow(clippy::useless_conversion)]
+                fn __sluice_init(params: &#sdk::Params) -> ::core::result::Result<(), #sdk::Error> {
+                    match #init(params) {
+                        ::core::result::Result::Ok(()) => ::core::result::Result::Ok(()),
+                        ::core::result::Result::Err(e) => ::core::result::Result::Err(::core::convert::From::from(e)),
+                    }
+                }
+                __sluice_init
+            })
+        },
+        None => quote!(::core::option::Option::None),
+    };
+    let wit = wit_literal();
+    Ok(quote! {
+        /// The aggregate defined by this crate, for `sluice_sdk::testing::AggregateHarness`.
+        #[doc(hidden)]
+        pub fn __sluice_operator() -> #sdk::AggregateDef {
+            #sdk::AggregateDef::of::<#ty>(#hook)
+        }
+
+        #sdk::__export_window_aggregate!(#wit, __sluice_operator);
     })
 }
 
@@ -235,8 +383,15 @@ pub fn map(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(Kind::Map, attr, item)
 }
 
-/// Define a process operator. See `sluice_sdk::process`.
+/// Define a process operator (with `on_timer`, a keyed process operator with
+/// timers). See `sluice_sdk::process`.
 #[proc_macro_attribute]
 pub fn process(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(Kind::Process, attr, item)
+}
+
+/// Export a window aggregate. See `sluice_sdk::aggregate`.
+#[proc_macro_attribute]
+pub fn aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand_aggregate(attr, item)
 }

@@ -1,0 +1,215 @@
+//! Watermarks: generating them where the pipeline declares event time, and
+//! merging them where streams meet.
+//!
+//! A watermark `w` from a producer promises that no record with an event time
+//! `<= w` follows from it. Generators track the largest event time per
+//! source split (Kafka partition, Kinesis shard, file), so a split that lags
+//! holds the watermark back, and a split silent for longer than the idleness
+//! timeout stops doing so. Consumers take the minimum over their producers,
+//! ignoring idle ones; a finished producer counts as `i64::MAX`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use sluice_config::{Timestamps, WatermarkSpec};
+use sluice_types::Record;
+
+/// No watermark yet.
+pub(crate) const NO_WATERMARK: i64 = i64::MIN;
+
+/// What a generator has to say after a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WatermarkUpdate {
+    /// The watermark advanced to this.
+    Advance(i64),
+    /// Every split is idle.
+    Idle,
+}
+
+struct Split {
+    max_ts: i64,
+    last_seen: Instant,
+}
+
+/// Bounded-out-of-orderness watermarks, per split.
+pub(crate) struct WatermarkGenerator {
+    out_of_orderness: i64,
+    idle_timeout: Option<Duration>,
+    ingestion: bool,
+    splits: HashMap<(u16, u32), Split>,
+    emitted: i64,
+    idle: bool,
+}
+
+impl WatermarkGenerator {
+    pub(crate) fn new(spec: &WatermarkSpec) -> Self {
+        WatermarkGenerator {
+            out_of_orderness: spec.out_of_orderness.0,
+            idle_timeout: spec.idle_timeout.map(|m| Duration::from_millis(m.0 as u64)),
+            ingestion: spec.timestamps == Timestamps::Ingestion,
+            splits: HashMap::new(),
+            emitted: NO_WATERMARK,
+            idle: false,
+        }
+    }
+
+    /// Note a record (stamping it first, for ingestion time). Records
+    /// without an event time do not move the watermark.
+    pub(crate) fn observe(&mut self, record: &mut Record, now: Instant, now_ms: i64) {
+        if self.ingestion {
+            record.event_time = Some(now_ms);
+        }
+        let Some(ts) = record.event_time else { return };
+        let split = record.position.map_or((0, 0), |p| (p.source, p.split));
+        let s = self.splits.entry(split).or_insert(Split { max_ts: i64::MIN, last_seen: now });
+        s.max_ts = s.max_ts.max(ts);
+        s.last_seen = now;
+    }
+
+    /// The watermark now, if it changed since the last call.
+    pub(crate) fn poll(&mut self, now: Instant) -> Option<WatermarkUpdate> {
+        let active = |s: &&Split| self.idle_timeout.is_none_or(|t| now.duration_since(s.last_seen) < t);
+        let min = self.splits.values().filter(active).map(|s| s.max_ts).min();
+        match min {
+            None if !self.splits.is_empty() && !self.idle => {
+                self.idle = true;
+                Some(WatermarkUpdate::Idle)
+            }
+            None => None,
+            Some(max_ts) => {
+                let wm = max_ts.saturating_sub(self.out_of_orderness).saturating_sub(1);
+                let was_idle = std::mem::replace(&mut self.idle, false);
+                if wm > self.emitted || (was_idle && self.emitted > NO_WATERMARK) {
+                    self.emitted = self.emitted.max(wm);
+                    Some(WatermarkUpdate::Advance(self.emitted))
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+}
+
+#[derive(Clone, Copy)]
+struct Mark {
+    at: i64,
+    idle: bool,
+}
+
+/// The watermark of a consumer subtask: the minimum over its producers.
+pub(crate) struct InputWatermarks {
+    marks: HashMap<u32, Mark>,
+    expected: usize,
+    current: i64,
+}
+
+impl InputWatermarks {
+    /// For a consumer fed by `expected` distinct producers.
+    pub(crate) fn new(expected: usize) -> Self {
+        InputWatermarks { marks: HashMap::new(), expected, current: NO_WATERMARK }
+    }
+
+    /// The current combined watermark.
+    pub(crate) fn current(&self) -> i64 {
+        self.current
+    }
+
+    /// Whether every producer is idle (or finished) and at least one is idle.
+    pub(crate) fn all_idle(&self) -> bool {
+        self.marks.len() == self.expected
+            && self.marks.values().any(|m| m.idle)
+            && self.marks.values().all(|m| m.idle || m.at == i64::MAX)
+    }
+
+    /// A watermark from `from`; the new combined watermark if it advanced.
+    pub(crate) fn watermark(&mut self, from: u32, at: i64) -> Option<i64> {
+        let m = self.marks.entry(from).or_insert(Mark { at, idle: false });
+        m.at = m.at.max(at);
+        m.idle = false;
+        self.recompute()
+    }
+
+    /// `from` went idle.
+    pub(crate) fn idle(&mut self, from: u32) -> Option<i64> {
+        let m = self.marks.entry(from).or_insert(Mark { at: NO_WATERMARK, idle: true });
+        m.idle = true;
+        self.recompute()
+    }
+
+    /// `from` finished.
+    pub(crate) fn end(&mut self, from: u32) -> Option<i64> {
+        self.marks.insert(from, Mark { at: i64::MAX, idle: false });
+        self.recompute()
+    }
+
+    fn recompute(&mut self) -> Option<i64> {
+        if self.marks.len() < self.expected {
+            return None;
+        }
+        let min = self.marks.values().filter(|m| !m.idle).map(|m| m.at).min()?;
+        if min > self.current {
+            self.current = min;
+            Some(min)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_config::Millis;
+    use sluice_types::Position;
+
+    fn rec(split: u32, ts: i64) -> Record {
+        Record { event_time: Some(ts), position: Some(Position { source: 0, split, offset: 0 }), ..Default::default() }
+    }
+
+    #[test]
+    fn generator_takes_the_minimum_over_splits_minus_out_of_orderness() {
+        let spec = WatermarkSpec { out_of_orderness: Millis(100), ..Default::default() };
+        let mut g = WatermarkGenerator::new(&spec);
+        let t0 = Instant::now();
+        g.observe(&mut rec(0, 1_000), t0, 0);
+        assert_eq!(g.poll(t0), Some(WatermarkUpdate::Advance(899)));
+        g.observe(&mut rec(1, 500), t0, 0);
+        // Split 1 is behind: the watermark does not move back, and does not advance.
+        assert_eq!(g.poll(t0), None);
+        g.observe(&mut rec(0, 5_000), t0, 0);
+        assert_eq!(g.poll(t0), None, "split 1 holds it back");
+        g.observe(&mut rec(1, 2_000), t0, 0);
+        assert_eq!(g.poll(t0), Some(WatermarkUpdate::Advance(1_899)));
+    }
+
+    #[test]
+    fn an_idle_split_stops_holding_the_watermark_back() {
+        let spec = WatermarkSpec { idle_timeout: Some(Millis(50)), ..Default::default() };
+        let mut g = WatermarkGenerator::new(&spec);
+        let t0 = Instant::now();
+        g.observe(&mut rec(0, 1_000), t0, 0);
+        g.observe(&mut rec(1, 10), t0, 0);
+        assert_eq!(g.poll(t0), Some(WatermarkUpdate::Advance(9)));
+        let later = t0 + Duration::from_millis(60);
+        g.observe(&mut rec(0, 2_000), later, 0);
+        assert_eq!(g.poll(later), Some(WatermarkUpdate::Advance(1_999)));
+        let much_later = later + Duration::from_millis(60);
+        assert_eq!(g.poll(much_later), Some(WatermarkUpdate::Idle));
+        assert_eq!(g.poll(much_later), None, "idle is reported once");
+    }
+
+    #[test]
+    fn inputs_merge_as_minimum_and_skip_idle_producers() {
+        let mut w = InputWatermarks::new(2);
+        assert_eq!(w.watermark(1, 100), None, "producer 2 not heard from yet");
+        assert_eq!(w.watermark(2, 50), Some(50));
+        assert_eq!(w.watermark(2, 300), Some(100));
+        assert_eq!(w.idle(1), Some(300));
+        assert!(!w.all_idle());
+        assert_eq!(w.watermark(1, 200), None, "back from idle, behind: holds, never regresses");
+        assert_eq!(w.current(), 300);
+        assert_eq!(w.end(1), None);
+        assert_eq!(w.end(2), Some(i64::MAX));
+    }
+}

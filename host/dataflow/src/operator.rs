@@ -1,0 +1,443 @@
+//! One parallel subtask of an operator: the input loop, the guest calls,
+//! routing, the error policy, watermarks and timers. Window operators add
+//! the window logic of [`crate::window`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_config::{ErrorPolicy, OperatorSpec, DEAD_LETTER_OUTPUT};
+use sluice_types::metrics::{Metrics, NodeCounters, WatermarkGauges};
+use sluice_types::{Header, Message, Position, Record};
+use sluice_world::{now_ms, wit, CallError, InstanceConfig, Plugin};
+use tokio::sync::mpsc::Receiver;
+
+use crate::event_time::{InputWatermarks, WatermarkGenerator, WatermarkUpdate};
+use crate::router::Router;
+use crate::timers::{Timer, Timers};
+use crate::window::Windows;
+use crate::DataflowError;
+
+/// Rounds of timer firing per watermark: a handler that keeps registering
+/// due timers cannot stall the subtask forever.
+const MAX_TIMER_ROUNDS: usize = 1000;
+
+/// One parallel subtask of an operator.
+pub(crate) struct OperatorTask {
+    pub(crate) spec: OperatorSpec,
+    pub(crate) plugin: Arc<Plugin>,
+    pub(crate) router: Router,
+    pub(crate) counters: NodeCounters,
+    pub(crate) gauges: WatermarkGauges,
+    pub(crate) source_names: Arc<Vec<String>>,
+    pub(crate) subtask: usize,
+    pub(crate) batch_size: usize,
+    /// The watermark over this subtask's inputs.
+    pub(crate) inputs: InputWatermarks,
+    /// Set when the operator generates its own watermarks.
+    pub(crate) generator: Option<WatermarkGenerator>,
+    /// Timers (keyed process operators with a timer handler, windows).
+    pub(crate) timers: Option<Timers>,
+    /// Window logic, for window operators.
+    pub(crate) windows: Option<Windows>,
+}
+
+impl OperatorTask {
+    fn plugin_label(&self) -> String {
+        let info = self.plugin.info();
+        let file = info.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        format!("{file} sha256:{}", &info.digest[..12])
+    }
+
+    pub(crate) fn run(
+        mut self,
+        config: InstanceConfig,
+        mut state: Option<sluice_state::OperatorState>,
+        metrics: Arc<Metrics>,
+        mut rx: Receiver<Message>,
+        expected_ends: usize,
+    ) -> Result<(), DataflowError> {
+        let node = self.spec.name.clone();
+        let state_err = |source| DataflowError::State { node: node.clone(), source };
+        if let Some(s) = &mut state {
+            s.set_default_ttl(self.spec.state_ttl.map(|ms| Duration::from_millis(ms as u64)));
+            if self.spec.window.is_some() || self.plugin.info().kind == Some(sluice_world::OperatorKind::KeyedProcess) {
+                self.timers = Some(Timers::new(s).map_err(state_err)?);
+            }
+            if let Some(w) = &self.spec.window {
+                self.windows = Some(Windows::new(w.clone(), s).map_err(state_err)?);
+            }
+        }
+        let mut instance = self.plugin.instantiate(config, state, metrics).map_err(|source| DataflowError::Instantiate {
+            operator: self.spec.name.clone(),
+            plugin: self.plugin.info().path.display().to_string(),
+            source,
+        })?;
+        let handle = tokio::runtime::Handle::current();
+        let mut ends = 0;
+        while ends < expected_ends {
+            let message = match self.next_wakeup() {
+                None => rx.blocking_recv(),
+                Some(at) => match handle.block_on(tokio::time::timeout_at(at.into(), rx.recv())) {
+                    Ok(m) => m,
+                    Err(_) => {
+                        self.on_processing_time(&mut instance, now_ms())?;
+                        continue;
+                    }
+                },
+            };
+            match message {
+                Some(Message::Batch(records)) => {
+                    self.process(&mut instance, records)?;
+                    self.after_batch(&mut instance)?;
+                }
+                Some(Message::Watermark { from, at }) => {
+                    if let Some(wm) = self.inputs.watermark(from, at) {
+                        self.advance(&mut instance, wm)?;
+                    }
+                }
+                Some(Message::Idle { from }) => {
+                    if let Some(wm) = self.inputs.idle(from) {
+                        self.advance(&mut instance, wm)?;
+                    }
+                    if self.inputs.all_idle() && self.generator.is_none() {
+                        self.router.broadcast(|from| Message::Idle { from })?;
+                    }
+                }
+                Some(Message::End { from }) => {
+                    ends += 1;
+                    if let Some(wm) = self.inputs.end(from) {
+                        self.advance(&mut instance, wm)?;
+                    }
+                }
+                None => return Err(DataflowError::Disconnected { node: self.spec.name.clone(), peer: "an upstream node".into() }),
+            }
+        }
+        // End of input flushes what the wall clock has not fired yet.
+        self.on_processing_time(&mut instance, i64::MAX)?;
+        if let Some(state) = instance.state_mut() {
+            state.flush().map_err(|source| DataflowError::State { node: self.spec.name.clone(), source })?;
+        }
+        self.router.finish()
+    }
+
+    /// When the wall clock next needs this subtask (a processing-time timer).
+    fn next_wakeup(&self) -> Option<Instant> {
+        let next = self.timers.as_ref()?.next_processing()?;
+        let wait = next.saturating_sub(now_ms()).clamp(0, 3_600_000) as u64;
+        Some(Instant::now() + Duration::from_millis(wait))
+    }
+
+    /// After a batch: generated watermarks, and processing-time timers due.
+    fn after_batch(&mut self, instance: &mut sluice_world::Instance) -> Result<(), DataflowError> {
+        if let Some(g) = &mut self.generator {
+            match g.poll(Instant::now()) {
+                Some(WatermarkUpdate::Advance(wm)) => {
+                    self.router.broadcast(|from| Message::Watermark { from, at: wm })?;
+                    self.gauges.set_output(wm, now_ms());
+                }
+                Some(WatermarkUpdate::Idle) => self.router.broadcast(|from| Message::Idle { from })?,
+                None => {}
+            }
+        }
+        if self.timers.as_ref().and_then(Timers::next_processing).is_some_and(|t| t <= now_ms()) {
+            self.on_processing_time(instance, now_ms())?;
+        }
+        Ok(())
+    }
+
+    /// The input watermark advanced to `wm`: fire event-time timers and
+    /// windows, then pass it on (after what they emitted).
+    fn advance(&mut self, instance: &mut sluice_world::Instance, wm: i64) -> Result<(), DataflowError> {
+        self.gauges.input.set(wm);
+        instance.set_watermark(wm);
+        match &self.windows {
+            Some(w) if w.is_event_time() => self.fire_windows(instance, wit::TimeDomain::EventTime, wm)?,
+            Some(_) => {}
+            None => self.fire_timers(instance, wit::TimeDomain::EventTime, wm)?,
+        }
+        if self.generator.is_none() {
+            self.router.broadcast(|from| Message::Watermark { from, at: wm })?;
+            self.gauges.set_output(wm, now_ms());
+        }
+        Ok(())
+    }
+
+    /// The wall clock reached `now`: fire processing-time timers and windows.
+    fn on_processing_time(&mut self, instance: &mut sluice_world::Instance, now: i64) -> Result<(), DataflowError> {
+        if self.timers.is_none() {
+            return Ok(());
+        }
+        match &self.windows {
+            Some(w) if !w.is_event_time() => self.fire_windows(instance, wit::TimeDomain::ProcessingTime, now)?,
+            Some(_) => {}
+            None => self.fire_timers(instance, wit::TimeDomain::ProcessingTime, now)?,
+        }
+        self.router.flush()
+    }
+
+    /// Apply the timer changes of the last successful guest call.
+    fn apply_timer_ops(&mut self, instance: &mut sluice_world::Instance) {
+        let ops = instance.take_timer_ops();
+        let (Some(timers), Some(state)) = (&mut self.timers, instance.state_mut()) else { return };
+        for op in ops {
+            let timer = Timer { timestamp: op.timestamp, key_group: op.key_group, key: op.key.into(), namespace: Box::default() };
+            if op.delete {
+                timers.delete(state, op.domain, &timer);
+            } else {
+                timers.register(state, op.domain, timer);
+            }
+        }
+    }
+
+    /// Deliver the guest's timers of `domain` due at `upto`, in order, in
+    /// batches; timers they register that are already due fire too.
+    fn fire_timers(&mut self, instance: &mut sluice_world::Instance, domain: wit::TimeDomain, upto: i64) -> Result<(), DataflowError> {
+        for _ in 0..MAX_TIMER_ROUNDS {
+            let (Some(timers), Some(state)) = (&mut self.timers, instance.state_mut()) else { return Ok(()) };
+            let due = timers.pop_due(state, domain, upto, self.batch_size);
+            if due.is_empty() {
+                return Ok(());
+            }
+            let fired: Vec<wit::FiredTimer> = due.into_iter().map(|t| wit::FiredTimer { key: t.key.into_vec(), timestamp: t.timestamp, domain }).collect();
+            // What the error policy sees for a timer that fails.
+            let originals: Vec<wit::Record> = fired
+                .iter()
+                .map(|t| {
+                    let kind = if domain == wit::TimeDomain::EventTime { "event" } else { "processing" };
+                    let value = serde_json::json!({ "timer": t.timestamp, "domain": kind });
+                    wit::Record { key: Some(t.key.clone()), value: value.to_string().into_bytes(), event_time: Some(t.timestamp), headers: Vec::new() }
+                })
+                .collect();
+            let positions = vec![None; fired.len()];
+            match instance.on_timer(&fired) {
+                Ok(result) => {
+                    self.apply_timer_ops(instance);
+                    self.route(result, &positions, &originals)?;
+                }
+                Err(e) => {
+                    self.trapped(instance, &e)?;
+                    for i in 0..fired.len() {
+                        match instance.on_timer(&fired[i..i + 1]) {
+                            Ok(result) => {
+                                self.apply_timer_ops(instance);
+                                self.route(result, &positions[i..i + 1], &originals[i..i + 1])?;
+                            }
+                            Err(e) => {
+                                self.trapped(instance, &e)?;
+                                self.on_error(originals[i].clone(), None, format!("on-timer: {e}"))?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        tracing::warn!(operator = %self.spec.name, "timers kept firing for {MAX_TIMER_ROUNDS} rounds at one watermark; the rest fire later");
+        Ok(())
+    }
+
+    fn process(&mut self, instance: &mut sluice_world::Instance, records: Vec<Record>) -> Result<(), DataflowError> {
+        self.counters.records_in.inc_by(records.len() as u64);
+        let keyed = self.spec.key_by.is_some();
+        let mut positions = Vec::with_capacity(records.len());
+        let mut batch = Vec::with_capacity(records.len());
+        let max = self.max_record_bytes();
+        for mut r in records {
+            if keyed && r.key.is_none() {
+                let msg = format!("the record has no key, but operator `{}` is keyed (key_by = \"key\"); the upstream operator must set one", self.spec.name);
+                self.on_error(sluice_world::to_wit(&mut r), r.position, msg)?;
+                continue;
+            }
+            if r.size_bytes() > max {
+                let msg = format!("the record is {} bytes, over the operator's limits.max_record_kb = {}", r.size_bytes(), self.spec.limits.max_record_kb);
+                self.on_error(sluice_world::to_wit(&mut r), r.position, msg)?;
+                continue;
+            }
+            positions.push(r.position);
+            batch.push(sluice_world::to_wit(&mut r));
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if self.windows.is_some() {
+            self.window_batch(instance, batch, positions)?;
+        } else {
+            self.call_process(instance, batch, positions)?;
+        }
+        if let Some(state) = instance.state_mut() {
+            state.maintain().map_err(|source| DataflowError::State { node: self.spec.name.clone(), source })?;
+        }
+        self.router.flush()
+    }
+
+    /// One `process` call over a batch; on a trap, record by record.
+    fn call_process(&mut self, instance: &mut sluice_world::Instance, mut batch: Vec<wit::Record>, positions: Vec<Option<Position>>) -> Result<(), DataflowError> {
+        match instance.process(&batch) {
+            Ok(result) => {
+                self.apply_timer_ops(instance);
+                self.route(result, &positions, &batch)?
+            }
+            Err(e) => {
+                // Isolate the poison record: the failed call's state writes
+                // were rolled back; retry one record at a time on a fresh instance.
+                self.trapped(instance, &e)?;
+                if batch.len() == 1 {
+                    let r = batch.pop().expect("one record");
+                    self.on_error(r, positions[0], e.to_string())?;
+                } else {
+                    for i in 0..batch.len() {
+                        match instance.process(&batch[i..i + 1]) {
+                            Ok(result) => {
+                                self.apply_timer_ops(instance);
+                                self.route(result, &positions[i..i + 1], &batch[i..i + 1])?
+                            }
+                            Err(e) => {
+                                self.trapped(instance, &e)?;
+                                self.on_error(batch[i].clone(), positions[i], e.to_string())?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn trapped(&mut self, instance: &mut sluice_world::Instance, e: &CallError) -> Result<(), DataflowError> {
+        self.counters.traps.inc();
+        if let CallError::Deadline { .. } = e {
+            self.counters.timeouts.inc();
+        }
+        tracing::debug!(operator = %self.spec.name, subtask = self.subtask, "guest call failed: {e}");
+        instance.reset().map_err(|source| DataflowError::Instantiate {
+            operator: self.spec.name.clone(),
+            plugin: self.plugin.info().path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Route the emits of a successful call over `batch`.
+    pub(crate) fn route(&mut self, result: wit::BatchResult, positions: &[Option<Position>], batch: &[wit::Record]) -> Result<(), DataflowError> {
+        let mut out = 0u64;
+        let max = self.max_record_bytes();
+        for emit in result.emits {
+            // Every emit must name an input of this batch: its provenance
+            // (and later its checkpoint position) comes from there.
+            let Some(original) = batch.get(emit.input as usize) else {
+                return Err(self.bad_index(emit.input, batch.len(), "an emit"));
+            };
+            let position = positions.get(emit.input as usize).copied().flatten();
+            let mut record = sluice_world::from_wit(emit.record, position);
+            if let Some(g) = &mut self.generator {
+                g.observe(&mut record, Instant::now(), 0);
+            }
+            if record.size_bytes() > max {
+                let msg = format!("emitted a record of {} bytes, over the operator's limits.max_record_kb = {}", record.size_bytes(), self.spec.limits.max_record_kb);
+                self.on_error(original.clone(), position, msg)?;
+                continue;
+            }
+            match &emit.output {
+                wit::Output::Main => self.router.push(None, record)?,
+                wit::Output::Side(name) => self.router.push(Some(name), record)?,
+            }
+            out += 1;
+        }
+        self.counters.records_out.inc_by(out);
+        for err in result.errors {
+            let i = err.input as usize;
+            let Some(original) = batch.get(i) else {
+                return Err(self.bad_index(err.input, batch.len(), &err.message));
+            };
+            self.on_error(original.clone(), positions.get(i).copied().flatten(), err.message)?;
+        }
+        Ok(())
+    }
+
+    fn max_record_bytes(&self) -> usize {
+        (self.spec.limits.max_record_kb as usize) << 10
+    }
+
+    /// A plugin that names an input index outside the batch is broken.
+    pub(crate) fn bad_index(&self, index: u32, len: usize, what: &str) -> DataflowError {
+        DataflowError::RecordFailed {
+            operator: self.spec.name.clone(),
+            plugin: self.plugin_label(),
+            position: "an unknown position".into(),
+            message: format!("the plugin referred to input {index} of a batch of {len} ({what}); the plugin is broken"),
+        }
+    }
+
+    fn describe(&self, position: Option<Position>) -> String {
+        match position {
+            Some(p) => {
+                let source = self.source_names.get(p.source as usize).map(String::as_str).unwrap_or("?");
+                format!("source `{source}` split {} offset {}", p.split, p.offset)
+            }
+            None => "an unknown position".into(),
+        }
+    }
+
+    /// Apply the operator's error policy to one record.
+    pub(crate) fn on_error(&mut self, record: wit::Record, position: Option<Position>, message: String) -> Result<(), DataflowError> {
+        self.counters.record_errors.inc();
+        match self.spec.on_error {
+            ErrorPolicy::Fail => Err(DataflowError::RecordFailed {
+                operator: self.spec.name.clone(),
+                plugin: self.plugin_label(),
+                position: self.describe(position),
+                message,
+            }),
+            ErrorPolicy::Skip => {
+                self.counters.skipped.inc();
+                tracing::debug!(operator = %self.spec.name, "skipped record at {}: {message}", self.describe(position));
+                Ok(())
+            }
+            ErrorPolicy::DeadLetter => {
+                self.counters.dead_letters.inc();
+                let dl = self.dead_letter(record, position, &message);
+                self.router.push(Some(DEAD_LETTER_OUTPUT), dl)
+            }
+        }
+    }
+
+    /// A dead-letter record: the original bytes plus provenance, as a JSON
+    /// value and as `sluice.*` headers.
+    fn dead_letter(&self, original: wit::Record, position: Option<Position>, error: &str) -> Record {
+        use base64::Engine as _;
+        let info = self.plugin.info();
+        let source = position.and_then(|p| self.source_names.get(p.source as usize).cloned());
+        let mut value = serde_json::json!({
+            "operator": self.spec.name,
+            "subtask": self.subtask,
+            "plugin": info.path.file_name().map(|f| f.to_string_lossy().into_owned()),
+            "plugin_digest": format!("sha256:{}", info.digest),
+            "error": error,
+            "source": source,
+            "split": position.map(|p| p.split),
+            "offset": position.map(|p| p.offset),
+            "event_time": original.event_time,
+        });
+        let text = |b: &[u8]| match std::str::from_utf8(b) {
+            Ok(s) => serde_json::json!({ "utf8": s }),
+            Err(_) => serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) }),
+        };
+        value["key"] = original.key.as_deref().map(text).unwrap_or(serde_json::Value::Null);
+        value["value"] = text(&original.value);
+        let mut headers = vec![
+            Header { name: "sluice.operator".into(), value: self.spec.name.clone().into_bytes() },
+            Header { name: "sluice.plugin-digest".into(), value: info.digest.clone().into_bytes() },
+            Header { name: "sluice.error".into(), value: error.as_bytes().to_vec() },
+        ];
+        if let Some(p) = position {
+            headers.push(Header { name: "sluice.source".into(), value: source.unwrap_or_default().into_bytes() });
+            headers.push(Header { name: "sluice.split".into(), value: p.split.to_string().into_bytes() });
+            headers.push(Header { name: "sluice.offset".into(), value: p.offset.to_string().into_bytes() });
+        }
+        Record {
+            key: original.key,
+            value: serde_json::to_vec(&value).expect("a JSON value always serializes"),
+            event_time: original.event_time,
+            headers,
+            position,
+        }
+    }
+}

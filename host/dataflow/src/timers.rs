@@ -1,0 +1,110 @@
+//! Timers of one operator subtask: event-time and processing-time, per key,
+//! with an optional namespace (the window a window operator's timer is for).
+//!
+//! The queue lives in memory (a sorted set per clock, so the next timer is
+//! one lookup) and is mirrored into the subtask's keyed state under a
+//! host-internal map state, so that timers are part of every RocksDB
+//! checkpoint and follow their key group when an operator is rescaled.
+
+use std::collections::BTreeSet;
+
+use sluice_state::{OperatorState, StateError, StateId, StateKind};
+use sluice_world::wit::TimeDomain;
+
+/// Host-internal state holding the timers (names starting with NUL are
+/// reserved for the host).
+const TIMERS_STATE: &str = "\0timers";
+
+/// One timer.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Timer {
+    /// When it fires, ms. First, so the sets are in firing order.
+    pub(crate) timestamp: i64,
+    pub(crate) key_group: u16,
+    pub(crate) key: Box<[u8]>,
+    pub(crate) namespace: Box<[u8]>,
+}
+
+/// The timers of one operator subtask.
+pub(crate) struct Timers {
+    event: BTreeSet<Timer>,
+    processing: BTreeSet<Timer>,
+    state: StateId,
+    scratch: Vec<u8>,
+}
+
+fn domain_byte(domain: TimeDomain) -> u8 {
+    match domain {
+        TimeDomain::EventTime => 0,
+        TimeDomain::ProcessingTime => 1,
+    }
+}
+
+impl Timers {
+    pub(crate) fn new(state: &mut OperatorState) -> Result<Self, StateError> {
+        let id = state.declare(TIMERS_STATE, StateKind::Map)?;
+        Ok(Timers { event: BTreeSet::new(), processing: BTreeSet::new(), state: id, scratch: Vec::new() })
+    }
+
+    fn set(&mut self, domain: TimeDomain) -> &mut BTreeSet<Timer> {
+        match domain {
+            TimeDomain::EventTime => &mut self.event,
+            TimeDomain::ProcessingTime => &mut self.processing,
+        }
+    }
+
+    /// The state map key of a timer: clock, timestamp (order-preserving), namespace.
+    fn map_key(&mut self, domain: TimeDomain, timer: &Timer) -> &[u8] {
+        self.scratch.clear();
+        self.scratch.push(domain_byte(domain));
+        self.scratch.extend_from_slice(&((timer.timestamp as u64) ^ (1 << 63)).to_be_bytes());
+        self.scratch.extend_from_slice(&timer.namespace);
+        &self.scratch
+    }
+
+    /// Register a timer; registering an existing one is a no-op.
+    pub(crate) fn register(&mut self, state: &mut OperatorState, domain: TimeDomain, timer: Timer) {
+        if self.set(domain).contains(&timer) {
+            return;
+        }
+        let id = self.state;
+        let (kg, key) = (timer.key_group, timer.key.clone());
+        let map_key = self.map_key(domain, &timer).to_vec();
+        state.map_put(kg, id, &key, &map_key, &[]);
+        self.set(domain).insert(timer);
+    }
+
+    /// Delete a timer, if it exists.
+    pub(crate) fn delete(&mut self, state: &mut OperatorState, domain: TimeDomain, timer: &Timer) {
+        if self.set(domain).remove(timer) {
+            let id = self.state;
+            let map_key = self.map_key(domain, timer).to_vec();
+            state.map_remove(timer.key_group, id, &timer.key, &map_key);
+        }
+    }
+
+    /// Remove and return up to `max` timers of `domain` due at `upto`, in
+    /// timestamp order.
+    pub(crate) fn pop_due(&mut self, state: &mut OperatorState, domain: TimeDomain, upto: i64, max: usize) -> Vec<Timer> {
+        let mut due = Vec::new();
+        while due.len() < max {
+            let set = self.set(domain);
+            match set.first() {
+                Some(t) if t.timestamp <= upto => {
+                    let t = set.pop_first().expect("first exists");
+                    let id = self.state;
+                    let map_key = self.map_key(domain, &t).to_vec();
+                    state.map_remove(t.key_group, id, &t.key, &map_key);
+                    due.push(t);
+                }
+                _ => break,
+            }
+        }
+        due
+    }
+
+    /// The earliest processing-time timer.
+    pub(crate) fn next_processing(&self) -> Option<i64> {
+        self.processing.first().map(|t| t.timestamp)
+    }
+}

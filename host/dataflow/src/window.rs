@@ -1,0 +1,490 @@
+//! Keyed windows run by the host: assignment (tumbling, sliding, session),
+//! accumulators in keyed state, firing on the watermark or the wall clock,
+//! allowed lateness and the late side output. The guest only folds records
+//! into accumulators (`aggregator.add`/`merge`) and turns them into results
+//! (`aggregator.finish`), in batches.
+//!
+//! State layout, in the operator's keyed state (host-internal names):
+//!
+//! - `\0window`: map per key, window (start, end, order-preserving) →
+//!   accumulator bytes;
+//! - `\0sessions`: value per key, the key's open session windows (session
+//!   windows only, so that a merge does not scan RocksDB);
+//! - timers (see [`crate::timers`]) whose namespace is the window, one to
+//!   fire it at `end - 1` and, with allowed lateness, one to purge it at
+//!   `end - 1 + lateness`.
+
+use std::collections::HashMap;
+
+use sluice_config::{TimeCharacteristic, WindowKind, WindowSpec};
+use sluice_state::keygroup::{key_group, MAX_PARALLELISM};
+use sluice_state::{OperatorState, StateError, StateId, StateKind};
+use sluice_types::Position;
+use sluice_world::{now_ms, wit, Instance};
+
+use crate::operator::OperatorTask;
+use crate::timers::Timer;
+use crate::DataflowError;
+
+const ACC_STATE: &str = "\0window";
+const SESSIONS_STATE: &str = "\0sessions";
+/// Timer namespace tags.
+const FIRE: u8 = 0;
+const PURGE: u8 = 1;
+
+/// A window `[start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Window {
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+}
+
+impl Window {
+    fn last(self) -> i64 {
+        self.end.saturating_sub(1)
+    }
+
+    fn intersects(self, other: Window) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+
+    fn cover(self, other: Window) -> Window {
+        Window { start: self.start.min(other.start), end: self.end.max(other.end) }
+    }
+
+    fn encode(self) -> [u8; 16] {
+        let mut b = [0; 16];
+        b[..8].copy_from_slice(&((self.start as u64) ^ (1 << 63)).to_be_bytes());
+        b[8..].copy_from_slice(&((self.end as u64) ^ (1 << 63)).to_be_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<Window> {
+        let start = (u64::from_be_bytes(b.get(..8)?.try_into().ok()?) ^ (1 << 63)) as i64;
+        let end = (u64::from_be_bytes(b.get(8..16)?.try_into().ok()?) ^ (1 << 63)) as i64;
+        Some(Window { start, end })
+    }
+
+    fn namespace(self, tag: u8) -> Box<[u8]> {
+        let mut ns = Vec::with_capacity(17);
+        ns.push(tag);
+        ns.extend_from_slice(&self.encode());
+        ns.into()
+    }
+
+    fn to_wit(self) -> wit::Window {
+        wit::Window { start: self.start, end: self.end }
+    }
+}
+
+/// The window logic of one operator subtask.
+pub(crate) struct Windows {
+    spec: WindowSpec,
+    acc: StateId,
+    sessions: StateId,
+    domain: wit::TimeDomain,
+}
+
+/// Records of one batch that go into one (key, window) accumulator.
+struct Group {
+    kg: u16,
+    /// Index in the batch of a record with the group's key.
+    key_of: usize,
+    window: Window,
+    inputs: Vec<u32>,
+    /// Existing windows this one replaces (merged sessions), including itself if it existed.
+    absorbed: Vec<Window>,
+    /// Index into the merge call's groups, when it absorbed several.
+    merged: Option<usize>,
+}
+
+impl Windows {
+    pub(crate) fn new(spec: WindowSpec, state: &mut OperatorState) -> Result<Self, StateError> {
+        let acc = state.declare(ACC_STATE, StateKind::Map)?;
+        let sessions = state.declare(SESSIONS_STATE, StateKind::Value)?;
+        let domain = if spec.time == TimeCharacteristic::Event { wit::TimeDomain::EventTime } else { wit::TimeDomain::ProcessingTime };
+        Ok(Windows { spec, acc, sessions, domain })
+    }
+
+    pub(crate) fn is_event_time(&self) -> bool {
+        self.domain == wit::TimeDomain::EventTime
+    }
+
+    /// The windows a timestamp belongs to (one for tumbling and session).
+    fn assign(&self, ts: i64, out: &mut Vec<Window>) {
+        out.clear();
+        match self.spec.kind {
+            WindowKind::Tumbling { size } => {
+                let start = ts - ts.rem_euclid(size);
+                out.push(Window { start, end: start.saturating_add(size) });
+            }
+            WindowKind::Sliding { size, slide } => {
+                let mut start = ts - ts.rem_euclid(slide);
+                while start > ts - size {
+                    out.push(Window { start, end: start.saturating_add(size) });
+                    start -= slide;
+                }
+            }
+            WindowKind::Session { gap } => out.push(Window { start: ts, end: ts.saturating_add(gap) }),
+        }
+    }
+
+    /// Whether a window is past its allowed lateness at watermark `wm`.
+    fn is_late(&self, w: Window, wm: i64) -> bool {
+        self.is_event_time() && w.last().saturating_add(self.spec.allowed_lateness) <= wm
+    }
+
+    fn sessions_of(&self, state: &mut OperatorState, kg: u16, key: &[u8]) -> Result<Vec<Window>, StateError> {
+        Ok(state.get(kg, self.sessions, key)?.map(|b| b.chunks_exact(16).filter_map(Window::decode).collect()).unwrap_or_default())
+    }
+
+    fn set_sessions(&self, state: &mut OperatorState, kg: u16, key: &[u8], sessions: &[Window]) {
+        if sessions.is_empty() {
+            state.delete(kg, self.sessions, key);
+        } else {
+            let bytes: Vec<u8> = sessions.iter().flat_map(|w| w.encode()).collect();
+            state.put(kg, self.sessions, key, &bytes);
+        }
+    }
+
+    fn is_session(&self) -> bool {
+        matches!(self.spec.kind, WindowKind::Session { .. })
+    }
+}
+
+impl OperatorTask {
+    fn state_err(&self, source: StateError) -> DataflowError {
+        DataflowError::State { node: self.spec.name.clone(), source }
+    }
+
+    fn broken(&self, what: String) -> DataflowError {
+        DataflowError::RecordFailed {
+            operator: self.spec.name.clone(),
+            plugin: self.plugin.info().path.display().to_string(),
+            position: "a window".into(),
+            message: format!("{what}; the plugin is broken"),
+        }
+    }
+
+    /// Assign a batch of keyed records to windows and fold them in.
+    pub(crate) fn window_batch(&mut self, instance: &mut Instance, mut batch: Vec<wit::Record>, positions: Vec<Option<Position>>) -> Result<(), DataflowError> {
+        let windows = self.windows.as_ref().expect("window operator");
+        let (time, late_output) = (windows.spec.time, windows.spec.late_output.clone());
+        let wm = self.inputs.current();
+        let now = now_ms();
+
+        // Timestamps, window assignment, lateness.
+        let mut assigned: Vec<(usize, Window)> = Vec::with_capacity(batch.len());
+        let mut accepted: Vec<usize> = Vec::with_capacity(batch.len());
+        let mut scratch = Vec::new();
+        for i in 0..batch.len() {
+            let ts = match time {
+                TimeCharacteristic::Event => match batch[i].event_time {
+                    Some(t) => t,
+                    None => {
+                        let msg = format!("the record has no event time, but `{}` has an event-time window; set one in the source or the upstream operator", self.spec.name);
+                        self.on_error(batch[i].clone(), positions[i], msg)?;
+                        continue;
+                    }
+                },
+                TimeCharacteristic::Processing => now,
+                TimeCharacteristic::Ingestion => {
+                    batch[i].event_time = Some(now);
+                    now
+                }
+            };
+            let windows = self.windows.as_ref().expect("window operator");
+            windows.assign(ts, &mut scratch);
+            let before = assigned.len();
+            assigned.extend(scratch.iter().filter(|w| !windows.is_late(**w, wm)).map(|w| (i, *w)));
+            if assigned.len() == before {
+                self.counters.late_records_dropped.inc();
+                let record = sluice_world::from_wit(batch[i].clone(), positions[i]);
+                self.router.push(Some(&late_output), record)?;
+                continue;
+            }
+            accepted.push(i);
+        }
+        if accepted.is_empty() {
+            return Ok(());
+        }
+
+        // Group by (key, window); sessions merge with the key's open sessions.
+        let mut groups: Vec<Group> = Vec::new();
+        let mut merges: Vec<Vec<Vec<u8>>> = Vec::new();
+        let mut session_lists: Vec<(u16, usize, Vec<Window>)> = Vec::new();
+        {
+            let windows = self.windows.as_ref().expect("window operator");
+            let state = instance.state_mut().expect("window operators are keyed");
+            let key = |i: usize| batch[i].key.as_deref().expect("keyed records have keys");
+            if windows.is_session() {
+                let mut by_key: HashMap<&[u8], Vec<(usize, Window)>> = HashMap::new();
+                let mut order: Vec<&[u8]> = Vec::new();
+                for (i, w) in &assigned {
+                    let k = key(*i);
+                    by_key.entry(k).or_insert_with(|| {
+                        order.push(k);
+                        Vec::new()
+                    });
+                    by_key.get_mut(k).expect("just inserted").push((*i, *w));
+                }
+                for k in order {
+                    let kg = key_group(k, MAX_PARALLELISM);
+                    let existing = windows.sessions_of(state, kg, k).map_err(|e| DataflowError::State { node: self.spec.name.clone(), source: e })?;
+                    // (window, absorbed existing windows, inputs)
+                    let mut open: Vec<(Window, Vec<Window>, Vec<u32>)> = existing.iter().map(|w| (*w, vec![*w], Vec::new())).collect();
+                    for (i, w) in &by_key[k] {
+                        let mut merged = (*w, Vec::new(), vec![*i as u32]);
+                        let mut j = 0;
+                        while j < open.len() {
+                            if open[j].0.intersects(merged.0) {
+                                let (ow, oa, oi) = open.swap_remove(j);
+                                merged.0 = merged.0.cover(ow);
+                                merged.1.extend(oa);
+                                merged.2.extend(oi);
+                            } else {
+                                j += 1;
+                            }
+                        }
+                        open.push(merged);
+                    }
+                    let first_key_index = by_key[k][0].0;
+                    let mut final_windows = Vec::with_capacity(open.len());
+                    for (w, absorbed, mut inputs) in open {
+                        final_windows.push(w);
+                        if inputs.is_empty() {
+                            continue;
+                        }
+                        inputs.sort_unstable();
+                        let merged = if absorbed.len() > 1 {
+                            let mut accs = Vec::with_capacity(absorbed.len());
+                            for a in &absorbed {
+                                if let Some(acc) = state.map_get(kg, windows.acc, k, &a.encode()).map_err(|e| DataflowError::State { node: self.spec.name.clone(), source: e })? {
+                                    accs.push(acc.to_vec());
+                                }
+                            }
+                            merges.push(accs);
+                            Some(merges.len() - 1)
+                        } else {
+                            None
+                        };
+                        groups.push(Group { kg, key_of: first_key_index, window: w, inputs, absorbed, merged });
+                    }
+                    final_windows.sort();
+                    session_lists.push((kg, first_key_index, final_windows));
+                }
+            } else {
+                let mut index: HashMap<(&[u8], Window), usize> = HashMap::new();
+                for (i, w) in &assigned {
+                    let k = key(*i);
+                    let g = *index.entry((k, *w)).or_insert_with(|| {
+                        groups.push(Group { kg: key_group(k, MAX_PARALLELISM), key_of: *i, window: *w, inputs: Vec::new(), absorbed: Vec::new(), merged: None });
+                        groups.len() - 1
+                    });
+                    groups[g].inputs.push(*i as u32);
+                }
+            }
+        }
+
+        // Guest calls: merge bridged sessions, then add.
+        let merged = match if merges.is_empty() { Ok(Vec::new()) } else { instance.merge(&merges) } {
+            Ok(m) if m.len() == merges.len() => m,
+            Ok(m) => return Err(self.broken(format!("merge returned {} accumulators for {} groups", m.len(), merges.len()))),
+            Err(e) => return self.retry_one_by_one(instance, e, batch, positions, &accepted),
+        };
+        let mut accumulate = Vec::with_capacity(groups.len());
+        {
+            let windows = self.windows.as_ref().expect("window operator");
+            let state = instance.state_mut().expect("window operators are keyed");
+            for g in &groups {
+                let accumulator = match g.merged {
+                    Some(m) => Some(merged[m].clone()),
+                    None => {
+                        let k = batch[g.key_of].key.as_deref().expect("keyed");
+                        let w = g.absorbed.first().copied().unwrap_or(g.window);
+                        state.map_get(g.kg, windows.acc, k, &w.encode()).map_err(|e| DataflowError::State { node: self.spec.name.clone(), source: e })?.map(<[u8]>::to_vec)
+                    }
+                };
+                accumulate.push(wit::Accumulate { accumulator, inputs: g.inputs.clone() });
+            }
+        }
+        let result = match instance.add(&batch, &accumulate) {
+            Ok(r) if r.accumulators.len() == groups.len() => r,
+            Ok(r) => return Err(self.broken(format!("add returned {} accumulators for {} groups", r.accumulators.len(), groups.len()))),
+            Err(e) => return self.retry_one_by_one(instance, e, batch, positions, &accepted),
+        };
+
+        // Store accumulators, move merged sessions, register timers.
+        let mut refire: Vec<(u16, Vec<u8>, Window)> = Vec::new();
+        {
+            let windows = self.windows.as_ref().expect("window operator");
+            let lateness = windows.spec.allowed_lateness;
+            let (acc_id, domain, event_time) = (windows.acc, windows.domain, windows.is_event_time());
+            let state = instance.state_mut().expect("window operators are keyed");
+            let timers = self.timers.as_mut().expect("window operators have timers");
+            for ((g, acc), before) in groups.iter().zip(result.accumulators).zip(&accumulate) {
+                let k = batch[g.key_of].key.as_deref().expect("keyed");
+                for old in g.absorbed.iter().filter(|w| **w != g.window) {
+                    state.map_remove(g.kg, acc_id, k, &old.encode());
+                    for (tag, at) in [(FIRE, old.last()), (PURGE, old.last().saturating_add(lateness))] {
+                        let t = Timer { timestamp: at, key_group: g.kg, key: k.into(), namespace: old.namespace(tag) };
+                        timers.delete(state, domain, &t);
+                    }
+                }
+                // A window that already had an accumulator already has its timers.
+                let existed = if windows.is_session() { g.absorbed.contains(&g.window) } else { before.accumulator.is_some() };
+                state.map_put(g.kg, acc_id, k, &g.window.encode(), &acc);
+                if !existed {
+                    timers.register(state, domain, Timer { timestamp: g.window.last(), key_group: g.kg, key: k.into(), namespace: g.window.namespace(FIRE) });
+                    if event_time && lateness > 0 {
+                        let at = g.window.last().saturating_add(lateness);
+                        timers.register(state, domain, Timer { timestamp: at, key_group: g.kg, key: k.into(), namespace: g.window.namespace(PURGE) });
+                    }
+                }
+                // Late but within the allowed lateness: the window fires again.
+                if event_time && g.window.last() <= wm {
+                    refire.push((g.kg, k.to_vec(), g.window));
+                }
+            }
+            for (kg, key_of, list) in &session_lists {
+                let k = batch[*key_of].key.as_deref().expect("keyed");
+                windows.set_sessions(state, *kg, k, list);
+            }
+        }
+        let mut failed: Vec<u32> = result.errors.iter().map(|e| e.input).collect();
+        failed.sort_unstable();
+        failed.dedup();
+        for err in result.errors {
+            let i = err.input as usize;
+            let Some(original) = batch.get(i) else {
+                return Err(self.bad_index(err.input, batch.len(), &err.message));
+            };
+            if failed.binary_search(&err.input).is_ok() {
+                failed.retain(|f| *f != err.input);
+                self.on_error(original.clone(), positions[i], err.message)?;
+            }
+        }
+        if !refire.is_empty() {
+            let fired = self.collect_fired(instance, refire, false)?;
+            self.finish_windows(instance, fired)?;
+        }
+        Ok(())
+    }
+
+    /// A merge or add call failed: retry each accepted record alone, so
+    /// that only the poison record reaches the error policy.
+    fn retry_one_by_one(&mut self, instance: &mut Instance, e: sluice_world::CallError, batch: Vec<wit::Record>, positions: Vec<Option<Position>>, accepted: &[usize]) -> Result<(), DataflowError> {
+        self.trapped(instance, &e)?;
+        if accepted.len() == 1 {
+            let i = accepted[0];
+            return self.on_error(batch[i].clone(), positions[i], e.to_string());
+        }
+        for &i in accepted {
+            self.window_batch(instance, vec![batch[i].clone()], vec![positions[i]])?;
+        }
+        Ok(())
+    }
+
+    /// Fire the windows whose timers of `domain` are due at `upto`.
+    pub(crate) fn fire_windows(&mut self, instance: &mut Instance, domain: wit::TimeDomain, upto: i64) -> Result<(), DataflowError> {
+        loop {
+            let due = {
+                let (Some(timers), Some(state)) = (&mut self.timers, instance.state_mut()) else { return Ok(()) };
+                timers.pop_due(state, domain, upto, self.batch_size)
+            };
+            if due.is_empty() {
+                return Ok(());
+            }
+            let mut fire = Vec::new();
+            let mut purge = Vec::new();
+            for t in due {
+                let Some(w) = Window::decode(&t.namespace[1..]) else { continue };
+                match t.namespace[0] {
+                    FIRE => fire.push((t.key_group, t.key.into_vec(), w)),
+                    _ => purge.push((t.key_group, t.key.into_vec(), w)),
+                }
+            }
+            let purge_on_fire = self.windows.as_ref().is_some_and(|w| !w.is_event_time() || w.spec.allowed_lateness == 0);
+            let fired = self.collect_fired(instance, fire, purge_on_fire)?;
+            self.finish_windows(instance, fired)?;
+            for (kg, key, w) in purge {
+                self.purge(instance, kg, &key, w)?;
+            }
+        }
+    }
+
+    /// Read the accumulators of windows about to fire (purging them if asked).
+    fn collect_fired(&mut self, instance: &mut Instance, windows: Vec<(u16, Vec<u8>, Window)>, purge: bool) -> Result<Vec<wit::FiredWindow>, DataflowError> {
+        let acc_id = self.windows.as_ref().expect("window operator").acc;
+        let mut fired = Vec::with_capacity(windows.len());
+        for (kg, key, w) in windows {
+            let state = instance.state_mut().expect("window operators are keyed");
+            let acc = state.map_get(kg, acc_id, &key, &w.encode()).map_err(|e| self.state_err(e))?.map(<[u8]>::to_vec);
+            if purge {
+                self.purge(instance, kg, &key, w)?;
+            }
+            if let Some(accumulator) = acc {
+                fired.push(wit::FiredWindow { key, window: w.to_wit(), accumulator });
+            }
+        }
+        Ok(fired)
+    }
+
+    /// Drop a window's accumulator (and its entry in the session list).
+    fn purge(&mut self, instance: &mut Instance, kg: u16, key: &[u8], w: Window) -> Result<(), DataflowError> {
+        let windows = self.windows.as_ref().expect("window operator");
+        let state = instance.state_mut().expect("window operators are keyed");
+        state.map_remove(kg, windows.acc, key, &w.encode());
+        if windows.is_session() {
+            let mut list = windows.sessions_of(state, kg, key).map_err(|e| DataflowError::State { node: self.spec.name.clone(), source: e })?;
+            list.retain(|s| *s != w);
+            windows.set_sessions(state, kg, key, &list);
+        }
+        Ok(())
+    }
+
+    /// Call `finish` on fired windows (in batches) and route the results.
+    fn finish_windows(&mut self, instance: &mut Instance, fired: Vec<wit::FiredWindow>) -> Result<(), DataflowError> {
+        for chunk in fired.chunks(self.batch_size.max(1)) {
+            let originals: Vec<wit::Record> = chunk
+                .iter()
+                .map(|f| {
+                    let value = serde_json::json!({ "window": { "start": f.window.start, "end": f.window.end } });
+                    wit::Record { key: Some(f.key.clone()), value: value.to_string().into_bytes(), event_time: Some(f.window.end.saturating_sub(1)), headers: Vec::new() }
+                })
+                .collect();
+            let positions = vec![None; chunk.len()];
+            match instance.finish(chunk) {
+                Ok(result) => self.route_window_results(result, chunk, &positions, &originals)?,
+                Err(e) => {
+                    self.trapped(instance, &e)?;
+                    for i in 0..chunk.len() {
+                        match instance.finish(&chunk[i..i + 1]) {
+                            Ok(result) => self.route_window_results(result, &chunk[i..i + 1], &positions[i..i + 1], &originals[i..i + 1])?,
+                            Err(e) => {
+                                self.trapped(instance, &e)?;
+                                self.on_error(originals[i].clone(), None, format!("finish: {e}"))?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.router.flush()
+    }
+
+    /// Results get the window's key and last millisecond unless they set their own.
+    fn route_window_results(&mut self, mut result: wit::BatchResult, fired: &[wit::FiredWindow], positions: &[Option<Position>], originals: &[wit::Record]) -> Result<(), DataflowError> {
+        for emit in &mut result.emits {
+            if let Some(f) = fired.get(emit.input as usize) {
+                if emit.record.key.is_none() {
+                    emit.record.key = Some(f.key.clone());
+                }
+                if emit.record.event_time.is_none() {
+                    emit.record.event_time = Some(f.window.end.saturating_sub(1));
+                }
+            }
+        }
+        self.route(result, positions, originals)
+    }
+}
