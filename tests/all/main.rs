@@ -2,7 +2,9 @@
 //! per area. Plugins must be built first: `scripts/test` does it.
 
 mod bad_input;
+mod checkpoints;
 mod event_time;
+mod examples;
 mod hostile_returns;
 mod keyed_state;
 mod policies;

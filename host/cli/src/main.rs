@@ -33,6 +33,13 @@ enum Command {
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(commands::plugin::PluginCommand),
+    /// List a pipeline's checkpoints and savepoints.
+    #[command(subcommand)]
+    Checkpoint(commands::checkpoint::CheckpointCommand),
+    /// Take a savepoint of a running pipeline.
+    Savepoint(commands::checkpoint::SavepointArgs),
+    /// Stop a running pipeline (draining it), optionally with a savepoint.
+    Stop(commands::checkpoint::StopArgs),
 }
 
 /// Where compiled components are cached, by digest.
@@ -54,6 +61,9 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(args),
         Command::Validate(args) => commands::validate::run(args),
         Command::Plugin(cmd) => commands::plugin::run(cmd),
+        Command::Checkpoint(cmd) => commands::checkpoint::list(cmd),
+        Command::Savepoint(args) => commands::checkpoint::savepoint(args),
+        Command::Stop(args) => commands::checkpoint::stop(args),
     };
     match result {
         Ok(code) => code,

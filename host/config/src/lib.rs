@@ -24,7 +24,7 @@ use sluice_connectors::{FileSinkConfig, FileSourceConfig, GeneratorConfig, Stdou
 use toml::Spanned;
 
 mod time;
-pub use time::{Millis, TimeCharacteristic, Timestamps, WatermarkSpec, WindowKind, WindowSpec, LATE_OUTPUT};
+pub use time::{CheckpointSpec, Millis, TimeCharacteristic, Timestamps, WatermarkSpec, WindowKind, WindowSpec, LATE_OUTPUT};
 
 /// The only manifest version this host reads.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -230,6 +230,8 @@ pub struct Pipeline {
     pub operators: Vec<OperatorSpec>,
     /// Sinks, in file order.
     pub sinks: Vec<SinkSpec>,
+    /// Checkpointing.
+    pub checkpoints: CheckpointSpec,
 }
 
 #[derive(Deserialize)]
@@ -243,6 +245,8 @@ struct RawPipeline {
     operators: Vec<Spanned<RawOperator>>,
     #[serde(default)]
     sinks: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    checkpoints: CheckpointSpec,
 }
 
 #[derive(Deserialize)]
@@ -621,7 +625,13 @@ impl Reader<'_> {
             sinks.push(SinkSpec { name, inputs: inputs.into_vec(), input_line, kind, line });
         }
 
+        let mut checkpoints = raw.checkpoints;
+        if checkpoints.interval.0 < 10 || checkpoints.retain == 0 {
+            return Err(self.err(None, "[checkpoints]: interval must be at least 10ms and retain at least 1", Some("e.g. interval = \"10s\", retain = 3".into())));
+        }
+        checkpoints.dir = checkpoints.dir.map(|d| self.resolve(&d));
         let mut pipeline = Pipeline {
+            checkpoints,
             name,
             file: self.file.to_path_buf(),
             hash: hex::encode(Sha256::digest(self.text.as_bytes())),

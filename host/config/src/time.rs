@@ -192,6 +192,38 @@ impl RawWindow {
     }
 }
 
+/// The `[checkpoints]` table: periodic aligned checkpoints (on by default).
+///
+/// ```toml
+/// [checkpoints]
+/// interval = "10s"       # how often sources inject barriers
+/// retain = 3             # complete checkpoints kept
+/// dir = "checkpoints"    # default: <state dir>/<pipeline>/checkpoints
+/// timeout = "10m"        # a checkpoint not complete by then is abandoned
+/// enabled = true
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSpec {
+    /// Take checkpoints at all. Without, a crash restarts from scratch and
+    /// file sinks are not transactional.
+    pub enabled: bool,
+    /// Time between checkpoints.
+    pub interval: Millis,
+    /// Number of complete checkpoints kept.
+    pub retain: usize,
+    /// Checkpoint store; relative to the pipeline file.
+    pub dir: Option<std::path::PathBuf>,
+    /// How long a checkpoint may take before it is abandoned.
+    pub timeout: Millis,
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        CheckpointSpec { enabled: true, interval: Millis(10_000), retain: 3, dir: None, timeout: Millis(600_000) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -197,6 +197,11 @@ impl Source for ClickGenerator {
         };
         Ok(Some(self.clicks.by_ref().take(n as usize).collect()))
     }
+
+    /// Skipping ignores the rate limit.
+    fn skip(&mut self, n: u64) -> Result<u64, ConnectorError> {
+        Ok(self.clicks.by_ref().take(n as usize).count() as u64)
+    }
 }
 
 /// The records a [`ClickGenerator`] with this config produces, in order, as

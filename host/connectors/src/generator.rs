@@ -245,6 +245,11 @@ impl Source for TaxiGenerator {
         }
         Ok(Some(batch))
     }
+
+    /// Skipping ignores the rate limit.
+    fn skip(&mut self, n: u64) -> Result<u64, ConnectorError> {
+        Ok(self.trips.by_ref().take(n as usize).count() as u64)
+    }
 }
 
 /// The records a [`TaxiGenerator`] with this config produces, in order, as

@@ -195,6 +195,11 @@ impl Source for TurbineGenerator {
         };
         Ok(Some(self.readings.by_ref().take(n as usize).collect()))
     }
+
+    /// Skipping ignores the rate limit.
+    fn skip(&mut self, n: u64) -> Result<u64, ConnectorError> {
+        Ok(self.readings.by_ref().take(n as usize).count() as u64)
+    }
 }
 
 /// The records a [`TurbineGenerator`] with this config produces, in order,

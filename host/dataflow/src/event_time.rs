@@ -66,6 +66,26 @@ impl WatermarkGenerator {
         s.last_seen = now;
     }
 
+    /// Per-split progress, for a checkpoint.
+    pub(crate) fn state(&self) -> Vec<(u16, u32, i64)> {
+        let mut v: Vec<_> = self.splits.iter().map(|((src, split), s)| (*src, *split, s.max_ts)).collect();
+        v.push((u16::MAX, u32::MAX, self.emitted));
+        v.sort_unstable();
+        v
+    }
+
+    /// Continue from a checkpoint's [`state`](Self::state).
+    pub(crate) fn restore(&mut self, state: &[(u16, u32, i64)]) {
+        let now = Instant::now();
+        for (src, split, ts) in state {
+            if (*src, *split) == (u16::MAX, u32::MAX) {
+                self.emitted = *ts;
+            } else {
+                self.splits.insert((*src, *split), Split { max_ts: *ts, last_seen: now });
+            }
+        }
+    }
+
     /// The watermark now, if it changed since the last call.
     pub(crate) fn poll(&mut self, now: Instant) -> Option<WatermarkUpdate> {
         let active = |s: &&Split| self.idle_timeout.is_none_or(|t| now.duration_since(s.last_seen) < t);
@@ -108,6 +128,11 @@ impl InputWatermarks {
     /// For a consumer fed by `expected` distinct producers.
     pub(crate) fn new(expected: usize) -> Self {
         InputWatermarks { marks: HashMap::new(), expected, current: NO_WATERMARK }
+    }
+
+    /// Continue from a checkpointed watermark: it never goes back below it.
+    pub(crate) fn restore(&mut self, watermark: i64) {
+        self.current = self.current.max(watermark);
     }
 
     /// The current combined watermark.

@@ -29,6 +29,8 @@ use sluice_types::{Message, Sink, Source};
 use sluice_world::{now_ms, CallError, EngineOptions, InstanceConfig, LoadError, OperatorKind, Plugin, Runtime};
 use tokio::sync::mpsc::{channel, Receiver, Sender};
 
+mod align;
+pub mod checkpoint;
 mod event_time;
 mod operator;
 mod router;
@@ -94,6 +96,9 @@ pub enum DataflowError {
     /// A plugin named in the pipeline was not loaded.
     #[error("operator `{0}`: its plugin was not loaded")]
     MissingPlugin(String),
+    /// A checkpoint could not be taken or restored.
+    #[error("checkpoints: {0}")]
+    Checkpoint(String),
     /// A node task panicked (a bug in Sluice).
     #[error("internal error in `{node}`: {message}")]
     Internal {
@@ -146,11 +151,22 @@ pub struct Settings {
     pub batch_size: usize,
     /// Batches buffered per channel.
     pub channel_capacity: usize,
+    /// Restore this checkpoint or savepoint directory instead of the latest checkpoint.
+    pub restore_from: Option<PathBuf>,
+    /// Drop the state of stateful operators the pipeline no longer has.
+    pub allow_dropped_state: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { state_dir: PathBuf::from(".sluice"), cache_bytes: 256 << 20, batch_size: 1024, channel_capacity: 16 }
+        Settings {
+            state_dir: PathBuf::from(".sluice"),
+            cache_bytes: 256 << 20,
+            batch_size: 1024,
+            channel_capacity: 16,
+            restore_from: None,
+            allow_dropped_state: false,
+        }
     }
 }
 
@@ -217,14 +233,13 @@ pub async fn run(
         producer_ids.insert(name, (next_id..next_id + n).collect());
         next_id += n;
     }
-    let distinct_producers = |inputs: &[String]| -> usize {
-        let ids: BTreeSet<u32> = inputs.iter().flat_map(|i| producer_ids.get(head(i).as_str()).cloned().unwrap_or_default()).collect();
-        ids.len()
+    let distinct_producers = |inputs: &[String]| -> BTreeSet<u32> {
+        inputs.iter().flat_map(|i| producer_ids.get(head(i).as_str()).cloned().unwrap_or_default()).collect()
     };
 
     // Channels: one per consumer subtask. Collect senders per (stream, consumer).
     let mut inboxes: HashMap<String, Inbox> = HashMap::new();
-    let mut producer_counts: HashMap<String, usize> = HashMap::new();
+    let mut producer_sets: HashMap<String, BTreeSet<u32>> = HashMap::new();
     // stream name -> list of (consumer name, senders, partition)
     let mut wiring: HashMap<String, Vec<(String, Vec<Sender<Message>>, Option<usize>, bool)>> = HashMap::new();
     let consumers = pipeline
@@ -236,7 +251,7 @@ pub async fn run(
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..parallelism).map(|_| channel::<Message>(cap)).unzip();
         let expected_ends = inputs.iter().map(|i| producers.get(head(i).as_str()).copied().unwrap_or(0)).sum();
         inboxes.insert(name.clone(), Inbox { receivers: rxs, expected_ends });
-        producer_counts.insert(name.clone(), distinct_producers(&inputs));
+        producer_sets.insert(name.clone(), distinct_producers(&inputs));
         for input in inputs {
             let producer_parallelism = producers.get(head(&input).as_str()).copied();
             wiring.entry(input).or_default().push((name.clone(), txs.clone(), producer_parallelism, keyed));
@@ -274,14 +289,74 @@ pub async fn run(
         Router::new(node, subtask, producer, settings.batch_size, targets(node), sides)
     };
 
+    // Checkpoints: what to restore, and the coordinator's channels.
+    let checkpoints = pipeline.checkpoints.enabled;
+    let store = checkpoint::Store::of(pipeline, &settings.state_dir);
+    let restore = if checkpoints || settings.restore_from.is_some() { checkpoint::find_restore(&store, settings.restore_from.as_deref())? } else { None };
+    if let Some(r) = &restore {
+        checkpoint::check_compatible(pipeline, &r.manifest, settings.allow_dropped_state)?;
+        if r.manifest.pipeline_hash != pipeline.hash {
+            tracing::info!("the pipeline file changed since checkpoint {}; continuing from its state", r.manifest.id);
+        }
+        for old in &r.manifest.operators {
+            if let Some(p) = plugins.get(&old.name) {
+                if p.info().digest != old.plugin_digest && !old.plugin_digest.is_empty() {
+                    tracing::info!("operator `{}` now runs plugin sha256:{} (checkpoint {} ran sha256:{}); its state is kept", old.name, &p.info().digest[..12], r.manifest.id, &old.plugin_digest[..12.min(old.plugin_digest.len())]);
+                }
+            }
+        }
+        tracing::info!("restoring checkpoint {} from {}", r.manifest.id, r.dir.display());
+    }
     let keyed_subtasks: usize = pipeline.operators.iter().filter(|o| o.key_by.is_some()).map(|o| o.parallelism as usize).sum();
     let backend = if keyed_subtasks > 0 {
         let dir = settings.state_dir.join(&pipeline.name).join("state");
-        tracing::info!("keyed state in {} (no checkpoint to restore: starting empty)", dir.display());
-        Some(StateBackend::open(&dir, true).map_err(|source| DataflowError::State { node: pipeline.name.clone(), source })?)
+        let state_err = |source| DataflowError::State { node: pipeline.name.clone(), source };
+        match restore.as_ref().filter(|r| r.manifest.state.is_some()) {
+            Some(r) => {
+                checkpoint::restore_state(r, &dir)?;
+                Some(StateBackend::open(&dir, false).map_err(state_err)?)
+            }
+            None => Some(StateBackend::open(&dir, true).map_err(state_err)?),
+        }
     } else {
         None
     };
+    let requested = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (completed_tx, completed_rx) = tokio::sync::watch::channel(0u64);
+    let (final_tx, final_rx) = tokio::sync::watch::channel(0u64);
+    let (ack_tx, ack_rx) = std::sync::mpsc::channel::<checkpoint::Ack>();
+    let last_id = restore.as_ref().map_or(0, |r| r.manifest.id);
+    let next_id = store.list().first().map_or(0, |l| l.id).max(last_id) + 1;
+    let coordinator = checkpoints.then(|| checkpoint::Coordinator {
+        pipeline: pipeline.clone(),
+        store: store.clone(),
+        backend: backend.clone(),
+        participants: checkpoint::Participants {
+            sources: pipeline.sources.iter().map(|s| s.name.clone()).collect(),
+            operators: pipeline.operators.iter().map(|o| (o.name.clone(), o.parallelism as usize)).collect(),
+            sinks: pipeline.sinks.iter().map(|s| s.name.clone()).collect(),
+        },
+        requested: requested.clone(),
+        completed: completed_tx,
+        final_id: final_tx,
+        acks: ack_rx,
+        next_id,
+        previous_files: restore.as_ref().and_then(|r| r.manifest.state.as_ref()).map(|s| s.files.clone()).unwrap_or_default(),
+        plugin_digests: plugins
+            .iter()
+            .map(|(n, p)| {
+                let info = p.info();
+                (n.clone(), (info.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), info.digest.clone()))
+            })
+            .collect(),
+        metrics: metrics.clone(),
+        stop: stop.clone(),
+    });
+    let coordinator = match coordinator {
+        Some(c) => Some(std::thread::Builder::new().name("sluice-checkpoints".into()).spawn(move || c.run()).map_err(|e| DataflowError::Checkpoint(e.to_string()))?),
+        None => None,
+    };
+    let acks = checkpoints.then_some(ack_tx);
     let cache_per_subtask = settings.cache_bytes / keyed_subtasks.max(1);
 
     let mut tasks: Vec<(String, tokio::task::JoinHandle<Result<(), DataflowError>>)> = Vec::new();
@@ -296,12 +371,17 @@ pub async fn run(
         let mut router = router_for(&spec.name, 0);
         let counters = metrics.node(&spec.name);
         let gauges = metrics.watermarks(&spec.name, 0);
-        let watermarks = spec.watermarks.clone();
-        let (name, stop, batch) = (spec.name.clone(), stop.clone(), settings.batch_size);
-        tasks.push((
-            name.clone(),
-            tokio::task::spawn_blocking(move || run_source(&name, source, watermarks.as_ref(), &mut router, &counters, &gauges, &stop, batch)),
-        ));
+        let resume = restore.as_ref().and_then(|r| r.manifest.sources.iter().find(|s| s.name == spec.name)).map(|s| s.position.clone());
+        let node = SourceNode {
+            name: spec.name.clone(),
+            watermarks: spec.watermarks.clone(),
+            stop: stop.clone(),
+            batch: settings.batch_size,
+            requested: requested.clone(),
+            acks: acks.clone(),
+            resume,
+        };
+        tasks.push((spec.name.clone(), tokio::task::spawn_blocking(move || node.run(source, &mut router, &counters, &gauges))));
     }
 
     for op in &pipeline.operators {
@@ -331,10 +411,16 @@ pub async fn run(
                 source_names: source_names.clone(),
                 subtask,
                 batch_size: settings.batch_size,
-                inputs: InputWatermarks::new(producer_counts.get(&op.name).copied().unwrap_or(0)),
+                inputs: InputWatermarks::new(producer_sets.get(&op.name).map_or(0, BTreeSet::len)),
                 generator: op.watermarks.as_ref().map(WatermarkGenerator::new),
                 timers: None,
                 windows: None,
+                aligner: align::Aligner::new(producer_sets.get(&op.name).cloned().unwrap_or_default(), last_id),
+                acks: acks.clone(),
+                restore: restore.as_ref().and_then(|r| r.manifest.operators.iter().find(|o| o.name == op.name)).map(|o| operator::RestoredOperator {
+                    watermark: o.watermarks.iter().copied().min().unwrap_or(i64::MIN),
+                    generator: o.generators.get(subtask).cloned().flatten(),
+                }),
             };
             let (expected, metrics) = (inbox.expected_ends, metrics.clone());
             let name = format!("{}[{subtask}]", op.name);
@@ -344,17 +430,31 @@ pub async fn run(
 
     for spec in &pipeline.sinks {
         let mut inbox = inboxes.remove(&spec.name).expect("every sink has an inbox");
+        let connector_err = |source| DataflowError::Connector { node: spec.name.clone(), source };
         let sink: Box<dyn Sink> = match &spec.kind {
-            SinkKind::File(c) => Box::new(FileSink::new(c).map_err(|source| DataflowError::Connector { node: spec.name.clone(), source })?),
+            SinkKind::File(c) if checkpoints => Box::new(FileSink::exactly_once(c).map_err(connector_err)?),
+            SinkKind::File(c) => Box::new(FileSink::new(c).map_err(connector_err)?),
             SinkKind::Stdout(c) => Box::new(StdoutSink::new(c)),
         };
         let rx = inbox.receivers.pop().expect("a sink has one subtask");
-        let counters = metrics.node(&spec.name);
-        let (name, expected) = (spec.name.clone(), inbox.expected_ends);
-        tasks.push((name.clone(), tokio::task::spawn_blocking(move || run_sink(&name, sink, rx, expected, &counters))));
+        let node = SinkNode {
+            name: spec.name.clone(),
+            expected_ends: inbox.expected_ends,
+            counters: metrics.node(&spec.name),
+            aligner: align::Aligner::new(producer_sets.get(&spec.name).cloned().unwrap_or_default(), last_id),
+            acks: acks.clone(),
+            completed: completed_rx.clone(),
+            final_id: final_rx.clone(),
+            restore: restore.as_ref().and_then(|r| {
+                r.manifest.sinks.iter().find(|s| s.name == spec.name).map(|s| (s.precommit.unwrap_or(r.manifest.id), s.snapshot.clone()))
+            }),
+        };
+        tasks.push((spec.name.clone(), tokio::task::spawn_blocking(move || node.run(sink, rx))));
     }
     // Only the routers hold senders now: a node's channel closes when all its producers are gone.
     drop(wiring);
+    let abort = acks.clone();
+    drop(acks);
 
     let mut first_error: Option<DataflowError> = None;
     for (name, task) in tasks {
@@ -366,6 +466,9 @@ pub async fn run(
             // Nodes stop on their own error and cancel their neighbours; keep
             // the root cause, not the disconnections it caused.
             stop.stop();
+            if let Some(a) = &abort {
+                let _ = a.send(checkpoint::Ack::Abort);
+            }
             let replace = match (&first_error, &e) {
                 (None, _) => true,
                 (Some(DataflowError::Disconnected { .. }), DataflowError::Disconnected { .. }) => false,
@@ -375,6 +478,14 @@ pub async fn run(
             if replace {
                 first_error = Some(e);
             }
+        }
+    }
+    drop(abort);
+    if let Some(c) = coordinator {
+        match c.join() {
+            Ok(Err(e)) if first_error.is_none() => first_error = Some(e),
+            Ok(_) => {}
+            Err(_) => first_error = first_error.or(Some(DataflowError::Internal { node: "checkpoint coordinator".into(), message: "panicked".into() })),
         }
     }
     if let Some(b) = &backend {
@@ -392,59 +503,172 @@ pub async fn run(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_source(
-    name: &str,
-    mut source: Box<dyn Source>,
-    watermarks: Option<&WatermarkSpec>,
-    router: &mut Router,
-    counters: &NodeCounters,
-    gauges: &WatermarkGauges,
-    stop: &StopHandle,
+/// A source task and what it needs for watermarks and checkpoints.
+struct SourceNode {
+    name: String,
+    watermarks: Option<WatermarkSpec>,
+    stop: StopHandle,
     batch: usize,
-) -> Result<(), DataflowError> {
-    let mut generator = watermarks.map(WatermarkGenerator::new);
-    while !stop.stopped() {
-        let Some(records) = source.poll_batch(batch).map_err(|source| DataflowError::Connector { node: name.to_string(), source })? else {
-            break;
-        };
-        counters.records_out.inc_by(records.len() as u64);
-        let (now, now_ms) = (Instant::now(), now_ms());
-        for mut r in records {
-            if let Some(g) = &mut generator {
-                g.observe(&mut r, now, now_ms);
-            }
-            router.push(None, r)?;
-        }
-        router.flush()?;
-        if let Some(g) = &mut generator {
-            match g.poll(Instant::now()) {
-                Some(WatermarkUpdate::Advance(wm)) => {
-                    router.broadcast(|from| Message::Watermark { from, at: wm })?;
-                    gauges.set_output(wm, now_ms);
-                }
-                Some(WatermarkUpdate::Idle) => router.broadcast(|from| Message::Idle { from })?,
-                None => {}
-            }
-        }
-    }
-    router.finish()
+    /// The checkpoint the coordinator asks for.
+    requested: Arc<std::sync::atomic::AtomicU64>,
+    acks: Option<std::sync::mpsc::Sender<checkpoint::Ack>>,
+    resume: Option<checkpoint::SourcePosition>,
 }
 
-fn run_sink(name: &str, mut sink: Box<dyn Sink>, mut rx: Receiver<Message>, expected_ends: usize, counters: &NodeCounters) -> Result<(), DataflowError> {
-    let mut ends = 0;
-    let err = |source| DataflowError::Connector { node: name.to_string(), source };
-    while ends < expected_ends {
-        match rx.blocking_recv() {
-            Some(Message::Batch(records)) => {
-                sink.write(&records).map_err(err)?;
-                counters.records_in.inc_by(records.len() as u64);
+impl SourceNode {
+    fn run(self, mut source: Box<dyn Source>, router: &mut Router, counters: &NodeCounters, gauges: &WatermarkGauges) -> Result<(), DataflowError> {
+        let name = self.name.as_str();
+        let err = |source| DataflowError::Connector { node: name.to_string(), source };
+        let mut generator = self.watermarks.as_ref().map(WatermarkGenerator::new);
+        let mut position = checkpoint::SourcePosition::default();
+        let mut exhausted = false;
+        if let Some(resume) = &self.resume {
+            let skipped = source.skip(resume.emitted).map_err(err)?;
+            if skipped < resume.emitted {
+                tracing::warn!("source `{name}` has {skipped} records where the checkpoint counted {}; the input is shorter than when it was checkpointed", resume.emitted);
             }
-            Some(Message::End { .. }) => ends += 1,
-            Some(Message::Watermark { .. } | Message::Idle { .. }) => {}
-            None => return Err(DataflowError::Disconnected { node: name.to_string(), peer: "an upstream node".into() }),
+            position = resume.clone();
+            position.emitted = skipped;
+            if let (Some(g), Some(state)) = (&mut generator, &resume.generator) {
+                g.restore(state);
+            }
         }
+        let mut injected = self.requested.load(std::sync::atomic::Ordering::SeqCst);
+        while !self.stop.stopped() {
+            let Some(records) = source.poll_batch(self.batch).map_err(err)? else {
+                exhausted = true;
+                break;
+            };
+            counters.records_out.inc_by(records.len() as u64);
+            position.emitted += records.len() as u64;
+            let (now, now_ms) = (Instant::now(), now_ms());
+            for mut r in records {
+                if let Some(p) = r.position {
+                    position.splits.insert(p.split, p.offset + 1);
+                }
+                if let Some(g) = &mut generator {
+                    g.observe(&mut r, now, now_ms);
+                }
+                router.push(None, r)?;
+            }
+            router.flush()?;
+            if let Some(g) = &mut generator {
+                match g.poll(Instant::now()) {
+                    Some(WatermarkUpdate::Advance(wm)) => {
+                        router.broadcast(|from| Message::Watermark { from, at: wm })?;
+                        gauges.set_output(wm, now_ms);
+                    }
+                    Some(WatermarkUpdate::Idle) => router.broadcast(|from| Message::Idle { from })?,
+                    None => {}
+                }
+            }
+            // A checkpoint was asked for: everything emitted so far is in it.
+            let want = self.requested.load(std::sync::atomic::Ordering::SeqCst);
+            if want > injected {
+                injected = want;
+                if let Some(acks) = &self.acks {
+                    position.generator = generator.as_ref().map(WatermarkGenerator::state);
+                    let _ = acks.send(checkpoint::Ack::Source { id: want, name: name.to_string(), position: position.clone() });
+                    router.broadcast(|from| Message::Barrier { from, id: want })?;
+                }
+            }
+        }
+        if let Some(acks) = &self.acks {
+            position.generator = generator.as_ref().map(WatermarkGenerator::state);
+            position.exhausted = exhausted;
+            let _ = acks.send(checkpoint::Ack::SourceDone { name: name.to_string(), position });
+        }
+        router.finish(exhausted)
     }
-    sink.flush().map_err(err)
 }
+
+/// A sink task and what it needs for checkpoints.
+struct SinkNode {
+    name: String,
+    expected_ends: usize,
+    counters: NodeCounters,
+    aligner: align::Aligner,
+    acks: Option<std::sync::mpsc::Sender<checkpoint::Ack>>,
+    completed: tokio::sync::watch::Receiver<u64>,
+    final_id: tokio::sync::watch::Receiver<u64>,
+    restore: Option<(u64, sluice_types::SinkSnapshot)>,
+}
+
+impl SinkNode {
+    fn run(mut self, mut sink: Box<dyn Sink>, mut rx: Receiver<Message>) -> Result<(), DataflowError> {
+        let name = self.name.clone();
+        let err = |source| DataflowError::Connector { node: name.clone(), source };
+        sink.start(self.restore.as_ref().map(|(id, s)| (*id, s))).map_err(err)?;
+        let handle = tokio::runtime::Handle::current();
+        let mut committed = self.restore.as_ref().map_or(0, |(id, _)| *id);
+        let mut ends = 0;
+        while ends < self.expected_ends || !self.aligner.idle() {
+            let message = match self.aligner.replay() {
+                Some(m) => Some(m),
+                None => {
+                    if self.acks.is_none() {
+                        rx.blocking_recv()
+                    } else {
+                        // Wake up for completed checkpoints too, to commit them.
+                        let completed = &mut self.completed;
+                        let got = handle.block_on(async {
+                            tokio::select! {
+                                m = rx.recv() => Some(m),
+                                _ = completed.changed() => None,
+                            }
+                        });
+                        let done = *self.completed.borrow();
+                        if done > committed {
+                            sink.commit(done).map_err(err)?;
+                            committed = done;
+                        }
+                        match got {
+                            Some(m) => m,
+                            None => continue,
+                        }
+                    }
+                }
+            };
+            let Some(message) = message else {
+                return Err(DataflowError::Disconnected { node: self.name.clone(), peer: "an upstream node".into() });
+            };
+            match self.aligner.offer(message) {
+                align::Offer::Held => {}
+                align::Offer::Aligned(id, alignment) => self.pre_commit(&mut *sink, id, alignment)?,
+                align::Offer::Handle(Message::Batch { records, .. }) => {
+                    sink.write(&records).map_err(err)?;
+                    self.counters.records_in.inc_by(records.len() as u64);
+                }
+                align::Offer::Handle(Message::End { from, .. }) => {
+                    ends += 1;
+                    if let Some((id, alignment)) = self.aligner.ended(from) {
+                        self.pre_commit(&mut *sink, id, alignment)?;
+                    }
+                }
+                align::Offer::Handle(_) => {}
+            }
+        }
+        let Some(acks) = &self.acks else { return sink.flush().map_err(err) };
+        // The end: pre-commit the rest, and commit it with the final checkpoint.
+        let _ = acks.send(checkpoint::Ack::SinkEnded { name: self.name.clone() });
+        let final_id = &mut self.final_id;
+        let Ok(id) = handle.block_on(final_id.wait_for(|v| *v > 0)).map(|v| *v) else { return Ok(()) };
+        let snapshot = sink.pre_commit(id).map_err(err)?;
+        let _ = acks.send(checkpoint::Ack::SinkDone { name: self.name.clone(), snapshot });
+        let completed = &mut self.completed;
+        if handle.block_on(completed.wait_for(|v| *v >= id)).is_ok() {
+            sink.commit(id).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn pre_commit(&mut self, sink: &mut dyn Sink, id: u64, alignment: Duration) -> Result<(), DataflowError> {
+        let snapshot = sink.pre_commit(id).map_err(|source| DataflowError::Connector { node: self.name.clone(), source })?;
+        if let Some(acks) = &self.acks {
+            let _ = acks.send(checkpoint::Ack::Sink { id, name: self.name.clone(), snapshot, alignment });
+        }
+        Ok(())
+    }
+}
+
 

@@ -11,6 +11,8 @@ use sluice_types::{Header, Message, Position, Record};
 use sluice_world::{now_ms, wit, CallError, InstanceConfig, Plugin};
 use tokio::sync::mpsc::Receiver;
 
+use crate::align::{Aligner, Offer};
+use crate::checkpoint::{Ack, GeneratorState};
 use crate::event_time::{InputWatermarks, WatermarkGenerator, WatermarkUpdate};
 use crate::router::Router;
 use crate::timers::{Timer, Timers};
@@ -39,6 +41,20 @@ pub(crate) struct OperatorTask {
     pub(crate) timers: Option<Timers>,
     /// Window logic, for window operators.
     pub(crate) windows: Option<Windows>,
+    /// Checkpoint barrier alignment over the inputs.
+    pub(crate) aligner: Aligner,
+    /// Where checkpoint acknowledgements go (checkpoints on).
+    pub(crate) acks: Option<std::sync::mpsc::Sender<Ack>>,
+    /// What the restored checkpoint says about this operator.
+    pub(crate) restore: Option<RestoredOperator>,
+}
+
+/// An operator's part of a restored checkpoint.
+pub(crate) struct RestoredOperator {
+    /// The lowest input watermark of its subtasks then.
+    pub(crate) watermark: i64,
+    /// This subtask's watermark generator progress.
+    pub(crate) generator: Option<GeneratorState>,
 }
 
 impl OperatorTask {
@@ -61,7 +77,12 @@ impl OperatorTask {
         if let Some(s) = &mut state {
             s.set_default_ttl(self.spec.state_ttl.map(|ms| Duration::from_millis(ms as u64)));
             if self.spec.window.is_some() || self.plugin.info().kind == Some(sluice_world::OperatorKind::KeyedProcess) {
-                self.timers = Some(Timers::new(s).map_err(state_err)?);
+                let mut timers = Timers::new(s).map_err(state_err)?;
+                if self.restore.is_some() {
+                    let groups = sluice_state::keygroup::range_of(self.subtask as u32, sluice_state::keygroup::MAX_PARALLELISM, self.spec.parallelism);
+                    timers.load(s, groups).map_err(state_err)?;
+                }
+                self.timers = Some(timers);
             }
             if let Some(w) = &self.spec.window {
                 self.windows = Some(Windows::new(w.clone(), s).map_err(state_err)?);
@@ -72,24 +93,45 @@ impl OperatorTask {
             plugin: self.plugin.info().path.display().to_string(),
             source,
         })?;
+        if let Some(r) = self.restore.take() {
+            self.inputs.restore(r.watermark);
+            instance.set_watermark(self.inputs.current());
+            if let (Some(g), Some(state)) = (&mut self.generator, &r.generator) {
+                g.restore(state);
+            }
+        }
         let handle = tokio::runtime::Handle::current();
         let mut ends = 0;
-        while ends < expected_ends {
-            let message = match self.next_wakeup() {
-                None => rx.blocking_recv(),
-                Some(at) => match handle.block_on(tokio::time::timeout_at(at.into(), rx.recv())) {
-                    Ok(m) => m,
-                    Err(_) => {
-                        self.on_processing_time(&mut instance, now_ms())?;
-                        continue;
-                    }
+        let mut all_exhausted = true;
+        while ends < expected_ends || !self.aligner.idle() {
+            let message = match self.aligner.replay() {
+                Some(m) => Some(m),
+                None => match self.next_wakeup() {
+                    None => rx.blocking_recv(),
+                    Some(at) => match handle.block_on(tokio::time::timeout_at(at.into(), rx.recv())) {
+                        Ok(m) => m,
+                        Err(_) => {
+                            self.on_processing_time(&mut instance, now_ms())?;
+                            continue;
+                        }
+                    },
                 },
             };
+            let message = match message.map(|m| self.aligner.offer(m)) {
+                Some(Offer::Handle(m)) => Some(m),
+                Some(Offer::Held) => continue,
+                Some(Offer::Aligned(id, alignment)) => {
+                    self.snapshot(&mut instance, id, alignment)?;
+                    continue;
+                }
+                None => None,
+            };
             match message {
-                Some(Message::Batch(records)) => {
+                Some(Message::Batch { records, .. }) => {
                     self.process(&mut instance, records)?;
                     self.after_batch(&mut instance)?;
                 }
+                Some(Message::Barrier { .. }) => {}
                 Some(Message::Watermark { from, at }) => {
                     if let Some(wm) = self.inputs.watermark(from, at) {
                         self.advance(&mut instance, wm)?;
@@ -103,21 +145,60 @@ impl OperatorTask {
                         self.router.broadcast(|from| Message::Idle { from })?;
                     }
                 }
-                Some(Message::End { from }) => {
+                Some(Message::End { from, exhausted }) => {
                     ends += 1;
-                    if let Some(wm) = self.inputs.end(from) {
-                        self.advance(&mut instance, wm)?;
+                    all_exhausted &= exhausted;
+                    // A stopped input keeps its watermark: nothing fires
+                    // early, and a savepoint resumes where it stopped.
+                    if exhausted {
+                        if let Some(wm) = self.inputs.end(from) {
+                            self.advance(&mut instance, wm)?;
+                        }
+                    }
+                    if let Some((id, alignment)) = self.aligner.ended(from) {
+                        self.snapshot(&mut instance, id, alignment)?;
                     }
                 }
                 None => return Err(DataflowError::Disconnected { node: self.spec.name.clone(), peer: "an upstream node".into() }),
             }
         }
         // End of input flushes what the wall clock has not fired yet.
-        self.on_processing_time(&mut instance, i64::MAX)?;
+        if all_exhausted {
+            self.on_processing_time(&mut instance, i64::MAX)?;
+        }
         if let Some(state) = instance.state_mut() {
             state.flush().map_err(|source| DataflowError::State { node: self.spec.name.clone(), source })?;
         }
-        self.router.finish()
+        if let Some(acks) = &self.acks {
+            let _ = acks.send(Ack::OperatorDone {
+                name: self.spec.name.clone(),
+                subtask: self.subtask,
+                watermark: self.inputs.current(),
+                generator: self.generator.as_ref().map(WatermarkGenerator::state),
+            });
+        }
+        self.router.finish(all_exhausted)
+    }
+
+    /// Barrier `id` is aligned: write this subtask's keyed state (timers and
+    /// windows included) to RocksDB, acknowledge, and pass the barrier on.
+    fn snapshot(&mut self, instance: &mut sluice_world::Instance, id: u64, alignment: Duration) -> Result<(), DataflowError> {
+        let started = Instant::now();
+        if let Some(state) = instance.state_mut() {
+            state.flush().map_err(|source| DataflowError::State { node: self.spec.name.clone(), source })?;
+        }
+        if let Some(acks) = &self.acks {
+            let _ = acks.send(Ack::Operator {
+                sync: started.elapsed(),
+                id,
+                name: self.spec.name.clone(),
+                subtask: self.subtask,
+                watermark: self.inputs.current(),
+                generator: self.generator.as_ref().map(WatermarkGenerator::state),
+                alignment,
+            });
+        }
+        self.router.broadcast(|from| Message::Barrier { from, id })
     }
 
     /// When the wall clock next needs this subtask (a processing-time timer).

@@ -78,7 +78,7 @@ impl Router {
                 }
             },
         };
-        let (node, subtask, batch_size) = (&self.node, self.subtask, self.batch_size);
+        let (node, subtask, batch_size, producer) = (&self.node, self.subtask, self.batch_size, self.producer);
         let last = targets.len().saturating_sub(1);
         // Clone for all but the last consumer of the stream.
         let mut record = Some(record);
@@ -94,7 +94,7 @@ impl Router {
             };
             t.buffers[idx].push(r);
             if t.buffers[idx].len() >= batch_size {
-                send(node, t, idx)?;
+                send(node, producer, t, idx)?;
                 if let Partition::RoundRobin = t.partition {
                     t.next = (t.next + 1) % t.senders.len();
                 }
@@ -105,11 +105,11 @@ impl Router {
 
     /// Send every partly filled buffer.
     pub(crate) fn flush(&mut self) -> Result<(), DataflowError> {
-        let node = &self.node;
+        let (node, producer) = (&self.node, self.producer);
         for t in self.main.iter_mut().chain(self.sides.values_mut().flatten()) {
             for idx in 0..t.buffers.len() {
                 if !t.buffers[idx].is_empty() {
-                    send(node, t, idx)?;
+                    send(node, producer, t, idx)?;
                 }
             }
             if let Partition::RoundRobin = t.partition {
@@ -135,15 +135,16 @@ impl Router {
         Ok(())
     }
 
-    /// Flush, then tell every consumer subtask that this producer is done.
-    pub(crate) fn finish(&mut self) -> Result<(), DataflowError> {
-        self.broadcast(|from| Message::End { from })
+    /// Flush, then tell every consumer subtask that this producer is done
+    /// (`exhausted`: its input ended, rather than being stopped).
+    pub(crate) fn finish(&mut self, exhausted: bool) -> Result<(), DataflowError> {
+        self.broadcast(|from| Message::End { from, exhausted })
     }
 }
 
-fn send(node: &str, t: &mut Target, idx: usize) -> Result<(), DataflowError> {
-    let batch = std::mem::take(&mut t.buffers[idx]);
+fn send(node: &str, from: u32, t: &mut Target, idx: usize) -> Result<(), DataflowError> {
+    let records = std::mem::take(&mut t.buffers[idx]);
     t.senders[idx]
-        .blocking_send(Message::Batch(batch))
+        .blocking_send(Message::Batch { from, records })
         .map_err(|_| DataflowError::Disconnected { node: node.to_string(), peer: t.consumer.clone() })
 }

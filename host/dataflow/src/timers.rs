@@ -103,6 +103,23 @@ impl Timers {
         due
     }
 
+    /// Rebuild the in-memory queues from the state of the key groups this
+    /// subtask owns (after a restore or a rescale).
+    pub(crate) fn load(&mut self, state: &OperatorState, groups: std::ops::Range<u16>) -> Result<(), StateError> {
+        let (event, processing) = (&mut self.event, &mut self.processing);
+        state.scan_map(groups, self.state, |kg, key, map_key, _| {
+            if map_key.len() < 9 {
+                return;
+            }
+            let timestamp = (u64::from_be_bytes(map_key[1..9].try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
+            let timer = Timer { timestamp, key_group: kg, key: key.into(), namespace: map_key[9..].into() };
+            match map_key[0] {
+                0 => event.insert(timer),
+                _ => processing.insert(timer),
+            };
+        })
+    }
+
     /// The earliest processing-time timer.
     pub(crate) fn next_processing(&self) -> Option<i64> {
         self.processing.first().map(|t| t.timestamp)

@@ -71,6 +71,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hashbrown::HashMap;
 use rocksdb::{ColumnFamilyDescriptor, CompactOptions, CompactionDecision, Options, WriteBatch, WriteOptions, DB};
 
+pub mod checkpoint;
 pub mod keygroup;
 
 const META_CF: &str = "meta";
@@ -88,6 +89,15 @@ const ENTRY_OVERHEAD: usize = 64;
 /// State errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// A file of the state or of a checkpoint could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// RocksDB failed.
     #[error("state store {path}: {source}")]
     Db {
@@ -303,6 +313,9 @@ struct Inner {
     ttl_cleanup_interval: Duration,
     /// The TTL cleanup thread, once a TTL state has been declared.
     cleaner: Mutex<Option<Cleaner>>,
+    /// While a checkpoint is being taken, caches do not write to RocksDB
+    /// except on their checkpoint barrier (see [`StateBackend::freeze`]).
+    frozen: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Inner {
@@ -360,6 +373,7 @@ impl StateBackend {
                 clock: options.clock,
                 ttl_cleanup_interval: options.ttl_cleanup_interval,
                 cleaner: Mutex::new(None),
+                frozen: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -917,7 +931,9 @@ impl OperatorState {
     /// guest calls, never during one (a journaled write must not reach
     /// RocksDB early).
     pub fn maintain(&mut self) -> Result<(), StateError> {
-        if self.cache_bytes <= self.capacity {
+        // During a checkpoint only barrier flushes may reach RocksDB: the
+        // cache grows past its budget until the checkpoint is taken.
+        if self.cache_bytes <= self.capacity || self.backend.frozen() {
             return Ok(());
         }
         self.flush()?;

@@ -75,7 +75,20 @@ impl Record {
 #[derive(Debug)]
 pub enum Message {
     /// Records, in order.
-    Batch(Vec<Record>),
+    Batch {
+        /// Producer id.
+        from: u32,
+        /// The records.
+        records: Vec<Record>,
+    },
+    /// Checkpoint barrier `id`: everything `from` sent before it belongs to
+    /// checkpoint `id`, everything after to the next one.
+    Barrier {
+        /// Producer id.
+        from: u32,
+        /// Checkpoint id.
+        id: u64,
+    },
     /// No record with an event time at or before `at` will follow from `from`.
     Watermark {
         /// Producer id.
@@ -89,11 +102,15 @@ pub enum Message {
         /// Producer id.
         from: u32,
     },
-    /// `from` has no more records: its input is exhausted. Implies a
-    /// watermark of `i64::MAX` from it.
+    /// `from` has no more records. If its input is `exhausted`, that
+    /// implies a watermark of `i64::MAX` from it (every window and timer
+    /// fires); if it was stopped (for a savepoint, to resume later), its
+    /// watermark stays where it was.
     End {
         /// Producer id.
         from: u32,
+        /// The input ended, rather than being stopped.
+        exhausted: bool,
     },
 }
 
@@ -122,14 +139,70 @@ pub trait Source: Send {
     /// Return up to `max` records, blocking as long as needed (rate limits,
     /// waiting for data). `Ok(None)` means the source is exhausted.
     fn poll_batch(&mut self, max: usize) -> Result<Option<Vec<Record>>, ConnectorError>;
+
+    /// Skip the next `n` records without emitting them (to resume after a
+    /// checkpoint that recorded how many records the source had emitted),
+    /// returning how many were skipped (fewer at the end of the input).
+    /// Deterministic sources replay the same records, so skipping `n`
+    /// resumes exactly where the checkpoint was taken. The default polls and
+    /// discards; sources with a cheaper way (or a rate limit to bypass)
+    /// override it.
+    fn skip(&mut self, n: u64) -> Result<u64, ConnectorError> {
+        let mut skipped = 0;
+        while skipped < n {
+            match self.poll_batch((n - skipped).min(8192) as usize)? {
+                Some(batch) => skipped += batch.len() as u64,
+                None => break,
+            }
+        }
+        Ok(skipped)
+    }
 }
 
+/// What a sink keeps in a checkpoint to finish or undo its pre-committed
+/// output on recovery: sink-defined JSON (`null` for sinks that keep nothing).
+pub type SinkSnapshot = serde_json::Value;
+
 /// A sink of records. It runs on its own blocking thread.
+///
+/// Exactly-once sinks take part in checkpoints with a two-phase commit: on a
+/// checkpoint barrier they [`pre_commit`](Sink::pre_commit) (make what was
+/// written durable but not yet visible), and once the checkpoint is complete
+/// they [`commit`](Sink::commit) it (make it visible). After a crash,
+/// [`start`](Sink::start) brings the output back to the state of the
+/// checkpoint the pipeline restarts from. At-least-once sinks keep the
+/// defaults.
 pub trait Sink: Send {
+    /// Called once, before any write. `restore` is the checkpoint the
+    /// pipeline restarts from and what this sink pre-committed in it; `None`
+    /// for a fresh start.
+    fn start(&mut self, restore: Option<(u64, &SinkSnapshot)>) -> Result<(), ConnectorError> {
+        let _ = restore;
+        Ok(())
+    }
     /// Write a batch. The sink may buffer.
     fn write(&mut self, batch: &[Record]) -> Result<(), ConnectorError>;
     /// Make everything written so far durable / visible.
     fn flush(&mut self) -> Result<(), ConnectorError>;
+    /// Checkpoint barrier: make everything written since the last pre-commit
+    /// durable but not yet visible, as part of checkpoint `checkpoint`, and
+    /// return what recovery needs to finish or undo it.
+    fn pre_commit(&mut self, checkpoint: u64) -> Result<SinkSnapshot, ConnectorError> {
+        let _ = checkpoint;
+        self.flush()?;
+        Ok(SinkSnapshot::Null)
+    }
+    /// Checkpoint `checkpoint` is complete: make what was pre-committed up
+    /// to it visible. Idempotent.
+    fn commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
+        let _ = checkpoint;
+        Ok(())
+    }
+    /// Whether output is exactly-once through checkpoints (otherwise at
+    /// least once: replayed records may be written again after a crash).
+    fn exactly_once(&self) -> bool {
+        false
+    }
 }
 
 pub mod metrics;

@@ -57,6 +57,21 @@ impl WatermarkGauges {
     }
 }
 
+/// Checkpoint lifecycle metrics of a pipeline.
+#[derive(Clone, Debug, Default)]
+pub struct CheckpointMetrics {
+    /// Checkpoints completed (`numberOfCompletedCheckpoints`).
+    pub completed: Counter,
+    /// Checkpoints that failed or were abandoned (`numberOfFailedCheckpoints`).
+    pub failed: Counter,
+    /// Trigger to manifest of the last one, ms (`lastCheckpointDuration`).
+    pub last_duration_ms: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// State size of the last one, bytes (`lastCheckpointSize`).
+    pub last_size_bytes: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Longest barrier alignment in the last one, ms.
+    pub last_alignment_ms: Gauge<i64, std::sync::atomic::AtomicI64>,
+}
+
 /// The counters of one node, cloned out of the registry once.
 #[derive(Clone, Debug, Default)]
 pub struct NodeCounters {
@@ -80,6 +95,8 @@ pub struct NodeCounters {
 
 /// All metrics of a running pipeline.
 pub struct Metrics {
+    /// Checkpoint lifecycle.
+    pub checkpoints: CheckpointMetrics,
     registry: Mutex<Registry>,
     records_in: Family<NodeLabels, Counter>,
     records_out: Family<NodeLabels, Counter>,
@@ -99,6 +116,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("sluice");
         let m = Metrics {
+            checkpoints: CheckpointMetrics::default(),
             registry: Mutex::new(Registry::default()),
             records_in: Family::default(),
             records_out: Family::default(),
@@ -121,6 +139,12 @@ impl Default for Metrics {
         registry.register("traps", "Guest calls that trapped", m.traps.clone());
         registry.register("timeouts", "Guest calls interrupted at their CPU deadline", m.timeouts.clone());
         registry.register("guest", "Counters declared by plugins", m.guest.clone());
+        let c = &m.checkpoints;
+        registry.register("number_of_completed_checkpoints", "Checkpoints completed", c.completed.clone());
+        registry.register("number_of_failed_checkpoints", "Checkpoints failed or abandoned", c.failed.clone());
+        registry.register("last_checkpoint_duration_ms", "Duration of the last checkpoint, trigger to manifest", c.last_duration_ms.clone());
+        registry.register("last_checkpoint_size_bytes", "State size of the last checkpoint", c.last_size_bytes.clone());
+        registry.register("last_checkpoint_alignment_ms", "Longest barrier alignment in the last checkpoint", c.last_alignment_ms.clone());
         registry.register("num_late_records_dropped", "Records later than a window's allowed lateness", m.late.clone());
         registry.register("current_input_watermark", "Minimum event-time watermark over a subtask's inputs, ms", m.input_watermark.clone());
         registry.register("current_output_watermark", "Event-time watermark a subtask last sent, ms", m.output_watermark.clone());

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod checkpoint;
 pub mod plugin;
 pub mod run;
 pub mod validate;

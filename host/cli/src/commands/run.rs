@@ -28,6 +28,14 @@ pub struct RunArgs {
     /// Never show the live status line (it is off anyway when stderr is not a terminal).
     #[arg(long)]
     quiet: bool,
+    /// Restore this checkpoint or savepoint directory (default: the latest
+    /// complete checkpoint of the pipeline, if its last run did not finish).
+    #[arg(long, value_name = "CHECKPOINT_OR_SAVEPOINT")]
+    from: Option<PathBuf>,
+    /// Drop the checkpointed state of stateful operators the pipeline no
+    /// longer has (or whose state it can no longer read) instead of refusing to start.
+    #[arg(long)]
+    allow_dropped_state: bool,
 }
 
 /// Run the pipeline.
@@ -43,6 +51,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         state_dir: args.state_dir,
         cache_bytes: args.state_cache_mb.max(1) << 20,
         batch_size: args.batch_size,
+        restore_from: args.from,
+        allow_dropped_state: args.allow_dropped_state,
         ..Settings::default()
     };
     let metrics = Arc::new(Metrics::default());

@@ -1,0 +1,657 @@
+//! What aligned barrier checkpoints cost: throughput with checkpoints off
+//! and every second, and the duration and pause of checkpoints over 1M and
+//! 10M keys of keyed state, all in one run, through the real `sluice` binary.
+//!
+//! ```text
+//! scripts/build-plugins && cargo build --release -p sluice-cli
+//! cargo bench -p sluice-benches --bench checkpoints
+//! SLUICE_BENCH_PART=throughput SLUICE_BENCH_RECORDS=1000000 cargo bench -p sluice-benches --bench checkpoints
+//! SLUICE_BENCH_PART=state SLUICE_BENCH_KEYS=1000000 SLUICE_BENCH_CACHE_MB=256 cargo bench -p sluice-benches --bench checkpoints
+//! ```
+//!
+//! Every run is `sluice run --quiet` (the release binary next to this bench)
+//! with a fresh `--state-dir`, as a child process; throughput is records in
+//! over the run's own elapsed time (the `finished in` summary: from start to
+//! the final checkpoint and flush, without process start and component
+//! loading). Checkpoint figures come from the manifests
+//! (`<state dir>/<pipeline>/checkpoints/chk-<id>/manifest.json`, line 1),
+//! with `retain` high enough that every checkpoint of the run is kept.
+//!
+//! **1. Throughput cost** (`SLUICE_BENCH_PART=throughput`): two pipelines,
+//! each run with `[checkpoints] enabled = false` and with `interval = "1s"`,
+//! alternating, `SLUICE_BENCH_ROUNDS` (3) times each; the median is
+//! reported. On a 2-core machine other work skews single runs.
+//!
+//! - `taxi`: `generator` (`SLUICE_BENCH_RECORDS` trips, default 3M, no
+//!   malformed trips) → `taxi_parse` (parallelism 2) → `taxi_zone_count`
+//!   (keyed by pickup zone, two value states, 265 keys, parallelism 2) →
+//!   file sink (a line per trip). With checkpoints the file sink is
+//!   exactly-once (`.inprogress` → `.pending-<id>` → appended on commit).
+//! - `state-1M`: the state pipeline below with 1M keys and
+//!   `SLUICE_BENCH_RECORDS` records: `emit = "each"` (a line per record).
+//!
+//! **2. Duration and pause by state size** (`SLUICE_BENCH_PART=state`): for
+//! each N of `SLUICE_BENCH_KEYS` (default `1000000,10000000`):
+//! `generator` (`SLUICE_BENCH_PASSES` × N trips, default 2) →
+//! `bench_state_fill` `mode = "key"` (key = `trip_id % N`, parallelism 1) →
+//! `bench_state_fill` `mode = "fill"` (`key_by = "key"`, parallelism 2: sets
+//! a `u64` value state per record, so the first N records write every key
+//! once) → file sink of wall-clock stamps (`emit = "stamp"`: a line per
+//! subtask and millisecond). Checkpoints every 1 s (2 s from 5M keys);
+//! `--state-cache-mb` is `SLUICE_BENCH_CACHE_MB` (default 2048, enough to
+//! hold 10M keys: the cache then never flushes between barriers and every
+//! key written in an interval is flushed at the barrier). Only checkpoints
+//! whose barrier came after record N (the source position in the manifest
+//! is ≥ N: every key has state) and that are not the final one are
+//! measured. From the stamps: the longest gap between two records of a
+//! keyed subtask that overlaps a measured checkpoint (trigger to manifest)
+//! against the longest outside checkpoints, and a split of each
+//! checkpoint's duration into trigger → the keyed subtasks stop (barrier in
+//! flight behind queued batches), their pause, and the rest (sink
+//! pre-commit, RocksDB checkpoint, hashing and linking new SSTs, manifest).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use sluice_tests::{compile_cache, sluice_bin, write_pipeline};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const SEED: u64 = 42;
+/// Keep every checkpoint of a run, so that all manifests can be read.
+const RETAIN: usize = 100_000;
+
+// ---------------------------------------------------------------------------
+// Child processes (as in benches/windows.rs).
+
+struct Child {
+    wall: Duration,
+    cpu: Duration,
+    max_rss_kib: u64,
+    stderr: String,
+}
+
+/// Run `cmd` with stdout and stderr in files under `dir`, reaping it with
+/// `wait4` for its rusage.
+fn run_child(mut cmd: Command, dir: &Path, name: &str) -> Child {
+    let out = dir.join(format!("{name}.stdout"));
+    let err = dir.join(format!("{name}.stderr"));
+    cmd.stdin(Stdio::null()).stdout(std::fs::File::create(&out).unwrap()).stderr(std::fs::File::create(&err).unwrap());
+    let started = Instant::now();
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; all-zero is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waits for our own child, writing into the two locals.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "wait4 for {name}: {e}");
+    }
+    let wall = started.elapsed();
+    drop(child);
+    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    assert!(ok, "{name} failed (wait status {status:#x}):\n{stderr}");
+    Child { wall, cpu: tv(usage.ru_utime) + tv(usage.ru_stime), max_rss_kib: usage.ru_maxrss as u64, stderr }
+}
+
+// ---------------------------------------------------------------------------
+// Manifests: the fields this bench reads (line 1 of manifest.json).
+
+#[derive(Deserialize, Debug, Clone)]
+struct Manifest {
+    id: u64,
+    completed_ms: i64,
+    duration_ms: u64,
+    alignment_ms: u64,
+    #[serde(default)]
+    sync_ms: u64,
+    finished: bool,
+    sources: Vec<SourceEntry>,
+    state: Option<StateEntry>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+struct SourceEntry {
+    position: Position,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+struct Position {
+    emitted: u64,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+struct StateEntry {
+    uploaded_bytes: u64,
+    total_bytes: u64,
+}
+
+impl Manifest {
+    fn pause_ms(&self) -> u64 {
+        self.alignment_ms + self.sync_ms
+    }
+    fn started_ms(&self) -> i64 {
+        self.completed_ms - self.duration_ms as i64
+    }
+    fn emitted(&self) -> u64 {
+        self.sources.iter().map(|s| s.position.emitted).sum()
+    }
+}
+
+/// Every complete checkpoint of `pipeline` under `state_dir`, by id.
+fn manifests(state_dir: &Path, pipeline: &str) -> Vec<Manifest> {
+    let root = state_dir.join(pipeline).join("checkpoints");
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&root) else { return out };
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("chk-") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(e.path().join("manifest.json")) else { continue };
+        let line = text.lines().next().unwrap_or_default();
+        out.push(serde_json::from_str::<Manifest>(line).unwrap_or_else(|err| panic!("{}: bad manifest: {err}", e.path().display())));
+    }
+    out.sort_by_key(|m| m.id);
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Running a pipeline.
+
+struct Run {
+    /// The pipeline's own elapsed time (from its summary).
+    elapsed: f64,
+    wall: f64,
+    cpu: f64,
+    rss_mib: f64,
+    records_in: u64,
+    manifests: Vec<Manifest>,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.records_in as f64 / self.elapsed
+    }
+}
+
+/// `{:.2?}` of a `Duration`: `12.34s`, `850.12ms`, `3.00µs`.
+fn parse_duration(s: &str) -> Option<f64> {
+    for (suffix, scale) in [("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9), ("s", 1.0)] {
+        if let Some(n) = s.strip_suffix(suffix) {
+            return n.parse::<f64>().ok().map(|v| v * scale);
+        }
+    }
+    None
+}
+
+/// `sluice run` the pipeline file `pipeline` (named `name`) in `dir`.
+fn run_sluice(dir: &Path, pipeline: &Path, name: &str, cache_mb: u64, label: &str) -> Run {
+    let state = dir.join("state");
+    let mut cmd = Command::new(sluice_bin());
+    cmd.arg("run").arg("--quiet").arg("--state-dir").arg(&state).arg("--state-cache-mb").arg(cache_mb.to_string()).arg(pipeline);
+    cmd.env("SLUICE_COMPILE_CACHE", compile_cache()).env("SLUICE_LOG", "warn").current_dir(dir);
+    let child = run_child(cmd, dir, label);
+    let summary = child.stderr.lines().find(|l| l.contains("finished in")).unwrap_or_else(|| panic!("no summary from sluice:\n{}", child.stderr));
+    // pipeline `x` finished in 12.34s: 3000000 records in, 3000000 written, 0 dead letters
+    let after = summary.split(" finished in ").nth(1).expect("summary format");
+    let (time, rest) = after.split_once(": ").expect("summary format");
+    let elapsed = parse_duration(time).unwrap_or_else(|| panic!("cannot read the elapsed time in {summary:?}"));
+    let records_in: u64 = rest.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no record count in {summary:?}"));
+    assert!(summary.ends_with(" 0 dead letters"), "dead letters: {summary}");
+    Run {
+        elapsed,
+        wall: child.wall.as_secs_f64(),
+        cpu: child.cpu.as_secs_f64(),
+        rss_mib: child.max_rss_kib as f64 / 1024.0,
+        records_in,
+        manifests: manifests(&state, name),
+    }
+}
+
+fn checkpoints_toml(interval: Option<&str>) -> String {
+    match interval {
+        None => "[checkpoints]\nenabled = false\n".to_string(),
+        Some(i) => format!("[checkpoints]\nenabled = true\ninterval = \"{i}\"\nretain = {RETAIN}\n"),
+    }
+}
+
+fn taxi_pipeline(records: u64, interval: Option<&str>) -> String {
+    format!(
+        r#"
+manifest_version = 1
+name = "bench-chk-taxi"
+
+[[sources]]
+name = "trips"
+type = "generator"
+seed = {SEED}
+count = {records}
+malformed_ratio = 0.0
+
+[[operators]]
+name = "parse"
+plugin = "{{plugins}}/taxi_parse.wasm"
+input = "trips"
+parallelism = 2
+
+[[operators]]
+name = "zone-stats"
+plugin = "{{plugins}}/taxi_zone_count.wasm"
+input = "parse"
+key_by = "key"
+parallelism = 2
+
+[[sinks]]
+name = "totals"
+type = "file"
+input = "zone-stats"
+path = "totals.jsonl"
+
+{}"#,
+        checkpoints_toml(interval)
+    )
+}
+
+/// generator → key by `trip_id % keys` → fill (keyed, p=2) → file sink.
+fn state_pipeline(records: u64, keys: u64, emit: &str, interval: Option<&str>) -> String {
+    format!(
+        r#"
+manifest_version = 1
+name = "bench-chk-state"
+
+[[sources]]
+name = "trips"
+type = "generator"
+seed = {SEED}
+count = {records}
+malformed_ratio = 0.0
+implausible_ratio = 0.0
+
+[[operators]]
+name = "key"
+plugin = "{{plugins}}/bench_state_fill.wasm"
+input = "trips"
+parallelism = 1
+params = {{ mode = "key", keys = {keys} }}
+
+[[operators]]
+name = "fill"
+plugin = "{{plugins}}/bench_state_fill.wasm"
+input = "key"
+key_by = "key"
+parallelism = 2
+params = {{ mode = "fill", emit = "{emit}" }}
+grants = {{ clock = true }}
+
+[[sinks]]
+name = "out"
+type = "file"
+input = "fill"
+path = "out.jsonl"
+
+{}"#,
+        checkpoints_toml(interval)
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Statistics.
+
+fn median_f(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn median_u(mut v: Vec<u64>) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.trim().replace('_', "").parse().ok()).unwrap_or(default)
+}
+
+// ---------------------------------------------------------------------------
+// Part 1: throughput with checkpoints off and every second.
+
+struct Pair {
+    name: String,
+    off: Vec<Run>,
+    on: Vec<Run>,
+}
+
+fn throughput(tmp: &Path, records: u64, rounds: usize, cache_mb: u64) -> Vec<Pair> {
+    type Make = Box<dyn Fn(Option<&str>) -> (String, &'static str)>;
+    let pipelines: Vec<(&str, Make)> = vec![
+        ("taxi (265 keys)", Box::new(move |i| (taxi_pipeline(records, i), "bench-chk-taxi"))),
+        ("state fill (1M keys)", Box::new(move |i| (state_pipeline(records, 1_000_000, "each", i), "bench-chk-state"))),
+    ];
+    let mut pairs: Vec<Pair> = pipelines.iter().map(|(n, _)| Pair { name: n.to_string(), off: vec![], on: vec![] }).collect();
+    let mut n = 0;
+    for round in 1..=rounds {
+        for (p, (name, make)) in pipelines.iter().enumerate() {
+            // Alternate which goes first, so that drift hits both alike.
+            let order: [Option<&str>; 2] = if round % 2 == 1 { [None, Some("1s")] } else { [Some("1s"), None] };
+            for interval in order {
+                n += 1;
+                let dir = tmp.join(format!("tp-{n}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                let (text, pname) = make(interval);
+                let file = write_pipeline(&dir, &text);
+                let run = run_sluice(&dir, &file, pname, cache_mb, "sluice");
+                assert_eq!(run.records_in, records, "{name}: records in");
+                let chk = run.manifests.iter().filter(|m| !m.finished).count();
+                eprintln!(
+                    "round {round}: {name:<22} checkpoints {:<5} {:>10.0} records/s  ({:.2} s, {chk} checkpoints, CPU {:.1} s, peak RSS {:.0} MiB)",
+                    if interval.is_some() { "1s" } else { "off" },
+                    run.rate(),
+                    run.elapsed,
+                    run.cpu,
+                    run.rss_mib
+                );
+                if interval.is_some() {
+                    pairs[p].on.push(run);
+                } else {
+                    pairs[p].off.push(run);
+                }
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
+    pairs
+}
+
+// ---------------------------------------------------------------------------
+// Part 2: checkpoints over N keys of state.
+
+/// A wall-clock stamp of a keyed subtask.
+#[derive(Deserialize)]
+struct Stamp {
+    s: u32,
+    t: i64,
+}
+
+struct StateResult {
+    keys: u64,
+    interval: &'static str,
+    run: Run,
+    /// Checkpoints (not the final one), and those measured (all keys written).
+    all: usize,
+    measured: Vec<Manifest>,
+    /// Longest gap between two stamps of a subtask overlapping a measured
+    /// checkpoint, the median over checkpoints of that, and the longest
+    /// outside checkpoints (over the measured period).
+    gap_during_max: i64,
+    gap_during_median: i64,
+    gap_outside_max: i64,
+    /// Medians over measured checkpoints: trigger → keyed subtasks stop,
+    /// their longest stop, last resume → manifest.
+    split: Option<(i64, i64, i64)>,
+}
+
+fn state_run(tmp: &Path, keys: u64, passes: f64, cache_mb: u64) -> StateResult {
+    let records = (keys as f64 * passes).round() as u64;
+    let interval = if keys >= 5_000_000 { "2s" } else { "1s" };
+    let dir = tmp.join(format!("state-{keys}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = write_pipeline(&dir, &state_pipeline(records, keys, "stamp", Some(interval)));
+    let run = run_sluice(&dir, &file, "bench-chk-state", cache_mb, "sluice");
+    assert_eq!(run.records_in, records);
+    let all = run.manifests.iter().filter(|m| !m.finished).count();
+    let measured: Vec<Manifest> = run.manifests.iter().filter(|m| !m.finished && m.emitted() >= keys).cloned().collect();
+
+    // Stamps per subtask, in time order.
+    let text = std::fs::read_to_string(dir.join("out.jsonl")).expect("the stamps");
+    let mut per: Vec<Vec<i64>> = Vec::new();
+    for line in text.lines() {
+        let s: Stamp = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad stamp {line:?}: {e}"));
+        if per.len() <= s.s as usize {
+            per.resize_with(s.s as usize + 1, Vec::new);
+        }
+        per[s.s as usize].push(s.t);
+    }
+    for v in &mut per {
+        v.sort_unstable();
+    }
+    let windows: Vec<(i64, i64)> = measured.iter().map(|m| (m.started_ms(), m.completed_ms)).collect();
+    let (mut during_max, mut outside_max) = (0i64, 0i64);
+    let mut per_checkpoint_gap = vec![0i64; windows.len()];
+    // Per checkpoint: earliest stop and latest resume of the longest gap of each subtask in it.
+    let mut stops: Vec<Option<(i64, i64)>> = vec![None; windows.len()];
+    if let (Some(first), Some(last)) = (windows.first(), windows.last()) {
+        for v in &per {
+            let mut longest_in: Vec<(i64, i64, i64)> = vec![(0, 0, 0); windows.len()];
+            for w in v.windows(2) {
+                let (a, b) = (w[0], w[1]);
+                if b < first.0 || a > last.1 {
+                    continue;
+                }
+                let gap = b - a;
+                let mut inside = false;
+                for (i, (s, e)) in windows.iter().enumerate() {
+                    if a <= *e && b >= *s {
+                        inside = true;
+                        if gap > longest_in[i].0 {
+                            longest_in[i] = (gap, a, b);
+                        }
+                    }
+                }
+                if inside {
+                    during_max = during_max.max(gap);
+                } else {
+                    outside_max = outside_max.max(gap);
+                }
+            }
+            for (i, (gap, a, b)) in longest_in.into_iter().enumerate() {
+                per_checkpoint_gap[i] = per_checkpoint_gap[i].max(gap);
+                if gap > 0 {
+                    stops[i] = Some(match stops[i] {
+                        None => (a, b),
+                        Some((sa, sb)) => (sa.max(a), sb.max(b)),
+                    });
+                }
+            }
+        }
+    }
+    let gap_during_median = median_u(per_checkpoint_gap.iter().map(|g| *g as u64).collect()) as i64;
+    let mut to_stop = vec![];
+    let mut paused = vec![];
+    let mut rest = vec![];
+    for (i, m) in measured.iter().enumerate() {
+        if let Some((a, b)) = stops[i] {
+            to_stop.push((a - m.started_ms()).max(0) as u64);
+            paused.push(per_checkpoint_gap[i] as u64);
+            rest.push((m.completed_ms - b).max(0) as u64);
+        }
+    }
+    let split = (!to_stop.is_empty()).then(|| (median_u(to_stop) as i64, median_u(paused) as i64, median_u(rest) as i64));
+    let result = StateResult {
+        keys,
+        interval,
+        run,
+        all,
+        measured,
+        gap_during_max: during_max,
+        gap_during_median,
+        gap_outside_max: outside_max,
+        split,
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn print_state(results: &[StateResult], cache_mb: u64, passes: f64) {
+    println!();
+    println!(
+        "checkpoint duration and pause by keyed state size: generator → key (trip_id % N) → fill (value state per key, p=2) → file sink; {passes} × N records, --state-cache-mb {cache_mb}; measured = after every key is written, final checkpoint excluded"
+    );
+    println!(
+        "  {:>10} {:>5} {:>9} {:>10} {:>11} {:>14} {:>14} {:>16} {:>10}",
+        "keys", "every", "records/s", "chk (meas)", "duration ms", "pause ms", "align+sync ms", "uploaded/total", "peak RSS"
+    );
+    println!(
+        "  {:>10} {:>5} {:>9} {:>10} {:>11} {:>14} {:>14} {:>16} {:>10}",
+        "", "", "", "", "median/max", "median/max", "(at max pause)", "median MiB", "MiB"
+    );
+    for r in results {
+        let m = &r.measured;
+        let dur: Vec<u64> = m.iter().map(|m| m.duration_ms).collect();
+        let pause: Vec<u64> = m.iter().map(Manifest::pause_ms).collect();
+        let worst = m.iter().max_by_key(|m| m.pause_ms());
+        let up: Vec<u64> = m.iter().filter_map(|m| m.state.as_ref().map(|s| s.uploaded_bytes)).collect();
+        let total: Vec<u64> = m.iter().filter_map(|m| m.state.as_ref().map(|s| s.total_bytes)).collect();
+        println!(
+            "  {:>10} {:>5} {:>9.0} {:>10} {:>11} {:>14} {:>14} {:>16} {:>10.0}",
+            r.keys,
+            r.interval,
+            r.run.rate(),
+            format!("{} ({})", r.all, m.len()),
+            format!("{}/{}", median_u(dur.clone()), dur.iter().max().copied().unwrap_or(0)),
+            format!("{}/{}", median_u(pause.clone()), pause.iter().max().copied().unwrap_or(0)),
+            worst.map_or("-".into(), |w| format!("{}+{}", w.alignment_ms, w.sync_ms)),
+            format!("{:.1}/{:.1}", mib(median_u(up)), mib(median_u(total))),
+            r.run.rss_mib,
+        );
+    }
+    println!("  from the keyed subtasks' wall-clock stamps (ms; a gap is the time between two records of one subtask):");
+    println!(
+        "  {:>10} {:>22} {:>22} {:>40}",
+        "keys", "max gap in checkpoint", "max gap outside", "duration split, medians: to stop/stopped/rest"
+    );
+    for r in results {
+        println!(
+            "  {:>10} {:>22} {:>22} {:>40}",
+            r.keys,
+            format!("{} (median {})", r.gap_during_max, r.gap_during_median),
+            r.gap_outside_max,
+            r.split.map_or("-".into(), |(a, b, c)| format!("{a} / {b} / {c}")),
+        );
+    }
+    for r in results {
+        let sync: Vec<u64> = r.measured.iter().map(|m| m.sync_ms).collect();
+        if let Some(max) = sync.iter().max() {
+            // Each keyed subtask flushes about (records per interval / 2) dirty keys at a barrier.
+            let per_interval = r.run.rate() * r.interval.trim_end_matches('s').parse::<f64>().unwrap_or(1.0);
+            let dirty = per_interval.min(r.keys as f64) / 2.0;
+            println!(
+                "  {} keys: sync flush median {} ms, max {max} ms for ~{:.0}k dirty keys per subtask (~{:.2} µs per key)",
+                r.keys,
+                median_u(sync.clone()),
+                dirty / 1000.0,
+                median_u(sync) as f64 * 1000.0 / dirty.max(1.0)
+            );
+        }
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else to parse.
+    let part = std::env::var("SLUICE_BENCH_PART").unwrap_or_default();
+    let records: u64 = env_or("SLUICE_BENCH_RECORDS", 3_000_000);
+    let rounds: usize = env_or("SLUICE_BENCH_ROUNDS", 3usize).max(1);
+    let passes: f64 = env_or("SLUICE_BENCH_PASSES", 2.0f64).max(1.0);
+    let cache_mb: u64 = env_or("SLUICE_BENCH_CACHE_MB", 2048);
+    let keys: Vec<u64> = std::env::var("SLUICE_BENCH_KEYS")
+        .unwrap_or_else(|_| "1000000,10000000".into())
+        .split(',')
+        .filter_map(|k| k.trim().replace('_', "").parse().ok())
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let cores = std::thread::available_parallelism().map_or(0, |p| p.get());
+
+    // Warm up: compile the components into the cache, fault in the binary.
+    {
+        let dir = tmp.path().join("warm");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = write_pipeline(&dir, &taxi_pipeline(50_000, Some("1s")));
+        run_sluice(&dir, &file, "bench-chk-taxi", cache_mb, "warm-taxi");
+        let file = write_pipeline(&dir, &state_pipeline(50_000, 1000, "stamp", Some("1s")));
+        run_sluice(&dir, &file, "bench-chk-state", cache_mb, "warm-state");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    let pairs = if part.is_empty() || part == "throughput" { throughput(tmp.path(), records, rounds, cache_mb) } else { vec![] };
+    let mut states = vec![];
+    if part.is_empty() || part == "state" {
+        for &n in &keys {
+            let started = Instant::now();
+            let r = state_run(tmp.path(), n, passes, cache_mb);
+            eprintln!(
+                "state {n} keys: {} records in {:.1} s ({:.0}/s), {} checkpoints ({} measured), CPU {:.1} s, peak RSS {:.0} MiB; bench step {:.0} s",
+                r.run.records_in,
+                r.run.elapsed,
+                r.run.rate(),
+                r.all,
+                r.measured.len(),
+                r.run.cpu,
+                r.run.rss_mib,
+                started.elapsed().as_secs_f64()
+            );
+            states.push(r);
+        }
+    }
+
+    if !pairs.is_empty() {
+        println!(
+            "checkpoint throughput cost: {records} records, checkpoints off vs every 1 s, median of {rounds} alternating rounds, --state-cache-mb {cache_mb} ({cores} cores)"
+        );
+        println!(
+            "  {:<22} {:>14} {:>14} {:>9} {:>11} {:>15} {:>13}",
+            "pipeline", "off records/s", "1s records/s", "on/off", "cost", "checkpoints", "RSS off/on"
+        );
+        for p in &pairs {
+            let off = median_f(p.off.iter().map(Run::rate).collect());
+            let on = median_f(p.on.iter().map(Run::rate).collect());
+            let chk = median_u(p.on.iter().map(|r| r.manifests.iter().filter(|m| !m.finished).count() as u64).collect());
+            let rss_off = median_f(p.off.iter().map(|r| r.rss_mib).collect());
+            let rss_on = median_f(p.on.iter().map(|r| r.rss_mib).collect());
+            println!(
+                "  {:<22} {off:>14.0} {on:>14.0} {:>8.3}x {:>10.1}% {chk:>15} {:>13}",
+                p.name,
+                on / off,
+                (1.0 - on / off) * 100.0,
+                format!("{rss_off:.0}/{rss_on:.0}")
+            );
+        }
+        for p in &pairs {
+            let all: Vec<&Manifest> = p.on.iter().flat_map(|r| r.manifests.iter().filter(|m| !m.finished)).collect();
+            let dur: Vec<u64> = all.iter().map(|m| m.duration_ms).collect();
+            let pause: Vec<u64> = all.iter().map(|m| m.pause_ms()).collect();
+            println!(
+                "  {}: {} checkpoints over {} runs: duration median {} ms (max {}), pause (alignment + sync) median {} ms (max {}); wall {:.1} s vs {:.1} s per run",
+                p.name,
+                all.len(),
+                p.on.len(),
+                median_u(dur.clone()),
+                dur.iter().max().copied().unwrap_or(0),
+                median_u(pause.clone()),
+                pause.iter().max().copied().unwrap_or(0),
+                median_f(p.off.iter().map(|r| r.wall).collect()),
+                median_f(p.on.iter().map(|r| r.wall).collect()),
+            );
+        }
+    }
+    if !states.is_empty() {
+        print_state(&states, cache_mb, passes);
+    }
+}

@@ -1,0 +1,230 @@
+//! State snapshots for checkpoints: a RocksDB checkpoint (hard links),
+//! copied incrementally into a checkpoint store.
+//!
+//! A snapshot of checkpoint N is a list of [`SnapshotFile`]s. SST files are
+//! immutable, so they are stored once, content-addressed, in the store's
+//! `shared/` directory (`<xxh3-128>.sst`) and referenced by every checkpoint
+//! that contains them: a checkpoint uploads only the SSTs that the previous
+//! one does not already hold. The few small files (MANIFEST, CURRENT,
+//! OPTIONS) are copied into the checkpoint's own directory. Every file's
+//! size and hash are recorded, so a truncated, bit-flipped or missing file
+//! is detected before a restore uses it.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use rocksdb::checkpoint::Checkpoint;
+use serde::{Deserialize, Serialize};
+
+use crate::{OperatorState, StateBackend, StateError, StateId};
+
+/// One file of a state snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotFile {
+    /// File name in the RocksDB directory.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// xxh3-128 of the content, hex.
+    pub hash: String,
+    /// Stored in the shared directory (SSTs) rather than the checkpoint's own.
+    pub shared: bool,
+}
+
+/// What taking a snapshot did.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotInfo {
+    /// The files of the snapshot.
+    pub files: Vec<SnapshotFile>,
+    /// Bytes copied into the store by this snapshot (new SSTs and small files).
+    pub uploaded_bytes: u64,
+    /// Bytes of the whole snapshot.
+    pub total_bytes: u64,
+}
+
+fn io(path: &Path, e: std::io::Error) -> StateError {
+    StateError::Io { path: path.to_path_buf(), source: e }
+}
+
+/// Copy `from` to `to` (through a temporary name, then rename), returning
+/// the content's hash.
+fn copy_hashing(from: &Path, to: &Path) -> Result<String, StateError> {
+    let tmp = to.with_extension("tmp");
+    let mut input = File::open(from).map_err(|e| io(from, e))?;
+    let mut output = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = input.read(&mut buf).map_err(|e| io(from, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        output.write_all(&buf[..n]).map_err(|e| io(&tmp, e))?;
+    }
+    output.sync_all().map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, to).map_err(|e| io(to, e))?;
+    Ok(format!("{:032x}", hasher.digest128()))
+}
+
+/// The hash of a file's content.
+pub fn hash_file(path: &Path) -> Result<String, StateError> {
+    let mut input = File::open(path).map_err(|e| io(path, e))?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = input.read(&mut buf).map_err(|e| io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("{:032x}", hasher.digest128()))
+}
+
+fn shared_name(hash: &str) -> String {
+    format!("{hash}.sst")
+}
+
+impl StateBackend {
+    /// Stop caches from writing to RocksDB outside checkpoint barriers, so
+    /// that what a checkpoint captures is exactly the state at its barriers.
+    pub fn freeze(&self) {
+        self.inner.frozen.store(true, Ordering::SeqCst);
+    }
+
+    /// Undo [`freeze`](Self::freeze) once the snapshot is taken.
+    pub fn thaw(&self) {
+        self.inner.frozen.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether the backend is frozen for a checkpoint.
+    pub fn frozen(&self) -> bool {
+        self.inner.frozen.load(Ordering::Relaxed)
+    }
+
+    /// Snapshot the database: a RocksDB checkpoint (hard links) in `work`
+    /// (which must not exist; it is removed afterwards), whose small files
+    /// are copied to `own` and whose SSTs go to `shared` unless `previous`
+    /// (the last snapshot's files) already holds them.
+    pub fn snapshot(&self, work: &Path, own: &Path, shared: &Path, previous: &[SnapshotFile]) -> Result<SnapshotInfo, StateError> {
+        let db_err = |source| StateError::Db { path: self.inner.path.clone(), source };
+        Checkpoint::new(&self.inner.db).and_then(|c| c.create_checkpoint(work)).map_err(db_err)?;
+        let result = (|| {
+            std::fs::create_dir_all(own).map_err(|e| io(own, e))?;
+            std::fs::create_dir_all(shared).map_err(|e| io(shared, e))?;
+            let mut info = SnapshotInfo::default();
+            let mut entries: Vec<_> = std::fs::read_dir(work).map_err(|e| io(work, e))?.collect::<Result<_, _>>().map_err(|e| io(work, e))?;
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let path = entry.path();
+                let size = entry.metadata().map_err(|e| io(&path, e))?.len();
+                info.total_bytes += size;
+                if name.ends_with(".sst") {
+                    // SST numbers are unique within a database's history, and
+                    // a restored database continues the history it was restored from.
+                    if let Some(known) = previous.iter().find(|f| f.shared && f.name == name && f.size == size) {
+                        if shared.join(shared_name(&known.hash)).is_file() {
+                            info.files.push(known.clone());
+                            continue;
+                        }
+                    }
+                    let hash = hash_file(&path)?;
+                    let dest = shared.join(shared_name(&hash));
+                    if !dest.is_file() {
+                        // Same filesystem: a hard link costs nothing; otherwise copy.
+                        if std::fs::hard_link(&path, &dest).is_err() {
+                            copy_hashing(&path, &dest)?;
+                        }
+                        info.uploaded_bytes += size;
+                    }
+                    info.files.push(SnapshotFile { name, size, hash, shared: true });
+                } else {
+                    let hash = copy_hashing(&path, &own.join(&name))?;
+                    info.uploaded_bytes += size;
+                    info.files.push(SnapshotFile { name, size, hash, shared: false });
+                }
+            }
+            Ok(info)
+        })();
+        let _ = std::fs::remove_dir_all(work);
+        result
+    }
+}
+
+fn location(f: &SnapshotFile, own: &Path, shared: &Path) -> PathBuf {
+    if f.shared {
+        shared.join(shared_name(&f.hash))
+    } else {
+        own.join(&f.name)
+    }
+}
+
+/// Check that every file of a snapshot is present with its size and hash.
+/// The error names the first bad file and what is wrong with it.
+pub fn verify_snapshot(files: &[SnapshotFile], own: &Path, shared: &Path) -> Result<(), String> {
+    for f in files {
+        let path = location(f, own, shared);
+        let meta = std::fs::metadata(&path).map_err(|e| format!("{} ({}): {e}", f.name, path.display()))?;
+        if meta.len() != f.size {
+            return Err(format!("{} ({}) is {} bytes, expected {}", f.name, path.display(), meta.len(), f.size));
+        }
+        let hash = hash_file(&path).map_err(|e| e.to_string())?;
+        if hash != f.hash {
+            return Err(format!("{} ({}) does not match its checksum", f.name, path.display()));
+        }
+    }
+    Ok(())
+}
+
+/// Rebuild a RocksDB directory `db` from a snapshot (hard links to the
+/// store's SSTs where possible, copies otherwise). `db` is replaced.
+pub fn restore_snapshot(files: &[SnapshotFile], own: &Path, shared: &Path, db: &Path) -> Result<(), StateError> {
+    if db.exists() {
+        std::fs::remove_dir_all(db).map_err(|e| io(db, e))?;
+    }
+    std::fs::create_dir_all(db).map_err(|e| io(db, e))?;
+    for f in files {
+        let from = location(f, own, shared);
+        let to = db.join(&f.name);
+        // RocksDB never modifies an SST and deletes it by unlinking, which
+        // leaves the store's link intact.
+        if !(f.shared && std::fs::hard_link(&from, &to).is_ok()) {
+            std::fs::copy(&from, &to).map_err(|e| io(&from, e))?;
+        }
+    }
+    Ok(())
+}
+
+impl OperatorState {
+    /// Visit every entry of map state `state` stored in RocksDB for the key
+    /// groups `groups` (flush first for a complete view): `(key group, key,
+    /// map key, value)`. Used to rebuild in-memory indexes (timers) on start.
+    pub fn scan_map(&self, groups: Range<u16>, state: StateId, mut f: impl FnMut(u16, &[u8], &[u8], &[u8])) -> Result<(), StateError> {
+        let db = &self.backend.inner.db;
+        for kg in groups {
+            let mut prefix = Vec::with_capacity(6);
+            prefix.extend_from_slice(&kg.to_be_bytes());
+            prefix.extend_from_slice(&self.op.to_be_bytes());
+            prefix.extend_from_slice(&state.0.to_be_bytes());
+            let mut it = db.raw_iterator();
+            it.seek(&prefix);
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                if !k.starts_with(&prefix) || k.len() < 10 {
+                    break;
+                }
+                let len = u32::from_be_bytes([k[6], k[7], k[8], k[9]]) as usize;
+                if k.len() >= 10 + len {
+                    f(kg, &k[10..10 + len], &k[10 + len..], v);
+                }
+                it.next();
+            }
+            it.status().map_err(|e| self.backend.err(e))?;
+        }
+        Ok(())
+    }
+}
