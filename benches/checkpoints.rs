@@ -49,8 +49,10 @@
 //! checkpoint's duration into trigger → the keyed subtasks stop (barrier in
 //! flight behind queued batches), their pause, and the rest (sink
 //! pre-commit, RocksDB checkpoint, hashing and linking new SSTs, manifest).
+//! `SLUICE_BENCH_INTERVAL` (e.g. `1s`) sets one interval for every N;
+//! `SLUICE_BENCH_VERBOSE=1` prints every manifest of these runs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -327,6 +329,11 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// `/proc/loadavg`'s first three fields: was the machine busy?
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_else(|_| "?".into())
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.trim().replace('_', "").parse().ok()).unwrap_or(default)
 }
@@ -409,9 +416,9 @@ struct StateResult {
     split: Option<(i64, i64, i64)>,
 }
 
-fn state_run(tmp: &Path, keys: u64, passes: f64, cache_mb: u64) -> StateResult {
+fn state_run(tmp: &Path, keys: u64, passes: f64, cache_mb: u64, interval: Option<&'static str>) -> StateResult {
     let records = (keys as f64 * passes).round() as u64;
-    let interval = if keys >= 5_000_000 { "2s" } else { "1s" };
+    let interval = interval.unwrap_or(if keys >= 5_000_000 { "2s" } else { "1s" });
     let dir = tmp.join(format!("state-{keys}"));
     std::fs::create_dir_all(&dir).unwrap();
     let file = write_pipeline(&dir, &state_pipeline(records, keys, "stamp", Some(interval)));
@@ -419,6 +426,22 @@ fn state_run(tmp: &Path, keys: u64, passes: f64, cache_mb: u64) -> StateResult {
     assert_eq!(run.records_in, records);
     let all = run.manifests.iter().filter(|m| !m.finished).count();
     let measured: Vec<Manifest> = run.manifests.iter().filter(|m| !m.finished && m.emitted() >= keys).cloned().collect();
+    if std::env::var_os("SLUICE_BENCH_VERBOSE").is_some() {
+        for m in run.manifests.iter() {
+            let (up, total) = m.state.as_ref().map_or((0, 0), |s| (s.uploaded_bytes, s.total_bytes));
+            eprintln!(
+                "  {keys} keys chk {:>3}: emitted {:>9} duration {:>5} ms alignment {:>4} ms sync {:>4} ms uploaded {:>7.1} MiB of {:>7.1} MiB{}",
+                m.id,
+                m.emitted(),
+                m.duration_ms,
+                m.alignment_ms,
+                m.sync_ms,
+                mib(up),
+                mib(total),
+                if m.finished { " (final)" } else if m.emitted() < keys { " (filling)" } else { "" }
+            );
+        }
+    }
 
     // Stamps per subtask, in time order.
     let text = std::fs::read_to_string(dir.join("out.jsonl")).expect("the stamps");
@@ -549,16 +572,16 @@ fn print_state(results: &[StateResult], cache_mb: u64, passes: f64) {
     }
     for r in results {
         let sync: Vec<u64> = r.measured.iter().map(|m| m.sync_ms).collect();
-        if let Some(max) = sync.iter().max() {
+        if let Some(max) = sync.iter().max().copied() {
             // Each keyed subtask flushes about (records per interval / 2) dirty keys at a barrier.
-            let per_interval = r.run.rate() * r.interval.trim_end_matches('s').parse::<f64>().unwrap_or(1.0);
+            let per_interval = r.run.rate() * parse_duration(r.interval).unwrap_or(1.0);
             let dirty = per_interval.min(r.keys as f64) / 2.0;
             println!(
                 "  {} keys: sync flush median {} ms, max {max} ms for ~{:.0}k dirty keys per subtask (~{:.2} µs per key)",
                 r.keys,
                 median_u(sync.clone()),
                 dirty / 1000.0,
-                median_u(sync) as f64 * 1000.0 / dirty.max(1.0)
+                median_u(sync.clone()) as f64 * 1000.0 / dirty.max(1.0)
             );
         }
     }
@@ -576,7 +599,10 @@ fn main() {
         .split(',')
         .filter_map(|k| k.trim().replace('_', "").parse().ok())
         .collect();
+    // A fixed interval for every N (default: 1 s, 2 s from 5M keys).
+    let state_interval: Option<&'static str> = std::env::var("SLUICE_BENCH_INTERVAL").ok().map(|s| &*s.leak());
     let tmp = tempfile::tempdir().unwrap();
+    let load_before = loadavg();
     let cores = std::thread::available_parallelism().map_or(0, |p| p.get());
 
     // Warm up: compile the components into the cache, fault in the binary.
@@ -595,7 +621,7 @@ fn main() {
     if part.is_empty() || part == "state" {
         for &n in &keys {
             let started = Instant::now();
-            let r = state_run(tmp.path(), n, passes, cache_mb);
+            let r = state_run(tmp.path(), n, passes, cache_mb, state_interval);
             eprintln!(
                 "state {n} keys: {} records in {:.1} s ({:.0}/s), {} checkpoints ({} measured), CPU {:.1} s, peak RSS {:.0} MiB; bench step {:.0} s",
                 r.run.records_in,
@@ -611,6 +637,7 @@ fn main() {
         }
     }
 
+    println!("load average (1, 5, 15 min) before: {load_before}, after: {}", loadavg());
     if !pairs.is_empty() {
         println!(
             "checkpoint throughput cost: {records} records, checkpoints off vs every 1 s, median of {rounds} alternating rounds, --state-cache-mb {cache_mb} ({cores} cores)"

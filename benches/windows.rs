@@ -151,6 +151,14 @@ fn native(records: u64, out_path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Only generate the input (the floor under both sides), in a child too.
+fn generate_only(records: u64) {
+    let started = Instant::now();
+    let sum = turbine_records(&turbines(records), 0).fold(0i64, |acc, r| acc.wrapping_add(r.event_time.unwrap_or(0)) ^ r.key.map_or(0, |k| k.len() as i64));
+    std::hint::black_box(sum);
+    println!("{} 0", started.elapsed().as_secs_f64());
+}
+
 // ---------------------------------------------------------------------------
 // Child processes and their peak RSS.
 
@@ -203,6 +211,12 @@ fn run_native(records: u64, dir: &Path) -> (Child, PathBuf) {
     let late: u64 = child.stdout.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("native prints its late count");
     assert_eq!(late, 0, "the native side dropped late records: the input should have none");
     (child, out)
+}
+
+fn run_generator(records: u64, dir: &Path) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
+    cmd.arg("__generate").arg(records.to_string());
+    run_child(cmd, dir, "generator")
 }
 
 fn run_sluice(records: u64, dir: &Path) -> (Child, PathBuf) {
@@ -314,6 +328,10 @@ fn main() {
         native(records, Path::new(&args[3])).expect("native run");
         return;
     }
+    if args.get(1).map(String::as_str) == Some("__generate") {
+        generate_only(args[2].parse().expect("record count"));
+        return;
+    }
     // Otherwise `cargo bench` ran us (with `--bench`); nothing else to parse.
     let records: u64 = std::env::var("SLUICE_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3_000_000);
     let rounds: usize = std::env::var("SLUICE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
@@ -330,10 +348,11 @@ fn main() {
     let (_, s) = run_sluice(warm, &fresh("warm-sluice"));
     check(warm, &n, &s);
 
-    let (mut native_sides, mut sluice_sides) = (vec![], vec![]);
+    let (mut generator_sides, mut native_sides, mut sluice_sides) = (vec![], vec![], vec![]);
     let mut windows = 0;
     for round in 1..=rounds {
         let dir = fresh(&format!("round-{round}"));
+        generator_sides.push(Side::of(&run_generator(records, &dir)));
         let (nc, n) = run_native(records, &dir);
         let (sc, s) = run_sluice(records, &dir);
         windows = check(records, &n, &s);
@@ -353,7 +372,7 @@ fn main() {
     }
     let med = |v: &[Side], f: fn(&Side) -> f64| median(v.iter().map(f).collect());
     let summarize = |v: &[Side]| Side { wall: med(v, |s| s.wall), cpu: med(v, |s| s.cpu), rss_mib: med(v, |s| s.rss_mib) };
-    let (n, s) = (summarize(&native_sides), summarize(&sluice_sides));
+    let (g, n, s) = (summarize(&generator_sides), summarize(&native_sides), summarize(&sluice_sides));
     let rate = |side: &Side| records as f64 / side.wall;
 
     let cores = std::thread::available_parallelism().map_or(0, |p| p.get());
@@ -365,5 +384,11 @@ fn main() {
     for (name, side) in [("native Rust (1 thread)", &n), ("sluice (Wasm aggregate, p=1)", &s)] {
         println!("  {name:<28} {records:>10} {:>9.2} {:>13.0} {:>9.2} {:>14.1}", side.wall, rate(side), side.cpu, side.rss_mib);
     }
+    println!(
+        "  (generating the input alone, 1 thread: {:.2} s, {:.0} records/s, {:.1} MiB; both sides include it)",
+        g.wall,
+        rate(&g),
+        g.rss_mib
+    );
     println!("  sluice/native throughput {:.3}x   sluice/native peak RSS {:.2}x", rate(&s) / rate(&n), s.rss_mib / n.rss_mib);
 }

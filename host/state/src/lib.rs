@@ -476,6 +476,8 @@ impl StateBackend {
             capacity: cache_bytes.max(1 << 16),
             dirty: 0,
             scratch: Vec::with_capacity(256),
+            scratch_is_map: false,
+            map_index: std::collections::BTreeSet::new(),
             journal: None,
             call: 0,
             clock: self.inner.clock.clone(),
@@ -593,6 +595,12 @@ pub struct OperatorState {
     capacity: usize,
     dirty: usize,
     scratch: Vec<u8>,
+    /// Whether `scratch` holds a map entry's key.
+    scratch_is_map: bool,
+    /// Cache keys of map entries, ordered, so that listing one key's map
+    /// does not scan the whole cache. May hold keys evicted since (they are
+    /// skipped, and pruned on eviction).
+    map_index: std::collections::BTreeSet<Box<[u8]>>,
     /// Pre-call slots of the keys written during the current guest call,
     /// one entry per key (its first write in the call).
     journal: Option<Vec<(Box<[u8]>, Option<Slot>)>>,
@@ -736,6 +744,14 @@ impl OperatorState {
         if let Some(m) = map_key {
             s.extend_from_slice(m);
         }
+        self.scratch_is_map = map_key.is_some();
+    }
+
+    /// Note a new cache key in the map index if it is a map entry's.
+    fn index_new_key(&mut self) {
+        if self.scratch_is_map && !self.map_index.contains(self.scratch.as_slice()) {
+            self.map_index.insert(self.scratch.clone().into_boxed_slice());
+        }
     }
 
     fn read(&mut self) -> Result<Option<&[u8]>, StateError> {
@@ -744,6 +760,7 @@ impl OperatorState {
             let slot = Slot { value: value.map(Vec::into_boxed_slice), dirty: false, call: 0 };
             self.cache_bytes += slot_bytes(&self.scratch, &slot);
             self.cache.insert(self.scratch.clone().into_boxed_slice(), slot);
+            self.index_new_key();
         }
         Ok(self.cache.get(self.scratch.as_slice()).and_then(|s| s.value.as_deref()))
     }
@@ -789,6 +806,7 @@ impl OperatorState {
                 self.cache_bytes += slot_bytes(key, &slot);
                 self.dirty += 1;
                 self.cache.insert(key.into(), slot);
+                self.index_new_key();
             }
         }
     }
@@ -851,7 +869,13 @@ impl OperatorState {
         let prefix = self.scratch.clone();
         let mut entries = std::collections::BTreeMap::new();
         let db = &self.backend.inner.db;
-        let mut it = db.raw_iterator();
+        // An upper bound keeps the seek from wading through the tombstones
+        // of other keys past the prefix.
+        let mut opts = rocksdb::ReadOptions::default();
+        if let Some(end) = prefix_end(&prefix) {
+            opts.set_iterate_upper_bound(end);
+        }
+        let mut it = db.raw_iterator_opt(opts);
         it.seek(&prefix);
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             if !k.starts_with(&prefix) {
@@ -863,15 +887,18 @@ impl OperatorState {
             it.next();
         }
         it.status().map_err(|e| self.backend.err(e))?;
-        for (k, slot) in self.cache.iter() {
-            if k.len() > prefix.len() && k.starts_with(&prefix) {
-                // The cache is newer than RocksDB: an expired value there
-                // hides whatever RocksDB has.
-                match slot.value.as_deref().and_then(|v| payload_at(v, now)) {
-                    Some(v) => entries.insert(k[prefix.len()..].to_vec(), v.to_vec()),
-                    None => entries.remove(&k[prefix.len()..]),
-                };
+        let range = (std::ops::Bound::Excluded(prefix.as_slice()), std::ops::Bound::Unbounded);
+        for k in self.map_index.range::<[u8], _>(range) {
+            if !k.starts_with(&prefix) {
+                break;
             }
+            let Some(slot) = self.cache.get(k) else { continue };
+            // The cache is newer than RocksDB: an expired value there
+            // hides whatever RocksDB has.
+            match slot.value.as_deref().and_then(|v| payload_at(v, now)) {
+                Some(v) => entries.insert(k[prefix.len()..].to_vec(), v.to_vec()),
+                None => entries.remove(&k[prefix.len()..]),
+            };
         }
         Ok(entries.into_iter().collect())
     }
@@ -962,6 +989,8 @@ impl OperatorState {
             false
         });
         self.cache_bytes = bytes;
+        let cache = &self.cache;
+        self.map_index.retain(|k| cache.contains_key(k));
         Ok(())
     }
 
@@ -1008,6 +1037,18 @@ impl OperatorState {
     pub fn dirty_entries(&self) -> usize {
         self.dirty
     }
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
