@@ -426,3 +426,45 @@ input = "win"
     let err = run_in_process(&p, &dir.path().join("state"), 16).err().expect("refused");
     assert!(err.contains("has a [operators.window]") && err.contains("process-operator"), "{err}");
 }
+
+#[test]
+fn ingestion_time_windows_use_the_arrival_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        r#"
+manifest_version = 1
+name = "ingest"
+
+[[sources]]
+name = "turbines"
+type = "turbines"
+records = 2000
+rate = 4000
+
+[[operators]]
+name = "win"
+plugin = "{plugins}/fixture_window_count.wasm"
+input = "turbines"
+key_by = "key"
+params = { field = "speed_mph" }
+window = { kind = "tumbling", size = "100ms", time = "ingestion" }
+
+[[sinks]]
+name = "out"
+type = "file"
+input = "win"
+path = "out.jsonl"
+"#,
+    );
+    let before = sluice_world::now_ms();
+    run_in_process(&p, &dir.path().join("state"), 64).expect("pipeline runs");
+    let after = sluice_world::now_ms();
+    let out = read_jsonl(&dir.path().join("out.jsonl"));
+    assert_eq!(out.iter().map(|v| v["count"].as_u64().unwrap()).sum::<u64>(), 2000);
+    for v in &out {
+        // The generator's event times are in 2026-01-01; ingestion time is now.
+        let start = v["start"].as_i64().unwrap();
+        assert!(start >= before - 100 && start <= after, "window {start} outside the run [{before}, {after}]");
+    }
+}
