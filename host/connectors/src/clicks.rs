@@ -65,9 +65,9 @@ use std::io::Write;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
-use sluice_types::{ConnectorError, Record, Source};
+use sluice_types::{ConnectorError, Record};
 
-use crate::synth::{below, between, check_common, check_count, unit, Delay, Delivery, Pacer};
+use crate::synth::{below, between, check_common, check_count, unit, Delay, Delivery, Generated, Synthetic};
 
 /// Configuration of a `clicks` source (`type = "clicks"`), which produces
 /// synthetic web-analytics clicks as JSON (see the [module docs](self)).
@@ -164,10 +164,7 @@ impl ClickConfig {
 
 /// The `clicks` source: synthetic web-analytics clicks (see the [module
 /// docs](self) for the format), optionally rate limited and bounded.
-pub struct ClickGenerator {
-    clicks: Clicks,
-    pacer: Option<Pacer>,
-}
+pub type ClickGenerator = Generated<Clicks>;
 
 impl ClickGenerator {
     /// A generator for the source at `source_index` in the pipeline (used
@@ -175,32 +172,7 @@ impl ClickGenerator {
     /// if the config does not [validate](ClickConfig::validate).
     pub fn new(config: &ClickConfig, source_index: u16) -> Result<Self, ConnectorError> {
         config.validate()?;
-        Ok(ClickGenerator { clicks: Clicks::new(config, source_index), pacer: config.rate.map(Pacer::new) })
-    }
-}
-
-impl Source for ClickGenerator {
-    fn poll_batch(&mut self, max: usize) -> Result<Option<Vec<Record>>, ConnectorError> {
-        let mut want = max as u64;
-        if let Some(remaining) = self.clicks.remaining() {
-            if remaining == 0 {
-                return Ok(None);
-            }
-            want = want.min(remaining);
-        }
-        if want == 0 {
-            return Ok(Some(Vec::new()));
-        }
-        let n = match &mut self.pacer {
-            Some(pacer) => pacer.take(want),
-            None => want,
-        };
-        Ok(Some(self.clicks.by_ref().take(n as usize).collect()))
-    }
-
-    /// Skipping ignores the rate limit.
-    fn skip(&mut self, n: u64) -> Result<u64, ConnectorError> {
-        Ok(self.clicks.by_ref().take(n as usize).count() as u64)
+        Ok(Generated::with_rate(Clicks::new(config, source_index), config.rate))
     }
 }
 
@@ -253,7 +225,8 @@ pub(crate) struct Truth {
     pub(crate) session: u32,
 }
 
-pub(crate) struct Clicks {
+/// The sequence of clicks a generator emits, in emission order.
+pub struct Clicks {
     rng: ChaCha8Rng,
     users: Vec<User>,
     /// The users' next click times.
@@ -303,7 +276,7 @@ impl Clicks {
     }
 
     /// Records left before `records` is reached; `None` if unbounded.
-    pub(crate) fn remaining(&self) -> Option<u64> {
+    fn remaining_records(&self) -> Option<u64> {
         (self.records > 0).then(|| self.records - self.emitted)
     }
 
@@ -425,6 +398,7 @@ impl Iterator for Clicks {
 
 #[cfg(test)]
 mod tests {
+    use sluice_types::Source;
     use std::collections::{BTreeMap, HashMap, HashSet};
     use std::time::Instant;
 
@@ -688,5 +662,11 @@ mod tests {
             let secs = start.elapsed().as_secs_f64();
             println!("{name}: {N} records in {secs:.3} s = {:.2} M records/s, {:.0} bytes/record", N as f64 / secs / 1e6, bytes as f64 / N as f64);
         }
+    }
+}
+
+impl Synthetic for Clicks {
+    fn remaining(&self) -> Option<u64> {
+        self.remaining_records()
     }
 }

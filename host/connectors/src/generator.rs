@@ -43,12 +43,13 @@
 //! same config produce the same trips (with different `Position::source`);
 //! give them different seeds for different data.
 
-use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
-use sluice_types::{ConnectorError, Position, Record, Source};
+use sluice_types::{ConnectorError, Position, Record};
+
+use crate::synth::{Generated, Synthetic};
 
 /// Configuration of a `generator` source (`type = "generator"`), which
 /// produces synthetic NYC taxi trips as JSON. All keys are optional.
@@ -169,18 +170,8 @@ impl GeneratorConfig {
 }
 
 /// The `generator` source: synthetic NYC taxi trips (see the [module
-/// docs](self) for the schema), optionally rate limited and bounded.
-pub struct TaxiGenerator {
-    trips: Trips,
-    rate: Option<f64>,
-    /// Start of the pacing schedule, set on the first poll.
-    start: Option<Instant>,
-    /// Records emitted since `start`.
-    paced: u64,
-}
-
-/// Longest a rate-limited source waits to fill a batch.
-const BATCH_WINDOW_SECS: f64 = 0.010;
+/// docs](self)), optionally rate limited and bounded.
+pub type TaxiGenerator = Generated<Trips>;
 
 impl TaxiGenerator {
     /// A generator for the source at `source_index` in the pipeline (used
@@ -188,67 +179,7 @@ impl TaxiGenerator {
     /// [validate](GeneratorConfig::validate).
     pub fn new(config: &GeneratorConfig, source_index: u16) -> Result<Self, ConnectorError> {
         config.validate()?;
-        Ok(TaxiGenerator { trips: Trips::new(config, source_index), rate: config.rate, start: None, paced: 0 })
-    }
-
-    /// How many records to emit now, after sleeping as the rate requires.
-    fn pace(&mut self, rate: f64, want: u64) -> u64 {
-        let now = Instant::now();
-        let start = *self.start.get_or_insert(now);
-        // Records allowed by now: record i is due at start + i / rate.
-        let mut allowed = ((now - start).as_secs_f64() * rate).floor() as u64 + 1;
-        // Forgive debt beyond one second's worth (e.g. after a long stall).
-        let max_debt = (rate.ceil() as u64).max(1);
-        if allowed > self.paced + max_debt {
-            let skip = allowed - self.paced - max_debt;
-            let shift = Duration::from_secs_f64(skip as f64 / rate);
-            let start = start + shift.min(now - start);
-            self.start = Some(start);
-            allowed = ((now - start).as_secs_f64() * rate).floor() as u64 + 1;
-        }
-        let due = allowed.saturating_sub(self.paced);
-        let window = ((rate * BATCH_WINDOW_SECS) as u64).max(1);
-        let n = want.min(due.max(window));
-        // Sleep until the last record of this batch is due.
-        let last_due = start + Duration::from_secs_f64((self.paced + n - 1) as f64 / rate);
-        let now = Instant::now();
-        if last_due > now {
-            std::thread::sleep(last_due - now);
-        }
-        self.paced += n;
-        n
-    }
-}
-
-impl Source for TaxiGenerator {
-    fn poll_batch(&mut self, max: usize) -> Result<Option<Vec<Record>>, ConnectorError> {
-        let mut want = max as u64;
-        if let Some(remaining) = self.trips.remaining() {
-            if remaining == 0 {
-                return Ok(None);
-            }
-            want = want.min(remaining);
-        }
-        if want == 0 {
-            return Ok(Some(Vec::new()));
-        }
-        let n = match self.rate {
-            Some(rate) => self.pace(rate, want),
-            None => want,
-        };
-        let mut batch = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            match self.trips.next() {
-                Some(record) => batch.push(record),
-                None => break,
-            }
-        }
-        Ok(Some(batch))
-    }
-
-    /// Skipping ignores the rate limit.
-    fn skip(&mut self, n: u64) -> Result<u64, ConnectorError> {
-        Ok(self.trips.by_ref().take(n as usize).count() as u64)
+        Ok(Generated::with_rate(Trips::new(config, source_index), config.rate))
     }
 }
 
@@ -373,7 +304,8 @@ enum Damage {
     WrongType(usize, &'static str),
 }
 
-pub(crate) struct Trips {
+/// The sequence of trips a generator emits.
+pub struct Trips {
     rng: ChaCha8Rng,
     source_index: u16,
     count: Option<u64>,
@@ -431,7 +363,7 @@ impl Trips {
     }
 
     /// Records left before `count` is reached; `None` if unbounded.
-    pub(crate) fn remaining(&self) -> Option<u64> {
+    fn remaining_records(&self) -> Option<u64> {
         self.count.map(|c| c.saturating_sub(self.next_id))
     }
 
@@ -632,6 +564,12 @@ impl Trips {
     }
 }
 
+impl Synthetic for Trips {
+    fn remaining(&self) -> Option<u64> {
+        self.remaining_records()
+    }
+}
+
 impl Iterator for Trips {
     type Item = Record;
 
@@ -785,6 +723,8 @@ fn splitmix64(mut x: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use sluice_types::Source;
+    use std::time::Instant;
     use super::*;
 
     /// The schema a downstream operator would parse, with exactly these

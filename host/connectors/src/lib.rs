@@ -42,5 +42,6 @@ pub use file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig};
 pub use format::SinkFormat;
 pub use generator::{taxi_records, GeneratorConfig, TaxiGenerator};
 pub use stdout::{StdoutSink, StdoutSinkConfig};
+pub use synth::{Generated, Synthetic};
 pub use clicks::{click_records, ClickConfig, ClickGenerator};
 pub use turbines::{turbine_records, TurbineConfig, TurbineGenerator};

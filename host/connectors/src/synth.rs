@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use sluice_types::{ConnectorError, Position, Record};
+use sluice_types::{ConnectorError, Position, Record, Source};
 
 /// Uniform in `[0, 1)`.
 pub(crate) fn unit(rng: &mut ChaCha8Rng) -> f64 {
@@ -322,5 +322,48 @@ mod tests {
         d.push(0, rec(6), Delay::Late(10), ());
         d.push(0, rec(7), Delay::OnTime(0), ());
         assert_eq!(drain(&mut d), [(false, 7, 0, 0), (true, 6, 0, 1), (true, 5, 1, 0)]);
+    }
+}
+
+/// A synthetic record sequence that knows how much of it is left.
+pub trait Synthetic: Iterator<Item = Record> + Send {
+    /// Records left, or `None` for an unbounded sequence.
+    fn remaining(&self) -> Option<u64>;
+}
+
+/// A generator source: a synthetic sequence, optionally rate limited.
+pub struct Generated<S> {
+    records: S,
+    pacer: Option<Pacer>,
+}
+
+impl<S: Synthetic> Generated<S> {
+    pub(crate) fn with_rate(records: S, rate: Option<f64>) -> Self {
+        Generated { records, pacer: rate.map(Pacer::new) }
+    }
+}
+
+impl<S: Synthetic> Source for Generated<S> {
+    fn poll_batch(&mut self, max: usize) -> Result<Option<Vec<Record>>, ConnectorError> {
+        let mut want = max as u64;
+        if let Some(remaining) = self.records.remaining() {
+            if remaining == 0 {
+                return Ok(None);
+            }
+            want = want.min(remaining);
+        }
+        if want == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let n = match &mut self.pacer {
+            Some(pacer) => pacer.take(want),
+            None => want,
+        };
+        Ok(Some(self.records.by_ref().take(n as usize).collect()))
+    }
+
+    /// Skipping ignores the rate limit.
+    fn skip(&mut self, n: u64) -> Result<u64, ConnectorError> {
+        Ok(self.records.by_ref().take(n as usize).count() as u64)
     }
 }

@@ -61,9 +61,9 @@ use std::io::Write;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
-use sluice_types::{ConnectorError, Record, Source};
+use sluice_types::{ConnectorError, Record};
 
-use crate::synth::{below, between, check_common, check_count, check_ratio, unit, Delay, Delivery, Pacer};
+use crate::synth::{below, between, check_common, check_count, check_ratio, unit, Delay, Delivery, Generated, Synthetic};
 
 /// Configuration of a `turbines` source (`type = "turbines"`), which
 /// produces synthetic wind-turbine readings as JSON (see the [module
@@ -162,10 +162,7 @@ impl TurbineConfig {
 
 /// The `turbines` source: synthetic wind-turbine readings (see the [module
 /// docs](self) for the format), optionally rate limited and bounded.
-pub struct TurbineGenerator {
-    readings: Readings,
-    pacer: Option<Pacer>,
-}
+pub type TurbineGenerator = Generated<Readings>;
 
 impl TurbineGenerator {
     /// A generator for the source at `source_index` in the pipeline (used
@@ -173,32 +170,7 @@ impl TurbineGenerator {
     /// if the config does not [validate](TurbineConfig::validate).
     pub fn new(config: &TurbineConfig, source_index: u16) -> Result<Self, ConnectorError> {
         config.validate()?;
-        Ok(TurbineGenerator { readings: Readings::new(config, source_index), pacer: config.rate.map(Pacer::new) })
-    }
-}
-
-impl Source for TurbineGenerator {
-    fn poll_batch(&mut self, max: usize) -> Result<Option<Vec<Record>>, ConnectorError> {
-        let mut want = max as u64;
-        if let Some(remaining) = self.readings.remaining() {
-            if remaining == 0 {
-                return Ok(None);
-            }
-            want = want.min(remaining);
-        }
-        if want == 0 {
-            return Ok(Some(Vec::new()));
-        }
-        let n = match &mut self.pacer {
-            Some(pacer) => pacer.take(want),
-            None => want,
-        };
-        Ok(Some(self.readings.by_ref().take(n as usize).collect()))
-    }
-
-    /// Skipping ignores the rate limit.
-    fn skip(&mut self, n: u64) -> Result<u64, ConnectorError> {
-        Ok(self.readings.by_ref().take(n as usize).count() as u64)
+        Ok(Generated::with_rate(Readings::new(config, source_index), config.rate))
     }
 }
 
@@ -244,7 +216,8 @@ struct Turbine {
     gust_mph: f64,
 }
 
-pub(crate) struct Readings {
+/// The sequence of turbine readings a generator emits, in emission order.
+pub struct Readings {
     rng: ChaCha8Rng,
     turbines: Vec<Turbine>,
     /// 0 for unbounded.
@@ -307,7 +280,7 @@ impl Readings {
     }
 
     /// Records left before `records` is reached; `None` if unbounded.
-    pub(crate) fn remaining(&self) -> Option<u64> {
+    fn remaining_records(&self) -> Option<u64> {
         (self.records > 0).then(|| self.records - self.emitted)
     }
 
@@ -395,6 +368,7 @@ impl Iterator for Readings {
 
 #[cfg(test)]
 mod tests {
+    use sluice_types::Source;
     use std::collections::{BTreeMap, HashMap};
     use std::time::Instant;
 
@@ -628,5 +602,11 @@ mod tests {
         assert_eq!(unique.len(), 5_000);
         // Splits 5 and 6 have no turbine.
         assert!(positions.iter().all(|p| p.split < 5));
+    }
+}
+
+impl Synthetic for Readings {
+    fn remaining(&self) -> Option<u64> {
+        self.remaining_records()
     }
 }

@@ -49,12 +49,9 @@ fn io(path: &Path, e: std::io::Error) -> StateError {
     StateError::Io { path: path.to_path_buf(), source: e }
 }
 
-/// Copy `from` to `to` (through a temporary name, then rename), returning
-/// the content's hash.
-fn copy_hashing(from: &Path, to: &Path) -> Result<String, StateError> {
-    let tmp = to.with_extension("tmp");
+/// Read `from` to the end, hashing it and writing it to `copy` if given.
+fn read_hashing(from: &Path, mut copy: Option<(&Path, &mut File)>) -> Result<String, StateError> {
     let mut input = File::open(from).map_err(|e| io(from, e))?;
-    let mut output = File::create(&tmp).map_err(|e| io(&tmp, e))?;
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -63,26 +60,27 @@ fn copy_hashing(from: &Path, to: &Path) -> Result<String, StateError> {
             break;
         }
         hasher.update(&buf[..n]);
-        output.write_all(&buf[..n]).map_err(|e| io(&tmp, e))?;
+        if let Some((path, out)) = &mut copy {
+            out.write_all(&buf[..n]).map_err(|e| io(path, e))?;
+        }
     }
+    Ok(format!("{:032x}", hasher.digest128()))
+}
+
+/// Copy `from` to `to` (through a temporary name, then rename), returning
+/// the content's hash.
+fn copy_hashing(from: &Path, to: &Path) -> Result<String, StateError> {
+    let tmp = to.with_extension("tmp");
+    let mut output = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+    let hash = read_hashing(from, Some((&tmp, &mut output)))?;
     output.sync_all().map_err(|e| io(&tmp, e))?;
     std::fs::rename(&tmp, to).map_err(|e| io(to, e))?;
-    Ok(format!("{:032x}", hasher.digest128()))
+    Ok(hash)
 }
 
 /// The hash of a file's content.
 pub fn hash_file(path: &Path) -> Result<String, StateError> {
-    let mut input = File::open(path).map_err(|e| io(path, e))?;
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = input.read(&mut buf).map_err(|e| io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(format!("{:032x}", hasher.digest128()))
+    read_hashing(path, None)
 }
 
 fn shared_name(hash: &str) -> String {
