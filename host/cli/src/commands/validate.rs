@@ -20,15 +20,18 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     };
     println!("pipeline `{}` is valid ({})", pipeline.name, args.pipeline.display());
     for s in &pipeline.sources {
-        println!("  source   {}", s.name);
+        let wm = s.watermarks.as_ref().map(|w| format!(" [watermarks: out of order {} ms]", w.out_of_orderness.0)).unwrap_or_default();
+        println!("  source   {}{wm}", s.name);
     }
     for o in &pipeline.operators {
         let info = plugins[&o.name].info();
         let keyed = if o.key_by.is_some() { ", keyed" } else { "" };
+        let window = o.window.as_ref().map(|w| format!(", {:?} window ({:?} time)", w.kind, w.time).to_lowercase()).unwrap_or_default();
         println!(
-            "  operator {} <- {} [{} sha256:{}, parallelism {}{keyed}, on_error {:?}]",
+            "  operator {} <- {} [{} {} sha256:{}, parallelism {}{keyed}{window}, on_error {:?}]",
             o.name,
             o.inputs.join(", "),
+            info.world,
             info.path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default(),
             &info.digest[..12],
             o.parallelism,
@@ -37,6 +40,12 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     }
     for s in &pipeline.sinks {
         println!("  sink     {} <- {}", s.name, s.inputs.join(", "));
+    }
+    let c = &pipeline.checkpoints;
+    if c.enabled {
+        println!("  checkpoints every {} ms, {} kept", c.interval.0, c.retain);
+    } else {
+        println!("  checkpoints off");
     }
     Ok(ExitCode::SUCCESS)
 }
