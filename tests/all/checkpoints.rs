@@ -201,6 +201,7 @@ fn killed_twenty_times_the_output_is_still_exactly_once() {
         assert!(started.elapsed() < Duration::from_secs(240), "the fault loop takes too long");
     }
     let log = finish(dir.path(), &[]);
+    eprintln!("{kills} kills ({during_checkpoint} during a checkpoint), {restores} restarts restored a checkpoint, in {:?}", started.elapsed());
     assert!(log.contains("restoring checkpoint"), "the last run resumes: {log}");
     assert!(restores >= 15, "only {restores} of {kills} restarts restored a checkpoint");
     assert!(during_checkpoint >= 5, "only {during_checkpoint} kills landed during a checkpoint");
