@@ -25,10 +25,18 @@
 //!   hashbrown map per open window, and windows whose `end - 1` is at or
 //!   below the watermark written (same format) and dropped; single thread.
 //!
+//! A third child only generates the input, to show the floor under both
+//! sides (the generator orders 100,000 pending readings in a binary heap,
+//! which is not free). Sluice generates on its source thread, concurrently
+//! with the window operator; the native side does everything on one thread.
+//! The pipeline uses Sluice's defaults otherwise (state cache, checkpoints).
+//!
 //! Both sides are child processes, so the wall time includes process start
 //! (and, for Sluice, loading the precompiled component from the compile
 //! cache, which a warm-up run fills), and the peak RSS is each child's own:
-//! `ru_maxrss` from `wait4(2)`. CPU time is user + system of the child (the
+//! `ru_maxrss` from `wait4(2)` (on Linux never below the parent's peak when
+//! it spawned the child, so this process stays small and leaves comparing
+//! the results to a child as well). CPU time is user + system of the child (the
 //! native side is one thread; Sluice runs tokio workers, a blocking source
 //! thread and RocksDB's background threads). The two result files must hold
 //! the same multiset of `(key, start, end, count)`, or the bench fails.
@@ -171,12 +179,29 @@ struct Child {
     stderr: String,
 }
 
+/// This process's peak RSS (`VmHWM`), KiB.
+///
+/// On Linux a child's `ru_maxrss` is at least this when it is spawned
+/// (`exec` keeps the high-water mark of the address space it replaces, which
+/// a fork or vfork copies from or shares with the parent), so this process
+/// stays small: it never holds the results, a `__check` child compares them.
+/// (Its own `ru_maxrss` is no use here: it inherited `cargo`'s the same way.)
+fn self_max_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Run `cmd` to completion with stdout and stderr in files under `dir`
 /// (no pipes, so nothing can block), reaping it with `wait4` for its rusage.
 fn run_child(mut cmd: Command, dir: &Path, name: &str) -> Child {
     let out = dir.join(format!("{name}.stdout"));
     let err = dir.join(format!("{name}.stderr"));
     cmd.stdin(Stdio::null()).stdout(std::fs::File::create(&out).unwrap()).stderr(std::fs::File::create(&err).unwrap());
+    let parent_max_rss_kib = self_max_rss_kib();
     let started = Instant::now();
     let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
     let pid = child.id() as libc::pid_t;
@@ -200,7 +225,11 @@ fn run_child(mut cmd: Command, dir: &Path, name: &str) -> Child {
     let stderr = std::fs::read_to_string(&err).unwrap_or_default();
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     assert!(ok, "{name} failed (wait status {status:#x}):\n{stderr}");
-    Child { wall, cpu: tv(usage.ru_utime) + tv(usage.ru_stime), max_rss_kib: usage.ru_maxrss as u64, stdout, stderr }
+    let max_rss_kib = usage.ru_maxrss as u64;
+    if max_rss_kib <= parent_max_rss_kib {
+        eprintln!("warning: the peak RSS of {name} ({max_rss_kib} KiB) is not above this process's ({parent_max_rss_kib} KiB), which it inherits on Linux: it may be wrong");
+    }
+    Child { wall, cpu: tv(usage.ru_utime) + tv(usage.ru_stime), max_rss_kib, stdout, stderr }
 }
 
 fn run_native(records: u64, dir: &Path) -> (Child, PathBuf) {
@@ -285,8 +314,16 @@ fn results(path: &Path) -> Vec<WindowCount> {
     v
 }
 
-/// Both sides must have produced the same multiset of window results.
-fn check(records: u64, native: &Path, sluice: &Path) -> usize {
+/// Both sides must have produced the same multiset of window results:
+/// compared in a child process (`__check`), which prints the number of windows.
+fn check(records: u64, native: &Path, sluice: &Path, dir: &Path) -> usize {
+    let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
+    cmd.arg("__check").arg(records.to_string()).arg(native).arg(sluice);
+    let child = run_child(cmd, dir, "check");
+    child.stdout.trim().parse().expect("the check prints the number of windows")
+}
+
+fn compare(records: u64, native: &Path, sluice: &Path) -> usize {
     let (n, s) = (results(native), results(sluice));
     if n != s {
         let only_n: Vec<_> = n.iter().filter(|x| s.binary_search(x).is_err()).take(5).collect();
@@ -328,6 +365,11 @@ fn main() {
         native(records, Path::new(&args[3])).expect("native run");
         return;
     }
+    if args.get(1).map(String::as_str) == Some("__check") {
+        let windows = compare(args[2].parse().expect("record count"), Path::new(&args[3]), Path::new(&args[4]));
+        println!("{windows}");
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("__generate") {
         generate_only(args[2].parse().expect("record count"));
         return;
@@ -346,7 +388,7 @@ fn main() {
     let warm = 2 * KEYS as u64;
     let (_, n) = run_native(warm, &fresh("warm-native"));
     let (_, s) = run_sluice(warm, &fresh("warm-sluice"));
-    check(warm, &n, &s);
+    check(warm, &n, &s, tmp.path());
 
     let (mut generator_sides, mut native_sides, mut sluice_sides) = (vec![], vec![], vec![]);
     let mut windows = 0;
@@ -355,7 +397,7 @@ fn main() {
         generator_sides.push(Side::of(&run_generator(records, &dir)));
         let (nc, n) = run_native(records, &dir);
         let (sc, s) = run_sluice(records, &dir);
-        windows = check(records, &n, &s);
+        windows = check(records, &n, &s, &dir);
         let (a, b) = (Side::of(&nc), Side::of(&sc));
         eprintln!(
             "round {round}: native {:.2} s, {:.0} MiB; sluice {:.2} s, {:.0} MiB; {windows} windows identical ({})",
@@ -390,5 +432,6 @@ fn main() {
         rate(&g),
         g.rss_mib
     );
+    println!("  (peak RSS of this bench process, a floor under the children's: {:.1} MiB)", self_max_rss_kib() as f64 / 1024.0);
     println!("  sluice/native throughput {:.3}x   sluice/native peak RSS {:.2}x", rate(&s) / rate(&n), s.rss_mib / n.rss_mib);
 }

@@ -85,11 +85,15 @@ fn trip_id(json: &[u8]) -> Option<u64> {
     if digits == 0 || digits > 19 {
         return None;
     }
-    rest[..digits].iter().try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    rest[..digits].iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Key a trip, or fill state for a keyed record.
@@ -101,7 +105,12 @@ pub fn state_fill(record: Record, ctx: &mut Context, config: &Config) -> Result<
                 bail!("value does not start with {{\"trip_id\":<n>");
             };
             let key = (id % config.keys.max(1)).to_string();
-            ctx.emit(Record { key: Some(key.into_bytes()), value: id.to_le_bytes().to_vec(), event_time: record.event_time, headers: Vec::new() });
+            ctx.emit(Record {
+                key: Some(key.into_bytes()),
+                value: id.to_le_bytes().to_vec(),
+                event_time: record.event_time,
+                headers: Vec::new(),
+            });
         }
         Mode::Fill => {
             let Ok(bytes) = <[u8; 8]>::try_from(record.value.as_slice()) else {
@@ -111,16 +120,34 @@ pub fn state_fill(record: Record, ctx: &mut Context, config: &Config) -> Result<
             match config.emit {
                 Emit::None => {}
                 Emit::Each => {
-                    let key = record.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                    let key = record
+                        .key
+                        .as_deref()
+                        .map(String::from_utf8_lossy)
+                        .unwrap_or_default();
                     let value = format!("{{\"key\":\"{key}\"}}");
-                    ctx.emit(Record { key: record.key.clone(), value: value.into_bytes(), event_time: record.event_time, headers: Vec::new() });
+                    ctx.emit(Record {
+                        key: record.key.clone(),
+                        value: value.into_bytes(),
+                        event_time: record.event_time,
+                        headers: Vec::new(),
+                    });
                 }
                 Emit::Stamp => {
                     let now = now_ms();
                     let (last, n) = STAMP.get();
                     if now != last {
-                        let value = format!("{{\"s\":{},\"t\":{now},\"n\":{}}}", ctx.params().subtask(), n + 1);
-                        ctx.emit(Record { key: None, value: value.into_bytes(), event_time: record.event_time, headers: Vec::new() });
+                        let value = format!(
+                            "{{\"s\":{},\"t\":{now},\"n\":{}}}",
+                            ctx.params().subtask(),
+                            n + 1
+                        );
+                        ctx.emit(Record {
+                            key: None,
+                            value: value.into_bytes(),
+                            event_time: record.event_time,
+                            headers: Vec::new(),
+                        });
                         STAMP.set((now, 0));
                     } else {
                         STAMP.set((last, n + 1));
@@ -146,7 +173,10 @@ mod tests {
         let mut h = harness!(r#"{"mode":"key","keys":10}"#);
         let out = h.process(vec![trip(3), trip(13), trip(12345), Record::new("garbage")]);
         let main = out.main();
-        let keys: Vec<_> = main.iter().map(|r| r.key_str().unwrap().to_string()).collect();
+        let keys: Vec<_> = main
+            .iter()
+            .map(|r| r.key_str().unwrap().to_string())
+            .collect();
         assert_eq!(keys, ["3", "3", "5"]);
         assert_eq!(main[1].value, 13u64.to_le_bytes());
         assert_eq!(main[0].event_time, Some(7));
@@ -158,14 +188,18 @@ mod tests {
         let mut h = harness!(r#"{"mode":"fill","emit":"each"}"#);
         let rec = |k: &str, v: u64| Record::new(v.to_le_bytes().to_vec()).with_key(k);
         let out = h.process(vec![rec("a", 1), rec("b", 2), rec("a", 3)]);
-        assert_eq!(out.main_values(), [r#"{"key":"a"}"#, r#"{"key":"b"}"#, r#"{"key":"a"}"#]);
+        assert_eq!(
+            out.main_values(),
+            [r#"{"key":"a"}"#, r#"{"key":"b"}"#, r#"{"key":"a"}"#]
+        );
         assert_eq!(h.value::<u64>("last", b"a"), Some(3));
         assert_eq!(h.value::<u64>("last", b"b"), Some(2));
     }
 
     #[test]
     fn unknown_params_are_refused() {
-        let err = Harness::try_new(crate::__sluice_operator(), r#"{"mode":"fill","kyes":3}"#).unwrap_err();
+        let err = Harness::try_new(crate::__sluice_operator(), r#"{"mode":"fill","kyes":3}"#)
+            .unwrap_err();
         assert!(err.message().contains("kyes"), "{err}");
     }
 }

@@ -37,7 +37,13 @@ impl Aggregate for Count {
         self.0 += other.0;
     }
 
-    fn finish(self, key: &[u8], window: Window, out: &mut WindowOutput, _: &()) -> Result<(), Error> {
+    fn finish(
+        self,
+        key: &[u8],
+        window: Window,
+        out: &mut WindowOutput,
+        _: &(),
+    ) -> Result<(), Error> {
         let key = String::from_utf8_lossy(key);
         let mut value = String::with_capacity(key.len() + 64);
         value.push_str("{\"key\":\"");
@@ -45,11 +51,18 @@ impl Aggregate for Count {
             match c {
                 '"' => value.push_str("\\\""),
                 '\\' => value.push_str("\\\\"),
-                c if (c as u32) < 0x20 => write!(value, "\\u{:04x}", c as u32).expect("write to a String"),
+                c if (c as u32) < 0x20 => {
+                    write!(value, "\\u{:04x}", c as u32).expect("write to a String")
+                }
                 c => value.push(c),
             }
         }
-        write!(value, "\",\"start\":{},\"end\":{},\"count\":{}}}", window.start, window.end, self.0).expect("write to a String");
+        write!(
+            value,
+            "\",\"start\":{},\"end\":{},\"count\":{}}}",
+            window.start, window.end, self.0
+        )
+        .expect("write to a String");
         out.emit(Record::new(value));
         Ok(())
     }
@@ -64,7 +77,16 @@ mod tests {
     fn counts_per_key_and_tumbling_window() {
         let mut h = aggregate_harness!();
         let rec = |key: &str, t: i64| Record::new("ignored").with_key(key).with_event_time(t);
-        let run = h.tumbling(1000, vec![rec("a", 10), rec("b", 20), rec("a", 999), rec("a", 1000), rec("q\"\\\n", 5)]);
+        let run = h.tumbling(
+            1000,
+            vec![
+                rec("a", 10),
+                rec("b", 20),
+                rec("a", 999),
+                rec("a", 1000),
+                rec("q\"\\\n", 5),
+            ],
+        );
         assert_eq!(
             run.result.main_values(),
             [
