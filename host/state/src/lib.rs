@@ -579,6 +579,9 @@ impl Stored<'_> {
 struct Slot {
     value: Option<Box<[u8]>>,
     dirty: bool,
+    /// RocksDB may hold a value for this key. A removal of a key it cannot
+    /// hold (a window created and purged between two flushes) writes nothing.
+    stored: bool,
     /// The guest call that last journaled this slot (0: none).
     call: u32,
 }
@@ -757,7 +760,8 @@ impl OperatorState {
     fn read(&mut self) -> Result<Option<&[u8]>, StateError> {
         if !self.cache.contains_key(self.scratch.as_slice()) {
             let value = self.backend.inner.db.get(&self.scratch).map_err(|e| self.backend.err(e))?;
-            let slot = Slot { value: value.map(Vec::into_boxed_slice), dirty: false, call: 0 };
+            let stored = value.is_some();
+            let slot = Slot { value: value.map(Vec::into_boxed_slice), dirty: false, call: 0, stored };
             self.cache_bytes += slot_bytes(&self.scratch, &slot);
             self.cache.insert(self.scratch.clone().into_boxed_slice(), slot);
             self.index_new_key();
@@ -776,7 +780,7 @@ impl OperatorState {
                     // (moved, not copied) so that a rollback can restore it.
                     // Host writes between calls (timers, windows) are not journaled.
                     Some(journal) if self.in_call && existing.call != call => {
-                        let fresh = Slot { value: value.map(Stored::to_box), dirty: true, call };
+                        let fresh = Slot { value: value.map(Stored::to_box), dirty: true, call, stored: existing.stored };
                         let previous = std::mem::replace(existing, fresh);
                         if !previous.dirty {
                             self.dirty += 1;
@@ -799,7 +803,8 @@ impl OperatorState {
                 self.cache_bytes = self.cache_bytes + after - before;
             }
             None => {
-                let slot = Slot { value: value.map(Stored::to_box), dirty: true, call };
+                // Not cached: RocksDB may have it.
+                let slot = Slot { value: value.map(Stored::to_box), dirty: true, call, stored: true };
                 if let Some(journal) = self.journal.as_mut().filter(|_| self.in_call) {
                     journal.push((key.into(), None));
                 }
@@ -1012,8 +1017,10 @@ impl OperatorState {
             }
             match &slot.value {
                 Some(v) => batch.put(k, v),
-                None => batch.delete(k),
+                None if slot.stored => batch.delete(k),
+                None => {}
             }
+            slot.stored = slot.value.is_some();
             slot.dirty = false;
         }
         self.cache_bytes -= freed;
