@@ -236,33 +236,7 @@ fn a_late_record_that_bridges_two_sessions_merges_them() {
 #[test]
 fn processing_time_windows_fire_on_the_wall_clock_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write_pipeline(
-        dir.path(),
-        r#"
-manifest_version = 1
-name = "proc"
-
-[[sources]]
-name = "turbines"
-type = "turbines"
-records = 3000
-rate = 3000
-
-[[operators]]
-name = "win"
-plugin = "{plugins}/fixture_window_count.wasm"
-input = "turbines"
-key_by = "key"
-params = { field = "speed_mph" }
-window = { kind = "tumbling", size = "200ms", time = "processing" }
-
-[[sinks]]
-name = "out"
-type = "file"
-input = "win"
-path = "out.jsonl"
-"#,
-    );
+    let p = wall_clock_window_pipeline(dir.path(), 3000, 3000, "200ms", "processing");
     run_in_process(&p, &dir.path().join("state"), 64).expect("pipeline runs");
     let out = read_jsonl(&dir.path().join("out.jsonl"));
     let total: u64 = out.iter().map(|v| v["count"].as_u64().unwrap()).sum();
@@ -330,6 +304,9 @@ path = "out.jsonl"
             assert!(wm >= v["timestamp"].as_i64().unwrap(), "{v}");
         }
     }
+    let with_watermark = out.iter().filter(|v| v["watermark"].as_i64().is_some_and(|w| w < i64::MAX)).count();
+    // Only timers within out_of_orderness + delay (21.5 s, 5 keys) of the last record wait for the end of input.
+    assert!(with_watermark >= 500 - 5 * 23, "timers fire on watermarks before the end of input, got {with_watermark}");
     assert_eq!(fired.len(), 500, "{} timers fired", fired.len());
     assert!(fired.values().all(|n| *n == 1), "a timer fired twice");
     // In timestamp order.
@@ -430,33 +407,7 @@ input = "win"
 #[test]
 fn ingestion_time_windows_use_the_arrival_clock() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write_pipeline(
-        dir.path(),
-        r#"
-manifest_version = 1
-name = "ingest"
-
-[[sources]]
-name = "turbines"
-type = "turbines"
-records = 2000
-rate = 4000
-
-[[operators]]
-name = "win"
-plugin = "{plugins}/fixture_window_count.wasm"
-input = "turbines"
-key_by = "key"
-params = { field = "speed_mph" }
-window = { kind = "tumbling", size = "100ms", time = "ingestion" }
-
-[[sinks]]
-name = "out"
-type = "file"
-input = "win"
-path = "out.jsonl"
-"#,
-    );
+    let p = wall_clock_window_pipeline(dir.path(), 2000, 4000, "100ms", "ingestion");
     let before = sluice_world::now_ms();
     run_in_process(&p, &dir.path().join("state"), 64).expect("pipeline runs");
     let after = sluice_world::now_ms();
@@ -467,4 +418,38 @@ path = "out.jsonl"
         let start = v["start"].as_i64().unwrap();
         assert!(start >= before - 100 && start <= after, "window {start} outside the run [{before}, {after}]");
     }
+}
+
+/// turbines (rate limited) → tumbling count of `speed_mph` on a wall clock
+/// (`time` = processing or ingestion) → out.jsonl.
+fn wall_clock_window_pipeline(dir: &Path, records: u64, rate: u64, size: &str, time: &str) -> std::path::PathBuf {
+    write_pipeline(
+        dir,
+        &format!(
+            r#"
+manifest_version = 1
+name = "wall-clock"
+
+[[sources]]
+name = "turbines"
+type = "turbines"
+records = {records}
+rate = {rate}
+
+[[operators]]
+name = "win"
+plugin = "{{plugins}}/fixture_window_count.wasm"
+input = "turbines"
+key_by = "key"
+params = {{ field = "speed_mph" }}
+window = {{ kind = "tumbling", size = "{size}", time = "{time}" }}
+
+[[sinks]]
+name = "out"
+type = "file"
+input = "win"
+path = "out.jsonl"
+"#
+        ),
+    )
 }

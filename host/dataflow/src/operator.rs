@@ -400,6 +400,8 @@ impl OperatorTask {
     pub(crate) fn route(&mut self, result: wit::BatchResult, positions: &[Option<Position>], batch: &[wit::Record]) -> Result<(), DataflowError> {
         let mut out = 0u64;
         let max = self.max_record_bytes();
+        // One clock read per batch, not per record.
+        let now = Instant::now();
         for emit in result.emits {
             // Every emit must name an input of this batch: its provenance
             // (and later its checkpoint position) comes from there.
@@ -409,7 +411,7 @@ impl OperatorTask {
             let position = positions.get(emit.input as usize).copied().flatten();
             let mut record = sluice_world::from_wit(emit.record, position);
             if let Some(g) = &mut self.generator {
-                g.observe(&mut record, Instant::now(), 0);
+                g.observe(&mut record, now, 0);
             }
             if record.size_bytes() > max {
                 let msg = format!("emitted a record of {} bytes, over the operator's limits.max_record_kb = {}", record.size_bytes(), self.spec.limits.max_record_kb);
