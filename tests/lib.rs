@@ -133,3 +133,51 @@ pub mod taxi {
             .filter(|t| (1..=265).contains(&t.pickup_zone) && (1..=265).contains(&t.dropoff_zone))
     }
 }
+
+/// A real Kafka broker for tests: `scripts/test` starts one with
+/// `scripts/kafka start` (127.0.0.1:9092, or `SLUICE_KAFKA_BOOTSTRAP`).
+pub mod kafka {
+    use std::sync::Arc;
+
+    use sluice_connectors::KafkaSourceConfig;
+    use sluice_types::{Record, Source};
+
+    /// The test broker's bootstrap address.
+    pub fn bootstrap() -> String {
+        std::env::var("SLUICE_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
+    }
+
+    /// A topic name no other test or run uses.
+    pub fn unique_topic(prefix: &str) -> String {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        format!("{prefix}-{}-{nanos}", std::process::id())
+    }
+
+    /// Create `topic` with `partitions` partitions.
+    pub fn create_topic(bootstrap: &str, topic: &str, partitions: usize) {
+        sluice_kafka::admin::ensure_topic(bootstrap, topic, partitions).unwrap_or_else(|e| panic!("creating topic {topic} on {bootstrap} (is the broker up? scripts/kafka start): {e}"));
+    }
+
+    /// Every record of `topic` up to its current end, as a `read_committed`
+    /// consumer sees them (or all, with `read_committed = false`), in
+    /// partition order.
+    pub fn read_topic(bootstrap: &str, topic: &str, read_committed: bool) -> Vec<Record> {
+        let config = KafkaSourceConfig {
+            bootstrap: bootstrap.to_string(),
+            topic: topic.to_string(),
+            group: Some(format!("sluice-tests.reader.{}", super::kafka::unique_topic("g"))),
+            start: Default::default(),
+            stop_at_end: true,
+            read_committed,
+            timestamps: true,
+            properties: Default::default(),
+        };
+        let mut source = sluice_kafka::KafkaSource::new(&config, "tests", "reader", 0, sluice_kafka::Subtask::default(), Arc::default()).expect("reader");
+        let mut all = Vec::new();
+        while let Some(batch) = source.poll_batch(4096).expect("read") {
+            all.extend(batch);
+        }
+        all.sort_by_key(|r| r.position.map(|p| (p.split, p.offset)));
+        all
+    }
+}

@@ -40,6 +40,9 @@ enum Command {
     Savepoint(commands::checkpoint::SavepointArgs),
     /// Stop a running pipeline (draining it), optionally with a savepoint.
     Stop(commands::checkpoint::StopArgs),
+    /// Load data into Kafka topics and read them back.
+    #[command(subcommand)]
+    Kafka(commands::kafka::KafkaCommand),
 }
 
 /// Where compiled components are cached, by digest.
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Checkpoint(cmd) => commands::checkpoint::list(cmd),
         Command::Savepoint(args) => commands::checkpoint::savepoint(args),
         Command::Stop(args) => commands::checkpoint::stop(args),
+        Command::Kafka(cmd) => commands::kafka::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -139,6 +139,9 @@ pub struct SourceSpec {
     pub kind: SourceKind,
     /// How it generates watermarks (`[sources.watermarks]`); none by default.
     pub watermarks: Option<WatermarkSpec>,
+    /// Parallel subtasks reading it (Kafka: partitions are dealt out,
+    /// partition `p` to subtask `p % parallelism`); 1 for other kinds.
+    pub parallelism: u32,
     /// Line of the entry in the pipeline file.
     pub line: usize,
 }
@@ -154,6 +157,8 @@ pub enum SourceKind {
     Clicks(sluice_connectors::ClickConfig),
     /// `type = "file"`: a JSON-lines file.
     File(FileSourceConfig),
+    /// `type = "kafka"`: an Apache Kafka topic.
+    Kafka(sluice_connectors::KafkaSourceConfig),
 }
 
 /// An `[[operators]]` entry.
@@ -213,6 +218,8 @@ pub enum SinkKind {
     File(FileSinkConfig),
     /// `type = "stdout"`.
     Stdout(StdoutSinkConfig),
+    /// `type = "kafka"`: an Apache Kafka topic.
+    Kafka(sluice_connectors::KafkaSinkConfig),
 }
 
 /// A parsed and validated pipeline.
@@ -451,10 +458,28 @@ impl Reader<'_> {
                 })?),
                 None => None,
             };
+            let parallelism = match table.remove("parallelism") {
+                None => 1,
+                Some(v) => {
+                    let line = Some(self.line_of_key(&span, Some("parallelism")));
+                    let n = v.as_integer().filter(|n| (1..=MAX_PARALLELISM as i64).contains(n)).ok_or_else(|| ConfigError {
+                        line,
+                        ..self.err(None, format!("source `{name}`: parallelism must be a whole number from 1 to {MAX_PARALLELISM}"), None)
+                    })?;
+                    if kind != "kafka" && n != 1 {
+                        return Err(ConfigError {
+                            line,
+                            ..self.err(None, format!("source `{name}`: a `{kind}` source reads with one subtask"), Some("remove `parallelism`, or set it on the operators that follow".into()))
+                        });
+                    }
+                    n as u32
+                }
+            };
             let kind = match kind.as_str() {
                 "generator" => SourceKind::Generator(self.entry("source", &name, &kind, &span, table)?),
                 "turbines" => SourceKind::Turbines(self.entry("source", &name, &kind, &span, table)?),
                 "clicks" => SourceKind::Clicks(self.entry("source", &name, &kind, &span, table)?),
+                "kafka" => SourceKind::Kafka(self.entry("source", &name, &kind, &span, table)?),
                 "file" => {
                     let mut c: FileSourceConfig = self.entry("source", &name, &kind, &span, table)?;
                     c.path = self.resolve(&c.path);
@@ -473,11 +498,11 @@ impl Reader<'_> {
                         ..self.err(
                         None,
                         format!("source `{name}`: unknown type `{other}`"),
-                        Some("known source types: generator, turbines, clicks, file".into()),
+                        Some("known source types: generator, turbines, clicks, file, kafka".into()),
                     )})
                 }
             };
-            sources.push(SourceSpec { name, kind, watermarks, line });
+            sources.push(SourceSpec { name, kind, watermarks, parallelism, line });
         }
 
         let mut operators = Vec::new();
@@ -615,10 +640,11 @@ impl Reader<'_> {
                     SinkKind::File(c)
                 }
                 "stdout" => SinkKind::Stdout(self.entry("sink", &name, &kind, &span, table)?),
+                "kafka" => SinkKind::Kafka(self.entry("sink", &name, &kind, &span, table)?),
                 other => {
                     return Err(ConfigError {
                         line: Some(self.line_of_key(&span, Some("type"))),
-                        ..self.err(None, format!("sink `{name}`: unknown type `{other}`"), Some("known sink types: file, stdout".into()))
+                        ..self.err(None, format!("sink `{name}`: unknown type `{other}`"), Some("known sink types: file, stdout, kafka".into()))
                     })
                 }
             };

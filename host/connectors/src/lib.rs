@@ -9,6 +9,7 @@
 //! | `file`      | source        | [`file`]      | [`FileSourceConfig`]  |
 //! | `file`      | sink          | [`file`]      | [`FileSinkConfig`]    |
 //! | `stdout`    | sink          | [`stdout`]    | [`StdoutSinkConfig`]  |
+//! | `kafka`     | source, sink  | `sluice-kafka` crate | [`KafkaSourceConfig`], [`KafkaSinkConfig`] |
 //!
 //! Every connector implements [`sluice_types::Source`] or
 //! [`sluice_types::Sink`] and is meant to run on its own blocking thread:
@@ -34,12 +35,14 @@ pub mod clicks;
 pub mod file;
 pub mod format;
 pub mod generator;
+pub mod kafka;
 pub mod stdout;
 mod synth;
 pub mod turbines;
 
 pub use file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig};
 pub use format::SinkFormat;
+pub use kafka::{KafkaSinkConfig, KafkaSourceConfig};
 pub use generator::{taxi_records, GeneratorConfig, TaxiGenerator};
 pub use stdout::{StdoutSink, StdoutSinkConfig};
 pub use synth::{Generated, Synthetic};

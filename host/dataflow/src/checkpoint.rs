@@ -46,13 +46,13 @@ pub(crate) type GeneratorState = Vec<(u16, u32, i64)>;
 #[derive(Debug)]
 pub(crate) enum Ack {
     /// A source injected barrier `id` after emitting `emitted` records.
-    Source { id: u64, name: String, position: SourcePosition },
+    Source { id: u64, name: String, subtask: usize, position: SourcePosition },
     /// An operator subtask aligned barrier `id`.
     Operator { id: u64, name: String, subtask: usize, watermark: i64, generator: Option<GeneratorState>, alignment: Duration, sync: Duration },
     /// A sink aligned and pre-committed barrier `id`.
     Sink { id: u64, name: String, snapshot: SinkSnapshot, alignment: Duration },
     /// A source ended (input exhausted, or stopped).
-    SourceDone { name: String, position: SourcePosition },
+    SourceDone { name: String, subtask: usize, position: SourcePosition },
     /// An operator subtask finished.
     OperatorDone { name: String, subtask: usize, watermark: i64, generator: Option<GeneratorState> },
     /// A sink received all its input; it waits for the final checkpoint's id.
@@ -75,6 +75,24 @@ pub struct SourcePosition {
     pub generator: Option<GeneratorState>,
     /// The input is exhausted (not merely stopped).
     pub exhausted: bool,
+}
+
+impl SourcePosition {
+    /// The position of a source read by several subtasks, from theirs: each
+    /// reads its own splits, so their split offsets and watermark
+    /// generators together are the source's.
+    pub fn merge<'a>(parts: impl Iterator<Item = &'a SourcePosition>) -> SourcePosition {
+        let mut merged = SourcePosition { exhausted: true, ..SourcePosition::default() };
+        for p in parts {
+            merged.emitted += p.emitted;
+            merged.splits.extend(p.splits.iter().map(|(k, v)| (*k, *v)));
+            if let Some(g) = &p.generator {
+                merged.generator.get_or_insert_with(Vec::new).extend(g.iter().copied());
+            }
+            merged.exhausted &= p.exhausted;
+        }
+        merged
+    }
 }
 
 /// A source in a manifest.
@@ -379,18 +397,32 @@ pub struct Restore {
 /// Find the checkpoint to restore: `from` if given, else the newest
 /// complete, intact checkpoint of the store (falling back past corrupt
 /// ones, saying so). `None` for a fresh start.
-pub fn find_restore(store: &Store, from: Option<&Path>) -> Result<Option<Restore>, DataflowError> {
+pub fn find_restore(store: &Store, from: Option<&Path>, limit: Option<(u64, &str)>) -> Result<Option<Restore>, DataflowError> {
     if let Some(dir) = from {
         let manifest = verify(dir).map_err(|e| DataflowError::Checkpoint(format!("cannot restore from {}: {e}", dir.display())))?;
+        if let Some((point, sink)) = limit.filter(|(p, _)| manifest.id > *p) {
+            tracing::warn!("restoring checkpoint {} as asked, but sink `{sink}` committed only up to checkpoint {point}: the output of the checkpoints in between is lost", manifest.id);
+        }
         return Ok(Some(Restore { dir: dir.to_path_buf(), manifest }));
     }
     for l in store.list() {
+        if let Some((point, sink)) = limit.filter(|(p, _)| l.id > *p) {
+            // Complete, but a sink lost its transaction in the crash: start
+            // before it, so that its records are produced again.
+            tracing::info!("checkpoint {} is complete but sink `{sink}` committed only up to checkpoint {point}; restoring an earlier one", l.id);
+            continue;
+        }
         match verify(&l.dir) {
             Ok(manifest) if manifest.finished => {
                 tracing::info!("the last run finished (checkpoint {} holds the end of its input): starting from the beginning", manifest.id);
                 return Ok(None);
             }
-            Ok(manifest) => return Ok(Some(Restore { dir: l.dir, manifest })),
+            Ok(manifest) => {
+                if let Some((point, sink)) = limit.filter(|(p, _)| manifest.id < *p) {
+                    tracing::warn!("sink `{sink}` committed checkpoint {point}, which is gone; restoring checkpoint {}: its output after that checkpoint is written again", manifest.id);
+                }
+                return Ok(Some(Restore { dir: l.dir, manifest }));
+            }
             Err(e) => tracing::warn!("checkpoint {} is unusable: {e}; falling back to the previous checkpoint", l.id),
         }
     }
@@ -441,7 +473,7 @@ pub fn restore_state(restore: &Restore, db: &Path) -> Result<(), DataflowError> 
 
 /// The expected participants of a pipeline's checkpoints.
 pub(crate) struct Participants {
-    pub(crate) sources: Vec<String>,
+    pub(crate) sources: Vec<(String, usize)>,
     pub(crate) operators: Vec<(String, usize)>,
     pub(crate) sinks: Vec<String>,
 }
@@ -449,7 +481,7 @@ pub(crate) struct Participants {
 struct Pending {
     id: u64,
     started: Instant,
-    sources: HashMap<String, SourcePosition>,
+    sources: HashMap<(String, usize), SourcePosition>,
     operators: HashMap<(String, usize), (i64, Option<GeneratorState>)>,
     sinks: HashMap<String, SinkSnapshot>,
     alignment: Duration,
@@ -492,7 +524,7 @@ impl Coordinator {
         let timeout = Duration::from_millis(spec.timeout.0 as u64);
         let mut next_trigger = Instant::now() + interval;
         let mut pending: Option<Pending> = None;
-        let mut done_sources: HashMap<String, SourcePosition> = HashMap::new();
+        let mut done_sources: HashMap<(String, usize), SourcePosition> = HashMap::new();
         let mut done_operators: HashMap<(String, usize), (i64, Option<GeneratorState>)> = HashMap::new();
         let mut done_sinks: HashMap<String, SinkSnapshot> = HashMap::new();
         let mut ended_sinks: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -513,9 +545,9 @@ impl Coordinator {
                     }
                     return Ok(());
                 }
-                Ok(Ack::Source { id, name, position }) => {
+                Ok(Ack::Source { id, name, subtask, position }) => {
                     if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
-                        p.sources.insert(name, position);
+                        p.sources.insert((name, subtask), position);
                     }
                 }
                 Ok(Ack::Operator { id, name, subtask, watermark, generator, alignment, sync }) => {
@@ -531,8 +563,8 @@ impl Coordinator {
                         p.alignment = p.alignment.max(alignment);
                     }
                 }
-                Ok(Ack::SourceDone { name, position }) => {
-                    done_sources.insert(name, position);
+                Ok(Ack::SourceDone { name, subtask, position }) => {
+                    done_sources.insert((name, subtask), position);
                     // A checkpoint in flight cannot complete once a source is gone.
                     if let Some(p) = pending.take() {
                         tracing::debug!("checkpoint {} abandoned: a source finished", p.id);
@@ -556,7 +588,8 @@ impl Coordinator {
 
             // The final checkpoint, once everything has finished.
             let total_ops: usize = self.participants.operators.iter().map(|(_, p)| p).sum();
-            let all_ended = done_sources.len() == self.participants.sources.len() && done_operators.len() == total_ops;
+            let total_sources: usize = self.participants.sources.iter().map(|(_, p)| p).sum();
+            let all_ended = done_sources.len() == total_sources && done_operators.len() == total_ops;
             if all_ended && ended_sinks.len() == self.participants.sinks.len() && final_id.is_none() {
                 // Everything upstream is done: the sinks pre-commit their
                 // last output under the final checkpoint's id.
@@ -583,7 +616,7 @@ impl Coordinator {
             }
 
             if let Some(p) = &pending {
-                let ready = p.sources.len() == self.participants.sources.len() && p.operators.len() == total_ops && p.sinks.len() == self.participants.sinks.len();
+                let ready = p.sources.len() == total_sources && p.operators.len() == total_ops && p.sinks.len() == self.participants.sinks.len();
                 if ready {
                     let p = pending.take().expect("pending");
                     let id = p.id;
@@ -707,7 +740,15 @@ impl Coordinator {
             alignment_ms: p.alignment.as_millis() as u64,
             sync_ms: p.sync.as_millis() as u64,
             finished,
-            sources: self.participants.sources.iter().map(|n| SourceEntry { name: n.clone(), position: p.sources.get(n).cloned().unwrap_or_default() }).collect(),
+            sources: self
+                .participants
+                .sources
+                .iter()
+                .map(|(n, parallelism)| SourceEntry {
+                    name: n.clone(),
+                    position: SourcePosition::merge((0..*parallelism).filter_map(|s| p.sources.get(&(n.clone(), s)))),
+                })
+                .collect(),
             operators,
             sinks: self
                 .participants

@@ -15,7 +15,7 @@
 //! a node finishes when every producer feeding it has sent one.
 #![deny(missing_docs)]
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use sluice_config::{OperatorSpec, Pipeline, SinkKind, SourceKind, WatermarkSpec};
 use sluice_connectors::{FileSink, FileSource, StdoutSink, TaxiGenerator};
+use sluice_kafka::{KafkaSink, KafkaSource};
 use sluice_state::StateBackend;
 use sluice_types::metrics::{Metrics, NodeCounters, WatermarkGauges};
 use sluice_types::{Message, Sink, Source};
@@ -219,7 +220,7 @@ pub async fn run(
     // Subtask counts of every producer, by stream head.
     let mut producers: HashMap<&str, usize> = HashMap::new();
     for s in &pipeline.sources {
-        producers.insert(&s.name, 1);
+        producers.insert(&s.name, s.parallelism as usize);
     }
     for o in &pipeline.operators {
         producers.insert(&o.name, o.parallelism as usize);
@@ -229,7 +230,7 @@ pub async fn run(
     // control messages carry so that consumers can merge them per producer.
     let mut producer_ids: HashMap<&str, Vec<u32>> = HashMap::new();
     let mut next_id = 0u32;
-    for (name, n) in pipeline.sources.iter().map(|s| (s.name.as_str(), 1)).chain(pipeline.operators.iter().map(|o| (o.name.as_str(), o.parallelism))) {
+    for (name, n) in pipeline.sources.iter().map(|s| (s.name.as_str(), s.parallelism)).chain(pipeline.operators.iter().map(|o| (o.name.as_str(), o.parallelism))) {
         producer_ids.insert(name, (next_id..next_id + n).collect());
         next_id += n;
     }
@@ -292,7 +293,30 @@ pub async fn run(
     // Checkpoints: what to restore, and the coordinator's channels.
     let checkpoints = pipeline.checkpoints.enabled;
     let store = checkpoint::Store::of(pipeline, &settings.state_dir);
-    let restore = if checkpoints || settings.restore_from.is_some() { checkpoint::find_restore(&store, settings.restore_from.as_deref())? } else { None };
+    // Sinks first: a sink that cannot finish a pre-commit after a crash
+    // (Kafka) says which checkpoint recovery must start from.
+    let mut sinks: HashMap<String, Box<dyn Sink>> = HashMap::new();
+    let mut recovery_limit: Option<(u64, String)> = None;
+    for spec in &pipeline.sinks {
+        let connector_err = |source| DataflowError::Connector { node: spec.name.clone(), source };
+        let mut sink: Box<dyn Sink> = match &spec.kind {
+            SinkKind::File(c) if checkpoints => Box::new(FileSink::exactly_once(c).map_err(connector_err)?),
+            SinkKind::File(c) => Box::new(FileSink::new(c).map_err(connector_err)?),
+            SinkKind::Stdout(c) => Box::new(StdoutSink::new(c)),
+            SinkKind::Kafka(c) => Box::new(KafkaSink::new(c, &pipeline.name, &spec.name, checkpoints).map_err(connector_err)?),
+        };
+        if let Some(point) = sink.recovery_point().map_err(connector_err)? {
+            if recovery_limit.as_ref().is_none_or(|(p, _)| point < *p) {
+                recovery_limit = Some((point, spec.name.clone()));
+            }
+        }
+        sinks.insert(spec.name.clone(), sink);
+    }
+    let restore = if checkpoints || settings.restore_from.is_some() {
+        checkpoint::find_restore(&store, settings.restore_from.as_deref(), recovery_limit.as_ref().map(|(p, s)| (*p, s.as_str())))?
+    } else {
+        None
+    };
     if let Some(r) = &restore {
         checkpoint::check_compatible(pipeline, &r.manifest, settings.allow_dropped_state)?;
         if r.manifest.pipeline_hash != pipeline.hash {
@@ -332,7 +356,7 @@ pub async fn run(
         store: store.clone(),
         backend: backend.clone(),
         participants: checkpoint::Participants {
-            sources: pipeline.sources.iter().map(|s| s.name.clone()).collect(),
+            sources: pipeline.sources.iter().map(|s| (s.name.clone(), s.parallelism as usize)).collect(),
             operators: pipeline.operators.iter().map(|o| (o.name.clone(), o.parallelism as usize)).collect(),
             sinks: pipeline.sinks.iter().map(|s| s.name.clone()).collect(),
         },
@@ -362,32 +386,56 @@ pub async fn run(
     let mut tasks: Vec<(String, tokio::task::JoinHandle<Result<(), DataflowError>>)> = Vec::new();
 
     for (index, spec) in pipeline.sources.iter().enumerate() {
-        let source: Box<dyn Source> = match &spec.kind {
-            SourceKind::Generator(c) => Box::new(TaxiGenerator::new(c, index as u16).map_err(|source| DataflowError::Connector { node: spec.name.clone(), source })?),
-            SourceKind::Turbines(c) => Box::new(sluice_connectors::TurbineGenerator::new(c, index as u16).map_err(|source| DataflowError::Connector { node: spec.name.clone(), source })?),
-            SourceKind::Clicks(c) => Box::new(sluice_connectors::ClickGenerator::new(c, index as u16).map_err(|source| DataflowError::Connector { node: spec.name.clone(), source })?),
-            SourceKind::File(c) => Box::new(FileSource::new(c, index as u16).map_err(|source| DataflowError::Connector { node: spec.name.clone(), source })?),
-        };
-        let mut router = router_for(&spec.name, 0);
-        let counters = metrics.node(&spec.name);
-        let gauges = metrics.watermarks(&spec.name, 0);
         let resume = restore.as_ref().and_then(|r| r.manifest.sources.iter().find(|s| s.name == spec.name)).map(|s| s.position.clone());
-        let node = SourceNode {
-            name: spec.name.clone(),
-            watermarks: spec.watermarks.clone(),
-            stop: stop.clone(),
-            batch: settings.batch_size,
-            requested: requested.clone(),
-            acks: acks.clone(),
-            resume,
-        };
-        tasks.push((spec.name.clone(), tokio::task::spawn_blocking(move || node.run(source, &mut router, &counters, &gauges))));
+        for subtask in 0..spec.parallelism as usize {
+            let connector_err = |source| DataflowError::Connector { node: spec.name.clone(), source };
+            let source: Box<dyn Source> = match &spec.kind {
+                SourceKind::Generator(c) => Box::new(TaxiGenerator::new(c, index as u16).map_err(connector_err)?),
+                SourceKind::Turbines(c) => Box::new(sluice_connectors::TurbineGenerator::new(c, index as u16).map_err(connector_err)?),
+                SourceKind::Clicks(c) => Box::new(sluice_connectors::ClickGenerator::new(c, index as u16).map_err(connector_err)?),
+                SourceKind::File(c) => Box::new(FileSource::new(c, index as u16).map_err(connector_err)?),
+                SourceKind::Kafka(c) => {
+                    let at = sluice_kafka::Subtask { index: subtask as u32, parallelism: spec.parallelism };
+                    Box::new(KafkaSource::new(c, &pipeline.name, &spec.name, index as u16, at, metrics.clone()).map_err(connector_err)?)
+                }
+            };
+            let mut router = router_for(&spec.name, subtask);
+            let counters = metrics.node(&spec.name);
+            let gauges = metrics.watermarks(&spec.name, subtask as u32);
+            let node = SourceNode {
+                name: spec.name.clone(),
+                subtask,
+                parallelism: spec.parallelism as usize,
+                watermarks: spec.watermarks.clone(),
+                stop: stop.clone(),
+                batch: settings.batch_size,
+                requested: requested.clone(),
+                acks: acks.clone(),
+                completed: completed_rx.clone(),
+                final_id: final_rx.clone(),
+                resume: resume.clone(),
+            };
+            let task = format!("{}[{subtask}]", spec.name);
+            tasks.push((task, tokio::task::spawn_blocking(move || node.run(source, &mut router, &counters, &gauges))));
+        }
     }
 
     for op in &pipeline.operators {
         let plugin = plugins.get(&op.name).cloned().ok_or_else(|| DataflowError::MissingPlugin(op.name.clone()))?;
         let inbox = inboxes.remove(&op.name).expect("every operator has an inbox");
-        let source_names: Arc<Vec<String>> = Arc::new(pipeline.sources.iter().map(|s| s.name.clone()).collect());
+        let sources: Arc<Vec<operator::SourceLabel>> = Arc::new(
+            pipeline
+                .sources
+                .iter()
+                .map(|s| operator::SourceLabel {
+                    name: s.name.clone(),
+                    topic: match &s.kind {
+                        SourceKind::Kafka(c) => Some(c.topic.clone()),
+                        _ => None,
+                    },
+                })
+                .collect(),
+        );
         for (subtask, rx) in inbox.receivers.into_iter().enumerate() {
             let state = match (&backend, op.key_by) {
                 (Some(b), Some(_)) => Some(b.operator(&op.name, cache_per_subtask).map_err(|source| DataflowError::State { node: op.name.clone(), source })?),
@@ -408,7 +456,7 @@ pub async fn run(
                 router: router_for(&op.name, subtask),
                 counters: metrics.node(&op.name),
                 gauges: metrics.watermarks(&op.name, subtask as u32),
-                source_names: source_names.clone(),
+                sources: sources.clone(),
                 subtask,
                 batch_size: settings.batch_size,
                 inputs: InputWatermarks::new(producer_sets.get(&op.name).map_or(0, BTreeSet::len)),
@@ -430,12 +478,7 @@ pub async fn run(
 
     for spec in &pipeline.sinks {
         let mut inbox = inboxes.remove(&spec.name).expect("every sink has an inbox");
-        let connector_err = |source| DataflowError::Connector { node: spec.name.clone(), source };
-        let sink: Box<dyn Sink> = match &spec.kind {
-            SinkKind::File(c) if checkpoints => Box::new(FileSink::exactly_once(c).map_err(connector_err)?),
-            SinkKind::File(c) => Box::new(FileSink::new(c).map_err(connector_err)?),
-            SinkKind::Stdout(c) => Box::new(StdoutSink::new(c)),
-        };
+        let sink = sinks.remove(&spec.name).expect("every sink was built");
         let rx = inbox.receivers.pop().expect("a sink has one subtask");
         let node = SinkNode {
             name: spec.name.clone(),
@@ -448,6 +491,8 @@ pub async fn run(
             restore: restore.as_ref().and_then(|r| {
                 r.manifest.sinks.iter().find(|s| s.name == spec.name).map(|s| (s.precommit.unwrap_or(r.manifest.id), s.snapshot.clone()))
             }),
+            committed: 0,
+            commit_timeout: Duration::from_millis(pipeline.checkpoints.timeout.0.max(0) as u64) + Duration::from_secs(60),
         };
         tasks.push((spec.name.clone(), tokio::task::spawn_blocking(move || node.run(sink, rx))));
     }
@@ -457,10 +502,18 @@ pub async fn run(
     drop(acks);
 
     let mut first_error: Option<DataflowError> = None;
+    // Take the nodes' results as they finish, so that the first failure
+    // aborts the checkpoint coordinator at once: nodes that wait for the
+    // final checkpoint are released by that, whatever their order.
+    let mut running = tokio::task::JoinSet::new();
     for (name, task) in tasks {
-        let result = match task.await {
-            Ok(r) => r,
-            Err(e) => Err(DataflowError::Internal { node: name, message: e.to_string() }),
+        running.spawn(async move { (name, task.await) });
+    }
+    while let Some(joined) = running.join_next().await {
+        let result = match joined {
+            Ok((_, Ok(r))) => r,
+            Ok((name, Err(e))) => Err(DataflowError::Internal { node: name, message: e.to_string() }),
+            Err(e) => Err(DataflowError::Internal { node: "a node".into(), message: e.to_string() }),
         };
         if let Err(e) = result {
             // Nodes stop on their own error and cancel their neighbours; keep
@@ -506,35 +559,70 @@ pub async fn run(
 /// A source task and what it needs for watermarks and checkpoints.
 struct SourceNode {
     name: String,
+    /// This subtask, of `parallelism`: it reads the splits `s` with
+    /// `s % parallelism == subtask`.
+    subtask: usize,
+    parallelism: usize,
     watermarks: Option<WatermarkSpec>,
     stop: StopHandle,
     batch: usize,
     /// The checkpoint the coordinator asks for.
     requested: Arc<std::sync::atomic::AtomicU64>,
     acks: Option<std::sync::mpsc::Sender<checkpoint::Ack>>,
+    /// The newest complete checkpoint.
+    completed: tokio::sync::watch::Receiver<u64>,
+    /// The id of the final checkpoint, once the pipeline has ended.
+    final_id: tokio::sync::watch::Receiver<u64>,
     resume: Option<checkpoint::SourcePosition>,
 }
 
 impl SourceNode {
-    fn run(self, mut source: Box<dyn Source>, router: &mut Router, counters: &NodeCounters, gauges: &WatermarkGauges) -> Result<(), DataflowError> {
+    fn run(mut self, mut source: Box<dyn Source>, router: &mut Router, counters: &NodeCounters, gauges: &WatermarkGauges) -> Result<(), DataflowError> {
         let name = self.name.as_str();
         let err = |source| DataflowError::Connector { node: name.to_string(), source };
         let mut generator = self.watermarks.as_ref().map(WatermarkGenerator::new);
         let mut position = checkpoint::SourcePosition::default();
         let mut exhausted = false;
         if let Some(resume) = &self.resume {
-            let skipped = source.skip(resume.emitted).map_err(err)?;
-            if skipped < resume.emitted {
-                tracing::warn!("source `{name}` has {skipped} records where the checkpoint counted {}; the input is shorter than when it was checkpointed", resume.emitted);
-            }
             position = resume.clone();
-            position.emitted = skipped;
+            if self.parallelism > 1 {
+                // The subtasks' positions are merged into the source's: each
+                // carries its own splits, and the count once.
+                position.splits.retain(|split, _| *split as usize % self.parallelism == self.subtask);
+                if self.subtask > 0 {
+                    position.emitted = 0;
+                }
+            }
+            if !source.seek(&resume.splits).map_err(err)? {
+                let skipped = source.skip(resume.emitted).map_err(err)?;
+                if skipped < resume.emitted {
+                    tracing::warn!("source `{name}` has {skipped} records where the checkpoint counted {}; the input is shorter than when it was checkpointed", resume.emitted);
+                }
+                position.emitted = skipped;
+            }
             if let (Some(g), Some(state)) = (&mut generator, &resume.generator) {
-                g.restore(state);
+                // Only this subtask's splits (and, of the emitted watermarks of
+                // all subtasks, the lowest: re-sending a lower one is harmless).
+                let emitted = |e: &&(u16, u32, i64)| (e.0, e.1) == (u16::MAX, u32::MAX);
+                let own = state.iter().filter(|e| !emitted(e) && (self.parallelism == 1 || e.1 as usize % self.parallelism == self.subtask));
+                let lowest = state.iter().filter(emitted).min_by_key(|e| e.2);
+                g.restore(&own.chain(lowest).copied().collect::<Vec<_>>());
             }
         }
         let mut injected = self.requested.load(std::sync::atomic::Ordering::SeqCst);
+        // Positions of checkpoints in flight, acknowledged to the source once complete.
+        let mut in_flight: std::collections::VecDeque<(u64, BTreeMap<u32, u64>)> = Default::default();
         while !self.stop.stopped() {
+            let done = *self.completed.borrow();
+            if in_flight.front().is_some_and(|(id, _)| *id <= done) {
+                let mut newest = None;
+                while in_flight.front().is_some_and(|(id, _)| *id <= done) {
+                    newest = in_flight.pop_front().map(|(_, splits)| splits);
+                }
+                if let Some(splits) = newest {
+                    source.checkpoint_complete(&splits).map_err(err)?;
+                }
+            }
             let Some(records) = source.poll_batch(self.batch).map_err(err)? else {
                 exhausted = true;
                 break;
@@ -568,7 +656,8 @@ impl SourceNode {
                 injected = want;
                 if let Some(acks) = &self.acks {
                     position.generator = generator.as_ref().map(WatermarkGenerator::state);
-                    let _ = acks.send(checkpoint::Ack::Source { id: want, name: name.to_string(), position: position.clone() });
+                    let _ = acks.send(checkpoint::Ack::Source { id: want, name: name.to_string(), subtask: self.subtask, position: position.clone() });
+                    in_flight.push_back((want, position.splits.clone()));
                     router.broadcast(|from| Message::Barrier { from, id: want })?;
                 }
             }
@@ -576,9 +665,23 @@ impl SourceNode {
         if let Some(acks) = &self.acks {
             position.generator = generator.as_ref().map(WatermarkGenerator::state);
             position.exhausted = exhausted;
-            let _ = acks.send(checkpoint::Ack::SourceDone { name: name.to_string(), position });
+            let _ = acks.send(checkpoint::Ack::SourceDone { name: name.to_string(), subtask: self.subtask, position: position.clone() });
         }
-        router.finish(exhausted)
+        router.finish(exhausted)?;
+        // Acknowledge the final checkpoint to the source as well (it holds
+        // everything this source emitted), once the pipeline has taken it.
+        if self.acks.is_some() {
+            let handle = tokio::runtime::Handle::current();
+            let (final_id, completed) = (&mut self.final_id, &mut self.completed);
+            let taken = handle.block_on(async {
+                let id = *final_id.wait_for(|v| *v > 0).await.ok()?;
+                completed.wait_for(|v| *v >= id).await.ok().map(|_| ())
+            });
+            if taken.is_some() {
+                source.checkpoint_complete(&position.splits).map_err(err)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -592,6 +695,10 @@ struct SinkNode {
     completed: tokio::sync::watch::Receiver<u64>,
     final_id: tokio::sync::watch::Receiver<u64>,
     restore: Option<(u64, sluice_types::SinkSnapshot)>,
+    /// The newest checkpoint committed to the sink.
+    committed: u64,
+    /// How long a sink may wait for a checkpoint to complete.
+    commit_timeout: Duration,
 }
 
 impl SinkNode {
@@ -600,7 +707,7 @@ impl SinkNode {
         let err = |source| DataflowError::Connector { node: name.clone(), source };
         sink.start(self.restore.as_ref().map(|(id, s)| (*id, s))).map_err(err)?;
         let handle = tokio::runtime::Handle::current();
-        let mut committed = self.restore.as_ref().map_or(0, |(id, _)| *id);
+        self.committed = self.restore.as_ref().map_or(0, |(id, _)| *id);
         let mut ends = 0;
         while ends < self.expected_ends || !self.aligner.idle() {
             let message = match self.aligner.replay() {
@@ -618,9 +725,9 @@ impl SinkNode {
                             }
                         });
                         let done = *self.completed.borrow();
-                        if done > committed {
+                        if done > self.committed {
                             sink.commit(done).map_err(err)?;
-                            committed = done;
+                            self.committed = done;
                         }
                         match got {
                             Some(m) => m,
@@ -663,9 +770,31 @@ impl SinkNode {
     }
 
     fn pre_commit(&mut self, sink: &mut dyn Sink, id: u64, alignment: Duration) -> Result<(), DataflowError> {
-        let snapshot = sink.pre_commit(id).map_err(|source| DataflowError::Connector { node: self.name.clone(), source })?;
+        let err = |source| DataflowError::Connector { node: self.name.clone(), source };
+        let snapshot = sink.pre_commit(id).map_err(err)?;
         if let Some(acks) = &self.acks {
             let _ = acks.send(checkpoint::Ack::Sink { id, name: self.name.clone(), snapshot, alignment });
+        }
+        // A sink with no room for another pending pre-commit waits here
+        // (backpressure) until the checkpoint it needs is complete.
+        if let Some(wait) = sink.awaiting_commit() {
+            let handle = tokio::runtime::Handle::current();
+            let completed = &mut self.completed;
+            let timeout = self.commit_timeout;
+            let reached = handle.block_on(async { tokio::time::timeout(timeout, completed.wait_for(|v| *v >= wait)).await.map(|r| r.map(|v| *v)) });
+            match reached {
+                Ok(Ok(done)) => {
+                    sink.commit(done).map_err(err)?;
+                    self.committed = self.committed.max(done);
+                }
+                Ok(Err(_)) => return Err(DataflowError::Disconnected { node: self.name.clone(), peer: "the checkpoint coordinator".into() }),
+                Err(_) => {
+                    return Err(DataflowError::Checkpoint(format!(
+                        "sink `{}` waited {:?} for checkpoint {wait} to complete before it could write more; the checkpoint did not complete\n  help: look for the checkpoint's failure above; the pipeline restarts from the last complete checkpoint",
+                        self.name, self.commit_timeout
+                    )))
+                }
+            }
         }
         Ok(())
     }

@@ -23,6 +23,13 @@ use crate::DataflowError;
 /// due timers cannot stall the subtask forever.
 const MAX_TIMER_ROUNDS: usize = 1000;
 
+/// A source as provenance names it: its name and, for Kafka, its topic.
+#[derive(Clone, Debug)]
+pub(crate) struct SourceLabel {
+    pub(crate) name: String,
+    pub(crate) topic: Option<String>,
+}
+
 /// One parallel subtask of an operator.
 pub(crate) struct OperatorTask {
     pub(crate) spec: OperatorSpec,
@@ -30,7 +37,7 @@ pub(crate) struct OperatorTask {
     pub(crate) router: Router,
     pub(crate) counters: NodeCounters,
     pub(crate) gauges: WatermarkGauges,
-    pub(crate) source_names: Arc<Vec<String>>,
+    pub(crate) sources: Arc<Vec<SourceLabel>>,
     pub(crate) subtask: usize,
     pub(crate) batch_size: usize,
     /// The watermark over this subtask's inputs.
@@ -452,8 +459,11 @@ impl OperatorTask {
     fn describe(&self, position: Option<Position>) -> String {
         match position {
             Some(p) => {
-                let source = self.source_names.get(p.source as usize).map(String::as_str).unwrap_or("?");
-                format!("source `{source}` split {} offset {}", p.split, p.offset)
+                match self.sources.get(p.source as usize) {
+                    Some(SourceLabel { name, topic: Some(topic) }) => format!("source `{name}` topic `{topic}` partition {} offset {}", p.split, p.offset),
+                    Some(SourceLabel { name, topic: None }) => format!("source `{name}` split {} offset {}", p.split, p.offset),
+                    None => format!("source #{} split {} offset {}", p.source, p.split, p.offset),
+                }
             }
             None => "an unknown position".into(),
         }
@@ -487,7 +497,9 @@ impl OperatorTask {
     fn dead_letter(&self, original: wit::Record, position: Option<Position>, error: &str) -> Record {
         use base64::Engine as _;
         let info = self.plugin.info();
-        let source = position.and_then(|p| self.source_names.get(p.source as usize).cloned());
+        let label = position.and_then(|p| self.sources.get(p.source as usize));
+        let source = label.map(|l| l.name.clone());
+        let topic = label.and_then(|l| l.topic.clone());
         let mut value = serde_json::json!({
             "operator": self.spec.name,
             "subtask": self.subtask,
@@ -495,6 +507,7 @@ impl OperatorTask {
             "plugin_digest": format!("sha256:{}", info.digest),
             "error": error,
             "source": source,
+            "topic": topic,
             "split": position.map(|p| p.split),
             "offset": position.map(|p| p.offset),
             "event_time": original.event_time,
@@ -514,6 +527,10 @@ impl OperatorTask {
             headers.push(Header { name: "sluice.source".into(), value: source.unwrap_or_default().into_bytes() });
             headers.push(Header { name: "sluice.split".into(), value: p.split.to_string().into_bytes() });
             headers.push(Header { name: "sluice.offset".into(), value: p.offset.to_string().into_bytes() });
+            if let Some(topic) = topic {
+                headers.push(Header { name: "sluice.topic".into(), value: topic.into_bytes() });
+                headers.push(Header { name: "sluice.partition".into(), value: p.split.to_string().into_bytes() });
+            }
         }
         Record {
             key: original.key,

@@ -5,6 +5,7 @@
 //! connectors compile without the heavy parts of the host.
 #![deny(missing_docs)]
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// One record header.
@@ -131,6 +132,14 @@ pub enum ConnectorError {
     /// A configuration value is invalid.
     #[error("{0}")]
     Config(String),
+    /// An external service (a Kafka broker, …) failed or refused.
+    #[error("{service}: {message}")]
+    Remote {
+        /// Which service, e.g. "kafka".
+        service: &'static str,
+        /// What went wrong and, where known, what to do.
+        message: String,
+    },
 }
 
 /// A source of records. It runs on its own blocking thread and is polled for
@@ -156,6 +165,24 @@ pub trait Source: Send {
             }
         }
         Ok(skipped)
+    }
+
+    /// Resume at the per-split offsets a checkpoint recorded (split → next
+    /// offset to read), instead of skipping a count of records. Sources that
+    /// read a log by offset (Kafka partitions, Kinesis shards) do this and
+    /// return `true`; splits missing from `splits` start as configured. The
+    /// default returns `false`: the node then resumes with [`skip`](Source::skip).
+    fn seek(&mut self, splits: &BTreeMap<u32, u64>) -> Result<bool, ConnectorError> {
+        let _ = splits;
+        Ok(false)
+    }
+
+    /// A checkpoint holding everything read up to `splits` (split → next
+    /// offset) is complete: the source may acknowledge it upstream, e.g.
+    /// commit consumer-group offsets so that lag tools see its progress.
+    fn checkpoint_complete(&mut self, splits: &BTreeMap<u32, u64>) -> Result<(), ConnectorError> {
+        let _ = splits;
+        Ok(())
     }
 }
 
@@ -202,6 +229,25 @@ pub trait Sink: Send {
     /// least once: replayed records may be written again after a crash).
     fn exactly_once(&self) -> bool {
         false
+    }
+
+    /// For sinks that cannot finish a pre-commit after a crash (a Kafka
+    /// transaction dies with its producer): the newest checkpoint whose
+    /// output this sink has made visible, `Some(0)` if none. Recovery then
+    /// restarts from that checkpoint, so that what was pre-committed after
+    /// it is produced again instead of lost. Called once, before
+    /// [`start`](Sink::start); it may fence and abort what a crashed
+    /// predecessor left open. `None` (the default): the sink can finish any
+    /// checkpoint it pre-committed, recovery is not constrained.
+    fn recovery_point(&mut self) -> Result<Option<u64>, ConnectorError> {
+        Ok(None)
+    }
+    /// A checkpoint whose commit the sink must see before it can take more
+    /// input (it has no room for another pending pre-commit). The node waits
+    /// for that checkpoint to complete, calls [`commit`](Sink::commit), then
+    /// goes on. `None` (the default): never wait.
+    fn awaiting_commit(&self) -> Option<u64> {
+        None
     }
 }
 

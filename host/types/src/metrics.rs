@@ -35,6 +35,15 @@ pub struct SubtaskLabels {
     pub subtask: u32,
 }
 
+/// Labels of a per-partition metric of a source.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// Source name.
+    pub node: String,
+    /// Partition (split) number.
+    pub partition: u32,
+}
+
 /// Event-time gauges of one node subtask, in ms (the smallest i64 before the
 /// first watermark).
 #[derive(Clone, Debug, Default)]
@@ -110,6 +119,8 @@ pub struct Metrics {
     input_watermark: Family<SubtaskLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     output_watermark: Family<SubtaskLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     lag: Family<SubtaskLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    partition_lag: Family<PartitionLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    records_lag_max: Family<NodeLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -130,6 +141,8 @@ impl Default for Metrics {
             input_watermark: Family::default(),
             output_watermark: Family::default(),
             lag: Family::default(),
+            partition_lag: Family::default(),
+            records_lag_max: Family::default(),
         };
         registry.register("records_in", "Records received by a node", m.records_in.clone());
         registry.register("records_out", "Records emitted or written by a node", m.records_out.clone());
@@ -149,6 +162,8 @@ impl Default for Metrics {
         registry.register("current_input_watermark", "Minimum event-time watermark over a subtask's inputs, ms", m.input_watermark.clone());
         registry.register("current_output_watermark", "Event-time watermark a subtask last sent, ms", m.output_watermark.clone());
         registry.register("event_time_lag_ms", "Wall clock minus a subtask's output watermark, ms", m.lag.clone());
+        registry.register("source_partition_lag", "Records between a partition's end and the source's read position (Kafka consumer lag)", m.partition_lag.clone());
+        registry.register("records_lag_max", "Largest partition lag of a source (Kafka records-lag-max)", m.records_lag_max.clone());
         *m.registry.lock().unwrap() = registry;
         m
     }
@@ -181,6 +196,16 @@ impl Metrics {
         g.input.set(i64::MIN);
         g.output.set(i64::MIN);
         g
+    }
+
+    /// Lag gauge of partition `partition` of source `node`, in records.
+    pub fn partition_lag(&self, node: &str, partition: u32) -> Gauge<i64, std::sync::atomic::AtomicI64> {
+        self.partition_lag.get_or_create(&PartitionLabels { node: node.to_string(), partition }).clone()
+    }
+
+    /// The largest partition lag of source `node`, in records.
+    pub fn records_lag_max(&self, node: &str) -> Gauge<i64, std::sync::atomic::AtomicI64> {
+        self.records_lag_max.get_or_create(&NodeLabels { node: node.to_string() }).clone()
     }
 
     /// The guest counter `name` of operator `node`.

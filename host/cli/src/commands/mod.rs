@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod checkpoint;
+pub mod kafka;
 pub mod plugin;
 pub mod run;
 pub mod validate;
