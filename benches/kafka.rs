@@ -28,7 +28,7 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_connectors::{taxi_records, GeneratorConfig};
-use sluice_tests::kafka::{bootstrap, create_topic, unique_topic};
+use sluice_tests::kafka::{bootstrap, unique_topic, Topics};
 use sluice_tests::taxi::{parse, plausible};
 use sluice_tests::{run_in_process, write_pipeline};
 
@@ -38,9 +38,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const PARTITIONS: usize = 4;
 
 /// A plain loop over every record of `input`, `f` deciding what to write.
-fn plain_loop(bs: &str, input: &str, f: impl Fn(&[u8]) -> Option<(Vec<u8>, Vec<u8>)>) -> (f64, u64) {
-    let output = unique_topic("bench-plain-out");
-    create_topic(bs, &output, PARTITIONS);
+fn plain_loop(topics: &mut Topics, bs: &str, input: &str, f: impl Fn(&[u8]) -> Option<(Vec<u8>, Vec<u8>)>) -> (f64, u64) {
+    let output = topics.create("bench-plain-out", PARTITIONS);
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bs)
         .set("group.id", unique_topic("bench-plain"))
@@ -90,9 +89,8 @@ fn plain_loop(bs: &str, input: &str, f: impl Fn(&[u8]) -> Option<(Vec<u8>, Vec<u
     (read as f64 / started.elapsed().as_secs_f64(), written)
 }
 
-fn sluice(bs: &str, input: &str, trips: u64, delivery: &str, dir: &std::path::Path) -> f64 {
-    let output = unique_topic("bench-sluice-out");
-    create_topic(bs, &output, PARTITIONS);
+fn sluice(topics: &mut Topics, bs: &str, input: &str, trips: u64, delivery: &str, dir: &std::path::Path) -> f64 {
+    let output = topics.create("bench-sluice-out", PARTITIONS);
     let pipeline = write_pipeline(
         dir,
         &format!(
@@ -135,7 +133,7 @@ delivery = "{delivery}"
         ),
     );
     let (summary, _) = run_in_process(&pipeline, &dir.join("state"), 1024).expect("the benchmark pipeline runs");
-    assert_eq!(summary.records_in, trips);
+    assert_eq!(summary.records_in, trips, "sluice read {} of the {trips} trips in `{input}` ({delivery})", summary.records_in);
     trips as f64 / summary.elapsed.as_secs_f64()
 }
 
@@ -148,8 +146,8 @@ fn main() {
     let trips: u64 = std::env::var("SLUICE_BENCH_TRIPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let rounds: usize = std::env::var("SLUICE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let bs = bootstrap();
-    let input = unique_topic("bench-in");
-    create_topic(&bs, &input, PARTITIONS);
+    let mut topics = Topics::on(&bs);
+    let input = topics.create("bench-in", PARTITIONS);
     let config: GeneratorConfig = serde_json::from_value(serde_json::json!({ "seed": 42, "count": trips })).unwrap();
     let loaded = Instant::now();
     sluice_kafka::admin::produce(&bs, &input, taxi_records(&config, 0), |_| {}).expect("load the input topic (is the broker up? scripts/kafka start)");
@@ -166,14 +164,14 @@ fn main() {
         })
     };
     // Warm up: compile the components into the cache, open connections once.
-    sluice(&bs, &input, trips, "at-least-once", dir.path());
+    sluice(&mut topics, &bs, &input, trips, "at-least-once", dir.path());
 
     let (mut c, mut n, mut eos, mut alo) = (vec![], vec![], vec![], vec![]);
     for round in 0..rounds {
-        c.push(plain_loop(&bs, &input, copy).0);
-        n.push(plain_loop(&bs, &input, native).0);
-        eos.push(sluice(&bs, &input, trips, "exactly-once", dir.path()));
-        alo.push(sluice(&bs, &input, trips, "at-least-once", dir.path()));
+        c.push(plain_loop(&mut topics, &bs, &input, copy).0);
+        n.push(plain_loop(&mut topics, &bs, &input, native).0);
+        eos.push(sluice(&mut topics, &bs, &input, trips, "exactly-once", dir.path()));
+        alo.push(sluice(&mut topics, &bs, &input, trips, "at-least-once", dir.path()));
         eprintln!("round {}: copy {:.0}/s, native {:.0}/s, sluice exactly-once {:.0}/s, at-least-once {:.0}/s", round + 1, c[round], n[round], eos[round], alo[round]);
     }
     let (c, n, eos, alo) = (median(c), median(n), median(eos), median(alo));

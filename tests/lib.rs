@@ -153,6 +153,37 @@ pub mod kafka {
         format!("{prefix}-{}-{nanos}", std::process::id())
     }
 
+    /// Topics a test made, deleted when it ends (pass or fail), so that
+    /// repeated runs do not fill the development broker's disk.
+    pub struct Topics {
+        bootstrap: String,
+        names: Vec<String>,
+    }
+
+    impl Topics {
+        /// Nothing yet, on `bootstrap`.
+        pub fn on(bootstrap: &str) -> Self {
+            Topics { bootstrap: bootstrap.to_string(), names: Vec::new() }
+        }
+
+        /// Create a uniquely named topic starting with `prefix`.
+        pub fn create(&mut self, prefix: &str, partitions: usize) -> String {
+            let name = unique_topic(prefix);
+            create_topic(&self.bootstrap, &name, partitions);
+            self.names.push(name.clone());
+            name
+        }
+    }
+
+    impl Drop for Topics {
+        fn drop(&mut self) {
+            let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+            if let Err(e) = sluice_kafka::admin::delete_topics(&self.bootstrap, &names) {
+                eprintln!("warning: could not delete test topics {names:?}: {e}");
+            }
+        }
+    }
+
     /// Create `topic` with `partitions` partitions.
     pub fn create_topic(bootstrap: &str, topic: &str, partitions: usize) {
         sluice_kafka::admin::ensure_topic(bootstrap, topic, partitions).unwrap_or_else(|e| panic!("creating topic {topic} on {bootstrap} (is the broker up? scripts/kafka start): {e}"));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_connectors::{taxi_records, GeneratorConfig};
-use sluice_tests::kafka::{bootstrap, create_topic, read_topic, unique_topic};
+use sluice_tests::kafka::{bootstrap, create_topic, read_topic, unique_topic, Topics};
 use sluice_tests::*;
 use sluice_types::Record;
 
@@ -145,10 +145,8 @@ impl Rng {
 #[test]
 fn kafka_to_kafka_stays_exactly_once_through_a_dozen_sigkills() {
     let bs = bootstrap();
-    let (input, output, reference) = (unique_topic("eos-in"), unique_topic("eos-out"), unique_topic("eos-ref"));
-    create_topic(&bs, &input, 4);
-    create_topic(&bs, &output, 4);
-    create_topic(&bs, &reference, 4);
+    let mut topics = Topics::on(&bs);
+    let (input, output, reference) = (topics.create("eos-in", 4), topics.create("eos-out", 4), topics.create("eos-ref", 4));
     const RECORDS: u64 = 120_000;
     let (producer, produced) = produce_in_background(bs.clone(), input.clone(), trips(21, RECORDS), 6_000);
 
@@ -224,10 +222,8 @@ fn kafka_to_kafka_stays_exactly_once_through_a_dozen_sigkills() {
 #[test]
 fn malformed_records_land_in_the_dead_letter_topic_with_provenance_headers() {
     let bs = bootstrap();
-    let (input, output, dlq) = (unique_topic("dlq-in"), unique_topic("dlq-out"), unique_topic("dlq"));
-    create_topic(&bs, &input, 3);
-    create_topic(&bs, &output, 2);
-    create_topic(&bs, &dlq, 1);
+    let mut topics = Topics::on(&bs);
+    let (input, output, dlq) = (topics.create("dlq-in", 3), topics.create("dlq-out", 2), topics.create("dlq", 1));
     let config: GeneratorConfig = serde_json::from_value(serde_json::json!({ "seed": 5, "count": 20000, "malformed_ratio": 0.03 })).unwrap();
     sluice_kafka::admin::produce(&bs, &input, taxi_records(&config, 0), |_| {}).unwrap();
     let inputs = read_topic(&bs, &input, true);
@@ -315,9 +311,8 @@ topic = "{dlq}"
 #[test]
 fn source_commits_its_offsets_to_the_consumer_group_and_can_start_at_latest() {
     let bs = bootstrap();
-    let (input, output) = (unique_topic("grp-in"), unique_topic("grp-out"));
-    create_topic(&bs, &input, 2);
-    create_topic(&bs, &output, 1);
+    let mut topics = Topics::on(&bs);
+    let (input, output) = (topics.create("grp-in", 2), topics.create("grp-out", 1));
     sluice_kafka::admin::produce(&bs, &input, trips(3, 3000), |_| {}).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let name = unique_topic("grp");
@@ -330,8 +325,7 @@ fn source_commits_its_offsets_to_the_consumer_group_and_can_start_at_latest() {
 
     // `start = "latest"` with no checkpoint: nothing that was there before.
     let dir = tempfile::tempdir().unwrap();
-    let output2 = unique_topic("grp-out2");
-    create_topic(&bs, &output2, 1);
+    let output2 = topics.create("grp-out2", 1);
     let text = counting_pipeline(&unique_topic("grp2"), &bs, &input, &output2, true).replace("stop_at_end = true", "stop_at_end = true\nstart = \"latest\"");
     write_pipeline(dir.path(), &text);
     finish(dir.path());

@@ -299,18 +299,29 @@ pub async fn run(
     let mut recovery_limit: Option<(u64, String)> = None;
     for spec in &pipeline.sinks {
         let connector_err = |source| DataflowError::Connector { node: spec.name.clone(), source };
-        let mut sink: Box<dyn Sink> = match &spec.kind {
+        let sink: Box<dyn Sink> = match &spec.kind {
             SinkKind::File(c) if checkpoints => Box::new(FileSink::exactly_once(c).map_err(connector_err)?),
             SinkKind::File(c) => Box::new(FileSink::new(c).map_err(connector_err)?),
             SinkKind::Stdout(c) => Box::new(StdoutSink::new(c)),
             SinkKind::Kafka(c) => Box::new(KafkaSink::new(c, &pipeline.name, &spec.name, checkpoints).map_err(connector_err)?),
         };
-        if let Some(point) = sink.recovery_point().map_err(connector_err)? {
+        sinks.insert(spec.name.clone(), sink);
+    }
+    // Concurrently: each may take a few round trips to a broker.
+    let points = std::thread::scope(|scope| {
+        let calls: Vec<_> = sinks.iter_mut().map(|(name, sink)| (name.clone(), scope.spawn(move || sink.recovery_point()))).collect();
+        calls.into_iter().map(|(name, call)| (name, call.join())).collect::<Vec<_>>()
+    });
+    for (name, point) in points {
+        let point = match point {
+            Ok(p) => p.map_err(|source| DataflowError::Connector { node: name.clone(), source })?,
+            Err(_) => return Err(DataflowError::Internal { node: name, message: "panicked while preparing recovery".into() }),
+        };
+        if let Some(point) = point {
             if recovery_limit.as_ref().is_none_or(|(p, _)| point < *p) {
-                recovery_limit = Some((point, spec.name.clone()));
+                recovery_limit = Some((point, name));
             }
         }
-        sinks.insert(spec.name.clone(), sink);
     }
     let restore = if checkpoints || settings.restore_from.is_some() {
         checkpoint::find_restore(&store, settings.restore_from.as_deref(), recovery_limit.as_ref().map(|(p, s)| (*p, s.as_str())))?

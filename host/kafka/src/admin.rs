@@ -123,3 +123,17 @@ pub fn end_offsets(bootstrap: &str, topic: &str) -> Result<std::collections::BTr
         })
         .collect()
 }
+
+/// Delete `topics` (those that exist).
+pub fn delete_topics(bootstrap: &str, topics: &[&str]) -> Result<(), ConnectorError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap, &[], []).create().map_err(|e| kafka_error("creating an admin client", bootstrap, e))?;
+    let opts = AdminOptions::new().operation_timeout(Some(CALL_TIMEOUT));
+    let results = futures_executor::block_on(admin.delete_topics(topics, &opts)).map_err(|e| kafka_error("deleting topics", bootstrap, e))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((name, code)) => return Err(ConnectorError::Remote { service: "kafka", message: format!("deleting topic `{name}`: {code}") }),
+        }
+    }
+    Ok(())
+}

@@ -165,9 +165,14 @@ impl KafkaSink {
 impl Sink for KafkaSink {
     fn recovery_point(&mut self) -> Result<Option<u64>, ConnectorError> {
         let Mode::Transactional { producers, marker_consumer, .. } = &self.mode else { return Ok(None) };
-        // Fence a predecessor that may still run, and abort what it left open.
-        for (i, p) in producers.iter().enumerate() {
-            p.init_transactions(CALL_TIMEOUT).map_err(|e| self.err(format_args!("initialising transactional id {}-{i}", self.txn_prefix), e))?;
+        // Fence a predecessor that may still run, and abort what it left open
+        // (both ids at once: each call is a few round trips to the coordinator).
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let calls: Vec<_> = producers.iter().map(|p| scope.spawn(move || p.init_transactions(CALL_TIMEOUT))).collect();
+            calls.into_iter().map(|c| c.join().unwrap_or(Err(KafkaError::Canceled))).collect()
+        });
+        for (i, r) in results.into_iter().enumerate() {
+            r.map_err(|e| self.err(format_args!("initialising transactional id {}-{i}", self.txn_prefix), e))?;
         }
         let committed = marker_consumer.committed_offsets(self.marker_partition(None), CALL_TIMEOUT).map_err(|e| self.err("reading the last committed checkpoint", e))?;
         let last = committed.elements().first().and_then(|e| match e.offset() {
