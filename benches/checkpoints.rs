@@ -70,7 +70,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use sluice_tests::{compile_cache, sluice_bin, write_pipeline};
+use sluice_tests::{compile_cache, median, sluice_bin, write_pipeline};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -326,14 +326,6 @@ path = "out.jsonl"
 
 // ---------------------------------------------------------------------------
 // Statistics.
-
-fn median_f(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn median_u(mut v: Vec<u64>) -> u64 {
     if v.is_empty() {
@@ -661,7 +653,7 @@ fn print_state(results: &[StateResult], cache_mb: u64) {
             median_u(sync.clone()),
             sync.iter().max().copied().unwrap_or(0),
             median_u(dirty) as f64 / 1000.0,
-            median_f(per_key)
+            median(per_key)
         );
     }
 }
@@ -752,7 +744,7 @@ fn flush_micro(tmp: &Path, keys: u64, per_interval: u64) -> Vec<FlushRow> {
             rows.push((flush_ms, snap_ms, up, total, dirty));
         }
     }
-    let med = |f: &dyn Fn(&Sample) -> f64| median_f(rows.iter().map(f).collect());
+    let med = |f: &dyn Fn(&Sample) -> f64| median(rows.iter().map(f).collect());
     let cached = (keys / 2).max(1);
     let mut out = vec![FlushRow {
         keys,
@@ -878,11 +870,11 @@ fn main() {
             "pipeline", "off records/s", "1s records/s", "on/off", "cost", "checkpoints", "RSS off/on", "others' CPU s max"
         );
         for p in &pairs {
-            let off = median_f(p.off.iter().map(Run::rate).collect());
-            let on = median_f(p.on.iter().map(Run::rate).collect());
+            let off = median(p.off.iter().map(Run::rate).collect());
+            let on = median(p.on.iter().map(Run::rate).collect());
             let chk = median_u(p.on.iter().map(|r| r.manifests.iter().filter(|m| !m.finished).count() as u64).collect());
-            let rss_off = median_f(p.off.iter().map(|r| r.rss_mib).collect());
-            let rss_on = median_f(p.on.iter().map(|r| r.rss_mib).collect());
+            let rss_off = median(p.off.iter().map(|r| r.rss_mib).collect());
+            let rss_on = median(p.on.iter().map(|r| r.rss_mib).collect());
             let others = p.off.iter().chain(p.on.iter()).map(|r| r.others_cpu).fold(0.0, f64::max);
             println!(
                 "  {:<22} {off:>14.0} {on:>14.0} {:>8.3}x {:>10.1}% {chk:>15} {:>13} {others:>19.1}",
@@ -905,8 +897,8 @@ fn main() {
                 dur.iter().max().copied().unwrap_or(0),
                 median_u(pause.clone()),
                 pause.iter().max().copied().unwrap_or(0),
-                median_f(p.off.iter().map(|r| r.wall).collect()),
-                median_f(p.on.iter().map(|r| r.wall).collect()),
+                median(p.off.iter().map(|r| r.wall).collect()),
+                median(p.on.iter().map(|r| r.wall).collect()),
             );
         }
     }

@@ -30,7 +30,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_connectors::{taxi_records, GeneratorConfig};
 use sluice_tests::kafka::{bootstrap, unique_topic, Topics};
 use sluice_tests::taxi::{parse, plausible};
-use sluice_tests::{run_in_process, write_pipeline};
+use sluice_tests::{median, run_in_process, write_pipeline};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -135,11 +135,6 @@ delivery = "{delivery}"
     let (summary, _) = run_in_process(&pipeline, &dir.join("state"), 1024).expect("the benchmark pipeline runs");
     assert_eq!(summary.records_in, trips, "sluice read {} of the {trips} trips in `{input}` ({delivery})", summary.records_in);
     trips as f64 / summary.elapsed.as_secs_f64()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use sluice_connectors::{taxi_records, GeneratorConfig};
 use sluice_tests::taxi::{parse, plausible};
-use sluice_tests::{run_in_process, write_pipeline};
+use sluice_tests::{median, run_in_process, write_pipeline};
 
 // The same allocator as the `sluice` binary, for both sides of the comparison.
 #[global_allocator]
@@ -103,11 +103,6 @@ path = "sluice-dead.jsonl"
     let (summary, _) = run_in_process(&pipeline, &dir.join("state"), 1024).expect("the benchmark pipeline runs");
     assert_eq!(summary.records_in, trips);
     trips as f64 / summary.elapsed.as_secs_f64()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use sluice_connectors::{turbine_records, TurbineConfig};
-use sluice_tests::{compile_cache, sluice_bin, write_pipeline};
+use sluice_tests::{compile_cache, median, sluice_bin, write_pipeline};
 
 // The same allocator as the `sluice` binary, for both sides of the comparison.
 #[global_allocator]
@@ -351,11 +351,6 @@ impl Side {
     fn of(c: &Child) -> Side {
         Side { wall: c.wall.as_secs_f64(), cpu: c.cpu.as_secs_f64(), rss_mib: c.max_rss_kib as f64 / 1024.0 }
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn main() {

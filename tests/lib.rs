@@ -81,6 +81,61 @@ pub fn run_in_process(pipeline_file: &Path, state_dir: &Path, batch_size: usize)
     Ok((summary, metrics))
 }
 
+/// `sluice run --quiet --state-dir state <extra> pipeline.toml` in `dir`
+/// (logging at info to a pipe), for tests that kill and restart it.
+pub fn spawn_run(dir: &Path, extra: &[&str]) -> std::process::Child {
+    Command::new(sluice_bin())
+        .args(["run", "--quiet", "--state-dir", "state"])
+        .args(extra)
+        .arg("pipeline.toml")
+        .current_dir(dir)
+        .env("SLUICE_COMPILE_CACHE", compile_cache())
+        .env("SLUICE_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sluice starts")
+}
+
+/// Run to completion ([`spawn_run`]), asserting success; returns stderr.
+pub fn finish_run(dir: &Path, extra: &[&str]) -> String {
+    let out = spawn_run(dir, extra).wait_with_output().expect("sluice runs");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "sluice failed:\n{err}");
+    err
+}
+
+/// SIGKILL a run; returns its stderr.
+pub fn kill_run(mut child: std::process::Child) -> String {
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("sluice was running");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A small deterministic generator (xorshift64) for kill times.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number below `below`.
+    pub fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+/// The median of benchmark rounds (the upper one of an even count; NaN
+/// for none).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
 /// Read a JSON-lines file into values.
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use sluice_tests::*;
@@ -74,33 +74,12 @@ path = "windows.jsonl"
 }
 
 fn spawn(dir: &Path, extra: &[&str]) -> Child {
-    Command::new(sluice_bin())
-        .args(["run", "--quiet", "--state-dir", "state", "--state-cache-mb", "16"])
-        .args(extra)
-        .arg("pipeline.toml")
-        .current_dir(dir)
-        .env("SLUICE_COMPILE_CACHE", compile_cache())
-        .env("SLUICE_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sluice starts")
+    spawn_run(dir, &[&["--state-cache-mb", "16"], extra].concat())
 }
 
 /// Run to completion; returns stderr.
 fn finish(dir: &Path, extra: &[&str]) -> String {
-    let child = spawn(dir, extra);
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "sluice failed:\n{err}");
-    err
-}
-
-fn kill(mut child: Child) -> String {
-    let _ = child.kill(); // SIGKILL
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    finish_run(dir, &[&["--state-cache-mb", "16"], extra].concat())
 }
 
 fn sorted_lines(path: &Path) -> Vec<String> {
@@ -156,18 +135,6 @@ fn assert_counts_step_by_one(path: &Path) {
     }
 }
 
-/// A small deterministic generator for kill times.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
-}
-
 #[test]
 fn killed_twenty_times_the_output_is_still_exactly_once() {
     const RECORDS: u64 = 100_000;
@@ -192,7 +159,7 @@ fn killed_twenty_times_the_output_is_still_exactly_once() {
         } else {
             std::thread::sleep(Duration::from_millis(300 + rng.next(1200)));
         }
-        let log = kill(child);
+        let log = kill_run(child);
         kills += 1;
         if log.contains("restoring checkpoint") {
             restores += 1;
@@ -218,7 +185,7 @@ fn run_until_checkpoints(dir: &Path, n: usize) {
     while complete_checkpoints(dir).len() < n && t0.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    kill(child);
+    kill_run(child);
     assert!(complete_checkpoints(dir).len() >= n, "no checkpoints were taken");
 }
 
@@ -280,7 +247,7 @@ fn rescaling_2_to_4_to_1_gives_the_same_results() {
     while complete_checkpoints(dir.path()).iter().filter(|id| **id as usize > before).count() < 3 && t0.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let log = kill(child);
+    let log = kill_run(child);
     assert!(log.contains("restoring checkpoint"), "{log}");
     write_pipeline(dir.path(), &pipeline_text(RECORDS, 1_000_000, 1, "100ms").replace("parallelism = 2\non_error", "parallelism = 1\non_error"));
     let log = finish(dir.path(), &[]);

@@ -60,29 +60,15 @@ topic = "{output}"
 }
 
 fn spawn(dir: &Path) -> Child {
-    Command::new(sluice_bin())
-        .args(["run", "--quiet", "--state-dir", "state", "pipeline.toml"])
-        .current_dir(dir)
-        .env("SLUICE_COMPILE_CACHE", compile_cache())
-        .env("SLUICE_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sluice starts")
+    spawn_run(dir, &[])
 }
 
 fn finish(dir: &Path) -> String {
-    let out = spawn(dir).wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "sluice failed:\n{err}");
-    err
+    finish_run(dir, &[])
 }
 
-fn kill(mut child: Child) -> String {
-    let _ = child.kill(); // SIGKILL
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stderr).into_owned()
+fn kill(child: Child) -> String {
+    kill_run(child)
 }
 
 fn trips(seed: u64, count: u64) -> Vec<Record> {
@@ -128,18 +114,6 @@ fn counted(bootstrap: &str, topic: &str) -> Vec<(String, u64, String)> {
     }
     rows.sort();
     rows
-}
-
-/// A small deterministic generator for kill times.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
 }
 
 #[test]
