@@ -393,3 +393,27 @@ fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
     assert_eq!(got_trips.len(), want.len(), "trips counted vs countable trips produced");
     assert!(got_trips == want, "the output counts other trips than the input has");
 }
+
+#[test]
+fn the_source_reports_consumer_lag_per_partition() {
+    let bs = bootstrap();
+    let mut topics = Topics::on(&bs);
+    let (input, output) = (topics.create("lag-in", 3), topics.create("lag-out", 1));
+    sluice_kafka::admin::produce(&bs, &input, trips(4, 30_000), |_| {}).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Statistics every 20 ms, so that a short run reports several times.
+    let text = counting_pipeline(&unique_topic("lag"), &bs, &input, &output, true)
+        .replace("parallelism = 2\n\n[[operators]]\nname = \"keyed\"", "properties = { \"statistics.interval.ms\" = \"20\" }\n\n[[operators]]\nname = \"keyed\"");
+    let pipeline = write_pipeline(dir.path(), &text);
+    let (summary, metrics) = run_in_process(&pipeline, &dir.path().join("state"), 256).expect("the pipeline runs");
+    assert_eq!(summary.records_in, 30_000);
+    let text = metrics.encode();
+    let lag = |line_start: &str| -> Option<i64> { text.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()) };
+    let ends = sluice_kafka::admin::end_offsets(&bs, &input).unwrap();
+    for (p, end) in &ends {
+        let v = lag(&format!("sluice_source_partition_lag{{node=\"trips\",partition=\"{p}\"}}")).unwrap_or_else(|| panic!("no lag gauge for partition {p}:\n{text}"));
+        assert!((0..=*end).contains(&v), "partition {p}: lag {v} outside 0..={end}");
+    }
+    let max = lag("sluice_records_lag_max{node=\"trips\"}").expect("records_lag_max");
+    assert!(max <= *ends.values().max().unwrap());
+}

@@ -6,6 +6,7 @@ mod checkpoints;
 mod event_time;
 mod examples;
 mod hostile_returns;
+mod hot_swap;
 mod kafka;
 mod keyed_state;
 mod policies;

@@ -59,6 +59,8 @@ pub(crate) enum Ack {
     SinkEnded { name: String },
     /// A sink pre-committed its last output under the final checkpoint's id.
     SinkDone { name: String, snapshot: SinkSnapshot },
+    /// An operator subtask switched plugins at barrier `id` (or failed to).
+    Swapped { name: String, subtask: usize, id: u64, error: Option<String> },
     /// The run failed: stop coordinating.
     Abort,
 }
@@ -123,6 +125,10 @@ pub struct OperatorEntry {
     pub watermarks: Vec<i64>,
     /// Watermark generator progress per subtask, if it generates watermarks.
     pub generators: Vec<Option<GeneratorState>>,
+    /// The digest of a plugin deployed by a control command (kept in the
+    /// plugin store), which recovery runs instead of the pipeline file's.
+    #[serde(default)]
+    pub deployed: Option<String>,
 }
 
 /// A sink in a manifest.
@@ -514,6 +520,23 @@ pub(crate) struct Coordinator {
     pub(crate) plugin_digests: HashMap<String, (String, String)>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) stop: StopHandle,
+    /// Hot swaps: the control directory, the shared plan, the runtime that
+    /// compiles deployed plugins, and what is deployed now, by operator.
+    pub(crate) control: crate::control::ControlDir,
+    pub(crate) swaps: Arc<crate::control::Swaps>,
+    pub(crate) runtime: Option<Arc<sluice_world::Runtime>>,
+    pub(crate) deployed: HashMap<String, String>,
+}
+
+/// A deploy command between acceptance and its checkpoint.
+struct InFlight {
+    command: crate::control::Command,
+    file: PathBuf,
+    at: u64,
+    digest: String,
+    previous: ((String, String), Option<String>),
+    swapped: usize,
+    errors: Vec<String>,
 }
 
 impl Coordinator {
@@ -533,6 +556,7 @@ impl Coordinator {
         let mut stop_after_savepoint: Vec<PathBuf> = Vec::new();
         let metrics = self.metrics.clone();
         let cm = &metrics.checkpoints;
+        let mut in_flight: Vec<InFlight> = Vec::new();
         loop {
             let wait = next_trigger.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
             match self.acks.recv_timeout(wait) {
@@ -583,6 +607,14 @@ impl Coordinator {
                 Ok(Ack::SinkDone { name, snapshot }) => {
                     done_sinks.insert(name, snapshot);
                 }
+                Ok(Ack::Swapped { name, subtask, id, error }) => {
+                    if let Some(f) = in_flight.iter_mut().find(|f| f.command.operator == name && f.at == id) {
+                        f.swapped += 1;
+                        if let Some(e) = error {
+                            f.errors.push(format!("subtask {subtask}: {e}"));
+                        }
+                    }
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
 
@@ -623,6 +655,7 @@ impl Coordinator {
                     match self.complete(p, false) {
                         Ok(_) => {
                             let _ = self.completed.send(id);
+                            self.settle_swaps(&mut in_flight, id);
                         }
                         Err(e) => {
                             cm.failed.inc();
@@ -663,6 +696,14 @@ impl Coordinator {
                 }
             }
 
+            // Control commands: a deploy is planned at the next barrier, which is triggered now.
+            if done_sources.is_empty() && final_id.is_none() {
+                if self.poll_control(&mut in_flight).is_some() {
+                    next_trigger = Instant::now();
+                }
+            }
+            self.settle_swaps(&mut in_flight, 0);
+
             let any_done = !done_sources.is_empty();
             if pending.is_none() && !any_done && Instant::now() >= next_trigger {
                 let id = self.next_id;
@@ -682,6 +723,137 @@ impl Coordinator {
                 });
                 self.requested.store(id, Ordering::SeqCst);
                 next_trigger = Instant::now() + interval;
+            }
+        }
+    }
+
+    /// Take new commands from the control directory; returns the barrier a
+    /// new deploy was planned at.
+    fn poll_control(&mut self, in_flight: &mut Vec<InFlight>) -> Option<u64> {
+        use crate::control::{Action, Command, Outcome, Status};
+        let entries = std::fs::read_dir(self.control.commands()).ok()?;
+        let mut planned = None;
+        for e in entries.flatten() {
+            let file = e.path();
+            if file.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let command: Command = match serde_json::from_str(&text) {
+                Ok(c) => c,
+                Err(err) => {
+                    tracing::warn!("control: {} is not a command ({err}); moved aside", file.display());
+                    let _ = std::fs::rename(&file, file.with_extension("invalid"));
+                    continue;
+                }
+            };
+            if in_flight.iter().any(|f| f.command.id == command.id) {
+                continue;
+            }
+            // Idempotent: a command already settled is not applied again.
+            if self.control.read(&command.id).is_some_and(|o| o.is_final()) {
+                tracing::info!("control: command `{}` was already handled; ignoring the repeat", command.id);
+                let _ = std::fs::remove_file(&file);
+                continue;
+            }
+            let reject = |this: &Self, reason: String| {
+                tracing::warn!("control: command `{}` rejected: {reason}", command.id);
+                this.control.write(&Outcome { id: command.id.clone(), status: Status::Rejected, operator: command.operator.clone(), digest: command.sha256.clone(), checkpoint: None, reason: Some(reason) });
+                let _ = std::fs::remove_file(&file);
+            };
+            if command.action != Action::Deploy {
+                reject(self, format!("`{:?}` is not supported by this version; only `deploy`", command.action).to_lowercase());
+                continue;
+            }
+            // The barrier it takes effect at: the next checkpoint not yet triggered.
+            let at = self.next_id;
+            match self.prepare_deploy(&command) {
+                Err(reason) => reject(self, reason),
+                Ok((plugin, digest)) => {
+                    let name = command.operator.clone();
+                    let file_name = plugin.info().path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                    let previous = (self.plugin_digests.get(&name).cloned().unwrap_or_default(), self.deployed.get(&name).cloned());
+                    self.plugin_digests.insert(name.clone(), (file_name, digest.clone()));
+                    self.deployed.insert(name.clone(), digest.clone());
+                    self.swaps.plan(&name, at, plugin);
+                    tracing::info!("control: command `{}`: operator `{name}` switches to sha256:{} at checkpoint {at}", command.id, &digest[..12]);
+                    self.control.write(&Outcome { id: command.id.clone(), status: Status::Accepted, operator: name, digest: Some(digest.clone()), checkpoint: Some(at), reason: None });
+                    in_flight.push(InFlight { command, file, at, digest, previous, swapped: 0, errors: Vec::new() });
+                    planned = Some(at);
+                    // One swap per barrier and operator: take the rest next time.
+                    break;
+                }
+            }
+        }
+        planned
+    }
+
+    /// Check a deploy off the hot path: digest, plugin store, compile, kind.
+    fn prepare_deploy(&self, command: &crate::control::Command) -> Result<(Arc<sluice_world::Plugin>, String), String> {
+        if command.pipeline != self.pipeline.name {
+            return Err(format!("the command is for pipeline `{}`, this is `{}`", command.pipeline, self.pipeline.name));
+        }
+        let Some(op) = self.pipeline.operator(&command.operator) else {
+            return Err(format!("pipeline `{}` has no operator `{}`", self.pipeline.name, command.operator));
+        };
+        if command.params.is_some() {
+            return Err("new params are not supported by this version; deploy without `params`".into());
+        }
+        let (Some(path), Some(want)) = (&command.plugin, &command.sha256) else {
+            return Err("a deploy needs `plugin` (a path) and `sha256`".into());
+        };
+        let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let digest = crate::control::sha256_hex(&bytes);
+        if !digest.eq_ignore_ascii_case(want.trim_start_matches("sha256:")) {
+            return Err(format!("{} has sha256 {digest}, the command says {want}", path.display()));
+        }
+        let stored = self.control.plugin(&digest);
+        if !stored.is_file() {
+            std::fs::create_dir_all(stored.parent().expect("plugin store")).map_err(|e| format!("plugin store: {e}"))?;
+            let tmp = stored.with_extension("tmp");
+            std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &stored)).map_err(|e| format!("plugin store {}: {e}", stored.display()))?;
+        }
+        let Some(runtime) = &self.runtime else {
+            return Err("this run has no plugin runtime for deploys (start it with `sluice run`)".into());
+        };
+        let mut spec = op.clone();
+        spec.plugin = stored;
+        crate::load_operator(runtime, &spec).map(|p| (p, digest)).map_err(|e| e.to_string())
+    }
+
+    /// Settle deploys whose subtasks have all switched, once a checkpoint
+    /// at or after their barrier is complete (`completed`, 0 if none now).
+    fn settle_swaps(&mut self, in_flight: &mut Vec<InFlight>, completed: u64) {
+        use crate::control::{Outcome, Status};
+        let parallelism = |name: &str| self.participants.operators.iter().find(|(n, _)| n == name).map_or(0, |(_, p)| *p);
+        let mut i = 0;
+        while i < in_flight.len() {
+            let f = &in_flight[i];
+            let all = f.swapped >= parallelism(&f.command.operator);
+            let outcome = if all && !f.errors.is_empty() {
+                Some(Outcome { id: f.command.id.clone(), status: Status::Rejected, operator: f.command.operator.clone(), digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: Some(format!("the new plugin failed to start, the old one keeps running: {}", f.errors.join("; "))) })
+            } else if all && completed >= f.at {
+                Some(Outcome { id: f.command.id.clone(), status: Status::Applied, operator: f.command.operator.clone(), digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: None })
+            } else {
+                None
+            };
+            match outcome {
+                Some(o) => {
+                    let f = in_flight.remove(i);
+                    if o.status == Status::Rejected {
+                        let (digests, deployed) = f.previous;
+                        self.plugin_digests.insert(f.command.operator.clone(), digests);
+                        match deployed {
+                            Some(d) => self.deployed.insert(f.command.operator.clone(), d),
+                            None => self.deployed.remove(&f.command.operator),
+                        };
+                    }
+                    tracing::info!("control: command `{}` {:?} at checkpoint {}", o.id, o.status, f.at);
+                    self.swaps.done(&f.command.operator);
+                    self.control.write(&o);
+                    let _ = std::fs::remove_file(&f.file);
+                }
+                None => i += 1,
             }
         }
     }
@@ -727,6 +899,7 @@ impl Coordinator {
                     window: o.window.as_ref().map(|w| window_kind(&w.kind)),
                     watermarks: per.iter().map(|(w, _)| *w).collect(),
                     generators: per.iter().map(|(_, g)| g.clone()).collect(),
+                    deployed: self.deployed.get(&o.name).cloned(),
                 }
             })
             .collect();

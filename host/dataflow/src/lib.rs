@@ -32,6 +32,7 @@ use tokio::sync::mpsc::{channel, Receiver, Sender};
 
 mod align;
 pub mod checkpoint;
+pub mod control;
 mod event_time;
 mod operator;
 mod router;
@@ -156,6 +157,20 @@ pub struct Settings {
     pub restore_from: Option<PathBuf>,
     /// Drop the state of stateful operators the pipeline no longer has.
     pub allow_dropped_state: bool,
+    /// The runtime that compiles plugins deployed while the pipeline runs
+    /// (and on recovery, the deployed versions); without it, deploys are
+    /// rejected.
+    pub runtime: Option<RuntimeHandle>,
+}
+
+/// A shared [`Runtime`] in [`Settings`].
+#[derive(Clone)]
+pub struct RuntimeHandle(pub Arc<Runtime>);
+
+impl std::fmt::Debug for RuntimeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Runtime")
+    }
 }
 
 impl Default for Settings {
@@ -167,6 +182,7 @@ impl Default for Settings {
             channel_capacity: 16,
             restore_from: None,
             allow_dropped_state: false,
+            runtime: None,
         }
     }
 }
@@ -342,6 +358,35 @@ pub async fn run(
         }
         tracing::info!("restoring checkpoint {} from {}", r.manifest.id, r.dir.display());
     }
+    // Operators that ran a deployed plugin at the checkpoint run it again.
+    let control = control::ControlDir::new(&store.root);
+    let mut plugins = plugins.clone();
+    let mut deployed: HashMap<String, String> = HashMap::new();
+    if let Some(r) = &restore {
+        for old in r.manifest.operators.iter() {
+            let (Some(digest), Some(op)) = (&old.deployed, pipeline.operator(&old.name)) else { continue };
+            let path = control.plugin(digest);
+            let loaded = match (&settings.runtime, path.is_file()) {
+                (Some(rt), true) => {
+                    let mut spec = op.clone();
+                    spec.plugin = path.clone();
+                    load_operator(&rt.0, &spec).map_err(|e| e.to_string())
+                }
+                (None, _) => Err("no plugin runtime in this run".to_string()),
+                (_, false) => Err(format!("{} is missing from the plugin store", path.display())),
+            };
+            match loaded {
+                Ok(p) => {
+                    tracing::info!("operator `{}` runs the deployed plugin sha256:{} (as at checkpoint {})", old.name, &digest[..12.min(digest.len())], r.manifest.id);
+                    plugins.insert(old.name.clone(), p);
+                    deployed.insert(old.name.clone(), digest.clone());
+                }
+                Err(e) => return Err(DataflowError::Checkpoint(format!("operator `{}` ran deployed plugin sha256:{digest} at checkpoint {}, which cannot be loaded: {e}\n  help: put the component back into the plugin store, or restore another checkpoint", old.name, r.manifest.id))),
+            }
+        }
+    }
+    let plugins = &plugins;
+    let swaps = Arc::new(control::Swaps::default());
     let keyed_subtasks: usize = pipeline.operators.iter().filter(|o| o.key_by.is_some()).map(|o| o.parallelism as usize).sum();
     let backend = if keyed_subtasks > 0 {
         let dir = settings.state_dir.join(&pipeline.name).join("state");
@@ -386,6 +431,10 @@ pub async fn run(
             .collect(),
         metrics: metrics.clone(),
         stop: stop.clone(),
+        control: control.clone(),
+        swaps: swaps.clone(),
+        runtime: settings.runtime.as_ref().map(|r| r.0.clone()),
+        deployed,
     });
     let coordinator = match coordinator {
         Some(c) => Some(std::thread::Builder::new().name("sluice-checkpoints".into()).spawn(move || c.run()).map_err(|e| DataflowError::Checkpoint(e.to_string()))?),
@@ -476,6 +525,7 @@ pub async fn run(
                 windows: None,
                 aligner: align::Aligner::new(producer_sets.get(&op.name).cloned().unwrap_or_default(), last_id),
                 acks: acks.clone(),
+                swaps: swaps.clone(),
                 restore: restore.as_ref().and_then(|r| r.manifest.operators.iter().find(|o| o.name == op.name)).map(|o| operator::RestoredOperator {
                     watermark: o.watermarks.iter().copied().min().unwrap_or(i64::MIN),
                     generator: o.generators.get(subtask).cloned().flatten(),

@@ -50,6 +50,8 @@ pub(crate) struct OperatorTask {
     pub(crate) windows: Option<Windows>,
     /// Checkpoint barrier alignment over the inputs.
     pub(crate) aligner: Aligner,
+    /// Hot swaps planned at barriers.
+    pub(crate) swaps: Arc<crate::control::Swaps>,
     /// Where checkpoint acknowledgements go (checkpoints on).
     pub(crate) acks: Option<std::sync::mpsc::Sender<Ack>>,
     /// What the restored checkpoint says about this operator.
@@ -205,7 +207,24 @@ impl OperatorTask {
                 alignment,
             });
         }
-        self.router.broadcast(|from| Message::Barrier { from, id })
+        self.router.broadcast(|from| Message::Barrier { from, id })?;
+        // A hot swap planned at this barrier: what came before it was
+        // processed by the old plugin, what follows goes to the new one.
+        if let Some(plugin) = self.swaps.at(&self.spec.name, id) {
+            let started = Instant::now();
+            let error = match instance.swap(plugin.clone()) {
+                Ok(()) => {
+                    self.plugin = plugin;
+                    tracing::info!(operator = %self.spec.name, subtask = self.subtask, "switched to plugin sha256:{} at checkpoint {id} in {:?}", &self.plugin.info().digest[..12], started.elapsed());
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(acks) = &self.acks {
+                let _ = acks.send(Ack::Swapped { name: self.spec.name.clone(), subtask: self.subtask, id, error });
+            }
+        }
+        Ok(())
     }
 
     /// When the wall clock next needs this subtask (a processing-time timer).

@@ -44,10 +44,13 @@ impl ClientContext for LagContext {
         for (&p, s) in topic.partitions.iter().filter(|(&p, _)| p >= 0) {
             // The end a reader can reach: the last stable offset under read_committed.
             let end = if self.read_committed && s.ls_offset >= 0 { s.ls_offset } else { s.hi_offset };
-            if end < 0 || s.app_offset < 0 {
+            // Before the first record of a partition reaches the source, its
+            // fetch position stands in for the read position.
+            let position = if s.app_offset >= 0 { s.app_offset } else { s.next_offset };
+            if end < 0 || position < 0 {
                 continue;
             }
-            let lag = (end - s.app_offset).max(0);
+            let lag = (end - position).max(0);
             max = max.max(lag);
             gauges.entry(p).or_insert_with(|| self.metrics.partition_lag(&self.node, p as u32)).set(lag);
         }

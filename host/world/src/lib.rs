@@ -923,6 +923,17 @@ impl Plugin {
     /// A new instance, initialised. `state` is the subtask's keyed state, or
     /// `None` for an operator that is not keyed.
     pub fn instantiate(self: &Arc<Self>, config: InstanceConfig, state: Option<OperatorState>, metrics: Arc<Metrics>) -> Result<Instance, CallError> {
+        self.instantiate_keeping(config, state, metrics).map_err(|(e, _)| e)
+    }
+
+    /// [`instantiate`](Plugin::instantiate), handing the keyed state back
+    /// when it fails (a hot swap keeps the old instance running on it).
+    pub fn instantiate_keeping(
+        self: &Arc<Self>,
+        config: InstanceConfig,
+        state: Option<OperatorState>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Instance, (CallError, Option<OperatorState>)> {
         let stderr = MemoryOutputPipe::new(256 << 10);
         let mut wasi = WasiCtx::builder();
         wasi.stdout(std::io::empty()).stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
@@ -930,15 +941,16 @@ impl Plugin {
             wasi.env(k, v);
         }
         if let Some(dir) = &self.grants.read_dir {
-            wasi.preopened_dir(dir, "/data", FsPerms::ReadOnly)
-                .map_err(|e| CallError::Init(format!("cannot open the granted directory {}: {e}", dir.display())))?;
+            if let Err(e) = wasi.preopened_dir(dir, "/data", FsPerms::ReadOnly) {
+                return Err((CallError::Init(format!("cannot open the granted directory {}: {e}", dir.display())), state));
+            }
         }
         if !self.grants.clock {
             wasi.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
         }
         let wasi = wasi.build();
         if self.fuel && config.fuel.is_none() {
-            return Err(CallError::Init("the plugin was loaded with fuel metering but the instance has no fuel budget".into()));
+            return Err((CallError::Init("the plugin was loaded with fuel metering but the instance has no fuel budget".into()), state));
         }
         let limits = StoreLimitsBuilder::new().memory_size(config.memory_bytes).trap_on_grow_failure(true).build();
         let data = GuestState {
@@ -965,23 +977,31 @@ impl Plugin {
         store.set_hostcall_fuel(config.memory_bytes);
         let deadline_ticks = config.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1) + 1;
         store.set_epoch_deadline(deadline_ticks);
-        if let Some(fuel) = config.fuel {
-            store.set_fuel(fuel).map_err(|e| CallError::Init(format!("{e:#}")))?;
-        }
-        let instance = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, &config))?;
-        let guest = match &self.exports {
-            Exports::Process { processor, timers } => Guest::Process {
-                processor: processor.load(&mut store, &instance).map_err(|e| classify(e, &store, &config))?,
-                timers: match timers {
-                    Some(t) => Some(t.load(&mut store, &instance).map_err(|e| classify(e, &store, &config))?),
-                    None => None,
+        let built = (|| -> Result<Guest, CallError> {
+            if let Some(fuel) = config.fuel {
+                store.set_fuel(fuel).map_err(|e| CallError::Init(format!("{e:#}")))?;
+            }
+            let instance = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, &config))?;
+            Ok(match &self.exports {
+                Exports::Process { processor, timers } => Guest::Process {
+                    processor: processor.load(&mut store, &instance).map_err(|e| classify(e, &store, &config))?,
+                    timers: match timers {
+                        Some(t) => Some(t.load(&mut store, &instance).map_err(|e| classify(e, &store, &config))?),
+                        None => None,
+                    },
                 },
-            },
-            Exports::Window(a) => Guest::Window(a.load(&mut store, &instance).map_err(|e| classify(e, &store, &config))?),
+                Exports::Window(a) => Guest::Window(a.load(&mut store, &instance).map_err(|e| classify(e, &store, &config))?),
+            })
+        })();
+        let guest = match built {
+            Ok(g) => g,
+            Err(e) => return Err((e, store.into_data().state)),
         };
         let mut instance = Instance { store, guest, plugin: self.clone(), config, deadline_ticks };
-        instance.init()?;
-        Ok(instance)
+        match instance.init() {
+            Ok(()) => Ok(instance),
+            Err(e) => Err((e, instance.store.into_data().state)),
+        }
     }
 }
 
@@ -1172,6 +1192,31 @@ impl Instance {
         *self = fresh;
         self.set_watermark(watermark);
         Ok(())
+    }
+
+    /// Run `plugin` from now on (a hot swap), keeping the keyed state and
+    /// the watermark. If the new plugin cannot be instantiated or its
+    /// `init` fails, this instance keeps running the old one.
+    pub fn swap(&mut self, plugin: Arc<Plugin>) -> Result<(), CallError> {
+        let state = self.store.data_mut().state.take();
+        let metrics = self.store.data().metrics.clone();
+        let watermark = self.store.data().watermark;
+        match plugin.instantiate_keeping(self.config.clone(), state, metrics) {
+            Ok(fresh) => {
+                *self = fresh;
+                self.set_watermark(watermark);
+                Ok(())
+            }
+            Err((e, state)) => {
+                self.store.data_mut().state = state;
+                Err(e)
+            }
+        }
+    }
+
+    /// The plugin this instance runs.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
     }
 
     /// The keyed state of this subtask, e.g. to flush it.

@@ -25,13 +25,13 @@ pub(crate) fn read_pipeline(path: &Path) -> Result<Pipeline, ExitCode> {
 }
 
 /// Read the pipeline and load its plugins: what `run` and `validate` share.
-pub(crate) fn prepare(path: &Path) -> anyhow::Result<Result<(Pipeline, HashMap<String, Arc<Plugin>>), ExitCode>> {
+pub(crate) fn prepare(path: &Path) -> anyhow::Result<Result<(Pipeline, HashMap<String, Arc<Plugin>>, Arc<Runtime>), ExitCode>> {
     let pipeline = match read_pipeline(path) {
         Ok(p) => p,
         Err(code) => return Ok(Err(code)),
     };
-    let runtime = Runtime::new(crate::compile_cache())?;
-    Ok(load_plugins(&runtime, &pipeline).map(|plugins| (pipeline, plugins)))
+    let runtime = Arc::new(Runtime::new(crate::compile_cache())?);
+    Ok(load_plugins(&runtime, &pipeline).map(|plugins| (pipeline, plugins, runtime)))
 }
 
 /// Compile and check every operator's plugin, with a progress bar on a terminal.

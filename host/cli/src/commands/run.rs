@@ -40,7 +40,7 @@ pub struct RunArgs {
 
 /// Run the pipeline.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (pipeline, plugins) = match super::prepare(&args.pipeline)? {
+    let (pipeline, plugins, runtime) = match super::prepare(&args.pipeline)? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
@@ -53,6 +53,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         batch_size: args.batch_size,
         restore_from: args.from,
         allow_dropped_state: args.allow_dropped_state,
+        runtime: Some(sluice_dataflow::RuntimeHandle(runtime)),
         ..Settings::default()
     };
     let metrics = Arc::new(Metrics::default());

@@ -15,7 +15,7 @@ pub struct ValidateArgs {
 
 /// Validate and print what the pipeline contains.
 pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
-    let (pipeline, plugins) = match super::prepare(&args.pipeline)? {
+    let (pipeline, plugins, _) = match super::prepare(&args.pipeline)? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };

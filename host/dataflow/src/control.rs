@@ -1,0 +1,180 @@
+//! Hot swap of operator plugins through a control source.
+//!
+//! A command (JSON, see [`Command`]) names an operator and a plugin with its
+//! sha256. The checkpoint coordinator takes it off the hot path: it checks
+//! the digest, keeps the bytes in the plugin store (by digest), compiles the
+//! component and checks its kind against the operator. Then it plans the swap
+//! at the next checkpoint barrier and triggers that checkpoint. Each subtask
+//! of the operator switches instances right after it has aligned that
+//! barrier: every record before the barrier is processed by the old version,
+//! every record after it by the new one, in every subtask. Keyed state stays
+//! in RocksDB and the new instance continues from it. The checkpoint's
+//! manifest records the new digest, so recovery runs the same code.
+//!
+//! The control source of this version is a directory: `<checkpoint
+//! store>/control/*.json`, with the outcome of each command in
+//! `control/results/<id>.json` (`accepted`, then `applied` at a checkpoint,
+//! or `rejected` with the reason). Commands are idempotent by id.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use sluice_world::Plugin;
+
+/// What a command asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Run a new plugin version.
+    Deploy,
+    /// Go back to the previous version (not in this version).
+    Rollback,
+    /// Hold the operator's input (not in this version).
+    Pause,
+    /// Release it (not in this version).
+    Resume,
+}
+
+/// A control command.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    /// Unique id: a command is applied once, however often it is sent.
+    pub id: String,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The operator to change.
+    pub operator: String,
+    /// What to do.
+    pub action: Action,
+    /// The component's path (for `deploy`).
+    #[serde(default)]
+    pub plugin: Option<PathBuf>,
+    /// Its sha256, hex (for `deploy`).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// New params (not in this version).
+    #[serde(default)]
+    pub params: Option<serde_json::Value>,
+}
+
+/// Where a command stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Checked and planned; waiting for its checkpoint.
+    Accepted,
+    /// In effect from a checkpoint on.
+    Applied,
+    /// Refused; nothing changed.
+    Rejected,
+}
+
+/// The result of a command, written to `control/results/<id>.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The command's id.
+    pub id: String,
+    /// Where it stands.
+    pub status: Status,
+    /// The operator.
+    pub operator: String,
+    /// The plugin digest it deploys.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// The checkpoint at whose barrier it takes (or took) effect.
+    #[serde(default)]
+    pub checkpoint: Option<u64>,
+    /// Why it was rejected.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl Outcome {
+    /// Whether nothing more will happen to the command.
+    pub fn is_final(&self) -> bool {
+        self.status != Status::Accepted
+    }
+}
+
+/// Where a pipeline's control files are (under its checkpoint store).
+#[derive(Clone, Debug)]
+pub struct ControlDir {
+    root: PathBuf,
+}
+
+impl ControlDir {
+    /// The control directory below a checkpoint store's root.
+    pub fn new(store_root: &Path) -> Self {
+        ControlDir { root: store_root.join("control") }
+    }
+
+    /// Where commands are dropped.
+    pub fn commands(&self) -> &Path {
+        &self.root
+    }
+
+    /// The outcome file of command `id`.
+    pub fn result(&self, id: &str) -> PathBuf {
+        self.root.join("results").join(format!("{}.json", sanitize(id)))
+    }
+
+    /// The plugin store: deployed components by digest.
+    pub fn plugin(&self, digest: &str) -> PathBuf {
+        self.root.join("plugins").join(format!("{digest}.wasm"))
+    }
+
+    /// Write `outcome` atomically.
+    pub fn write(&self, outcome: &Outcome) {
+        let path = self.result(&outcome.id);
+        let _ = std::fs::create_dir_all(path.parent().expect("results dir"));
+        let tmp = path.with_extension("tmp");
+        let text = serde_json::to_string_pretty(outcome).expect("an outcome serializes");
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+    }
+
+    /// The outcome of command `id`, if there is one.
+    pub fn read(&self, id: &str) -> Option<Outcome> {
+        std::fs::read_to_string(self.result(id)).ok().and_then(|t| serde_json::from_str(&t).ok())
+    }
+}
+
+/// Ids become file names: keep them to a safe alphabet.
+fn sanitize(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
+}
+
+/// Swaps planned at checkpoint barriers, shared by the coordinator (which
+/// plans) and the operator subtasks (which apply).
+#[derive(Default)]
+pub(crate) struct Swaps {
+    planned: Mutex<HashMap<String, (u64, Arc<Plugin>)>>,
+}
+
+impl Swaps {
+    /// Operator `operator` switches to `plugin` at barrier `at`.
+    pub(crate) fn plan(&self, operator: &str, at: u64, plugin: Arc<Plugin>) {
+        self.planned.lock().unwrap_or_else(|p| p.into_inner()).insert(operator.to_string(), (at, plugin));
+    }
+
+    /// The plugin `operator` switches to at barrier `id`, if one is planned.
+    pub(crate) fn at(&self, operator: &str, id: u64) -> Option<Arc<Plugin>> {
+        let planned = self.planned.lock().unwrap_or_else(|p| p.into_inner());
+        planned.get(operator).filter(|(at, _)| *at == id).map(|(_, p)| p.clone())
+    }
+
+    /// Forget the swap of `operator` (applied, or given up).
+    pub(crate) fn done(&self, operator: &str) {
+        self.planned.lock().unwrap_or_else(|p| p.into_inner()).remove(operator);
+    }
+}
+
+/// The sha256 of `bytes`, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
