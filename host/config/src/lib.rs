@@ -239,6 +239,27 @@ pub struct Pipeline {
     pub sinks: Vec<SinkSpec>,
     /// Checkpointing.
     pub checkpoints: CheckpointSpec,
+    /// Hot swaps (`[control]`).
+    pub control: ControlSpec,
+}
+
+/// `[control]`: how deployed plugins are watched.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSpec {
+    /// A newly deployed plugin is on probation for its first this many
+    /// records per subtask (default 1000).
+    pub probation_records: u64,
+    /// If more than this share of them fail (errors and traps), Sluice rolls
+    /// the operator back to its previous version by itself (default 0.05;
+    /// 1 turns automatic rollback off).
+    pub max_error_rate: f64,
+}
+
+impl Default for ControlSpec {
+    fn default() -> Self {
+        ControlSpec { probation_records: 1000, max_error_rate: 0.05 }
+    }
 }
 
 #[derive(Deserialize)]
@@ -254,6 +275,8 @@ struct RawPipeline {
     sinks: Vec<Spanned<toml::Table>>,
     #[serde(default)]
     checkpoints: CheckpointSpec,
+    #[serde(default)]
+    control: ControlSpec,
 }
 
 #[derive(Deserialize)]
@@ -656,8 +679,12 @@ impl Reader<'_> {
             return Err(self.err(None, "[checkpoints]: interval must be at least 10ms and retain at least 1", Some("e.g. interval = \"10s\", retain = 3".into())));
         }
         checkpoints.dir = checkpoints.dir.map(|d| self.resolve(&d));
+        if !(0.0..=1.0).contains(&raw.control.max_error_rate) || raw.control.probation_records == 0 {
+            return Err(self.err(None, "[control]: max_error_rate must be between 0 and 1 and probation_records at least 1", Some("e.g. probation_records = 1000, max_error_rate = 0.05".into())));
+        }
         let mut pipeline = Pipeline {
             checkpoints,
+            control: raw.control,
             name,
             file: self.file.to_path_buf(),
             hash: hex::encode(Sha256::digest(self.text.as_bytes())),

@@ -61,6 +61,8 @@ pub(crate) enum Ack {
     SinkDone { name: String, snapshot: SinkSnapshot },
     /// An operator subtask switched plugins at barrier `id` (or failed to).
     Swapped { name: String, subtask: usize, id: u64, error: Option<String> },
+    /// A newly deployed plugin failed too often during its probation.
+    Unhealthy { name: String, subtask: usize, digest: String, reason: String },
     /// The run failed: stop coordinating.
     Abort,
 }
@@ -526,6 +528,8 @@ pub(crate) struct Coordinator {
     pub(crate) swaps: Arc<crate::control::Swaps>,
     pub(crate) runtime: Option<Arc<sluice_world::Runtime>>,
     pub(crate) deployed: HashMap<String, String>,
+    /// Deployed digests already rolled back automatically.
+    pub(crate) auto_rolled_back: std::collections::HashSet<String>,
 }
 
 /// A deploy command between acceptance and its checkpoint.
@@ -606,6 +610,26 @@ impl Coordinator {
                 }
                 Ok(Ack::SinkDone { name, snapshot }) => {
                     done_sinks.insert(name, snapshot);
+                }
+                Ok(Ack::Unhealthy { name, subtask, digest, reason }) => {
+                    // Once per deployed version, through the control directory like any command.
+                    if self.deployed.get(&name) == Some(&digest) && !self.auto_rolled_back.contains(&digest) {
+                        self.auto_rolled_back.insert(digest.clone());
+                        tracing::warn!("operator `{name}` subtask {subtask}: {reason}; rolling back");
+                        let command = crate::control::Command {
+                            id: format!("auto-rollback-{name}-{}-{}", &digest[..12], sluice_world::now_ms()),
+                            pipeline: self.pipeline.name.clone(),
+                            operator: name,
+                            action: crate::control::Action::Rollback,
+                            plugin: None,
+                            sha256: None,
+                            params: None,
+                            reason: Some(format!("automatic rollback of sha256:{digest}: {reason}")),
+                        };
+                        let path = self.control.commands().join(format!("{}.json", command.id));
+                        let _ = std::fs::create_dir_all(self.control.commands());
+                        let _ = std::fs::write(&path, serde_json::to_vec(&command).expect("a command serializes"));
+                    }
                 }
                 Ok(Ack::Swapped { name, subtask, id, error }) => {
                     if let Some(f) = in_flight.iter_mut().find(|f| f.command.operator == name && f.at == id) {
@@ -756,19 +780,33 @@ impl Coordinator {
                 let _ = std::fs::remove_file(&file);
                 continue;
             }
-            let reject = |this: &Self, reason: String| {
+            let reject = |this: &Self, command: &Command, reason: String| {
                 tracing::warn!("control: command `{}` rejected: {reason}", command.id);
                 this.control.write(&Outcome { id: command.id.clone(), status: Status::Rejected, operator: command.operator.clone(), digest: command.sha256.clone(), checkpoint: None, reason: Some(reason) });
                 let _ = std::fs::remove_file(&file);
             };
-            if command.action != Action::Deploy {
-                reject(self, format!("`{:?}` is not supported by this version; only `deploy`", command.action).to_lowercase());
-                continue;
+            let mut command = command;
+            match command.action {
+                Action::Deploy => {}
+                Action::Rollback => match self.rollback_target(&command.operator) {
+                    Ok(digest) => {
+                        command.plugin = Some(self.control.plugin(&digest));
+                        command.sha256 = Some(digest);
+                    }
+                    Err(reason) => {
+                        reject(self, &command, reason);
+                        continue;
+                    }
+                },
+                other => {
+                    reject(self, &command, format!("`{other:?}` is not supported by this version; only deploy and rollback").to_lowercase());
+                    continue;
+                }
             }
             // The barrier it takes effect at: the next checkpoint not yet triggered.
             let at = self.next_id;
             match self.prepare_deploy(&command) {
-                Err(reason) => reject(self, reason),
+                Err(reason) => reject(self, &command, reason),
                 Ok((plugin, digest)) => {
                     let name = command.operator.clone();
                     let file_name = plugin.info().path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
@@ -786,6 +824,31 @@ impl Coordinator {
             }
         }
         planned
+    }
+
+    /// The version a rollback of `operator` returns to: the one before the
+    /// current one, among those not rolled back.
+    fn rollback_target(&self, operator: &str) -> Result<String, String> {
+        let history = self.control.history();
+        let active: Vec<&crate::control::Version> = history.get(operator).map(|v| v.iter().filter(|v| !v.rolled_back).collect()).unwrap_or_default();
+        match active.len() {
+            0 | 1 => Err(format!("operator `{operator}` has no earlier version to roll back to")),
+            n => Ok(active[n - 2].digest.clone()),
+        }
+    }
+
+    /// Record in the history that `operator` runs `digest` from checkpoint `at`.
+    fn record_version(&self, command: &crate::control::Command, digest: &str, at: u64) {
+        let mut history = self.control.history();
+        let versions = history.entry(command.operator.clone()).or_default();
+        if command.action == crate::control::Action::Rollback {
+            if let Some(last) = versions.iter_mut().rev().find(|v| !v.rolled_back) {
+                last.rolled_back = true;
+            }
+        } else {
+            versions.push(crate::control::Version { digest: digest.to_string(), checkpoint: at, since_ms: sluice_world::now_ms(), command: command.id.clone(), rolled_back: false });
+        }
+        self.control.write_history(&history);
     }
 
     /// Check a deploy off the hot path: digest, plugin store, compile, kind.
@@ -807,18 +870,19 @@ impl Coordinator {
         if !digest.eq_ignore_ascii_case(want.trim_start_matches("sha256:")) {
             return Err(format!("{} has sha256 {digest}, the command says {want}", path.display()));
         }
-        let stored = self.control.plugin(&digest);
-        if !stored.is_file() {
-            std::fs::create_dir_all(stored.parent().expect("plugin store")).map_err(|e| format!("plugin store: {e}"))?;
-            let tmp = stored.with_extension("tmp");
-            std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &stored)).map_err(|e| format!("plugin store {}: {e}", stored.display()))?;
-        }
+        let stored = self.control.store_plugin(&digest, &bytes)?;
         let Some(runtime) = &self.runtime else {
             return Err("this run has no plugin runtime for deploys (start it with `sluice run`)".into());
         };
         let mut spec = op.clone();
         spec.plugin = stored;
-        crate::load_operator(runtime, &spec).map(|p| (p, digest)).map_err(|e| e.to_string())
+        let plugin = crate::load_operator(runtime, &spec).map_err(|e| e.to_string())?;
+        // Start it once here, without state, so that a plugin whose `init`
+        // fails is rejected before any subtask switches.
+        plugin
+            .instantiate(crate::instance_config(op, 0), None, self.metrics.clone())
+            .map_err(|e| format!("the new plugin failed to start, the old one keeps running: {e}"))?;
+        Ok((plugin, digest))
     }
 
     /// Settle deploys whose subtasks have all switched, once a checkpoint
@@ -833,7 +897,7 @@ impl Coordinator {
             let outcome = if all && !f.errors.is_empty() {
                 Some(Outcome { id: f.command.id.clone(), status: Status::Rejected, operator: f.command.operator.clone(), digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: Some(format!("the new plugin failed to start, the old one keeps running: {}", f.errors.join("; "))) })
             } else if all && completed >= f.at {
-                Some(Outcome { id: f.command.id.clone(), status: Status::Applied, operator: f.command.operator.clone(), digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: None })
+                Some(Outcome { id: f.command.id.clone(), status: Status::Applied, operator: f.command.operator.clone(), digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: f.command.reason.clone() })
             } else {
                 None
             };
@@ -849,6 +913,9 @@ impl Coordinator {
                         };
                     }
                     tracing::info!("control: command `{}` {:?} at checkpoint {}", o.id, o.status, f.at);
+                    if o.status == Status::Applied {
+                        self.record_version(&f.command, &f.digest, f.at);
+                    }
                     self.swaps.done(&f.command.operator);
                     self.control.write(&o);
                     let _ = std::fs::remove_file(&f.file);

@@ -14,7 +14,13 @@
 //! The control source of this version is a directory: `<checkpoint
 //! store>/control/*.json`, with the outcome of each command in
 //! `control/results/<id>.json` (`accepted`, then `applied` at a checkpoint,
-//! or `rejected` with the reason). Commands are idempotent by id.
+//! or `rejected` with the reason). Commands are idempotent by id. Deployed
+//! components are kept in `control/plugins/<sha256>.wasm`, each operator's
+//! versions in `control/history/versions.json` (what `rollback` returns to).
+//!
+//! A deployed plugin is on probation for its first records
+//! (`[control] probation_records`); if more than `max_error_rate` of them
+//! fail, Sluice rolls it back by itself, through the same directory.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -58,6 +64,9 @@ pub struct Command {
     /// New params (not in this version).
     #[serde(default)]
     pub params: Option<serde_json::Value>,
+    /// Why it was sent, when Sluice sends it itself (automatic rollback).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// Where a command stands.
@@ -140,6 +149,58 @@ impl ControlDir {
     /// The outcome of command `id`, if there is one.
     pub fn read(&self, id: &str) -> Option<Outcome> {
         std::fs::read_to_string(self.result(id)).ok().and_then(|t| serde_json::from_str(&t).ok())
+    }
+}
+
+/// One version an operator ran, in `control/history.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Version {
+    /// The plugin's sha256.
+    pub digest: String,
+    /// The checkpoint from whose barrier on it ran (0: from the start).
+    pub checkpoint: u64,
+    /// Wall-clock time it took effect, ms since the epoch.
+    pub since_ms: i64,
+    /// The command that deployed it (`pipeline file` for the original).
+    pub command: String,
+    /// Rolled back: no longer a candidate to return to.
+    #[serde(default)]
+    pub rolled_back: bool,
+}
+
+/// The versions of every operator, oldest first.
+pub type History = std::collections::BTreeMap<String, Vec<Version>>;
+
+impl ControlDir {
+    fn history_file(&self) -> PathBuf {
+        // Not in the commands folder itself: every `*.json` there is a command.
+        self.root.join("history").join("versions.json")
+    }
+
+    /// The deploy history (empty if none yet).
+    pub fn history(&self) -> History {
+        std::fs::read_to_string(self.history_file()).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+    }
+
+    /// Replace the deploy history, atomically.
+    pub fn write_history(&self, history: &History) {
+        let path = self.history_file();
+        let _ = std::fs::create_dir_all(path.parent().expect("history dir"));
+        let tmp = path.with_extension("tmp");
+        if std::fs::write(&tmp, serde_json::to_string_pretty(history).expect("history serializes")).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+    }
+
+    /// Keep `bytes` (digest `digest`) in the plugin store.
+    pub fn store_plugin(&self, digest: &str, bytes: &[u8]) -> Result<PathBuf, String> {
+        let stored = self.plugin(digest);
+        if !stored.is_file() {
+            std::fs::create_dir_all(stored.parent().expect("plugin store")).map_err(|e| format!("plugin store: {e}"))?;
+            let tmp = stored.with_extension("tmp");
+            std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &stored)).map_err(|e| format!("plugin store {}: {e}", stored.display()))?;
+        }
+        Ok(stored)
     }
 }
 

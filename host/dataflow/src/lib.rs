@@ -120,6 +120,19 @@ pub fn engine_options(op: &OperatorSpec) -> EngineOptions {
     EngineOptions { stack_bytes: (op.limits.stack_kb as usize) << 10, fuel: op.limits.fuel.is_some(), ..EngineOptions::default() }
 }
 
+/// The instance settings of subtask `subtask` of `op`.
+pub(crate) fn instance_config(op: &OperatorSpec, subtask: u32) -> InstanceConfig {
+    InstanceConfig {
+        operator: op.name.clone(),
+        subtask,
+        parallelism: op.parallelism,
+        params: op.params.to_string(),
+        memory_bytes: (op.limits.memory_mb as usize) << 20,
+        deadline_ms: op.limits.deadline_ms,
+        fuel: op.limits.fuel,
+    }
+}
+
 /// Load (compile, check, pre-instantiate) the plugin of `op` with its limits
 /// and grants, and check that its kind fits how the pipeline uses it.
 pub fn load_operator(runtime: &Runtime, op: &OperatorSpec) -> Result<Arc<Plugin>, LoadError> {
@@ -387,6 +400,22 @@ pub async fn run(
     }
     let plugins = &plugins;
     let swaps = Arc::new(control::Swaps::default());
+    // The versions running now are what a rollback can return to: keep
+    // their bytes in the plugin store and start each operator's history.
+    if checkpoints {
+        let mut history = control.history();
+        for (name, p) in plugins.iter() {
+            let info = p.info();
+            if let Ok(bytes) = std::fs::read(&info.path) {
+                let _ = control.store_plugin(&info.digest, &bytes);
+            }
+            let versions = history.entry(name.clone()).or_default();
+            if versions.iter().rev().find(|v| !v.rolled_back).is_none_or(|v| v.digest != info.digest) {
+                versions.push(control::Version { digest: info.digest.clone(), checkpoint: restore.as_ref().map_or(0, |r| r.manifest.id), since_ms: now_ms(), command: "pipeline file".into(), rolled_back: false });
+            }
+        }
+        control.write_history(&history);
+    }
     let keyed_subtasks: usize = pipeline.operators.iter().filter(|o| o.key_by.is_some()).map(|o| o.parallelism as usize).sum();
     let backend = if keyed_subtasks > 0 {
         let dir = settings.state_dir.join(&pipeline.name).join("state");
@@ -435,6 +464,7 @@ pub async fn run(
         swaps: swaps.clone(),
         runtime: settings.runtime.as_ref().map(|r| r.0.clone()),
         deployed,
+        auto_rolled_back: Default::default(),
     });
     let coordinator = match coordinator {
         Some(c) => Some(std::thread::Builder::new().name("sluice-checkpoints".into()).spawn(move || c.run()).map_err(|e| DataflowError::Checkpoint(e.to_string()))?),
@@ -501,15 +531,7 @@ pub async fn run(
                 (Some(b), Some(_)) => Some(b.operator(&op.name, cache_per_subtask).map_err(|source| DataflowError::State { node: op.name.clone(), source })?),
                 _ => None,
             };
-            let config = InstanceConfig {
-                operator: op.name.clone(),
-                subtask: subtask as u32,
-                parallelism: op.parallelism,
-                params: op.params.to_string(),
-                memory_bytes: (op.limits.memory_mb as usize) << 20,
-                deadline_ms: op.limits.deadline_ms,
-                fuel: op.limits.fuel,
-            };
+            let config = instance_config(op, subtask as u32);
             let task = OperatorTask {
                 spec: op.clone(),
                 plugin: plugin.clone(),
@@ -526,6 +548,8 @@ pub async fn run(
                 aligner: align::Aligner::new(producer_sets.get(&op.name).cloned().unwrap_or_default(), last_id),
                 acks: acks.clone(),
                 swaps: swaps.clone(),
+                probation: None,
+                control: pipeline.control.clone(),
                 restore: restore.as_ref().and_then(|r| r.manifest.operators.iter().find(|o| o.name == op.name)).map(|o| operator::RestoredOperator {
                     watermark: o.watermarks.iter().copied().min().unwrap_or(i64::MIN),
                     generator: o.generators.get(subtask).cloned().flatten(),

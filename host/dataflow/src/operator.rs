@@ -23,6 +23,13 @@ use crate::DataflowError;
 /// due timers cannot stall the subtask forever.
 const MAX_TIMER_ROUNDS: usize = 1000;
 
+/// The probation of a newly deployed plugin in one subtask.
+pub(crate) struct Probation {
+    digest: String,
+    seen: u64,
+    failed: u64,
+}
+
 /// A source as provenance names it: its name and, for Kafka, its topic.
 #[derive(Clone, Debug)]
 pub(crate) struct SourceLabel {
@@ -52,6 +59,9 @@ pub(crate) struct OperatorTask {
     pub(crate) aligner: Aligner,
     /// Hot swaps planned at barriers.
     pub(crate) swaps: Arc<crate::control::Swaps>,
+    /// A newly deployed plugin's first records: how many, how many failed.
+    pub(crate) probation: Option<Probation>,
+    pub(crate) control: sluice_config::ControlSpec,
     /// Where checkpoint acknowledgements go (checkpoints on).
     pub(crate) acks: Option<std::sync::mpsc::Sender<Ack>>,
     /// What the restored checkpoint says about this operator.
@@ -215,6 +225,7 @@ impl OperatorTask {
             let error = match instance.swap(plugin.clone()) {
                 Ok(()) => {
                     self.plugin = plugin;
+                    self.probation = Some(Probation { digest: self.plugin.info().digest.clone(), seen: 0, failed: 0 });
                     tracing::info!(operator = %self.spec.name, subtask = self.subtask, "switched to plugin sha256:{} at checkpoint {id} in {:?}", &self.plugin.info().digest[..12], started.elapsed());
                     None
                 }
@@ -227,6 +238,24 @@ impl OperatorTask {
         Ok(())
     }
 
+    /// End a deployed plugin's probation: passed after `probation_records`,
+    /// or failed (reported, the coordinator rolls back) once its error rate
+    /// is above `max_error_rate` over at least 20 records.
+    fn judge_probation(&mut self) {
+        let Some(p) = &self.probation else { return };
+        let control = &self.control;
+        let rate = p.failed as f64 / p.seen.max(1) as f64;
+        if p.seen >= 20 && rate > control.max_error_rate {
+            let reason = format!("{} of its first {} records failed ({:.0}%, above {:.0}%)", p.failed, p.seen, rate * 100.0, control.max_error_rate * 100.0);
+            if let Some(acks) = &self.acks {
+                let _ = acks.send(Ack::Unhealthy { name: self.spec.name.clone(), subtask: self.subtask, digest: p.digest.clone(), reason });
+            }
+            self.probation = None;
+        } else if p.seen >= control.probation_records {
+            self.probation = None;
+        }
+    }
+
     /// When the wall clock next needs this subtask (a processing-time timer).
     fn next_wakeup(&self) -> Option<Instant> {
         let next = self.timers.as_ref()?.next_processing()?;
@@ -236,6 +265,7 @@ impl OperatorTask {
 
     /// After a batch: generated watermarks, and processing-time timers due.
     fn after_batch(&mut self, instance: &mut sluice_world::Instance) -> Result<(), DataflowError> {
+        self.judge_probation();
         if let Some(g) = &mut self.generator {
             match g.poll(Instant::now()) {
                 Some(WatermarkUpdate::Advance(wm)) => {
@@ -344,6 +374,9 @@ impl OperatorTask {
 
     fn process(&mut self, instance: &mut sluice_world::Instance, records: Vec<Record>) -> Result<(), DataflowError> {
         self.counters.records_in.inc_by(records.len() as u64);
+        if let Some(p) = &mut self.probation {
+            p.seen += records.len() as u64;
+        }
         let keyed = self.spec.key_by.is_some();
         let mut positions = Vec::with_capacity(records.len());
         let mut batch = Vec::with_capacity(records.len());
@@ -491,6 +524,9 @@ impl OperatorTask {
     /// Apply the operator's error policy to one record.
     pub(crate) fn on_error(&mut self, record: wit::Record, position: Option<Position>, message: String) -> Result<(), DataflowError> {
         self.counters.record_errors.inc();
+        if let Some(p) = &mut self.probation {
+            p.failed += 1;
+        }
         match self.spec.on_error {
             ErrorPolicy::Fail => Err(DataflowError::RecordFailed {
                 operator: self.spec.name.clone(),

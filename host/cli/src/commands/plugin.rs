@@ -34,12 +34,38 @@ pub enum PluginCommand {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+    /// Return an operator of a running pipeline to its previous version.
+    Rollback {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// The operator.
+        operator: String,
+        /// The state directory the pipeline runs with.
+        #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
+        state_dir: PathBuf,
+        /// Command id (default: derived from the time).
+        #[arg(long)]
+        id: Option<String>,
+        /// How long to wait for the outcome, in seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Show each operator's plugin versions: digest, since which checkpoint, by which command.
+    List {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// The state directory the pipeline runs with.
+        #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
+        state_dir: PathBuf,
+    },
 }
 
 /// Run a plugin subcommand.
 pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PluginCommand::Deploy { pipeline, operator, component, state_dir, id, timeout } => deploy(&pipeline, &operator, &component, &state_dir, id, timeout),
+        PluginCommand::Rollback { pipeline, operator, state_dir, id, timeout } => rollback(&pipeline, &operator, &state_dir, id, timeout),
+        PluginCommand::List { pipeline, state_dir } => list(&pipeline, &state_dir),
         PluginCommand::Inspect { component } => {
             let runtime = Runtime::new(crate::compile_cache())?;
             let info = match runtime.inspect(&component) {
@@ -80,7 +106,7 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
 /// `sluice plugin deploy`: drop a command into the pipeline's control
 /// directory and wait for its outcome.
 fn deploy(pipeline: &std::path::Path, operator: &str, component: &std::path::Path, state_dir: &std::path::Path, id: Option<String>, timeout: u64) -> anyhow::Result<ExitCode> {
-    use sluice_dataflow::control::{sha256_hex, Action, Command, ControlDir, Status};
+    use sluice_dataflow::control::{sha256_hex, Action, Command};
     let pipeline = match super::read_pipeline(pipeline) {
         Ok(p) => p,
         Err(code) => return Ok(code),
@@ -89,26 +115,46 @@ fn deploy(pipeline: &std::path::Path, operator: &str, component: &std::path::Pat
     let digest = sha256_hex(&bytes);
     let component = std::fs::canonicalize(component)?;
     let id = id.unwrap_or_else(|| format!("deploy-{operator}-{}-{}", &digest[..12], sluice_world::now_ms()));
-    let store = sluice_dataflow::checkpoint::Store::of(&pipeline, state_dir);
+    let command = Command { id, pipeline: pipeline.name.clone(), operator: operator.to_string(), action: Action::Deploy, plugin: Some(component), sha256: Some(digest.clone()), params: None, reason: None };
+    eprintln!("sending `{}`: operator `{operator}` to sha256:{}", command.id, &digest[..12]);
+    send_and_wait(&pipeline, state_dir, command, timeout)
+}
+
+/// `sluice plugin rollback`.
+fn rollback(pipeline: &std::path::Path, operator: &str, state_dir: &std::path::Path, id: Option<String>, timeout: u64) -> anyhow::Result<ExitCode> {
+    use sluice_dataflow::control::{Action, Command};
+    let pipeline = match super::read_pipeline(pipeline) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let id = id.unwrap_or_else(|| format!("rollback-{operator}-{}", sluice_world::now_ms()));
+    let command = Command { id, pipeline: pipeline.name.clone(), operator: operator.to_string(), action: Action::Rollback, plugin: None, sha256: None, params: None, reason: None };
+    send_and_wait(&pipeline, state_dir, command, timeout)
+}
+
+/// Drop `command` into the pipeline's control directory and wait for its outcome.
+fn send_and_wait(pipeline: &sluice_config::Pipeline, state_dir: &std::path::Path, command: sluice_dataflow::control::Command, timeout: u64) -> anyhow::Result<ExitCode> {
+    use sluice_dataflow::control::{ControlDir, Status};
+    let store = sluice_dataflow::checkpoint::Store::of(pipeline, state_dir);
     let control = ControlDir::new(&store.root);
     std::fs::create_dir_all(control.commands())?;
-    let command = Command { id: id.clone(), pipeline: pipeline.name.clone(), operator: operator.to_string(), action: Action::Deploy, plugin: Some(component), sha256: Some(digest.clone()), params: None };
+    let id = command.id.clone();
     let path = control.commands().join(format!("{}.json", id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_")));
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&command)?)?;
     std::fs::rename(&tmp, &path)?;
-    eprintln!("sent `{id}`: operator `{operator}` to sha256:{}", &digest[..12]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
     let mut said_accepted = false;
     loop {
         if let Some(o) = control.read(&id) {
+            let digest = o.digest.clone().unwrap_or_default();
             match o.status {
                 Status::Accepted if !said_accepted => {
                     said_accepted = true;
                     eprintln!("accepted: takes effect at checkpoint {}", o.checkpoint.unwrap_or(0));
                 }
                 Status::Applied => {
-                    println!("applied: operator `{operator}` runs sha256:{digest} since checkpoint {}", o.checkpoint.unwrap_or(0));
+                    println!("applied: operator `{}` runs sha256:{digest} since checkpoint {}", o.operator, o.checkpoint.unwrap_or(0));
                     return Ok(ExitCode::SUCCESS);
                 }
                 Status::Rejected => {
@@ -124,4 +170,26 @@ fn deploy(pipeline: &std::path::Path, operator: &str, component: &std::path::Pat
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// `sluice plugin list`.
+fn list(pipeline: &std::path::Path, state_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let pipeline = match super::read_pipeline(pipeline) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let store = sluice_dataflow::checkpoint::Store::of(&pipeline, state_dir);
+    let history = sluice_dataflow::control::ControlDir::new(&store.root).history();
+    if history.is_empty() {
+        println!("no versions recorded yet: run the pipeline (with checkpoints) first");
+    }
+    for (operator, versions) in &history {
+        println!("{operator}");
+        let current = versions.iter().rposition(|v| !v.rolled_back);
+        for (i, v) in versions.iter().enumerate() {
+            let mark = if Some(i) == current { "*" } else if v.rolled_back { "x" } else { " " };
+            println!("  {mark} sha256:{}  since checkpoint {:<6} by {}", &v.digest[..16.min(v.digest.len())], v.checkpoint, v.command);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
