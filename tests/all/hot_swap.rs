@@ -218,3 +218,56 @@ fn control_digest(component: &str) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(std::fs::read(plugin(component)).unwrap()))
 }
+
+#[test]
+fn swaps_arrive_through_the_kafka_control_topic_and_the_directory() {
+    let bs = sluice_tests::kafka::bootstrap();
+    let mut topics = sluice_tests::kafka::Topics::on(&bs);
+    let control = topics.create("control", 1);
+    let status = format!("{control}.status");
+    sluice_tests::kafka::create_topic(&bs, &status, 1);
+    let _status_topic = StatusTopic(bs.clone(), status.clone());
+    let dir = tempfile::tempdir().unwrap();
+    write_pipeline(dir.path(), &format!("{}\n[control.kafka]\nbootstrap = \"{bs}\"\ntopic = \"{control}\"\n", pipeline()));
+    let child = spawn_run(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // v1 → v2 through Kafka (the CLI uses the pipeline's control topic).
+    let (ok, text) = deploy(dir.path(), "fixture_versioned_count_v2", "kafka-to-v2");
+    assert!(ok && text.contains("Kafka topic") && text.contains("applied"), "{text}");
+    std::thread::sleep(Duration::from_millis(1500));
+    // v2 → v1 through the directory: a command file, as any tool can write it.
+    let v1 = plugin("fixture_versioned_count_v1");
+    let command = serde_json::json!({
+        "id": "dir-to-v1", "pipeline": "swap", "operator": "count", "action": "deploy",
+        "plugin": v1, "sha256": control_digest("fixture_versioned_count_v1"),
+    });
+    let commands = dir.path().join("state/swap/checkpoints/control");
+    std::fs::create_dir_all(&commands).unwrap();
+    std::fs::write(commands.join("dir-to-v1.json"), command.to_string()).unwrap();
+    let result = commands.join("results/dir-to-v1.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&result).is_ok_and(|t| t.contains("\"applied\"")) {
+        assert!(Instant::now() < deadline, "the directory command was not applied: {:?}", std::fs::read_to_string(&result));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let (lines, back, keys) = check_output(&dir.path().join("out.txt"), &["v1", "v2", "v1"]);
+    assert_eq!(lines, countable(), "every keyed trip is counted exactly once");
+    assert!(back * 2 > keys, "most keys are back on v1 ({back} of {keys})");
+    // The Kafka command's outcomes are on the status topic: accepted, then applied.
+    let outcomes: Vec<String> = sluice_tests::kafka::read_topic(&bs, &status, true).iter().map(|r| String::from_utf8_lossy(&r.value).into_owned()).collect();
+    assert!(outcomes.iter().any(|o| o.contains("kafka-to-v2") && o.contains("\"accepted\"")), "{outcomes:?}");
+    assert!(outcomes.iter().any(|o| o.contains("kafka-to-v2") && o.contains("\"applied\"")), "{outcomes:?}");
+}
+
+/// Deletes the status topic (not made through `Topics`) at the end.
+struct StatusTopic(String, String);
+
+impl Drop for StatusTopic {
+    fn drop(&mut self) {
+        let _ = sluice_kafka::admin::delete_topics(&self.0, &[&self.1]);
+    }
+}

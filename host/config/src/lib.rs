@@ -254,11 +254,14 @@ pub struct ControlSpec {
     /// the operator back to its previous version by itself (default 0.05;
     /// 1 turns automatic rollback off).
     pub max_error_rate: f64,
+    /// Commands from a Kafka topic too (`[control.kafka]`), besides the
+    /// control directory.
+    pub kafka: Option<sluice_connectors::kafka::KafkaControlConfig>,
 }
 
 impl Default for ControlSpec {
     fn default() -> Self {
-        ControlSpec { probation_records: 1000, max_error_rate: 0.05 }
+        ControlSpec { probation_records: 1000, max_error_rate: 0.05, kafka: None }
     }
 }
 

@@ -89,6 +89,25 @@ pub struct KafkaSinkConfig {
     pub properties: BTreeMap<String, String>,
 }
 
+/// `[control.kafka]`: hot-swap commands from a Kafka topic.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaControlConfig {
+    /// `host:port[,host:port…]` of the brokers.
+    pub bootstrap: String,
+    /// The topic commands are produced to (JSON values).
+    pub topic: String,
+    /// Where outcomes are produced (keyed by command id). Default
+    /// `<topic>.status`; it must exist (the outcome is also written to the
+    /// control directory).
+    #[serde(default)]
+    pub status_topic: Option<String>,
+    /// Consumer group of the pipeline's control reader (its offsets mark
+    /// settled commands). Default `sluice.<pipeline>.control`.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
 fn yes() -> bool {
     true
 }

@@ -530,12 +530,20 @@ pub(crate) struct Coordinator {
     pub(crate) deployed: HashMap<String, String>,
     /// Deployed digests already rolled back automatically.
     pub(crate) auto_rolled_back: std::collections::HashSet<String>,
+    /// Where commands come from: the directory first, then `[control]` sources.
+    pub(crate) control_sources: Vec<Box<dyn sluice_types::ControlSource>>,
+    /// Commands received and not handled yet: (source, token, command).
+    pub(crate) backlog: std::collections::VecDeque<(usize, u64, crate::control::Command)>,
+    /// Sources whose failure was already logged.
+    pub(crate) control_warned: std::collections::HashSet<usize>,
 }
 
 /// A deploy command between acceptance and its checkpoint.
 struct InFlight {
     command: crate::control::Command,
-    file: PathBuf,
+    /// Which control source sent it, and its token there.
+    source: usize,
+    token: u64,
     at: u64,
     digest: String,
     previous: ((String, String), Option<String>),
@@ -751,41 +759,48 @@ impl Coordinator {
         }
     }
 
-    /// Take new commands from the control directory; returns the barrier a
+    /// Take new commands from the control sources; returns the barrier a
     /// new deploy was planned at.
     fn poll_control(&mut self, in_flight: &mut Vec<InFlight>) -> Option<u64> {
         use crate::control::{Action, Command, Outcome, Status};
-        let entries = std::fs::read_dir(self.control.commands()).ok()?;
-        let mut planned = None;
-        for e in entries.flatten() {
-            let file = e.path();
-            if file.extension().is_none_or(|x| x != "json") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&file).unwrap_or_default();
-            let command: Command = match serde_json::from_str(&text) {
-                Ok(c) => c,
-                Err(err) => {
-                    tracing::warn!("control: {} is not a command ({err}); moved aside", file.display());
-                    let _ = std::fs::rename(&file, file.with_extension("invalid"));
-                    continue;
+        for (si, source) in self.control_sources.iter_mut().enumerate() {
+            match source.poll() {
+                Ok(commands) => {
+                    for (token, bytes) in commands {
+                        match serde_json::from_slice::<Command>(&bytes) {
+                            Ok(c) => self.backlog.push_back((si, token, c)),
+                            Err(err) => {
+                                tracing::warn!("control: {} sent something that is not a command ({err}): {}; dropped", source.describe(), String::from_utf8_lossy(&bytes[..bytes.len().min(200)]));
+                                let _ = source.settle(token, "", b"");
+                            }
+                        }
+                    }
                 }
-            };
+                Err(e) => {
+                    if self.control_warned.insert(si) {
+                        tracing::warn!("control: {}: {e}", source.describe());
+                    }
+                }
+            }
+        }
+        let mut planned = None;
+        let mut later = std::collections::VecDeque::new();
+        while let Some((si, token, mut command)) = self.backlog.pop_front() {
             if in_flight.iter().any(|f| f.command.id == command.id) {
                 continue;
             }
             // Idempotent: a command already settled is not applied again.
-            if self.control.read(&command.id).is_some_and(|o| o.is_final()) {
+            if let Some(o) = self.control.read(&command.id).filter(|o| o.is_final()) {
                 tracing::info!("control: command `{}` was already handled; ignoring the repeat", command.id);
-                let _ = std::fs::remove_file(&file);
+                self.settle_command(si, token, &o);
                 continue;
             }
-            let reject = |this: &Self, command: &Command, reason: String| {
-                tracing::warn!("control: command `{}` rejected: {reason}", command.id);
-                this.control.write(&Outcome { id: command.id.clone(), status: Status::Rejected, operator: command.operator.clone(), digest: command.sha256.clone(), checkpoint: None, reason: Some(reason) });
-                let _ = std::fs::remove_file(&file);
-            };
-            let mut command = command;
+            // One swap per operator at a time: the next waits for this one.
+            if in_flight.iter().any(|f| f.command.operator == command.operator) {
+                later.push_back((si, token, command));
+                continue;
+            }
+            let rejection = |command: &Command, reason: String| Outcome { id: command.id.clone(), status: Status::Rejected, operator: command.operator.clone(), digest: command.sha256.clone(), checkpoint: None, reason: Some(reason) };
             match command.action {
                 Action::Deploy => {}
                 Action::Rollback => match self.rollback_target(&command.operator) {
@@ -794,19 +809,24 @@ impl Coordinator {
                         command.sha256 = Some(digest);
                     }
                     Err(reason) => {
-                        reject(self, &command, reason);
+                        let o = rejection(&command, reason);
+                        self.settle_command(si, token, &o);
                         continue;
                     }
                 },
                 other => {
-                    reject(self, &command, format!("`{other:?}` is not supported by this version; only deploy and rollback").to_lowercase());
+                    let o = rejection(&command, format!("`{other:?}` is not supported by this version; only deploy and rollback").to_lowercase());
+                    self.settle_command(si, token, &o);
                     continue;
                 }
             }
             // The barrier it takes effect at: the next checkpoint not yet triggered.
             let at = self.next_id;
             match self.prepare_deploy(&command) {
-                Err(reason) => reject(self, &command, reason),
+                Err(reason) => {
+                    let o = rejection(&command, reason);
+                    self.settle_command(si, token, &o);
+                }
                 Ok((plugin, digest)) => {
                     let name = command.operator.clone();
                     let file_name = plugin.info().path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
@@ -814,16 +834,29 @@ impl Coordinator {
                     self.plugin_digests.insert(name.clone(), (file_name, digest.clone()));
                     self.deployed.insert(name.clone(), digest.clone());
                     self.swaps.plan(&name, at, plugin);
-                    tracing::info!("control: command `{}`: operator `{name}` switches to sha256:{} at checkpoint {at}", command.id, &digest[..12]);
-                    self.control.write(&Outcome { id: command.id.clone(), status: Status::Accepted, operator: name, digest: Some(digest.clone()), checkpoint: Some(at), reason: None });
-                    in_flight.push(InFlight { command, file, at, digest, previous, swapped: 0, errors: Vec::new() });
+                    tracing::info!("control: command `{}` ({}): operator `{name}` switches to sha256:{} at checkpoint {at}", command.id, self.control_sources[si].describe(), &digest[..12]);
+                    let o = Outcome { id: command.id.clone(), status: Status::Accepted, operator: name, digest: Some(digest.clone()), checkpoint: Some(at), reason: None };
+                    self.control.write(&o);
+                    let _ = self.control_sources[si].report(&o.id, &serde_json::to_vec(&o).expect("an outcome serializes"));
+                    in_flight.push(InFlight { command, source: si, token, at, digest, previous, swapped: 0, errors: Vec::new() });
                     planned = Some(at);
-                    // One swap per barrier and operator: take the rest next time.
-                    break;
                 }
             }
         }
+        self.backlog = later;
         planned
+    }
+
+    /// Write a command's final outcome and tell its source.
+    fn settle_command(&mut self, source: usize, token: u64, outcome: &crate::control::Outcome) {
+        if outcome.status == crate::control::Status::Rejected {
+            tracing::warn!("control: command `{}` rejected: {}", outcome.id, outcome.reason.as_deref().unwrap_or(""));
+        }
+        self.control.write(outcome);
+        let bytes = serde_json::to_vec(outcome).expect("an outcome serializes");
+        if let Err(e) = self.control_sources[source].settle(token, &outcome.id, &bytes) {
+            tracing::warn!("control: {}: {e}", self.control_sources[source].describe());
+        }
     }
 
     /// The version a rollback of `operator` returns to: the one before the
@@ -889,7 +922,8 @@ impl Coordinator {
     /// at or after their barrier is complete (`completed`, 0 if none now).
     fn settle_swaps(&mut self, in_flight: &mut Vec<InFlight>, completed: u64) {
         use crate::control::{Outcome, Status};
-        let parallelism = |name: &str| self.participants.operators.iter().find(|(n, _)| n == name).map_or(0, |(_, p)| *p);
+        let operators = self.participants.operators.clone();
+        let parallelism = |name: &str| operators.iter().find(|(n, _)| n == name).map_or(0, |(_, p)| *p);
         let mut i = 0;
         while i < in_flight.len() {
             let f = &in_flight[i];
@@ -917,8 +951,7 @@ impl Coordinator {
                         self.record_version(&f.command, &f.digest, f.at);
                     }
                     self.swaps.done(&f.command.operator);
-                    self.control.write(&o);
-                    let _ = std::fs::remove_file(&f.file);
+                    self.settle_command(f.source, f.token, &o);
                 }
                 None => i += 1,
             }

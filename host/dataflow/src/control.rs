@@ -204,6 +204,52 @@ impl ControlDir {
     }
 }
 
+/// The embedded control source: `*.json` files in the control directory.
+/// A file stays until its command is settled.
+pub struct DirectorySource {
+    dir: PathBuf,
+    delivered: HashMap<u64, PathBuf>,
+    seen: std::collections::HashSet<PathBuf>,
+    next: u64,
+}
+
+impl DirectorySource {
+    /// Watch `control`'s command folder.
+    pub fn new(control: &ControlDir) -> Self {
+        DirectorySource { dir: control.commands().to_path_buf(), delivered: HashMap::new(), seen: Default::default(), next: 0 }
+    }
+}
+
+impl sluice_types::ControlSource for DirectorySource {
+    fn describe(&self) -> String {
+        format!("directory {}", self.dir.display())
+    }
+
+    fn poll(&mut self) -> Result<Vec<(u64, Vec<u8>)>, sluice_types::ConnectorError> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Ok(Vec::new()) };
+        let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json") && !self.seen.contains(p)).collect();
+        // Oldest first (names made by the CLI sort by time only within one id scheme).
+        files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        let mut out = Vec::new();
+        for file in files {
+            let Ok(bytes) = std::fs::read(&file) else { continue };
+            self.seen.insert(file.clone());
+            self.next += 1;
+            self.delivered.insert(self.next, file);
+            out.push((self.next, bytes));
+        }
+        Ok(out)
+    }
+
+    fn settle(&mut self, token: u64, _id: &str, _outcome: &[u8]) -> Result<(), sluice_types::ConnectorError> {
+        if let Some(file) = self.delivered.remove(&token) {
+            let _ = std::fs::remove_file(&file);
+            self.seen.remove(&file);
+        }
+        Ok(())
+    }
+}
+
 /// Ids become file names: keep them to a safe alphabet.
 fn sanitize(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()

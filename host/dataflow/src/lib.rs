@@ -400,6 +400,10 @@ pub async fn run(
     }
     let plugins = &plugins;
     let swaps = Arc::new(control::Swaps::default());
+    let mut control_sources: Vec<Box<dyn sluice_types::ControlSource>> = vec![Box::new(control::DirectorySource::new(&control))];
+    if let (true, Some(k)) = (checkpoints, &pipeline.control.kafka) {
+        control_sources.push(Box::new(sluice_kafka::KafkaControl::new(k, &pipeline.name).map_err(|source| DataflowError::Connector { node: "[control.kafka]".into(), source })?));
+    }
     // The versions running now are what a rollback can return to: keep
     // their bytes in the plugin store and start each operator's history.
     if checkpoints {
@@ -465,6 +469,9 @@ pub async fn run(
         runtime: settings.runtime.as_ref().map(|r| r.0.clone()),
         deployed,
         auto_rolled_back: Default::default(),
+        control_sources,
+        backlog: Default::default(),
+        control_warned: Default::default(),
     });
     let coordinator = match coordinator {
         Some(c) => Some(std::thread::Builder::new().name("sluice-checkpoints".into()).spawn(move || c.run()).map_err(|e| DataflowError::Checkpoint(e.to_string()))?),

@@ -26,9 +26,11 @@ use rdkafka::error::KafkaError;
 use sluice_types::ConnectorError;
 
 pub mod admin;
+mod control;
 mod sink;
 mod source;
 
+pub use control::KafkaControl;
 pub use sink::KafkaSink;
 pub use source::{KafkaSource, Subtask};
 

@@ -251,4 +251,28 @@ pub trait Sink: Send {
     }
 }
 
+/// A source of control commands for hot swaps: a watched directory, a
+/// Kafka topic, an HTTP endpoint… Commands and outcomes are JSON (their
+/// schema lives in the dataflow's `control` module).
+///
+/// A command returned by [`poll`](ControlSource::poll) is returned once per
+/// run; until it is [`settle`](ControlSource::settle)d, the source keeps it
+/// (a file stays, an offset stays uncommitted), so that a restarted
+/// pipeline receives it again. Commands are idempotent by id, so a command
+/// received twice is applied once.
+pub trait ControlSource: Send {
+    /// What it is, for logs: "directory /x/control", "kafka topic t".
+    fn describe(&self) -> String;
+    /// New commands, without blocking: (token, JSON).
+    fn poll(&mut self) -> Result<Vec<(u64, Vec<u8>)>, ConnectorError>;
+    /// Publish the outcome of a command that is not settled yet (accepted).
+    fn report(&mut self, id: &str, outcome: &[u8]) -> Result<(), ConnectorError> {
+        let _ = (id, outcome);
+        Ok(())
+    }
+    /// Command `token` is settled (applied or rejected) with `outcome`:
+    /// publish it, and forget the command.
+    fn settle(&mut self, token: u64, id: &str, outcome: &[u8]) -> Result<(), ConnectorError>;
+}
+
 pub mod metrics;

@@ -140,9 +140,19 @@ fn send_and_wait(pipeline: &sluice_config::Pipeline, state_dir: &std::path::Path
     std::fs::create_dir_all(control.commands())?;
     let id = command.id.clone();
     let path = control.commands().join(format!("{}.json", id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_")));
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&command)?)?;
-    std::fs::rename(&tmp, &path)?;
+    match &pipeline.control.kafka {
+        // The pipeline's configured control topic.
+        Some(k) => {
+            let record = sluice_types::Record { key: Some(id.clone().into_bytes()), value: serde_json::to_vec(&command)?, ..Default::default() };
+            sluice_kafka::admin::produce(&k.bootstrap, &k.topic, [record], |_| {})?;
+            eprintln!("sent `{id}` to Kafka topic `{}`", k.topic);
+        }
+        None => {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&command)?)?;
+            std::fs::rename(&tmp, &path)?;
+        }
+    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
     let mut said_accepted = false;
     loop {
