@@ -271,3 +271,59 @@ impl Drop for StatusTopic {
         let _ = sluice_kafka::admin::delete_topics(&self.0, &[&self.1]);
     }
 }
+
+#[test]
+fn a_swap_requested_over_http_in_the_middle_of_a_checkpoint_is_exact_and_a_replay_is_ignored() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    write_pipeline(dir.path(), &format!("{}\n[control]\nhttp = \"127.0.0.1:{port}\"\n", pipeline()));
+    let child = spawn_run(dir.path(), &[]);
+    let base = format!("http://127.0.0.1:{port}/commands");
+    let checkpoints = dir.path().join("state/swap/checkpoints");
+    let in_progress = || {
+        std::fs::read_dir(&checkpoints)
+            .map(|entries| entries.flatten().find(|e| e.file_name().to_string_lossy().starts_with("chk-") && !e.path().join("manifest.json").exists()).map(|e| e.file_name().to_string_lossy().into_owned()))
+            .ok()
+            .flatten()
+    };
+    // Once records flow, send the command while a checkpoint is being taken.
+    std::thread::sleep(Duration::from_millis(1500));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let taking = loop {
+        if let Some(c) = in_progress() {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint in progress seen");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let command = serde_json::json!({
+        "id": "http-to-v2", "pipeline": "swap", "operator": "count", "action": "deploy",
+        "plugin": plugin("fixture_versioned_count_v2"), "sha256": control_digest("fixture_versioned_count_v2"),
+    })
+    .to_string();
+    let post = |body: &str| ureq::post(&base).header("Content-Type", "application/json").send(body).map(|r| r.status().as_u16());
+    assert_eq!(post(&command).unwrap(), 202);
+    let outcome = |id: &str| -> Option<serde_json::Value> { ureq::get(format!("{base}/{id}")).call().ok().and_then(|mut r| serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let applied = loop {
+        if let Some(o) = outcome("http-to-v2").filter(|o| o["status"] == "applied") {
+            break o;
+        }
+        assert!(Instant::now() < deadline, "not applied: {:?}", outcome("http-to-v2"));
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let taking: u64 = taking.trim_start_matches("chk-").parse().unwrap();
+    assert!(applied["checkpoint"].as_u64().unwrap() > taking, "a swap asked for during checkpoint {taking} takes effect at a later barrier: {applied}");
+    // The same command again, as a replayed message would be, through the
+    // CLI (which talks to the endpoint): applied once, answered at once.
+    let (ok, text) = deploy(dir.path(), "fixture_versioned_count_v2", "http-to-v2");
+    assert!(ok && text.contains(&format!("to {base}")) && text.contains("applied"), "{text}");
+    assert_eq!(post("{\"not\": \"a command\"}").ok(), None, "a malformed command is refused with 400");
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("`http-to-v2` was already handled"), "{log}");
+    let (lines, on_v2, keys) = check_output(&dir.path().join("out.txt"), &["v1", "v2"]);
+    assert_eq!(lines, countable(), "every keyed trip is counted exactly once");
+    assert!(on_v2 * 2 > keys, "most keys reach v2 ({on_v2} of {keys})");
+}

@@ -257,11 +257,15 @@ pub struct ControlSpec {
     /// Commands from a Kafka topic too (`[control.kafka]`), besides the
     /// control directory.
     pub kafka: Option<sluice_connectors::kafka::KafkaControlConfig>,
+    /// An admin HTTP endpoint on this loopback address (e.g.
+    /// `"127.0.0.1:9464"`): `POST /commands`, `GET /commands/<id>`. The CLI
+    /// uses it when it is set.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 impl Default for ControlSpec {
     fn default() -> Self {
-        ControlSpec { probation_records: 1000, max_error_rate: 0.05, kafka: None }
+        ControlSpec { probation_records: 1000, max_error_rate: 0.05, kafka: None, http: None }
     }
 }
 
@@ -682,6 +686,9 @@ impl Reader<'_> {
             return Err(self.err(None, "[checkpoints]: interval must be at least 10ms and retain at least 1", Some("e.g. interval = \"10s\", retain = 3".into())));
         }
         checkpoints.dir = checkpoints.dir.map(|d| self.resolve(&d));
+        if raw.control.http.is_some_and(|a| !a.ip().is_loopback()) {
+            return Err(self.err(None, "[control]: http must be a loopback address", Some("e.g. http = \"127.0.0.1:9464\" (the admin endpoint is not authenticated)".into())));
+        }
         if !(0.0..=1.0).contains(&raw.control.max_error_rate) || raw.control.probation_records == 0 {
             return Err(self.err(None, "[control]: max_error_rate must be between 0 and 1 and probation_records at least 1", Some("e.g. probation_records = 1000, max_error_rate = 0.05".into())));
         }

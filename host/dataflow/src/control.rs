@@ -23,6 +23,7 @@
 //! fail, Sluice rolls it back by itself, through the same directory.
 
 use std::collections::HashMap;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -284,4 +285,76 @@ impl Swaps {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The admin HTTP endpoint: a front door to the control directory, so that
+/// commands sent over HTTP are as durable as files.
+///
+/// - `POST /commands` with a [`Command`] as JSON: written to the control
+///   directory; `202` and `{"id": …}`, or `400` with the reason.
+/// - `GET /commands/<id>`: the command's [`Outcome`], or `404`.
+pub(crate) struct AdminServer {
+    server: Arc<tiny_http::Server>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AdminServer {
+    /// Listen on `addr` (loopback) for the pipeline named `pipeline`.
+    pub(crate) fn start(addr: std::net::SocketAddr, pipeline: String, control: ControlDir) -> Result<Self, String> {
+        let server = Arc::new(tiny_http::Server::http(addr).map_err(|e| format!("[control] http {addr}: {e}"))?);
+        let s = server.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-admin".into())
+            .spawn(move || {
+                for mut request in s.incoming_requests() {
+                    let (code, body) = handle(&mut request, &pipeline, &control);
+                    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).expect("a valid header");
+                    let _ = request.respond(tiny_http::Response::from_string(body).with_status_code(code).with_header(header));
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        tracing::info!("admin endpoint on http://{addr} (POST /commands, GET /commands/<id>)");
+        Ok(AdminServer { server, thread: Some(thread) })
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn handle(request: &mut tiny_http::Request, pipeline: &str, control: &ControlDir) -> (u16, String) {
+    let error = |code: u16, message: String| (code, serde_json::json!({ "error": message }).to_string());
+    let url = request.url().to_string();
+    match (request.method(), url.strip_prefix("/commands")) {
+        (tiny_http::Method::Post, Some("" | "/")) => {
+            let mut body = Vec::new();
+            if std::io::Read::read_to_end(&mut request.as_reader().take(1 << 20), &mut body).is_err() {
+                return error(400, "could not read the body".into());
+            }
+            let command: Command = match serde_json::from_slice(&body) {
+                Ok(c) => c,
+                Err(e) => return error(400, format!("not a command: {e}")),
+            };
+            if command.pipeline != pipeline {
+                return error(400, format!("this endpoint serves pipeline `{pipeline}`, not `{}`", command.pipeline));
+            }
+            let path = control.commands().join(format!("{}.json", sanitize(&command.id)));
+            let _ = std::fs::create_dir_all(control.commands());
+            let tmp = path.with_extension("tmp");
+            match std::fs::write(&tmp, &body).and_then(|_| std::fs::rename(&tmp, &path)) {
+                Ok(()) => (202, serde_json::json!({ "id": command.id }).to_string()),
+                Err(e) => error(500, format!("writing {}: {e}", path.display())),
+            }
+        }
+        (tiny_http::Method::Get, Some(rest)) if rest.len() > 1 => match control.read(&rest[1..]) {
+            Some(o) => (200, serde_json::to_string(&o).expect("an outcome serializes")),
+            None => error(404, format!("no command `{}` yet", &rest[1..])),
+        },
+        _ => error(404, "use POST /commands or GET /commands/<id>".into()),
+    }
 }

@@ -401,6 +401,10 @@ pub async fn run(
     let plugins = &plugins;
     let swaps = Arc::new(control::Swaps::default());
     let mut control_sources: Vec<Box<dyn sluice_types::ControlSource>> = vec![Box::new(control::DirectorySource::new(&control))];
+    let _admin = match (checkpoints, pipeline.control.http) {
+        (true, Some(addr)) => Some(control::AdminServer::start(addr, pipeline.name.clone(), control.clone()).map_err(DataflowError::Checkpoint)?),
+        _ => None,
+    };
     if let (true, Some(k)) = (checkpoints, &pipeline.control.kafka) {
         control_sources.push(Box::new(sluice_kafka::KafkaControl::new(k, &pipeline.name).map_err(|source| DataflowError::Connector { node: "[control.kafka]".into(), source })?));
     }

@@ -140,6 +140,9 @@ fn send_and_wait(pipeline: &sluice_config::Pipeline, state_dir: &std::path::Path
     std::fs::create_dir_all(control.commands())?;
     let id = command.id.clone();
     let path = control.commands().join(format!("{}.json", id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_")));
+    if let Some(addr) = pipeline.control.http {
+        return send_http(addr, &command, timeout);
+    }
     match &pipeline.control.kafka {
         // The pipeline's configured control topic.
         Some(k) => {
@@ -202,4 +205,44 @@ fn list(pipeline: &std::path::Path, state_dir: &std::path::Path) -> anyhow::Resu
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Send `command` to the pipeline's admin endpoint and poll it for the outcome.
+fn send_http(addr: std::net::SocketAddr, command: &sluice_dataflow::control::Command, timeout: u64) -> anyhow::Result<ExitCode> {
+    use sluice_dataflow::control::{Outcome, Status};
+    let base = format!("http://{addr}/commands");
+    let sent = ureq::post(&base).header("Content-Type", "application/json").send(&serde_json::to_vec(command)?);
+    if let Err(e) = sent {
+        eprintln!("error: sending the command to {base}: {e}\n  help: is `sluice run` running this pipeline? ([control] http = \"{addr}\")");
+        return Ok(ExitCode::from(1));
+    }
+    eprintln!("sent `{}` to {base}", command.id);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    let mut said_accepted = false;
+    loop {
+        if let Ok(mut response) = ureq::get(format!("{base}/{}", command.id)).call() {
+            if let Ok(o) = serde_json::from_str::<Outcome>(&response.body_mut().read_to_string().unwrap_or_default()) {
+                match o.status {
+                    Status::Accepted if !said_accepted => {
+                        said_accepted = true;
+                        eprintln!("accepted: takes effect at checkpoint {}", o.checkpoint.unwrap_or(0));
+                    }
+                    Status::Applied => {
+                        println!("applied: operator `{}` runs sha256:{} since checkpoint {}", o.operator, o.digest.unwrap_or_default(), o.checkpoint.unwrap_or(0));
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    Status::Rejected => {
+                        eprintln!("rejected: {}", o.reason.unwrap_or_default());
+                        return Ok(ExitCode::from(1));
+                    }
+                    Status::Accepted => {}
+                }
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            eprintln!("no outcome within {timeout} s from {base}");
+            return Ok(ExitCode::from(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
