@@ -236,11 +236,18 @@ fn swaps_arrive_through_the_kafka_control_topic_and_the_directory() {
     let (ok, text) = deploy(dir.path(), "fixture_versioned_count_v2", "kafka-to-v2");
     assert!(ok && text.contains("Kafka topic") && text.contains("applied"), "{text}");
     std::thread::sleep(Duration::from_millis(1500));
-    // v2 → v1 through the directory: a command file, as any tool can write it.
-    let v1 = plugin("fixture_versioned_count_v1");
+    // v2 → v1 through the directory: a command file, as any tool can write
+    // it, naming the component by an http URL (served here on loopback).
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1.wasm", server.server_addr().to_ip().unwrap());
+    let bytes = std::fs::read(plugin("fixture_versioned_count_v1")).unwrap();
+    let serving = std::thread::spawn(move || {
+        let request = server.recv_timeout(Duration::from_secs(60)).unwrap().expect("the pipeline fetches the component");
+        request.respond(tiny_http::Response::from_data(bytes)).unwrap();
+    });
     let command = serde_json::json!({
         "id": "dir-to-v1", "pipeline": "swap", "operator": "count", "action": "deploy",
-        "plugin": v1, "sha256": control_digest("fixture_versioned_count_v1"),
+        "plugin": url, "sha256": control_digest("fixture_versioned_count_v1"),
     });
     let commands = dir.path().join("state/swap/checkpoints/control");
     std::fs::create_dir_all(&commands).unwrap();
@@ -251,6 +258,7 @@ fn swaps_arrive_through_the_kafka_control_topic_and_the_directory() {
         assert!(Instant::now() < deadline, "the directory command was not applied: {:?}", std::fs::read_to_string(&result));
         std::thread::sleep(Duration::from_millis(100));
     }
+    serving.join().unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
@@ -319,6 +327,26 @@ fn a_swap_requested_over_http_in_the_middle_of_a_checkpoint_is_exact_and_a_repla
     let (ok, text) = deploy(dir.path(), "fixture_versioned_count_v2", "http-to-v2");
     assert!(ok && text.contains(&format!("to {base}")) && text.contains("applied"), "{text}");
     assert_eq!(post("{\"not\": \"a command\"}").ok(), None, "a malformed command is refused with 400");
+    // Pause: the output stops (input held, upstream backpressured); resume: it goes on.
+    let pause = serde_json::json!({ "id": "pause-1", "pipeline": "swap", "operator": "count", "action": "pause" }).to_string();
+    assert_eq!(post(&pause).unwrap(), 202);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while outcome("pause-1").is_none_or(|o| o["status"] != "applied") {
+        assert!(Instant::now() < deadline, "pause not applied: {:?}", outcome("pause-1"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let lines = || std::fs::read_to_string(dir.path().join("out.txt")).map(|t| t.lines().count()).unwrap_or(0);
+    let held = lines();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(lines(), held, "no output while paused");
+    let resume = serde_json::json!({ "id": "resume-1", "pipeline": "swap", "operator": "count", "action": "resume" }).to_string();
+    assert_eq!(post(&resume).unwrap(), 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while outcome("resume-1").is_none_or(|o| o["status"] != "applied") {
+        assert!(Instant::now() < deadline, "resume not applied: {:?}", outcome("resume-1"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
@@ -326,4 +354,52 @@ fn a_swap_requested_over_http_in_the_middle_of_a_checkpoint_is_exact_and_a_repla
     let (lines, on_v2, keys) = check_output(&dir.path().join("out.txt"), &["v1", "v2"]);
     assert_eq!(lines, countable(), "every keyed trip is counted exactly once");
     assert!(on_v2 * 2 > keys, "most keys reach v2 ({on_v2} of {keys})");
+}
+
+#[test]
+fn a_deploy_can_change_params_and_bad_params_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    write_pipeline(dir.path(), &pipeline());
+    let child = spawn_run(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let commands = dir.path().join("state/swap/checkpoints/control");
+    std::fs::create_dir_all(&commands).unwrap();
+    let keyed = plugin("fixture_json_keyed");
+    let send = |id: &str, params: serde_json::Value| -> serde_json::Value {
+        let command = serde_json::json!({
+            "id": id, "pipeline": "swap", "operator": "keyed", "action": "deploy",
+            "plugin": keyed, "sha256": control_digest("fixture_json_keyed"), "params": params,
+        });
+        std::fs::write(commands.join(format!("{id}.json")), command.to_string()).unwrap();
+        let result = commands.join(format!("results/{id}.json"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(o) = std::fs::read_to_string(&result).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).filter(|o| o["status"] != "accepted") {
+                return o;
+            }
+            assert!(Instant::now() < deadline, "no outcome for {id}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let bad = send("bad-params", serde_json::json!({ "no_such_field": 1 }));
+    assert_eq!(bad["status"], "rejected", "{bad}");
+    let good = send("by-dropoff", serde_json::json!({ "key_field": "dropoff_zone", "time_field": "pickup_ms" }));
+    assert_eq!(good["status"], "applied", "{good}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Keys are pickup zones up to the swap and dropoff zones after it.
+    let text = std::fs::read_to_string(dir.path().join("out.txt")).unwrap();
+    let mut switched = 0;
+    for line in text.lines() {
+        let mut parts = line.splitn(4, ' ');
+        let key = parts.next().unwrap();
+        let trip: serde_json::Value = serde_json::from_str(parts.nth(2).unwrap()).unwrap();
+        let (pickup, dropoff) = (trip["pickup_zone"].to_string(), trip["dropoff_zone"].to_string());
+        if key != pickup {
+            assert_eq!(key, dropoff, "{line}");
+            switched += 1;
+        }
+    }
+    assert!(switched > 1000, "the new params took effect ({switched} records keyed by dropoff zone)");
 }

@@ -131,6 +131,9 @@ pub struct OperatorEntry {
     /// plugin store), which recovery runs instead of the pipeline file's.
     #[serde(default)]
     pub deployed: Option<String>,
+    /// Params deployed with it, which recovery uses instead of the file's.
+    #[serde(default)]
+    pub deployed_params: Option<String>,
 }
 
 /// A sink in a manifest.
@@ -528,6 +531,8 @@ pub(crate) struct Coordinator {
     pub(crate) swaps: Arc<crate::control::Swaps>,
     pub(crate) runtime: Option<Arc<sluice_world::Runtime>>,
     pub(crate) deployed: HashMap<String, String>,
+    /// Params deployed with them, by operator.
+    pub(crate) deployed_params: HashMap<String, String>,
     /// Deployed digests already rolled back automatically.
     pub(crate) auto_rolled_back: std::collections::HashSet<String>,
     /// Where commands come from: the directory first, then `[control]` sources.
@@ -803,10 +808,47 @@ impl Coordinator {
             let rejection = |command: &Command, reason: String| Outcome { id: command.id.clone(), status: Status::Rejected, operator: command.operator.clone(), digest: command.sha256.clone(), checkpoint: None, reason: Some(reason) };
             match command.action {
                 Action::Deploy => {}
+                Action::Pause | Action::Resume if self.pipeline.operator(&command.operator).is_none() => {
+                    let o = rejection(&command, format!("pipeline `{}` has no operator `{}`", self.pipeline.name, command.operator));
+                    self.settle_command(si, token, &o);
+                    continue;
+                }
+                Action::Pause if self.swaps.held(&command.operator) => {
+                    let o = rejection(&command, format!("operator `{}` is paused already", command.operator));
+                    self.settle_command(si, token, &o);
+                    continue;
+                }
+                Action::Pause => {
+                    let at = self.next_id;
+                    self.swaps.plan_pause(&command.operator, at);
+                    let digest = self.plugin_digests.get(&command.operator).map(|(_, d)| d.clone()).unwrap_or_default();
+                    tracing::info!("control: command `{}`: operator `{}` pauses after checkpoint {at}", command.id, command.operator);
+                    let o = Outcome { id: command.id.clone(), status: Status::Accepted, operator: command.operator.clone(), digest: Some(digest.clone()), checkpoint: Some(at), reason: None };
+                    self.control.write(&o);
+                    let _ = self.control_sources[si].report(&o.id, &serde_json::to_vec(&o).expect("an outcome serializes"));
+                    let previous = (self.plugin_digests.get(&command.operator).cloned().unwrap_or_default(), self.deployed.get(&command.operator).cloned());
+                    in_flight.push(InFlight { command, source: si, token, at, digest, previous, swapped: 0, errors: Vec::new() });
+                    planned = Some(at);
+                    continue;
+                }
+                Action::Resume => {
+                    let o = if self.swaps.resume(&command.operator) {
+                        Outcome { id: command.id.clone(), status: Status::Applied, operator: command.operator.clone(), digest: None, checkpoint: None, reason: None }
+                    } else {
+                        rejection(&command, format!("operator `{}` is not paused", command.operator))
+                    };
+                    self.settle_command(si, token, &o);
+                    continue;
+                }
                 Action::Rollback => match self.rollback_target(&command.operator) {
-                    Ok(digest) => {
+                    Ok((digest, params)) => {
                         command.plugin = Some(self.control.plugin(&digest));
                         command.sha256 = Some(digest);
+                        // The params that version ran with (the file's, if none were deployed).
+                        command.params = Some(match params.and_then(|p| serde_json::from_str(&p).ok()) {
+                            Some(p) => p,
+                            None => self.pipeline.operator(&command.operator).map(|o| o.params.clone()).unwrap_or_default(),
+                        });
                     }
                     Err(reason) => {
                         let o = rejection(&command, reason);
@@ -814,11 +856,6 @@ impl Coordinator {
                         continue;
                     }
                 },
-                other => {
-                    let o = rejection(&command, format!("`{other:?}` is not supported by this version; only deploy and rollback").to_lowercase());
-                    self.settle_command(si, token, &o);
-                    continue;
-                }
             }
             // The barrier it takes effect at: the next checkpoint not yet triggered.
             let at = self.next_id;
@@ -833,7 +870,12 @@ impl Coordinator {
                     let previous = (self.plugin_digests.get(&name).cloned().unwrap_or_default(), self.deployed.get(&name).cloned());
                     self.plugin_digests.insert(name.clone(), (file_name, digest.clone()));
                     self.deployed.insert(name.clone(), digest.clone());
-                    self.swaps.plan(&name, at, plugin);
+                    let params = command.params.as_ref().map(|p| p.to_string());
+                    match &params {
+                        Some(p) => self.deployed_params.insert(name.clone(), p.clone()),
+                        None => self.deployed_params.remove(&name),
+                    };
+                    self.swaps.plan(&name, at, plugin, params);
                     tracing::info!("control: command `{}` ({}): operator `{name}` switches to sha256:{} at checkpoint {at}", command.id, self.control_sources[si].describe(), &digest[..12]);
                     let o = Outcome { id: command.id.clone(), status: Status::Accepted, operator: name, digest: Some(digest.clone()), checkpoint: Some(at), reason: None };
                     self.control.write(&o);
@@ -861,12 +903,12 @@ impl Coordinator {
 
     /// The version a rollback of `operator` returns to: the one before the
     /// current one, among those not rolled back.
-    fn rollback_target(&self, operator: &str) -> Result<String, String> {
+    fn rollback_target(&self, operator: &str) -> Result<(String, Option<String>), String> {
         let history = self.control.history();
         let active: Vec<&crate::control::Version> = history.get(operator).map(|v| v.iter().filter(|v| !v.rolled_back).collect()).unwrap_or_default();
         match active.len() {
             0 | 1 => Err(format!("operator `{operator}` has no earlier version to roll back to")),
-            n => Ok(active[n - 2].digest.clone()),
+            n => Ok((active[n - 2].digest.clone(), active[n - 2].params.clone())),
         }
     }
 
@@ -879,7 +921,14 @@ impl Coordinator {
                 last.rolled_back = true;
             }
         } else {
-            versions.push(crate::control::Version { digest: digest.to_string(), checkpoint: at, since_ms: sluice_world::now_ms(), command: command.id.clone(), rolled_back: false });
+            versions.push(crate::control::Version {
+                digest: digest.to_string(),
+                checkpoint: at,
+                since_ms: sluice_world::now_ms(),
+                command: command.id.clone(),
+                rolled_back: false,
+                params: command.params.as_ref().map(|p| p.to_string()),
+            });
         }
         self.control.write_history(&history);
     }
@@ -892,13 +941,10 @@ impl Coordinator {
         let Some(op) = self.pipeline.operator(&command.operator) else {
             return Err(format!("pipeline `{}` has no operator `{}`", self.pipeline.name, command.operator));
         };
-        if command.params.is_some() {
-            return Err("new params are not supported by this version; deploy without `params`".into());
-        }
         let (Some(path), Some(want)) = (&command.plugin, &command.sha256) else {
             return Err("a deploy needs `plugin` (a path) and `sha256`".into());
         };
-        let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let bytes = crate::control::fetch(path)?;
         let digest = crate::control::sha256_hex(&bytes);
         if !digest.eq_ignore_ascii_case(want.trim_start_matches("sha256:")) {
             return Err(format!("{} has sha256 {digest}, the command says {want}", path.display()));
@@ -909,11 +955,17 @@ impl Coordinator {
         };
         let mut spec = op.clone();
         spec.plugin = stored;
+        if let Some(p) = &command.params {
+            if !p.is_object() {
+                return Err(format!("params must be a JSON object, not {p}"));
+            }
+            spec.params = p.clone();
+        }
         let plugin = crate::load_operator(runtime, &spec).map_err(|e| e.to_string())?;
         // Start it once here, without state, so that a plugin whose `init`
-        // fails is rejected before any subtask switches.
+        // fails (or refuses its params) is rejected before any subtask switches.
         plugin
-            .instantiate(crate::instance_config(op, 0), None, self.metrics.clone())
+            .instantiate(crate::instance_config(&spec, 0), None, self.metrics.clone())
             .map_err(|e| format!("the new plugin failed to start, the old one keeps running: {e}"))?;
         Ok((plugin, digest))
     }
@@ -947,7 +999,7 @@ impl Coordinator {
                         };
                     }
                     tracing::info!("control: command `{}` {:?} at checkpoint {}", o.id, o.status, f.at);
-                    if o.status == Status::Applied {
+                    if o.status == Status::Applied && matches!(f.command.action, crate::control::Action::Deploy | crate::control::Action::Rollback) {
                         self.record_version(&f.command, &f.digest, f.at);
                     }
                     self.swaps.done(&f.command.operator);
@@ -1000,6 +1052,7 @@ impl Coordinator {
                     watermarks: per.iter().map(|(w, _)| *w).collect(),
                     generators: per.iter().map(|(_, g)| g.clone()).collect(),
                     deployed: self.deployed.get(&o.name).cloned(),
+                    deployed_params: self.deployed_params.get(&o.name).cloned(),
                 }
             })
             .collect();

@@ -56,13 +56,14 @@ pub struct Command {
     pub operator: String,
     /// What to do.
     pub action: Action,
-    /// The component's path (for `deploy`).
+    /// The component: a path, or an `http://` URL (for `deploy`).
     #[serde(default)]
     pub plugin: Option<PathBuf>,
     /// Its sha256, hex (for `deploy`).
     #[serde(default)]
     pub sha256: Option<String>,
-    /// New params (not in this version).
+    /// New params for the operator (a JSON object); without them it keeps
+    /// the ones it runs with.
     #[serde(default)]
     pub params: Option<serde_json::Value>,
     /// Why it was sent, when Sluice sends it itself (automatic rollback).
@@ -167,6 +168,9 @@ pub struct Version {
     /// Rolled back: no longer a candidate to return to.
     #[serde(default)]
     pub rolled_back: bool,
+    /// Params it was deployed with, if new ones were given.
+    #[serde(default)]
+    pub params: Option<String>,
 }
 
 /// The versions of every operator, oldest first.
@@ -256,29 +260,73 @@ fn sanitize(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
 }
 
-/// Swaps planned at checkpoint barriers, shared by the coordinator (which
-/// plans) and the operator subtasks (which apply).
+/// What a subtask does at a planned barrier.
+#[derive(Clone)]
+pub(crate) enum Plan {
+    /// Switch to this plugin (with these params, if new).
+    Swap(Arc<Plugin>, Option<String>),
+    /// Stop taking input until resumed (upstream backpressures).
+    Pause,
+}
+
+/// Swaps and pauses planned at checkpoint barriers, shared by the
+/// coordinator (which plans) and the operator subtasks (which apply).
 #[derive(Default)]
 pub(crate) struct Swaps {
-    planned: Mutex<HashMap<String, (u64, Arc<Plugin>)>>,
+    planned: Mutex<HashMap<String, (u64, Plan)>>,
+    held: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Swaps {
     /// Operator `operator` switches to `plugin` at barrier `at`.
-    pub(crate) fn plan(&self, operator: &str, at: u64, plugin: Arc<Plugin>) {
-        self.planned.lock().unwrap_or_else(|p| p.into_inner()).insert(operator.to_string(), (at, plugin));
+    pub(crate) fn plan(&self, operator: &str, at: u64, plugin: Arc<Plugin>, params: Option<String>) {
+        self.planned.lock().unwrap_or_else(|p| p.into_inner()).insert(operator.to_string(), (at, Plan::Swap(plugin, params)));
     }
 
-    /// The plugin `operator` switches to at barrier `id`, if one is planned.
-    pub(crate) fn at(&self, operator: &str, id: u64) -> Option<Arc<Plugin>> {
+    /// Operator `operator` pauses after barrier `at`.
+    pub(crate) fn plan_pause(&self, operator: &str, at: u64) {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).insert(operator.to_string());
+        self.planned.lock().unwrap_or_else(|p| p.into_inner()).insert(operator.to_string(), (at, Plan::Pause));
+    }
+
+    /// Release a paused operator; whether it was paused.
+    pub(crate) fn resume(&self, operator: &str) -> bool {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(operator)
+    }
+
+    /// Whether `operator` is paused (or about to be).
+    pub(crate) fn held(&self, operator: &str) -> bool {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).contains(operator)
+    }
+
+    /// What `operator` does at barrier `id`, if anything is planned.
+    pub(crate) fn at(&self, operator: &str, id: u64) -> Option<Plan> {
         let planned = self.planned.lock().unwrap_or_else(|p| p.into_inner());
         planned.get(operator).filter(|(at, _)| *at == id).map(|(_, p)| p.clone())
     }
 
-    /// Forget the swap of `operator` (applied, or given up).
+    /// Forget the plan of `operator` (applied, or given up).
     pub(crate) fn done(&self, operator: &str) {
         self.planned.lock().unwrap_or_else(|p| p.into_inner()).remove(operator);
     }
+}
+
+/// Largest component a deploy fetches.
+const MAX_PLUGIN_BYTES: u64 = 256 << 20;
+
+/// The bytes of a deployed component: `location` is a path, or an
+/// `http://` URL (fetched with a bounded time and size).
+pub fn fetch(location: &Path) -> Result<Vec<u8>, String> {
+    let text = location.to_string_lossy();
+    if text.starts_with("https://") {
+        return Err(format!("{text}: this build fetches plugins over plain http or from a path; copy the component next to the pipeline, or serve it over http from a trusted host"));
+    }
+    if !text.starts_with("http://") {
+        return std::fs::read(location).map_err(|e| format!("reading {}: {e}", location.display()));
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(std::time::Duration::from_secs(60))).build().into();
+    let mut response = agent.get(text.as_ref()).call().map_err(|e| format!("fetching {text}: {e}"))?;
+    response.body_mut().with_config().limit(MAX_PLUGIN_BYTES).read_to_vec().map_err(|e| format!("fetching {text}: {e}"))
 }
 
 /// The sha256 of `bytes`, hex.

@@ -375,6 +375,7 @@ pub async fn run(
     let control = control::ControlDir::new(&store.root);
     let mut plugins = plugins.clone();
     let mut deployed: HashMap<String, String> = HashMap::new();
+    let mut deployed_params: HashMap<String, String> = HashMap::new();
     if let Some(r) = &restore {
         for old in r.manifest.operators.iter() {
             let (Some(digest), Some(op)) = (&old.deployed, pipeline.operator(&old.name)) else { continue };
@@ -391,6 +392,9 @@ pub async fn run(
             match loaded {
                 Ok(p) => {
                     tracing::info!("operator `{}` runs the deployed plugin sha256:{} (as at checkpoint {})", old.name, &digest[..12.min(digest.len())], r.manifest.id);
+                    if let Some(params) = &old.deployed_params {
+                        deployed_params.insert(old.name.clone(), params.clone());
+                    }
                     plugins.insert(old.name.clone(), p);
                     deployed.insert(old.name.clone(), digest.clone());
                 }
@@ -419,7 +423,7 @@ pub async fn run(
             }
             let versions = history.entry(name.clone()).or_default();
             if versions.iter().rev().find(|v| !v.rolled_back).is_none_or(|v| v.digest != info.digest) {
-                versions.push(control::Version { digest: info.digest.clone(), checkpoint: restore.as_ref().map_or(0, |r| r.manifest.id), since_ms: now_ms(), command: "pipeline file".into(), rolled_back: false });
+                versions.push(control::Version { digest: info.digest.clone(), checkpoint: restore.as_ref().map_or(0, |r| r.manifest.id), since_ms: now_ms(), command: "pipeline file".into(), rolled_back: false, params: None });
             }
         }
         control.write_history(&history);
@@ -472,6 +476,7 @@ pub async fn run(
         swaps: swaps.clone(),
         runtime: settings.runtime.as_ref().map(|r| r.0.clone()),
         deployed,
+        deployed_params: deployed_params.clone(),
         auto_rolled_back: Default::default(),
         control_sources,
         backlog: Default::default(),
@@ -542,9 +547,14 @@ pub async fn run(
                 (Some(b), Some(_)) => Some(b.operator(&op.name, cache_per_subtask).map_err(|source| DataflowError::State { node: op.name.clone(), source })?),
                 _ => None,
             };
-            let config = instance_config(op, subtask as u32);
+            // With the params deployed with a hot swap, if recovery restored one.
+            let spec = match deployed_params.get(&op.name).and_then(|p| serde_json::from_str(p).ok()) {
+                Some(params) => OperatorSpec { params, ..op.clone() },
+                None => op.clone(),
+            };
+            let config = instance_config(&spec, subtask as u32);
             let task = OperatorTask {
-                spec: op.clone(),
+                spec,
                 plugin: plugin.clone(),
                 router: router_for(&op.name, subtask),
                 counters: metrics.node(&op.name),

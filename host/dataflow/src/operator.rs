@@ -220,20 +220,35 @@ impl OperatorTask {
         self.router.broadcast(|from| Message::Barrier { from, id })?;
         // A hot swap planned at this barrier: what came before it was
         // processed by the old plugin, what follows goes to the new one.
-        if let Some(plugin) = self.swaps.at(&self.spec.name, id) {
-            let started = Instant::now();
-            let error = match instance.swap(plugin.clone()) {
-                Ok(()) => {
-                    self.plugin = plugin;
-                    self.probation = Some(Probation { digest: self.plugin.info().digest.clone(), seen: 0, failed: 0 });
-                    tracing::info!(operator = %self.spec.name, subtask = self.subtask, "switched to plugin sha256:{} at checkpoint {id} in {:?}", &self.plugin.info().digest[..12], started.elapsed());
-                    None
+        match self.swaps.at(&self.spec.name, id) {
+            Some(crate::control::Plan::Swap(plugin, params)) => {
+                let started = Instant::now();
+                let error = match instance.swap(plugin.clone(), params) {
+                    Ok(()) => {
+                        self.plugin = plugin;
+                        self.probation = Some(Probation { digest: self.plugin.info().digest.clone(), seen: 0, failed: 0 });
+                        tracing::info!(operator = %self.spec.name, subtask = self.subtask, "switched to plugin sha256:{} at checkpoint {id} in {:?}", &self.plugin.info().digest[..12], started.elapsed());
+                        None
+                    }
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(acks) = &self.acks {
+                    let _ = acks.send(Ack::Swapped { name: self.spec.name.clone(), subtask: self.subtask, id, error });
                 }
-                Err(e) => Some(e.to_string()),
-            };
-            if let Some(acks) = &self.acks {
-                let _ = acks.send(Ack::Swapped { name: self.spec.name.clone(), subtask: self.subtask, id, error });
             }
+            Some(crate::control::Plan::Pause) => {
+                if let Some(acks) = &self.acks {
+                    let _ = acks.send(Ack::Swapped { name: self.spec.name.clone(), subtask: self.subtask, id, error: None });
+                }
+                // Hold the input until resumed: upstream backpressures.
+                tracing::info!(operator = %self.spec.name, subtask = self.subtask, "paused after checkpoint {id}");
+                let started = Instant::now();
+                while self.swaps.held(&self.spec.name) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                tracing::info!(operator = %self.spec.name, subtask = self.subtask, "resumed after {:?}", started.elapsed());
+            }
+            None => {}
         }
         Ok(())
     }

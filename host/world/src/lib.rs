@@ -1194,14 +1194,18 @@ impl Instance {
         Ok(())
     }
 
-    /// Run `plugin` from now on (a hot swap), keeping the keyed state and
-    /// the watermark. If the new plugin cannot be instantiated or its
+    /// Run `plugin` from now on (a hot swap), with new `params` if given,
+    /// keeping the keyed state and the watermark. If the new plugin cannot be instantiated or its
     /// `init` fails, this instance keeps running the old one.
-    pub fn swap(&mut self, plugin: Arc<Plugin>) -> Result<(), CallError> {
+    pub fn swap(&mut self, plugin: Arc<Plugin>, params: Option<String>) -> Result<(), CallError> {
         let state = self.store.data_mut().state.take();
         let metrics = self.store.data().metrics.clone();
         let watermark = self.store.data().watermark;
-        match plugin.instantiate_keeping(self.config.clone(), state, metrics) {
+        let mut config = self.config.clone();
+        if let Some(p) = params {
+            config.params = p;
+        }
+        match plugin.instantiate_keeping(config, state, metrics) {
             Ok(fresh) => {
                 *self = fresh;
                 self.set_watermark(watermark);

@@ -1,10 +1,10 @@
-//! Fixture for hot swaps: a process operator whose `init` always fails, so
-//! a deploy of it must be rejected and the running version kept.
+//! Fixture for hot swaps: a process operator whose `init` traps (panics),
+//! so a deploy of it must be rejected and the running version kept.
 
-use sluice_sdk::{bail, Context, Error, Params, Record};
+use sluice_sdk::{Context, Error, Params, Record};
 
 fn refuse(_params: &Params) -> Result<(), Error> {
-    bail!("fixture-init-fails refuses to start")
+    panic!("fixture-init-fails refuses to start")
 }
 
 /// Never reached: `init` fails first.

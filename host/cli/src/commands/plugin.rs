@@ -113,6 +113,9 @@ fn deploy(pipeline: &std::path::Path, operator: &str, component: &std::path::Pat
     };
     let bytes = std::fs::read(component).map_err(|e| anyhow::anyhow!("reading {}: {e}", component.display()))?;
     let digest = sha256_hex(&bytes);
+    // Into the pipeline's plugin store first: the command names the stored copy.
+    let store = sluice_dataflow::checkpoint::Store::of(&pipeline, state_dir);
+    let component = sluice_dataflow::control::ControlDir::new(&store.root).store_plugin(&digest, &bytes).map_err(|e| anyhow::anyhow!(e))?;
     let component = std::fs::canonicalize(component)?;
     let id = id.unwrap_or_else(|| format!("deploy-{operator}-{}-{}", &digest[..12], sluice_world::now_ms()));
     let command = Command { id, pipeline: pipeline.name.clone(), operator: operator.to_string(), action: Action::Deploy, plugin: Some(component), sha256: Some(digest.clone()), params: None, reason: None };
