@@ -195,7 +195,14 @@ fn list(pipeline: &std::path::Path, state_dir: &std::path::Path) -> anyhow::Resu
         Err(code) => return Ok(code),
     };
     let store = sluice_dataflow::checkpoint::Store::of(&pipeline, state_dir);
-    let history = sluice_dataflow::control::ControlDir::new(&store.root).history();
+    let control = sluice_dataflow::control::ControlDir::new(&store.root);
+    let history = control.history();
+    let runtime = Runtime::new(crate::compile_cache())?;
+    // The component's package and contract version, from the stored copy.
+    let describe = |digest: &str| match runtime.inspect(&control.plugin(digest)) {
+        Ok(info) => format!("{}@{} {}", info.package, info.version, info.world),
+        Err(_) => "(not in the plugin store)".to_string(),
+    };
     if history.is_empty() {
         println!("no versions recorded yet: run the pipeline (with checkpoints) first");
     }
@@ -204,7 +211,8 @@ fn list(pipeline: &std::path::Path, state_dir: &std::path::Path) -> anyhow::Resu
         let current = versions.iter().rposition(|v| !v.rolled_back);
         for (i, v) in versions.iter().enumerate() {
             let mark = if Some(i) == current { "*" } else if v.rolled_back { "x" } else { " " };
-            println!("  {mark} sha256:{}  since checkpoint {:<6} by {}", &v.digest[..16.min(v.digest.len())], v.checkpoint, v.command);
+            let since = humantime_ms(v.since_ms);
+            println!("  {mark} sha256:{}  {}  since checkpoint {} ({since}), by {}", &v.digest[..16.min(v.digest.len())], describe(&v.digest), v.checkpoint, v.command);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -248,4 +256,10 @@ fn send_http(addr: std::net::SocketAddr, command: &sluice_dataflow::control::Com
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// A wall-clock time in ms since the epoch, as RFC 3339 (UTC, seconds).
+fn humantime_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
