@@ -137,7 +137,7 @@ fn rollback(pipeline: &std::path::Path, operator: &str, state_dir: &std::path::P
 
 /// Drop `command` into the pipeline's control directory and wait for its outcome.
 fn send_and_wait(pipeline: &sluice_config::Pipeline, state_dir: &std::path::Path, command: sluice_dataflow::control::Command, timeout: u64) -> anyhow::Result<ExitCode> {
-    use sluice_dataflow::control::{ControlDir, Status};
+    use sluice_dataflow::control::ControlDir;
     let store = sluice_dataflow::checkpoint::Store::of(pipeline, state_dir);
     let control = ControlDir::new(&store.root);
     std::fs::create_dir_all(control.commands())?;
@@ -159,33 +159,41 @@ fn send_and_wait(pipeline: &sluice_config::Pipeline, state_dir: &std::path::Path
             std::fs::rename(&tmp, &path)?;
         }
     }
+    let waited = wait_for_outcome(timeout, || control.read(&id));
+    waited.unwrap_or_else(|| {
+        eprintln!("no outcome within {timeout} s: is `sluice run` running this pipeline with --state-dir {}? The command stays in {}", state_dir.display(), path.display());
+        Ok(ExitCode::from(1))
+    })
+}
+
+/// Poll `read` for a command's outcome until it is final (printing it) or
+/// `timeout` seconds pass (`None`).
+fn wait_for_outcome(timeout: u64, mut read: impl FnMut() -> Option<sluice_dataflow::control::Outcome>) -> Option<anyhow::Result<ExitCode>> {
+    use sluice_dataflow::control::Status;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
     let mut said_accepted = false;
-    loop {
-        if let Some(o) = control.read(&id) {
-            let digest = o.digest.clone().unwrap_or_default();
+    while std::time::Instant::now() <= deadline {
+        if let Some(o) = read() {
             match o.status {
                 Status::Accepted if !said_accepted => {
                     said_accepted = true;
                     eprintln!("accepted: takes effect at checkpoint {}", o.checkpoint.unwrap_or(0));
                 }
                 Status::Applied => {
-                    println!("applied: operator `{}` runs sha256:{digest} since checkpoint {}", o.operator, o.checkpoint.unwrap_or(0));
-                    return Ok(ExitCode::SUCCESS);
+                    let what = o.digest.map(|d| format!("runs sha256:{d}")).unwrap_or_else(|| "is resumed".into());
+                    println!("applied: operator `{}` {what} since checkpoint {}", o.operator, o.checkpoint.unwrap_or(0));
+                    return Some(Ok(ExitCode::SUCCESS));
                 }
                 Status::Rejected => {
                     eprintln!("rejected: {}", o.reason.unwrap_or_default());
-                    return Ok(ExitCode::from(1));
+                    return Some(Ok(ExitCode::from(1)));
                 }
                 Status::Accepted => {}
             }
         }
-        if std::time::Instant::now() > deadline {
-            eprintln!("no outcome within {timeout} s: is `sluice run` running this pipeline with --state-dir {}? The command stays in {}", state_dir.display(), path.display());
-            return Ok(ExitCode::from(1));
-        }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    None
 }
 
 /// `sluice plugin list`.
@@ -220,7 +228,7 @@ fn list(pipeline: &std::path::Path, state_dir: &std::path::Path) -> anyhow::Resu
 
 /// Send `command` to the pipeline's admin endpoint and poll it for the outcome.
 fn send_http(addr: std::net::SocketAddr, command: &sluice_dataflow::control::Command, timeout: u64) -> anyhow::Result<ExitCode> {
-    use sluice_dataflow::control::{Outcome, Status};
+    use sluice_dataflow::control::Outcome;
     let base = format!("http://{addr}/commands");
     let sent = ureq::post(&base).header("Content-Type", "application/json").send(&serde_json::to_vec(command)?);
     if let Err(e) = sent {
@@ -228,34 +236,14 @@ fn send_http(addr: std::net::SocketAddr, command: &sluice_dataflow::control::Com
         return Ok(ExitCode::from(1));
     }
     eprintln!("sent `{}` to {base}", command.id);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
-    let mut said_accepted = false;
-    loop {
-        if let Ok(mut response) = ureq::get(format!("{base}/{}", command.id)).call() {
-            if let Ok(o) = serde_json::from_str::<Outcome>(&response.body_mut().read_to_string().unwrap_or_default()) {
-                match o.status {
-                    Status::Accepted if !said_accepted => {
-                        said_accepted = true;
-                        eprintln!("accepted: takes effect at checkpoint {}", o.checkpoint.unwrap_or(0));
-                    }
-                    Status::Applied => {
-                        println!("applied: operator `{}` runs sha256:{} since checkpoint {}", o.operator, o.digest.unwrap_or_default(), o.checkpoint.unwrap_or(0));
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                    Status::Rejected => {
-                        eprintln!("rejected: {}", o.reason.unwrap_or_default());
-                        return Ok(ExitCode::from(1));
-                    }
-                    Status::Accepted => {}
-                }
-            }
-        }
-        if std::time::Instant::now() > deadline {
-            eprintln!("no outcome within {timeout} s from {base}");
-            return Ok(ExitCode::from(1));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let read = || -> Option<Outcome> {
+        let mut response = ureq::get(format!("{base}/{}", command.id)).call().ok()?;
+        serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
+    };
+    wait_for_outcome(timeout, read).unwrap_or_else(|| {
+        eprintln!("no outcome within {timeout} s from {base}");
+        Ok(ExitCode::from(1))
+    })
 }
 
 /// A wall-clock time in ms since the epoch, as RFC 3339 (UTC, seconds).
