@@ -359,21 +359,27 @@ fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
     let name = unique_topic("restart");
     write_pipeline(dir.path(), &counting_pipeline(&name, &bs, &input, &output, false));
     let mut child = spawn(dir.path());
-    // Restart once output is being committed (bounded: a loaded machine starts slowly).
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Restart once output is being committed (bounded: a loaded machine
+    // starts slowly, and a fresh broker creates its internal topics first).
+    let deadline = Instant::now() + Duration::from_secs(120);
     while read_topic(&bs, &output, true).is_empty() {
         assert!(child.try_wait().unwrap().is_none(), "sluice exited before the restart:\n{}", kill(child));
-        assert!(Instant::now() < deadline, "no output was committed within 60 s");
+        if Instant::now() > deadline {
+            panic!("no output was committed within 120 s:\n{}", kill(child));
+        }
         std::thread::sleep(Duration::from_millis(250));
     }
     let restarted = Instant::now();
     kafka_script(&[&["restart"], &broker[..]].concat());
     eprintln!("broker restarted in {:?}", restarted.elapsed());
     // The pipeline rides through the restart and keeps committing.
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(180);
     while !produced.load(Ordering::SeqCst) || read_topic(&bs, &output, true).len() < want.len() * 9 / 10 {
         assert!(child.try_wait().unwrap().is_none(), "sluice exited during the broker restart:\n{}", kill(child));
-        assert!(Instant::now() < deadline, "the pipeline did not catch up after the restart");
+        if Instant::now() > deadline {
+            let committed = read_topic(&bs, &output, true).len();
+            panic!("the pipeline did not catch up after the restart ({committed} of {} outputs committed, input fully produced: {}):\n{}", want.len(), produced.load(Ordering::SeqCst), kill(child));
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     producer.join().unwrap();
