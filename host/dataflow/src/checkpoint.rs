@@ -517,6 +517,8 @@ pub(crate) struct Coordinator {
     pub(crate) participants: Participants,
     pub(crate) requested: Arc<AtomicU64>,
     pub(crate) completed: tokio::sync::watch::Sender<u64>,
+    /// The newest checkpoint that failed or was abandoned.
+    pub(crate) failed: tokio::sync::watch::Sender<u64>,
     /// The id of the final checkpoint, once everything has ended.
     pub(crate) final_id: tokio::sync::watch::Sender<u64>,
     pub(crate) acks: mpsc::Receiver<Ack>,
@@ -697,12 +699,14 @@ impl Coordinator {
                         Err(e) => {
                             cm.failed.inc();
                             tracing::warn!("checkpoint {id} failed: {e}");
+                            let _ = self.failed.send(id);
                         }
                     }
                     next_trigger = Instant::now() + interval;
                 } else if p.started.elapsed() > timeout {
                     tracing::warn!("checkpoint {} did not complete within {timeout:?}; abandoned", p.id);
                     cm.failed.inc();
+                    let _ = self.failed.send(p.id);
                     pending = None;
                     if let Some(b) = &self.backend {
                         b.thaw();

@@ -445,6 +445,7 @@ pub async fn run(
     let requested = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (completed_tx, completed_rx) = tokio::sync::watch::channel(0u64);
     let (final_tx, final_rx) = tokio::sync::watch::channel(0u64);
+    let (failed_tx, failed_rx) = tokio::sync::watch::channel(0u64);
     let (ack_tx, ack_rx) = std::sync::mpsc::channel::<checkpoint::Ack>();
     let last_id = restore.as_ref().map_or(0, |r| r.manifest.id);
     let next_id = store.list().first().map_or(0, |l| l.id).max(last_id) + 1;
@@ -459,6 +460,7 @@ pub async fn run(
         },
         requested: requested.clone(),
         completed: completed_tx,
+        failed: failed_tx,
         final_id: final_tx,
         acks: ack_rx,
         next_id,
@@ -598,6 +600,7 @@ pub async fn run(
                 r.manifest.sinks.iter().find(|s| s.name == spec.name).map(|s| (s.precommit.unwrap_or(r.manifest.id), s.snapshot.clone()))
             }),
             committed: 0,
+            failed: failed_rx.clone(),
             commit_timeout: Duration::from_millis(pipeline.checkpoints.timeout.0.max(0) as u64) + Duration::from_secs(60),
         };
         tasks.push((spec.name.clone(), tokio::task::spawn_blocking(move || node.run(sink, rx))));
@@ -803,6 +806,8 @@ struct SinkNode {
     restore: Option<(u64, sluice_types::SinkSnapshot)>,
     /// The newest checkpoint committed to the sink.
     committed: u64,
+    /// The newest checkpoint that failed.
+    failed: tokio::sync::watch::Receiver<u64>,
     /// How long a sink may wait for a checkpoint to complete.
     commit_timeout: Duration,
 }
@@ -885,10 +890,27 @@ impl SinkNode {
         // (backpressure) until the checkpoint it needs is complete.
         if let Some(wait) = sink.awaiting_commit() {
             let handle = tokio::runtime::Handle::current();
-            let completed = &mut self.completed;
+            let (completed, failed) = (&mut self.completed, &mut self.failed);
             let timeout = self.commit_timeout;
-            let reached = handle.block_on(async { tokio::time::timeout(timeout, completed.wait_for(|v| *v >= wait)).await.map(|r| r.map(|v| *v)) });
+            // A later complete checkpoint covers `wait` too; if the one this
+            // sink just pre-committed (`id`) fails, no later one can complete
+            // while the sink waits: stop rather than hang.
+            let reached = handle.block_on(async {
+                tokio::time::timeout(timeout, async {
+                    tokio::select! {
+                        r = completed.wait_for(|v| *v >= wait) => r.map(|v| *v),
+                        _ = failed.wait_for(|v| *v >= id) => Ok(0),
+                    }
+                })
+                .await
+            });
             match reached {
+                Ok(Ok(0)) => {
+                    return Err(DataflowError::Checkpoint(format!(
+                        "checkpoint {id} failed while sink `{}` held two pre-committed transactions; it cannot take more input\n  help: see the checkpoint's failure above; run again to recover from the last complete checkpoint",
+                        self.name
+                    )))
+                }
                 Ok(Ok(done)) => {
                     sink.commit(done).map_err(err)?;
                     self.committed = self.committed.max(done);
