@@ -77,7 +77,8 @@ pub(crate) fn kafka_error(what: impl std::fmt::Display, bootstrap: &str, e: Kafk
 /// surfaces through the calls of the connectors. End of partition is a
 /// normal event of bounded reading.
 pub(crate) fn client_error(error: KafkaError, reason: &str) {
-    if matches!(error, KafkaError::PartitionEOF(_)) {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    if matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(C::PartitionEOF)) {
         return;
     }
     if warn_now() {
