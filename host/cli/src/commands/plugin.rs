@@ -24,15 +24,8 @@ pub enum PluginCommand {
         operator: String,
         /// The new component.
         component: PathBuf,
-        /// The state directory the pipeline runs with.
-        #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
-        state_dir: PathBuf,
-        /// Command id (default: derived from the digest and time); a repeated id is applied once.
-        #[arg(long)]
-        id: Option<String>,
-        /// How long to wait for the outcome, in seconds.
-        #[arg(long, default_value_t = 120)]
-        timeout: u64,
+        #[command(flatten)]
+        send: SendArgs,
     },
     /// Return an operator of a running pipeline to its previous version.
     Rollback {
@@ -40,15 +33,8 @@ pub enum PluginCommand {
         pipeline: PathBuf,
         /// The operator.
         operator: String,
-        /// The state directory the pipeline runs with.
-        #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
-        state_dir: PathBuf,
-        /// Command id (default: derived from the time).
-        #[arg(long)]
-        id: Option<String>,
-        /// How long to wait for the outcome, in seconds.
-        #[arg(long, default_value_t = 120)]
-        timeout: u64,
+        #[command(flatten)]
+        send: SendArgs,
     },
     /// Show each operator's plugin versions: digest, since which checkpoint, by which command.
     List {
@@ -60,11 +46,25 @@ pub enum PluginCommand {
     },
 }
 
+/// How a command reaches the running pipeline, and how long to wait.
+#[derive(clap::Args)]
+pub struct SendArgs {
+    /// The state directory the pipeline runs with.
+    #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
+    state_dir: PathBuf,
+    /// Command id (default: derived from the time); a repeated id is applied once.
+    #[arg(long)]
+    id: Option<String>,
+    /// How long to wait for the outcome, in seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
 /// Run a plugin subcommand.
 pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PluginCommand::Deploy { pipeline, operator, component, state_dir, id, timeout } => deploy(&pipeline, &operator, &component, &state_dir, id, timeout),
-        PluginCommand::Rollback { pipeline, operator, state_dir, id, timeout } => rollback(&pipeline, &operator, &state_dir, id, timeout),
+        PluginCommand::Deploy { pipeline, operator, component, send } => deploy(&pipeline, &operator, &component, &send.state_dir, send.id, send.timeout),
+        PluginCommand::Rollback { pipeline, operator, send } => rollback(&pipeline, &operator, &send.state_dir, send.id, send.timeout),
         PluginCommand::List { pipeline, state_dir } => list(&pipeline, &state_dir),
         PluginCommand::Inspect { component } => {
             let runtime = Runtime::new(crate::compile_cache())?;
