@@ -294,8 +294,11 @@ fn source_commits_its_offsets_to_the_consumer_group_and_can_start_at_latest() {
     finish(dir.path());
     let group = format!("sluice.{name}.trips");
     let committed = sluice_kafka::admin::committed_offsets(&bs, &group, &input).unwrap();
-    let ends = sluice_kafka::admin::end_offsets(&bs, &input).unwrap();
-    assert_eq!(committed, ends, "after the run, the group's offsets are at the end of every partition");
+    let mut ends = sluice_kafka::admin::end_offsets(&bs, &input).unwrap();
+    // A partition the (sticky) producer left empty has nothing read, so nothing to commit.
+    ends.retain(|_, end| *end > 0);
+    assert!(!ends.is_empty());
+    assert_eq!(committed, ends, "after the run, the group's offsets are at the end of every partition that has records");
 
     // `start = "latest"` with no checkpoint: nothing that was there before.
     let dir = tempfile::tempdir().unwrap();
