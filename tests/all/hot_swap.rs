@@ -215,8 +215,7 @@ fn a_version_that_traps_on_every_tenth_record_is_rolled_back_automatically() {
 }
 
 fn control_digest(component: &str) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(std::fs::read(plugin(component)).unwrap()))
+    sluice_dataflow::control::sha256_hex(&std::fs::read(plugin(component)).unwrap())
 }
 
 #[test]

@@ -641,9 +641,9 @@ impl Coordinator {
                             params: None,
                             reason: Some(format!("automatic rollback of sha256:{digest}: {reason}")),
                         };
-                        let path = self.control.commands().join(format!("{}.json", command.id));
-                        let _ = std::fs::create_dir_all(self.control.commands());
-                        let _ = std::fs::write(&path, serde_json::to_vec(&command).expect("a command serializes"));
+                        if let Err(e) = self.control.submit(&command) {
+                            tracing::warn!("control: cannot queue the automatic rollback: {e}");
+                        }
                     }
                 }
                 Ok(Ack::Swapped { name, subtask, id, error }) => {
@@ -978,6 +978,9 @@ impl Coordinator {
     /// at or after their barrier is complete (`completed`, 0 if none now).
     fn settle_swaps(&mut self, in_flight: &mut Vec<InFlight>, completed: u64) {
         use crate::control::{Outcome, Status};
+        if in_flight.is_empty() {
+            return;
+        }
         let operators = self.participants.operators.clone();
         let parallelism = |name: &str| operators.iter().find(|(n, _)| n == name).map_or(0, |(_, p)| *p);
         let mut i = 0;

@@ -148,6 +148,19 @@ impl ControlDir {
         }
     }
 
+    /// Drop `command` into the command folder (atomically: the directory
+    /// source never sees half a file); returns the file.
+    pub fn submit(&self, command: &Command) -> Result<PathBuf, String> {
+        let path = self.root.join(format!("{}.json", sanitize(&command.id)));
+        let tmp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec_pretty(command).expect("a command serializes");
+        std::fs::create_dir_all(&self.root)
+            .and_then(|_| std::fs::write(&tmp, bytes))
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(path)
+    }
+
     /// The outcome of command `id`, if there is one.
     pub fn read(&self, id: &str) -> Option<Outcome> {
         std::fs::read_to_string(self.result(id)).ok().and_then(|t| serde_json::from_str(&t).ok())
@@ -391,12 +404,9 @@ fn handle(request: &mut tiny_http::Request, pipeline: &str, control: &ControlDir
             if command.pipeline != pipeline {
                 return error(400, format!("this endpoint serves pipeline `{pipeline}`, not `{}`", command.pipeline));
             }
-            let path = control.commands().join(format!("{}.json", sanitize(&command.id)));
-            let _ = std::fs::create_dir_all(control.commands());
-            let tmp = path.with_extension("tmp");
-            match std::fs::write(&tmp, &body).and_then(|_| std::fs::rename(&tmp, &path)) {
-                Ok(()) => (202, serde_json::json!({ "id": command.id }).to_string()),
-                Err(e) => error(500, format!("writing {}: {e}", path.display())),
+            match control.submit(&command) {
+                Ok(_) => (202, serde_json::json!({ "id": command.id }).to_string()),
+                Err(e) => error(500, e),
             }
         }
         (tiny_http::Method::Get, Some(rest)) if rest.len() > 1 => match control.read(&rest[1..]) {

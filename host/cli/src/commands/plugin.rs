@@ -140,28 +140,23 @@ fn send_and_wait(pipeline: &sluice_config::Pipeline, state_dir: &std::path::Path
     use sluice_dataflow::control::ControlDir;
     let store = sluice_dataflow::checkpoint::Store::of(pipeline, state_dir);
     let control = ControlDir::new(&store.root);
-    std::fs::create_dir_all(control.commands())?;
     let id = command.id.clone();
-    let path = control.commands().join(format!("{}.json", id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_")));
     if let Some(addr) = pipeline.control.http {
         return send_http(addr, &command, timeout);
     }
-    match &pipeline.control.kafka {
+    let sent_to = match &pipeline.control.kafka {
         // The pipeline's configured control topic.
         Some(k) => {
             let record = sluice_types::Record { key: Some(id.clone().into_bytes()), value: serde_json::to_vec(&command)?, ..Default::default() };
             sluice_kafka::admin::produce(&k.bootstrap, &k.topic, [record], |_| {})?;
             eprintln!("sent `{id}` to Kafka topic `{}`", k.topic);
+            format!("Kafka topic `{}`", k.topic)
         }
-        None => {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&command)?)?;
-            std::fs::rename(&tmp, &path)?;
-        }
-    }
+        None => control.submit(&command).map_err(|e| anyhow::anyhow!(e))?.display().to_string(),
+    };
     let waited = wait_for_outcome(timeout, || control.read(&id));
     waited.unwrap_or_else(|| {
-        eprintln!("no outcome within {timeout} s: is `sluice run` running this pipeline with --state-dir {}? The command stays in {}", state_dir.display(), path.display());
+        eprintln!("no outcome within {timeout} s: is `sluice run` running this pipeline with --state-dir {}? The command stays in {sent_to}", state_dir.display());
         Ok(ExitCode::from(1))
     })
 }
