@@ -1,7 +1,9 @@
 //! What a hot swap costs, in one run: the pause it causes in a running
 //! pipeline against that pipeline's normal largest gap, and the compile and
 //! instantiation times of the component (off the hot path and at the
-//! barrier, respectively).
+//! barrier, respectively), and what a state migration adds to a swap (in
+//! process: 100,000 keys swapped v1 → v4, which moves every count into
+//! another state, against v1 → v2, which migrates nothing).
 //!
 //! ```text
 //! scripts/build-plugins && cargo build --release -p sluice-cli
@@ -44,6 +46,31 @@ fn main() {
             let i = p.instantiate(InstanceConfig::new("count"), None, metrics.clone()).unwrap();
             instantiate.push(t.elapsed().as_secs_f64() * 1e6);
             drop(i);
+        }
+    }
+
+    // State migration, in-process: v1's counts of KEYS keys, then a swap to
+    // v4 (which moves every key's count into another state) against a swap
+    // to v2 (same layout, nothing to migrate).
+    const KEYS: usize = 100_000;
+    let runtime = Runtime::new(Some(compile_cache())).unwrap();
+    let (p1, p2, p4) = (runtime.load(&v[0]).unwrap(), runtime.load(&v[1]).unwrap(), runtime.load(&plugin("fixture_versioned_count_v4")).unwrap());
+    let (mut plain, mut migrating) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        for (to, times) in [(&p2, &mut plain), (&p4, &mut migrating)] {
+            let db = tempfile::tempdir().unwrap();
+            let backend = sluice_state::StateBackend::open(&db.path().join("db"), true).unwrap();
+            let state = backend.operator("count", 256 << 20).unwrap();
+            let metrics = Arc::new(sluice_types::metrics::Metrics::default());
+            let mut instance = p1.instantiate(InstanceConfig::new("count"), Some(state), metrics).unwrap();
+            let keys: Vec<sluice_world::wit::Record> = (0..KEYS).map(|k| sluice_world::wit::Record { key: Some(format!("k{k}-{round}").into_bytes()), value: b"x".to_vec(), event_time: None, headers: vec![] }).collect();
+            for batch in keys.chunks(1024) {
+                instance.process(batch).unwrap();
+            }
+            let t = Instant::now();
+            let migrated = instance.swap(to.clone(), None).unwrap();
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(migrated.is_some(), std::ptr::eq(to, &p4), "only v4 migrates");
         }
     }
 
@@ -141,6 +168,9 @@ input = "count"
     println!("  compile, no cache (median of 3)          {:>9.1} ms", median(compile));
     println!("  instantiate + init (median of 600)       {:>9.1} µs", median(instantiate));
     println!("  switch at the barrier, per subtask       {:>9.1} µs (median of {})", median(at_barrier.clone()), at_barrier.len());
+    let (p, m) = (median(plain), median(migrating));
+    println!("  swap without migration, {KEYS} keys      {:>9.1} ms", p);
+    println!("  swap migrating {KEYS} keys (v1 -> v4)     {:>9.1} ms   {:.0} keys/ms; {:.1}x the plain swap", m, KEYS as f64 / m, m / p);
     let (n, d) = (median(normal.clone()), median(during.clone()));
     println!("  largest output gap, normal (median)      {:>9.1} ms", n);
     println!("  largest output gap, around a swap        {:>9.1} ms   ratio {:.2}x normal (worst {:.1} ms)", d, d / n, during.iter().copied().fold(0.0, f64::max));

@@ -355,7 +355,7 @@ fn state_with_a_ttl_is_not_returned_after_it_expires_and_cleanup_shrinks_rocksdb
 #[test]
 fn components_of_contract_0_1_0_still_load_and_run() {
     let runtime = Runtime::new(Some(compile_cache())).unwrap();
-    let plugin = runtime.load(&plugin("fixture_contract_0_1_0")).expect("a 0.1.0 component loads on a 0.1.1 host");
+    let plugin = runtime.load(&plugin("fixture_contract_0_1_0")).expect("a 0.1.0 component loads on a 0.1.2 host");
     assert_eq!(plugin.info().version, "0.1.0");
     assert!(plugin.info().exports.iter().any(|e| e == "sluice:operator/processor@0.1.0"), "{:?}", plugin.info().exports);
     let mut instance = plugin.instantiate(InstanceConfig::new("old"), None, Arc::new(Metrics::default())).unwrap();

@@ -402,3 +402,40 @@ fn a_deploy_can_change_params_and_bad_params_are_rejected() {
     }
     assert!(switched > 1000, "the new params took effect ({switched} records keyed by dropoff zone)");
 }
+
+#[test]
+fn a_deploy_that_migrates_the_state_layout_is_all_or_nothing_and_survives_a_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    write_pipeline(dir.path(), &pipeline());
+    let child = spawn_run(dir.path(), &[]);
+    // A key with state by now: the first one in the committed output.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let key = loop {
+        let text = std::fs::read_to_string(dir.path().join("out.txt")).unwrap_or_default();
+        if let Some(k) = text.lines().next().and_then(|l| l.split(' ').next()) {
+            break k.to_string();
+        }
+        assert!(Instant::now() < deadline, "no output within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let wasm = plugin("fixture_versioned_count_v4").display().to_string();
+    // v4 keeps its count in another state; its migration refuses one key:
+    // the deploy is rejected and every subtask keeps v1 with its state as it
+    // was (v1 continues every count below).
+    let params = serde_json::json!({ "fail_migration_key": key }).to_string();
+    let out = sluice(&["plugin", "deploy", "--state-dir", "state", "--id", "v4-refused", "--timeout", "60", "--params", &params, "pipeline.toml", "count", &wasm], dir.path());
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && text.contains("rejected") && text.contains(&format!("refusing to migrate key {key}")), "{text}");
+    let (ok, text) = deploy(dir.path(), "fixture_versioned_count_v4", "to-v4");
+    assert!(ok && text.contains("applied"), "{text}");
+    let log = kill_run(child);
+    assert!(log.contains("keys migrated"), "the swap reports its migration: {log}");
+
+    // Recovery runs v4 on the migrated state: without the migration its
+    // counts would start over.
+    let log = finish_run(dir.path(), &[]);
+    assert!(log.contains("runs the deployed plugin"), "recovery loads the deployed version: {log}");
+    let (lines, on_v4, keys) = check_output(&dir.path().join("out.txt"), &["v1", "v4"]);
+    assert_eq!(lines, countable(), "every keyed trip is counted exactly once across the kill");
+    assert!(on_v4 * 2 > keys, "most keys are counted by v4 ({on_v4} of {keys})");
+}

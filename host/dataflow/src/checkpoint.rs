@@ -652,6 +652,12 @@ impl Coordinator {
                         if let Some(e) = error {
                             f.errors.push(format!("subtask {subtask}: {e}"));
                         }
+                        // The subtasks hold the barrier until all have
+                        // prepared: they switch together or not at all.
+                        let parallelism = self.participants.operators.iter().find(|(n, _)| *n == name).map_or(0, |(_, p)| *p);
+                        if f.swapped >= parallelism {
+                            self.swaps.decide(&name, id, f.errors.is_empty());
+                        }
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -970,7 +976,7 @@ impl Coordinator {
         // fails (or refuses its params) is rejected before any subtask switches.
         plugin
             .instantiate(crate::instance_config(&spec, 0), None, self.metrics.clone())
-            .map_err(|e| format!("the new plugin failed to start, the old one keeps running: {e}"))?;
+            .map_err(|e| format!("the new plugin failed to start or to migrate the state; the old one keeps running: {e}"))?;
         Ok((plugin, digest))
     }
 
@@ -988,7 +994,7 @@ impl Coordinator {
             let f = &in_flight[i];
             let all = f.swapped >= parallelism(&f.command.operator);
             let outcome = if all && !f.errors.is_empty() {
-                Some(Outcome { id: f.command.id.clone(), status: Status::Rejected, operator: f.command.operator.clone(), digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: Some(format!("the new plugin failed to start, the old one keeps running: {}", f.errors.join("; "))) })
+                Some(Outcome { id: f.command.id.clone(), status: Status::Rejected, operator: f.command.operator.clone(), digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: Some(format!("the new plugin failed to start or to migrate the state; the old one keeps running: {}", f.errors.join("; "))) })
             } else if all && completed >= f.at {
                 Some(Outcome { id: f.command.id.clone(), status: Status::Applied, operator: f.command.operator.clone(), digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: f.command.reason.clone() })
             } else {

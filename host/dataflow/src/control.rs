@@ -288,9 +288,44 @@ pub(crate) enum Plan {
 pub(crate) struct Swaps {
     planned: Mutex<HashMap<String, (u64, Plan)>>,
     held: Mutex<std::collections::HashSet<String>>,
+    /// Operator → (barrier, whether every subtask's swap succeeded).
+    verdicts: Mutex<HashMap<String, (u64, bool)>>,
+    decided: std::sync::Condvar,
 }
 
+/// How long a subtask that prepared a swap waits for the verdict on the
+/// other subtasks' swaps: only a coordinator that is gone (a failing run)
+/// takes this long.
+const VERDICT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Swaps {
+    /// Every subtask of `operator` prepared its swap at barrier `at`: all
+    /// switch (`ok`), or all keep the old plugin.
+    pub(crate) fn decide(&self, operator: &str, at: u64, ok: bool) {
+        self.verdicts.lock().unwrap_or_else(|p| p.into_inner()).insert(operator.to_string(), (at, ok));
+        self.decided.notify_all();
+    }
+
+    /// Wait for the verdict on the swap of `operator` at barrier `at`
+    /// (`false` if none comes in time).
+    pub(crate) fn verdict(&self, operator: &str, at: u64) -> bool {
+        let deadline = std::time::Instant::now() + VERDICT_WAIT;
+        let mut verdicts = self.verdicts.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(&(id, ok)) = verdicts.get(operator) {
+                if id == at {
+                    return ok;
+                }
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                tracing::error!(operator, "no verdict on the swap at checkpoint {at} within {VERDICT_WAIT:?}; keeping the running plugin");
+                return false;
+            }
+            verdicts = self.decided.wait_timeout(verdicts, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
     /// Operator `operator` switches to `plugin` at barrier `at`.
     pub(crate) fn plan(&self, operator: &str, at: u64, plugin: Arc<Plugin>, params: Option<String>) {
         self.planned.lock().unwrap_or_else(|p| p.into_inner()).insert(operator.to_string(), (at, Plan::Swap(plugin, params)));

@@ -790,6 +790,7 @@ impl SourceNode {
                 source.checkpoint_complete(&position.splits).map_err(err)?;
             }
         }
+        source.finish().map_err(err)?;
         Ok(())
     }
 }

@@ -202,6 +202,14 @@ impl OperatorTask {
     /// Barrier `id` is aligned: write this subtask's keyed state (timers and
     /// windows included) to RocksDB, acknowledge, and pass the barrier on.
     fn snapshot(&mut self, instance: &mut sluice_world::Instance, id: u64, alignment: Duration) -> Result<(), DataflowError> {
+        let plan = self.swaps.at(&self.spec.name, id);
+        // A hot swap planned at this barrier: what came before it was
+        // processed by the old plugin, what follows goes to the new one. It
+        // happens before the state is written, so that the checkpoint holds
+        // the state the new plugin (which its manifest names) continues from.
+        if let Some(crate::control::Plan::Swap(plugin, params)) = &plan {
+            self.swap(instance, id, plugin.clone(), params.clone());
+        }
         let started = Instant::now();
         if let Some(state) = instance.state_mut() {
             state.flush().map_err(|source| DataflowError::State { node: self.spec.name.clone(), source })?;
@@ -218,39 +226,52 @@ impl OperatorTask {
             });
         }
         self.router.broadcast(|from| Message::Barrier { from, id })?;
-        // A hot swap planned at this barrier: what came before it was
-        // processed by the old plugin, what follows goes to the new one.
-        match self.swaps.at(&self.spec.name, id) {
-            Some(crate::control::Plan::Swap(plugin, params)) => {
-                let started = Instant::now();
-                let error = match instance.swap(plugin.clone(), params) {
-                    Ok(()) => {
-                        self.plugin = plugin;
-                        self.probation = Some(Probation { digest: self.plugin.info().digest.clone(), seen: 0, failed: 0 });
-                        tracing::info!(operator = %self.spec.name, subtask = self.subtask, "switched to plugin sha256:{} at checkpoint {id} in {:?}", &self.plugin.info().digest[..12], started.elapsed());
-                        None
-                    }
-                    Err(e) => Some(e.to_string()),
-                };
-                if let Some(acks) = &self.acks {
-                    let _ = acks.send(Ack::Swapped { name: self.spec.name.clone(), subtask: self.subtask, id, error });
-                }
+        if let Some(crate::control::Plan::Pause) = plan {
+            if let Some(acks) = &self.acks {
+                let _ = acks.send(Ack::Swapped { name: self.spec.name.clone(), subtask: self.subtask, id, error: None });
             }
-            Some(crate::control::Plan::Pause) => {
-                if let Some(acks) = &self.acks {
-                    let _ = acks.send(Ack::Swapped { name: self.spec.name.clone(), subtask: self.subtask, id, error: None });
-                }
-                // Hold the input until resumed: upstream backpressures.
-                tracing::info!(operator = %self.spec.name, subtask = self.subtask, "paused after checkpoint {id}");
-                let started = Instant::now();
-                while self.swaps.held(&self.spec.name) {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                tracing::info!(operator = %self.spec.name, subtask = self.subtask, "resumed after {:?}", started.elapsed());
+            // Hold the input until resumed: upstream backpressures.
+            tracing::info!(operator = %self.spec.name, subtask = self.subtask, "paused after checkpoint {id}");
+            let started = Instant::now();
+            while self.swaps.held(&self.spec.name) {
+                std::thread::sleep(Duration::from_millis(10));
             }
-            None => {}
+            tracing::info!(operator = %self.spec.name, subtask = self.subtask, "resumed after {:?}", started.elapsed());
         }
         Ok(())
+    }
+
+    /// Switch this subtask to `plugin` at barrier `id`, together with the
+    /// operator's other subtasks: each prepares the new instance (and its
+    /// state migration), reports, and waits for the verdict, so that either
+    /// all switch or all keep the old plugin with the state as it was.
+    fn swap(&mut self, instance: &mut sluice_world::Instance, id: u64, plugin: Arc<sluice_world::Plugin>, params: Option<String>) {
+        let started = Instant::now();
+        let (pending, error) = match instance.begin_swap(plugin.clone(), params) {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let prepared = started.elapsed();
+        let ok = match &self.acks {
+            Some(acks) => {
+                let _ = acks.send(Ack::Swapped { name: self.spec.name.clone(), subtask: self.subtask, id, error });
+                self.swaps.verdict(&self.spec.name, id)
+            }
+            None => error.is_none(),
+        };
+        let Some(pending) = pending else { return };
+        let migrated = pending.migrated;
+        instance.finish_swap(pending, ok);
+        if !ok {
+            tracing::info!(operator = %self.spec.name, subtask = self.subtask, "kept plugin sha256:{} at checkpoint {id}: the swap failed in another subtask", &self.plugin.info().digest[..12]);
+            return;
+        }
+        // Timers the migration registered.
+        self.apply_timer_ops(instance);
+        self.plugin = plugin;
+        self.probation = Some(Probation { digest: self.plugin.info().digest.clone(), seen: 0, failed: 0 });
+        let migrated = migrated.map_or(String::new(), |n| format!(", {n} keys migrated in {prepared:?}"));
+        tracing::info!(operator = %self.spec.name, subtask = self.subtask, "switched to plugin sha256:{} at checkpoint {id} in {:?}{migrated}", &self.plugin.info().digest[..12], started.elapsed());
     }
 
     /// End a deployed plugin's probation: passed after `probation_records`,

@@ -98,7 +98,10 @@ impl ControlSource for KafkaControl {
         let next = oldest.unwrap_or(offset + 1);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.config.topic, partition, Offset::Offset(next)).map_err(|e| kafka_error("control: committing", &self.config.bootstrap, e))?;
-        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| kafka_error("control: committing", &self.config.bootstrap, e))?;
+        // Asynchronous: a sync commit would stall the coordinator while the
+        // group coordinator is away. A command read again after a lost
+        // commit is answered from the outcome ledger, not applied twice.
+        self.consumer.commit(&tpl, CommitMode::Async).map_err(|e| kafka_error("control: committing", &self.config.bootstrap, e))?;
         Ok(())
     }
 }

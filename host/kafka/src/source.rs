@@ -3,12 +3,13 @@
 //! offsets), read from the offsets a restored checkpoint recorded.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Headers, Message, Timestamp};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -23,13 +24,19 @@ use crate::{client_config, kafka_error, CALL_TIMEOUT};
 /// batch, so that the node can send watermarks and barriers while idle.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
-/// Consumer context: turns librdkafka's statistics into lag gauges.
+/// How long a finishing source waits for its last offset commit.
+const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(10);
+
+/// Consumer context: turns librdkafka's statistics into lag gauges and
+/// follows the asynchronous offset commits.
 struct LagContext {
     topic: String,
     read_committed: bool,
     metrics: Arc<Metrics>,
     node: String,
     gauges: Mutex<HashMap<i32, Gauge<i64, std::sync::atomic::AtomicI64>>>,
+    /// Offset commits sent and not yet answered.
+    commits_pending: AtomicU32,
 }
 
 impl ClientContext for LagContext {
@@ -58,7 +65,17 @@ impl ClientContext for LagContext {
     }
 }
 
-impl ConsumerContext for LagContext {}
+impl ConsumerContext for LagContext {
+    fn commit_callback(&self, result: KafkaResult<()>, _: &TopicPartitionList) {
+        let _ = self.commits_pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if let Err(e) = result {
+            // Informational (see checkpoint_complete): the next checkpoint commits again.
+            if crate::warn_now() {
+                tracing::warn!(source = %self.node, "committing offsets to the consumer group: {e}");
+            }
+        }
+    }
+}
 
 /// Which parallel subtask of a source this is.
 #[derive(Clone, Copy, Debug)]
@@ -105,6 +122,7 @@ impl KafkaSource {
             metrics,
             node: name.to_string(),
             gauges: Mutex::default(),
+            commits_pending: AtomicU32::new(0),
         };
         let isolation = if config.read_committed { "read_committed" } else { "read_uncommitted" };
         let consumer: BaseConsumer<LagContext> = client_config(
@@ -302,11 +320,29 @@ impl Source for KafkaSource {
         if tpl.count() == 0 {
             return Ok(());
         }
-        // Informational (lag tools); Sluice resumes from its checkpoints, so a
-        // failed commit is logged, not fatal. Synchronous: one round trip per
-        // checkpoint, and the last one must not be lost when the source ends.
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
-            tracing::warn!(source = %self.name, "committing offsets to the consumer group: {e}");
+        // Informational (lag tools): Sluice resumes from its checkpoints, so
+        // the commit is asynchronous and a failed one is only logged. A
+        // synchronous commit would block the source, and with it every
+        // checkpoint, for as long as the group coordinator is unreachable.
+        match self.consumer.commit(&tpl, CommitMode::Async) {
+            Ok(()) => {
+                self.consumer.context().commits_pending.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) => tracing::warn!(source = %self.name, "committing offsets to the consumer group: {e}"),
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), ConnectorError> {
+        // Wait (bounded) for the last commits, so that the group shows where
+        // the run ended; the answers arrive through polls of the consumer.
+        let deadline = Instant::now() + FINAL_COMMIT_WAIT;
+        while self.consumer.context().commits_pending.load(Ordering::SeqCst) > 0 {
+            if Instant::now() > deadline {
+                tracing::warn!(source = %self.name, "the consumer group's offsets were not committed within {FINAL_COMMIT_WAIT:?}; the checkpoint has them, only lag tools see older offsets");
+                break;
+            }
+            let _ = self.consumer.poll(Duration::from_millis(100));
         }
         Ok(())
     }

@@ -1035,6 +1035,45 @@ impl OperatorState {
         Ok(())
     }
 
+    /// Every key with state of this operator in the key groups `groups`
+    /// (a subtask's range), with its key group, in storage order: what a
+    /// state migration visits. Flushes the cache first, so that keys written
+    /// since the last flush are included (and the journal is cleared: call
+    /// this between guest calls). Keys whose only values expired are
+    /// included; reads of them return nothing.
+    pub fn keys(&mut self, groups: std::ops::Range<u16>) -> Result<Vec<(u16, Vec<u8>)>, StateError> {
+        self.flush()?;
+        let db = &self.backend.inner.db;
+        let mut out = Vec::new();
+        for kg in groups {
+            let mut prefix = Vec::with_capacity(4);
+            prefix.extend_from_slice(&kg.to_be_bytes());
+            prefix.extend_from_slice(&self.op.to_be_bytes());
+            let mut opts = rocksdb::ReadOptions::default();
+            if let Some(end) = prefix_end(&prefix) {
+                opts.set_iterate_upper_bound(end);
+            }
+            let mut it = db.raw_iterator_opt(opts);
+            it.seek(&prefix);
+            // States are ordered by id first, so a key recurs once per state.
+            let mut seen = std::collections::BTreeSet::new();
+            while let Some(k) = it.key() {
+                // [kg 2][op 2][state 2][key length 4][key][map key]
+                if let Some(len) = k.get(6..10).map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize) {
+                    if let Some(key) = k.get(10..10 + len) {
+                        if !seen.contains(key) {
+                            seen.insert(key.to_vec());
+                        }
+                    }
+                }
+                it.next();
+            }
+            it.status().map_err(|e| self.backend.err(e))?;
+            out.extend(seen.into_iter().map(|k| (kg, k)));
+        }
+        Ok(out)
+    }
+
     /// Bytes the cache holds (approximate).
     pub fn cache_bytes(&self) -> usize {
         self.cache_bytes

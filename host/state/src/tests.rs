@@ -497,3 +497,30 @@ fn background_thread_cleans_up_and_stops_on_drop() {
     let b = StateBackend::open_with(&path, false, options).unwrap();
     assert_eq!(b.count_keys(), 10);
 }
+
+#[test]
+fn keys_lists_each_key_of_the_operator_once_within_the_groups() {
+    let (_d, b) = backend();
+    let mut a = b.operator("a", 1 << 20).unwrap();
+    let mut other = b.operator("other", 1 << 20).unwrap();
+    let count = a.declare("count", StateKind::Value).unwrap();
+    let seen = a.declare("seen", StateKind::Map).unwrap();
+    let theirs = other.declare("count", StateKind::Value).unwrap();
+    a.put(3, count, b"k1", b"1");
+    a.map_put(3, seen, b"k1", b"x", b"1");
+    a.map_put(3, seen, b"k0", b"y", b"1");
+    a.put(4, count, b"k2", b"2");
+    a.put(9, count, b"far", b"3");
+    a.put(3, count, b"gone", b"4");
+    other.put(3, theirs, b"not-mine", b"5");
+    other.flush().unwrap();
+    a.flush().unwrap();
+    a.delete(3, count, b"gone");
+    // Not flushed yet: listed all the same.
+    a.put(4, count, b"k3", b"6");
+    let keys = a.keys(3..5).unwrap();
+    let want: Vec<(u16, Vec<u8>)> = vec![(3, b"k0".to_vec()), (3, b"k1".to_vec()), (4, b"k2".to_vec()), (4, b"k3".to_vec())];
+    assert_eq!(keys, want);
+    assert_eq!(a.keys(9..10).unwrap(), vec![(9, b"far".to_vec())]);
+    assert!(a.keys(0..3).unwrap().is_empty());
+}

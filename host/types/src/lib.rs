@@ -184,6 +184,14 @@ pub trait Source: Send {
         let _ = splits;
         Ok(())
     }
+
+    /// The pipeline is done with the source: nothing more is polled and the
+    /// last [`checkpoint_complete`](Source::checkpoint_complete) was called.
+    /// Sources that acknowledge asynchronously wait here, for a bounded
+    /// time, for what they sent.
+    fn finish(&mut self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
 }
 
 /// What a sink keeps in a checkpoint to finish or undo its pre-committed

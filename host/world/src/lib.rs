@@ -67,18 +67,18 @@ pub mod wit {
     };
 }
 
-use bindings::exports::sluice::operator::{aggregator, processor, timer_handler};
+use bindings::exports::sluice::operator::{aggregator, migrator, processor, timer_handler};
 use bindings::sluice::operator as api;
 
 /// Where a plugin's exports are, found once at load.
 enum Exports {
-    Process { processor: processor::GuestIndices, timers: Option<timer_handler::GuestIndices> },
+    Process { processor: processor::GuestIndices, timers: Option<timer_handler::GuestIndices>, migrator: Option<migrator::GuestIndices> },
     Window(aggregator::GuestIndices),
 }
 
 /// A running instance's exports.
 enum Guest {
-    Process { processor: processor::Guest, timers: Option<timer_handler::Guest> },
+    Process { processor: processor::Guest, timers: Option<timer_handler::Guest>, migrator: Option<migrator::Guest> },
     Window(aggregator::Guest),
 }
 
@@ -86,16 +86,20 @@ enum Guest {
 pub const PACKAGE: &str = "sluice:operator";
 /// The contract version this host implements. Components built for any
 /// `0.1.x` up to this one load (0.x minor versions are additive).
-pub const VERSION: &str = "0.1.1";
+pub const VERSION: &str = "0.1.2";
 /// The export of a process operator (worlds `process-operator` and
 /// `keyed-process-operator`).
-pub const PROCESSOR_EXPORT: &str = "sluice:operator/processor@0.1.1";
+pub const PROCESSOR_EXPORT: &str = "sluice:operator/processor@0.1.2";
 /// The export of a keyed process operator with timers.
-pub const TIMER_EXPORT: &str = "sluice:operator/timer-handler@0.1.1";
+pub const TIMER_EXPORT: &str = "sluice:operator/timer-handler@0.1.2";
 /// The export of a window aggregate (world `window-aggregate`).
-pub const AGGREGATOR_EXPORT: &str = "sluice:operator/aggregator@0.1.1";
+pub const AGGREGATOR_EXPORT: &str = "sluice:operator/aggregator@0.1.2";
+/// The optional state-migration export of process operators (since 0.1.2).
+pub const MIGRATOR_EXPORT: &str = "sluice:operator/migrator@0.1.2";
+/// Keys handed to one `migrator.migrate` call.
+const MIGRATE_BATCH: usize = 256;
 /// Highest patch of contract 0.1 this host implements.
-const PATCH: u32 = 1;
+const PATCH: u32 = 2;
 /// How often the epoch advances; CPU deadlines are rounded up to it.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -202,8 +206,11 @@ pub struct PluginInfo {
     pub world: String,
     /// What kind of operator the exports make it, if any.
     pub kind: Option<OperatorKind>,
-    /// Contract version, e.g. `0.1.1`.
+    /// Contract version, e.g. `0.1.2`.
     pub version: String,
+    /// Whether it exports `migrator` (worlds `migrating-*`): it can rewrite
+    /// the state of the version it replaces.
+    pub migrates: bool,
     /// Export names.
     pub exports: Vec<String>,
     /// Import names.
@@ -251,6 +258,14 @@ pub struct TimerOp {
 /// A guest call that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
+    /// A state migration refused a key (`migrator.migrate` returned an error).
+    #[error("state migration failed for key {key}: {message}")]
+    Migration {
+        /// The key, printable.
+        key: String,
+        /// The plugin's message.
+        message: String,
+    },
     /// The call ran past its CPU deadline and was interrupted.
     #[error("exceeded its CPU deadline of {deadline_ms} ms and was interrupted")]
     Deadline {
@@ -740,13 +755,15 @@ impl Runtime {
             LoadError::UnknownImport { path: path.to_path_buf(), import }
         })?;
         let invalid = |e: wasmtime::Error| LoadError::Invalid { path: path.to_path_buf(), message: format!("{e:#}") };
+        let migrator = if info.migrates { Some(migrator::GuestIndices::new(&pre).map_err(invalid)?) } else { None };
         let exports = match info.kind {
             Some(OperatorKind::Window) => Exports::Window(aggregator::GuestIndices::new(&pre).map_err(invalid)?),
             Some(OperatorKind::KeyedProcess) => Exports::Process {
                 processor: processor::GuestIndices::new(&pre).map_err(invalid)?,
                 timers: Some(timer_handler::GuestIndices::new(&pre).map_err(invalid)?),
+                migrator,
             },
-            _ => Exports::Process { processor: processor::GuestIndices::new(&pre).map_err(invalid)?, timers: None },
+            _ => Exports::Process { processor: processor::GuestIndices::new(&pre).map_err(invalid)?, timers: None, migrator },
         };
         Ok(Arc::new(Plugin { engine: entry.engine.clone(), info, pre, exports, grants: grants.clone(), fuel: options.fuel }))
     }
@@ -792,7 +809,9 @@ fn describe(engine: &Engine, path: &Path, size: u64, digest: &str, component: &C
         }
         None => ("(none)".into(), "(none)".into(), "(none)".into()),
     };
-    PluginInfo { path: path.to_path_buf(), size, digest: digest.to_string(), package, world, kind, version, exports, imports }
+    let migrates = has("migrator").is_some();
+    let world = if migrates && matches!(kind, Some(OperatorKind::Process | OperatorKind::KeyedProcess)) { format!("migrating-{world}") } else { world };
+    PluginInfo { path: path.to_path_buf(), size, digest: digest.to_string(), package, world, kind, version, exports, imports, migrates }
 }
 
 /// Whether `name` (`sluice:operator/<interface>@<version>`) has a contract
@@ -983,10 +1002,14 @@ impl Plugin {
             }
             let instance = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, &config))?;
             Ok(match &self.exports {
-                Exports::Process { processor, timers } => Guest::Process {
+                Exports::Process { processor, timers, migrator } => Guest::Process {
                     processor: processor.load(&mut store, &instance).map_err(|e| classify(e, &store, &config))?,
                     timers: match timers {
                         Some(t) => Some(t.load(&mut store, &instance).map_err(|e| classify(e, &store, &config))?),
+                        None => None,
+                    },
+                    migrator: match migrator {
+                        Some(m) => Some(m.load(&mut store, &instance).map_err(|e| classify(e, &store, &config))?),
                         None => None,
                     },
                 },
@@ -1024,6 +1047,26 @@ fn classify(e: wasmtime::Error, store: &Store<GuestState>, config: &InstanceConf
         msg.push_str(&format!(" (guest stderr: {tail})"));
     }
     CallError::Trap(msg)
+}
+
+/// The version a hot swap replaces, as a migrating plugin is told
+/// (`migrator.needs-migration`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreviousVersion {
+    /// Hex SHA-256 of its component.
+    pub digest: String,
+    /// The contract version it was built for, e.g. `0.1.1`.
+    pub contract: String,
+    /// Its params, as a JSON object.
+    pub params: String,
+}
+
+/// A hot swap between [`Instance::begin_swap`] and [`Instance::finish_swap`]:
+/// the old instance, kept to return to.
+pub struct PendingSwap {
+    old: Instance,
+    /// Keys the new plugin's migration rewrote (`None`: it did not migrate).
+    pub migrated: Option<u64>,
 }
 
 /// A running instance of an operator plugin, owned by one subtask.
@@ -1194,10 +1237,15 @@ impl Instance {
         Ok(())
     }
 
-    /// Run `plugin` from now on (a hot swap), with new `params` if given,
-    /// keeping the keyed state and the watermark. If the new plugin cannot be instantiated or its
-    /// `init` fails, this instance keeps running the old one.
-    pub fn swap(&mut self, plugin: Arc<Plugin>, params: Option<String>) -> Result<(), CallError> {
+    /// Prepare a hot swap to `plugin` (with new `params` if given): a new
+    /// instance, initialised, that takes over the keyed state and the
+    /// watermark, after it migrated the state if it exports `migrator` and
+    /// asks to (see [`migrate_state`](Self::migrate_state)). From here this
+    /// `Instance` is the new one; [`finish_swap`](Self::finish_swap) keeps
+    /// it or goes back to the old one, with the state as it was. On error
+    /// nothing changed: this instance still runs the old plugin.
+    pub fn begin_swap(&mut self, plugin: Arc<Plugin>, params: Option<String>) -> Result<PendingSwap, CallError> {
+        let previous = PreviousVersion { digest: self.plugin.info.digest.clone(), contract: self.plugin.info.version.clone(), params: self.config.params.clone() };
         let state = self.store.data_mut().state.take();
         let metrics = self.store.data().metrics.clone();
         let watermark = self.store.data().watermark;
@@ -1205,14 +1253,133 @@ impl Instance {
         if let Some(p) = params {
             config.params = p;
         }
-        match plugin.instantiate_keeping(config, state, metrics) {
-            Ok(fresh) => {
-                *self = fresh;
-                self.set_watermark(watermark);
-                Ok(())
-            }
+        let mut fresh = match plugin.instantiate_keeping(config, state, metrics) {
+            Ok(fresh) => fresh,
             Err((e, state)) => {
                 self.store.data_mut().state = state;
+                return Err(e);
+            }
+        };
+        fresh.set_watermark(watermark);
+        match fresh.migrate_open(&previous) {
+            Ok(migrated) => Ok(PendingSwap { old: std::mem::replace(self, fresh), migrated }),
+            Err(e) => {
+                self.store.data_mut().state = fresh.store.data_mut().state.take();
+                Err(e)
+            }
+        }
+    }
+
+    /// End a swap that [`begin_swap`](Self::begin_swap) prepared: keep the
+    /// new plugin (`commit`), or return to the old one with the state as it
+    /// was before the migration.
+    pub fn finish_swap(&mut self, pending: PendingSwap, commit: bool) {
+        let data = self.store.data_mut();
+        if commit {
+            if let Some(state) = &mut data.state {
+                state.commit_call();
+            }
+            return;
+        }
+        data.timer_ops.clear();
+        let mut state = data.state.take();
+        if let Some(s) = &mut state {
+            s.rollback_call();
+        }
+        *self = pending.old;
+        self.store.data_mut().state = state;
+    }
+
+    /// Run `plugin` from now on: [`begin_swap`](Self::begin_swap) and keep
+    /// it. Returns how many keys its migration rewrote.
+    pub fn swap(&mut self, plugin: Arc<Plugin>, params: Option<String>) -> Result<Option<u64>, CallError> {
+        let pending = self.begin_swap(plugin, params)?;
+        let migrated = pending.migrated;
+        self.finish_swap(pending, true);
+        Ok(migrated)
+    }
+
+    /// Whether this instance's plugin exports `migrator`.
+    pub fn migrates(&self) -> bool {
+        matches!(self.guest, Guest::Process { migrator: Some(_), .. })
+    }
+
+    /// The plugin's state migration from `from`: `needs-migration`, then, if
+    /// it says so, `migrate` over every key of this subtask's key groups in
+    /// batches. All or nothing: if a call fails, every state write of the
+    /// migration is undone. Returns how many keys were migrated (`None`:
+    /// nothing to do — no `migrator`, no keyed state, or not needed).
+    /// Timers the migration registers are applied like a call's
+    /// ([`take_timer_ops`](Self::take_timer_ops)).
+    pub fn migrate_state(&mut self, from: &PreviousVersion) -> Result<Option<u64>, CallError> {
+        let migrated = self.migrate_open(from)?;
+        if let Some(state) = &mut self.store.data_mut().state {
+            state.commit_call();
+        }
+        Ok(migrated)
+    }
+
+    /// [`migrate_state`](Self::migrate_state), leaving its writes journaled
+    /// (uncommitted) on success, so that a swap can still be undone.
+    fn migrate_open(&mut self, from: &PreviousVersion) -> Result<Option<u64>, CallError> {
+        let Guest::Process { migrator: Some(m), .. } = &self.guest else { return Ok(None) };
+        let m = m.clone();
+        if self.store.data().state.is_none() {
+            return Ok(None);
+        }
+        let previous = migrator::PreviousVersion { digest: from.digest.clone(), contract: from.contract.clone(), params: from.params.clone() };
+        self.arm()?;
+        match m.call_needs_migration(&mut self.store, &previous) {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return Ok(None),
+            Ok(Err(msg)) => return Err(CallError::Init(format!("needs-migration refused: {msg}"))),
+            Err(e) => return Err(classify(e, &self.store, &self.config)),
+        }
+        use sluice_state::keygroup::{range_of, MAX_PARALLELISM};
+        let groups = range_of(self.config.subtask, MAX_PARALLELISM, self.config.parallelism.max(1));
+        let data = self.store.data_mut();
+        let state = data.state.as_mut().expect("checked above");
+        let keys = state.keys(groups).map_err(|e| CallError::Trap(format!("listing the keys of the state to migrate: {e}")))?;
+        // One journal for the whole migration (not one per call), so that a
+        // failure in any batch undoes every batch.
+        state.begin_call();
+        data.timer_ops.clear();
+        let mut failure = None;
+        for chunk in keys.chunks(MIGRATE_BATCH) {
+            let data = self.store.data_mut();
+            data.keys.clear();
+            data.key_bytes.clear();
+            data.current = 0;
+            for (kg, k) in chunk {
+                let start = data.key_bytes.len() as u32;
+                data.key_bytes.extend_from_slice(k);
+                data.keys.push(Some((*kg, start, k.len() as u32)));
+            }
+            let list: Vec<Vec<u8>> = chunk.iter().map(|(_, k)| k.clone()).collect();
+            if let Err(e) = self.arm() {
+                failure = Some(e);
+                break;
+            }
+            match m.call_migrate(&mut self.store, &list) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let key = list.get(e.input as usize).map_or_else(|| format!("#{}", e.input), |k| format!("{:?}", String::from_utf8_lossy(k)));
+                    failure = Some(CallError::Migration { key, message: e.message });
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(classify(e, &self.store, &self.config));
+                    break;
+                }
+            }
+        }
+        let data = self.store.data_mut();
+        let state = data.state.as_mut().expect("checked above");
+        match failure {
+            None => Ok(Some(keys.len() as u64)),
+            Some(e) => {
+                state.rollback_call();
+                data.timer_ops.clear();
                 Err(e)
             }
         }

@@ -3,7 +3,7 @@
 //! A Sluice operator is a WebAssembly component that the Sluice host loads,
 //! feeds batches of records, and can swap for a new version while the
 //! pipeline runs, without losing records or state. This crate hides the
-//! component contract (`sluice:operator@0.1.1`) behind one attribute over one
+//! component contract (`sluice:operator@0.1.2`) behind one attribute over one
 //! plain function (or, for window aggregates, one trait impl):
 //!
 //! | attribute | on | world | emits |
@@ -12,6 +12,7 @@
 //! | [`#[map]`](map) | `fn(Record) -> Result<Record, E>` | `process-operator` | the returned record |
 //! | [`#[process]`](process) | `fn(Record, &mut Context) -> Result<(), E>` | `process-operator` | whatever it [`emit`](Context::emit)s, on the main or [side outputs](Context::emit_to) |
 //! | [`#[process(on_timer = f)]`](process) | the same, plus `fn f(Timer, &mut Context) -> Result<(), E>` | `keyed-process-operator` | the same, from records and from [timers] |
+//! | any of the three with [`migrate = m`](migration) | the same, plus `fn m(&[u8], &PreviousVersion) -> Result<(), E>` | `migrating-process-operator` (`migrating-keyed-process-operator` with `on_timer`) | the same; `m` rewrites the old version's state on a swap |
 //! | [`#[aggregate]`](macro@aggregate) | `impl Aggregate for T` | `window-aggregate` | what [`Aggregate::finish`] emits per fired window |
 //!
 //! `E` is anything that converts into [`Error`] (every `std::error::Error`
@@ -120,6 +121,15 @@
 //! [`Timer`] when it is due, with the timer's key current (so keyed state and
 //! timers act on it). See [`timers`] for an example.
 //!
+//! # Migrating state on a swap
+//!
+//! `migrate = f` (on `#[process]`, `#[filter]` or `#[map]`) rewrites the
+//! keyed state an older version left behind when this version replaces it:
+//! the host calls `f(key, &PreviousVersion)` for every key with state, with
+//! that key current, before the first record; an `Err` for any key undoes the
+//! whole migration and rejects the deploy. `migrate_if = g` decides whether
+//! to migrate at all. See [`migration`].
+//!
 //! # Window aggregates
 //!
 //! The host runs tumbling, sliding and session windows and keeps one
@@ -136,8 +146,10 @@
 //!
 //! On targets other than `wasm32` the host imports are replaced by an
 //! in-memory stand-in, and [`testing::Harness`] drives your operator like the
-//! host does, timers included ([`testing::Harness::advance_watermark`],
-//! [`testing::Harness::advance_processing_time`]);
+//! host does, timers and migrations included
+//! ([`testing::Harness::advance_watermark`],
+//! [`testing::Harness::advance_processing_time`],
+//! [`testing::Harness::migrate`]);
 //! [`testing::AggregateHarness`] does the same for aggregates (see
 //! [`testing`]). Each attribute macro defines a hidden `__sluice_operator()`
 //! next to your function for the harnesses to use.
@@ -158,6 +170,7 @@ mod context;
 mod error;
 pub mod log;
 mod metrics;
+pub mod migration;
 mod params;
 mod record;
 mod runtime;
@@ -171,6 +184,7 @@ pub use aggregate::{Aggregate, AggregateDef, Window, WindowOutput};
 pub use context::Context;
 pub use error::Error;
 pub use metrics::Counter;
+pub use migration::PreviousVersion;
 pub use params::Params;
 pub use record::{BatchResult, Emit, Header, Output, Record, RecordError};
 pub use runtime::OperatorDef;
@@ -182,15 +196,17 @@ pub use timers::{TimeDomain, Timer};
 /// `Ok(true)`, dropped on `Ok(false)`, and reported as a per-record error on
 /// `Err`.
 ///
-/// Arguments (both optional): `params = T` (deserialize params into `T`,
-/// passed as `&T` last argument) and `init = path` (an init hook
-/// `fn(&Params) -> Result<(), E>`). See the [crate docs](crate).
+/// Arguments (all optional): `params = T` (deserialize params into `T`,
+/// passed as `&T` last argument), `init = path` (an init hook
+/// `fn(&Params) -> Result<(), E>`), and `migrate = path` / `migrate_if = path`
+/// (rewrite the previous version's state on a swap; as for [`process`]). See
+/// the [crate docs](crate).
 pub use sluice_sdk_macros::filter;
 
 /// Turn `fn(Record) -> Result<Record, E>` into a map operator: the returned
 /// record goes to the main output; `Err` is a per-record error.
 ///
-/// Arguments as for [`filter`].
+/// Arguments as for [`filter`] (including `migrate` and `migrate_if`).
 pub use sluice_sdk_macros::map;
 
 /// Turn `fn(Record, &mut Context) -> Result<(), E>` into a process operator:
@@ -227,6 +243,54 @@ pub use sluice_sdk_macros::map;
 /// assert_eq!(h.advance_processing_time(60_000).main_values(), ["k"]);
 /// # }
 /// ```
+///
+/// `migrate = path` makes the component rewrite the keyed state of the
+/// version it replaces on a hot swap (world `migrating-process-operator`, or
+/// `migrating-keyed-process-operator` with `on_timer`): `path` is
+/// `fn(key: &[u8], from: &PreviousVersion) -> Result<(), E>`, called once for
+/// every key that has state in the subtask, with that key current (so
+/// [`ValueState`] and [`MapState`] read and write that key's state), after
+/// `init` and before the first record. The first `Err` stops the migration:
+/// the host undoes all of its state writes and rejects the deploy with the
+/// message, and the old version keeps running. `migrate_if = path`
+/// (only with `migrate`), `fn(from: &PreviousVersion) -> bool`, is asked
+/// first, once per subtask; without it the host always migrates. Neither
+/// hook takes `&T` for `params = T`: read what a migration needs from the
+/// params in the `init` hook. `#[filter]` and `#[map]` take both arguments
+/// too. See [`migration`] for an example.
+///
+/// ```
+/// use sluice_sdk::{Context, Error, PreviousVersion, Record, ValueState};
+///
+/// static OLD: ValueState<u32> = ValueState::new("n");
+/// static NEW: ValueState<u64> = ValueState::new("n64");
+///
+/// #[sluice_sdk::process(migrate = widen, migrate_if = from_v1)]
+/// fn count(record: Record, ctx: &mut Context) -> Result<(), Error> {
+///     let n = NEW.update(|n| n.unwrap_or(0) + 1)?;
+///     ctx.emit(record.with_value(n.to_string()));
+///     Ok(())
+/// }
+///
+/// fn from_v1(from: &PreviousVersion) -> bool {
+///     from.params().is_ok_and(|p| p.get::<u32>("version").ok().flatten() == Some(1))
+/// }
+///
+/// fn widen(_key: &[u8], _from: &PreviousVersion) -> Result<(), Error> {
+///     if let Some(n) = OLD.get()? {
+///         NEW.set(&u64::from(n))?;
+///         OLD.clear();
+///     }
+///     Ok(())
+/// }
+/// # fn main() {
+/// let mut h = sluice_sdk::testing::Harness::new(__sluice_operator(), "{}");
+/// let v2 = sluice_sdk::PreviousVersion { params: r#"{"version": 2}"#.into(), ..Default::default() };
+/// assert_eq!(h.migrate(&v2), Ok(false));
+/// let v1 = sluice_sdk::PreviousVersion { params: r#"{"version": 1}"#.into(), ..Default::default() };
+/// assert_eq!(h.migrate(&v1), Ok(true));
+/// # }
+/// ```
 pub use sluice_sdk_macros::process;
 
 /// Export a window aggregate: put it on the `impl Aggregate for T` block (or
@@ -236,7 +300,8 @@ pub use sluice_sdk_macros::process;
 /// Argument (optional): `init = path`, an init hook
 /// `fn(&Params) -> Result<(), E>` run once before anything else. Params reach
 /// the methods through [`Aggregate::Params`]. See [`aggregate`](mod@aggregate)
-/// for an example.
+/// for an example. There is no `migrate`: the host keeps the accumulators, so
+/// a new version must decode what the old one stored.
 pub use sluice_sdk_macros::aggregate;
 
 /// Implementation details used by the macros. Not a public API.
@@ -246,7 +311,9 @@ pub mod __private {
         guest_aggregate_add, guest_aggregate_finish, guest_aggregate_init, guest_aggregate_merge,
     };
     pub use crate::record::InitContext;
-    pub use crate::runtime::{guest_init, guest_on_timer, guest_process, Operator};
+    pub use crate::runtime::{
+        guest_init, guest_migrate, guest_needs_migration, guest_on_timer, guest_process, Operator,
+    };
 
     #[cfg(target_arch = "wasm32")]
     pub use wit_bindgen;
@@ -259,7 +326,7 @@ pub mod __private {
         pub use crate::{TimeDomain, Timer as FiredTimer, Window};
     }
 
-    /// The generated bindings of `sluice:operator@0.1.1`, world `sluice-host`
+    /// The generated bindings of `sluice:operator@0.1.2`, world `sluice-host`
     /// (every import). Only the imports are used from here: each plugin
     /// generates the exports of its own world (see `__export_*!`), with its
     /// imports mapped to these.
@@ -275,16 +342,16 @@ pub mod __private {
             export_macro_name: "__export_sluice_host_unused",
             default_bindings_module: "::sluice_sdk::__private::bindings",
             with: {
-                "sluice:operator/types@0.1.1/header": crate::Header,
-                "sluice:operator/types@0.1.1/record": crate::Record,
-                "sluice:operator/types@0.1.1/output": crate::Output,
-                "sluice:operator/types@0.1.1/emit": crate::Emit,
-                "sluice:operator/types@0.1.1/record-error": crate::RecordError,
-                "sluice:operator/types@0.1.1/batch-result": crate::BatchResult,
-                "sluice:operator/types@0.1.1/init-context": crate::record::InitContext,
-                "sluice:operator/types@0.1.1/time-domain": crate::TimeDomain,
-                "sluice:operator/types@0.1.1/fired-timer": crate::Timer,
-                "sluice:operator/types@0.1.1/window": crate::Window,
+                "sluice:operator/types@0.1.2/header": crate::Header,
+                "sluice:operator/types@0.1.2/record": crate::Record,
+                "sluice:operator/types@0.1.2/output": crate::Output,
+                "sluice:operator/types@0.1.2/emit": crate::Emit,
+                "sluice:operator/types@0.1.2/record-error": crate::RecordError,
+                "sluice:operator/types@0.1.2/batch-result": crate::BatchResult,
+                "sluice:operator/types@0.1.2/init-context": crate::record::InitContext,
+                "sluice:operator/types@0.1.2/time-domain": crate::TimeDomain,
+                "sluice:operator/types@0.1.2/fired-timer": crate::Timer,
+                "sluice:operator/types@0.1.2/window": crate::Window,
             },
         });
     }

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 
 use crate::record::{BatchResult, InitContext, RecordError};
-use crate::{sys, Context, Error, Params, Record, Timer};
+use crate::{sys, Context, Error, Params, PreviousVersion, Record, Timer};
 
 /// An operator as the attribute macros generate it. Implemented by a hidden
 /// type in the plugin crate; you normally never write it yourself.
@@ -12,6 +12,9 @@ pub trait Operator: Sized + 'static {
     /// Whether the operator has an `on_timer` handler (world
     /// `keyed-process-operator`).
     const TIMERS: bool = false;
+    /// Whether the operator has a `migrate` hook (world
+    /// `migrating-process-operator` or `migrating-keyed-process-operator`).
+    const MIGRATES: bool = false;
     /// Build the instance from the params (runs the init hook, if any).
     fn init(params: &Params) -> Result<Self, Error>;
     /// Process one record.
@@ -21,6 +24,17 @@ pub trait Operator: Sized + 'static {
         let _ = (timer, ctx);
         panic!("sluice: a timer fired for an operator without an `on_timer` handler")
     }
+    /// Whether the state written by `from` needs [`Operator::migrate`]: the
+    /// `migrate_if` hook, true without one, false without `migrate`.
+    fn needs_migration(&self, from: &PreviousVersion) -> Result<bool, Error> {
+        let _ = from;
+        Ok(false)
+    }
+    /// Rewrite the state of `key`, which is current (only called if `MIGRATES`).
+    fn migrate(&mut self, key: &[u8], from: &PreviousVersion) -> Result<(), Error> {
+        let _ = (key, from);
+        panic!("sluice: migrate called for an operator without a `migrate` hook")
+    }
 }
 
 /// An operator with its type erased; the loop over a batch is monomorphised
@@ -28,6 +42,12 @@ pub trait Operator: Sized + 'static {
 pub(crate) trait DynOperator {
     fn process_batch(&mut self, params: &Params, batch: Vec<Record>) -> BatchResult;
     fn timer_batch(&mut self, params: &Params, timers: Vec<Timer>) -> BatchResult;
+    fn needs_migration(&self, from: &PreviousVersion) -> Result<bool, Error>;
+    fn migrate_batch(
+        &mut self,
+        keys: &[Vec<u8>],
+        from: &PreviousVersion,
+    ) -> Result<(), RecordError>;
 }
 
 impl<O: Operator> DynOperator for O {
@@ -72,6 +92,28 @@ impl<O: Operator> DynOperator for O {
         }
         BatchResult { emits, errors }
     }
+
+    fn needs_migration(&self, from: &PreviousVersion) -> Result<bool, Error> {
+        Operator::needs_migration(self, from)
+    }
+
+    fn migrate_batch(
+        &mut self,
+        keys: &[Vec<u8>],
+        from: &PreviousVersion,
+    ) -> Result<(), RecordError> {
+        for (index, key) in keys.iter().enumerate() {
+            let index = index as u32;
+            // Makes the key current: state handles act on it.
+            sys::set_current(index);
+            // The first error rejects the whole migration: no point going on.
+            self.migrate(key, from).map_err(|e| RecordError {
+                input: index,
+                message: e.into_message(),
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// A handle to the operator an attribute macro (`#[filter]`, `#[map]`,
@@ -81,6 +123,7 @@ impl<O: Operator> DynOperator for O {
 pub struct OperatorDef {
     init: fn(&Params) -> Result<Box<dyn DynOperator>, Error>,
     timers: bool,
+    migrates: bool,
 }
 
 impl OperatorDef {
@@ -89,6 +132,7 @@ impl OperatorDef {
         OperatorDef {
             init: |params| Ok(Box::new(O::init(params)?)),
             timers: O::TIMERS,
+            migrates: O::MIGRATES,
         }
     }
 
@@ -97,12 +141,20 @@ impl OperatorDef {
     pub fn has_timers(&self) -> bool {
         self.timers
     }
+
+    /// Whether the operator has a `migrate` hook, i.e. is a
+    /// `migrating-process-operator` (or, with timers,
+    /// `migrating-keyed-process-operator`) component.
+    pub fn migrates(&self) -> bool {
+        self.migrates
+    }
 }
 
 impl std::fmt::Debug for OperatorDef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OperatorDef")
             .field("timers", &self.timers)
+            .field("migrates", &self.migrates)
             .finish_non_exhaustive()
     }
 }
@@ -111,6 +163,9 @@ impl std::fmt::Debug for OperatorDef {
 pub(crate) struct Instance {
     pub(crate) params: Params,
     pub(crate) timers: bool,
+    migrates: bool,
+    /// The version being replaced, once `needs-migration` named it.
+    previous: Option<PreviousVersion>,
     op: Box<dyn DynOperator>,
 }
 
@@ -127,6 +182,8 @@ impl Instance {
         Ok(Instance {
             params,
             timers: def.timers,
+            migrates: def.migrates,
+            previous: None,
             op,
         })
     }
@@ -141,6 +198,25 @@ impl Instance {
             "sluice: on-timer called for an operator without an `on_timer` handler"
         );
         self.op.timer_batch(&self.params, timers)
+    }
+
+    /// Whether the state `previous` wrote needs migrating; remembers
+    /// `previous` for the `migrate` calls that follow.
+    pub(crate) fn needs_migration(&mut self, previous: PreviousVersion) -> Result<bool, Error> {
+        let needs = self.op.needs_migration(&previous)?;
+        self.previous = Some(previous);
+        Ok(needs)
+    }
+
+    pub(crate) fn migrate(&mut self, keys: &[Vec<u8>]) -> Result<(), RecordError> {
+        assert!(
+            self.migrates,
+            "sluice: migrate called for an operator without a `migrate` hook"
+        );
+        let Some(previous) = &self.previous else {
+            panic!("sluice: `migrate` called before `needs-migration`")
+        };
+        self.op.migrate_batch(keys, previous)
     }
 }
 
@@ -174,48 +250,40 @@ pub fn guest_on_timer(timers: Vec<Timer>) -> BatchResult {
     })
 }
 
-// The export macros. Each generates, in the plugin crate, the bindings of one
-// world with every import mapped to the SDK's own bindings (so only the
-// exports and the world's description are generated there), implements the
-// world's exports with the SDK's runtime, and exports them. A component thus
-// exports exactly the interfaces of its world. `$wit` is the text of
-// `wit/operator.wit`, inlined by the attribute macros; `$def` names the
-// `fn() -> OperatorDef` (or `AggregateDef`) next to the invocation.
+/// The `needs-migration` export.
+#[doc(hidden)]
+pub fn guest_needs_migration(previous: PreviousVersion) -> Result<bool, String> {
+    INSTANCE.with_borrow_mut(|instance| match instance {
+        Some(instance) => instance
+            .needs_migration(previous)
+            .map_err(Error::into_message),
+        None => panic!("sluice: `needs-migration` called before `init`"),
+    })
+}
+
+/// The `migrate` export.
+#[doc(hidden)]
+pub fn guest_migrate(keys: Vec<Vec<u8>>) -> Result<(), RecordError> {
+    INSTANCE.with_borrow_mut(|instance| match instance {
+        Some(instance) => instance.migrate(&keys),
+        None => panic!("sluice: `migrate` called before `init`"),
+    })
+}
+
+// The export macros. Each exports one world: it generates, in the plugin
+// crate, the bindings of that world with every import mapped to the SDK's own
+// bindings (so only the exports and the world's description are generated
+// there), implements the world's exports with the SDK's runtime, and exports
+// them. A component thus exports exactly the interfaces of its world. `$wit`
+// is the text of `wit/operator.wit`, inlined by the attribute macros; `$def`
+// names the `fn() -> OperatorDef` (or `AggregateDef`) next to the invocation.
 
 /// Export a `process-operator` component (wasm32 only; nothing natively).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_process_operator {
     ($wit:literal, $def:ident) => {
-        #[cfg(target_arch = "wasm32")]
-        #[doc(hidden)]
-        mod __sluice_component {
-            ::sluice_sdk::__private::wit_bindgen::generate!({
-                inline: $wit,
-                world: "process-operator",
-                runtime_path: "::sluice_sdk::__private::wit_bindgen::rt",
-                with: {
-                    "sluice:operator/types@0.1.1": ::sluice_sdk::__private::types,
-                    "sluice:operator/context@0.1.1": ::sluice_sdk::__private::bindings::sluice::operator::context,
-                    "sluice:operator/state@0.1.1": ::sluice_sdk::__private::bindings::sluice::operator::state,
-                    "sluice:operator/log@0.1.1": ::sluice_sdk::__private::bindings::sluice::operator::log,
-                    "sluice:operator/metrics@0.1.1": ::sluice_sdk::__private::bindings::sluice::operator::metrics,
-                },
-            });
-
-            struct __SluiceGuest;
-
-            impl exports::sluice::operator::processor::Guest for __SluiceGuest {
-                fn init(ctx: $crate::__private::InitContext) -> ::core::result::Result<(), ::std::string::String> {
-                    $crate::__private::guest_init(super::$def(), ctx)
-                }
-                fn process(batch: ::std::vec::Vec<$crate::Record>) -> $crate::BatchResult {
-                    $crate::__private::guest_process(batch)
-                }
-            }
-
-            export!(__SluiceGuest);
-        }
+        $crate::__export_world!($wit, $def, "process-operator", [], [processor]);
     };
 }
 
@@ -224,42 +292,45 @@ macro_rules! __export_process_operator {
 #[macro_export]
 macro_rules! __export_keyed_process_operator {
     ($wit:literal, $def:ident) => {
-        #[cfg(target_arch = "wasm32")]
-        #[doc(hidden)]
-        mod __sluice_component {
-            ::sluice_sdk::__private::wit_bindgen::generate!({
-                inline: $wit,
-                world: "keyed-process-operator",
-                runtime_path: "::sluice_sdk::__private::wit_bindgen::rt",
-                with: {
-                    "sluice:operator/types@0.1.1": ::sluice_sdk::__private::types,
-                    "sluice:operator/context@0.1.1": ::sluice_sdk::__private::bindings::sluice::operator::context,
-                    "sluice:operator/state@0.1.1": ::sluice_sdk::__private::bindings::sluice::operator::state,
-                    "sluice:operator/log@0.1.1": ::sluice_sdk::__private::bindings::sluice::operator::log,
-                    "sluice:operator/metrics@0.1.1": ::sluice_sdk::__private::bindings::sluice::operator::metrics,
-                    "sluice:operator/timers@0.1.1": ::sluice_sdk::__private::bindings::sluice::operator::timers,
-                },
-            });
+        $crate::__export_world!(
+            $wit,
+            $def,
+            "keyed-process-operator",
+            [timers],
+            [processor, timer_handler]
+        );
+    };
+}
 
-            struct __SluiceGuest;
+/// Export a `migrating-process-operator` component (wasm32 only; nothing
+/// natively).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_migrating_process_operator {
+    ($wit:literal, $def:ident) => {
+        $crate::__export_world!(
+            $wit,
+            $def,
+            "migrating-process-operator",
+            [],
+            [processor, migrator]
+        );
+    };
+}
 
-            impl exports::sluice::operator::processor::Guest for __SluiceGuest {
-                fn init(ctx: $crate::__private::InitContext) -> ::core::result::Result<(), ::std::string::String> {
-                    $crate::__private::guest_init(super::$def(), ctx)
-                }
-                fn process(batch: ::std::vec::Vec<$crate::Record>) -> $crate::BatchResult {
-                    $crate::__private::guest_process(batch)
-                }
-            }
-
-            impl exports::sluice::operator::timer_handler::Guest for __SluiceGuest {
-                fn on_timer(timers: ::std::vec::Vec<$crate::Timer>) -> $crate::BatchResult {
-                    $crate::__private::guest_on_timer(timers)
-                }
-            }
-
-            export!(__SluiceGuest);
-        }
+/// Export a `migrating-keyed-process-operator` component (wasm32 only;
+/// nothing natively).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_migrating_keyed_process_operator {
+    ($wit:literal, $def:ident) => {
+        $crate::__export_world!(
+            $wit,
+            $def,
+            "migrating-keyed-process-operator",
+            [timers],
+            [processor, timer_handler, migrator]
+        );
     };
 }
 
@@ -268,66 +339,129 @@ macro_rules! __export_keyed_process_operator {
 #[macro_export]
 macro_rules! __export_window_aggregate {
     ($wit:literal, $def:ident) => {
+        $crate::__export_world!($wit, $def, "window-aggregate", [], [aggregator]);
+    };
+}
+
+/// Export world `$world`, implementing each interface in `[$export, ..]`
+/// with `__export_guest!`. `[timers]` maps the host's timers for worlds
+/// that import them: wit-bindgen refuses a `with` entry the world does not
+/// use, so it cannot always be there. The contract version appears only here
+/// and in `__private::bindings`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_world {
+    ($wit:literal, $def:ident, $world:literal, [$($timers:ident)?], [$($export:ident),+]) => {
         #[cfg(target_arch = "wasm32")]
         #[doc(hidden)]
         mod __sluice_component {
             ::sluice_sdk::__private::wit_bindgen::generate!({
                 inline: $wit,
-                world: "window-aggregate",
+                world: $world,
                 runtime_path: "::sluice_sdk::__private::wit_bindgen::rt",
                 with: {
-                    "sluice:operator/types@0.1.1": ::sluice_sdk::__private::types,
-                    "sluice:operator/context@0.1.1": ::sluice_sdk::__private::bindings::sluice::operator::context,
-                    "sluice:operator/state@0.1.1": ::sluice_sdk::__private::bindings::sluice::operator::state,
-                    "sluice:operator/log@0.1.1": ::sluice_sdk::__private::bindings::sluice::operator::log,
-                    "sluice:operator/metrics@0.1.1": ::sluice_sdk::__private::bindings::sluice::operator::metrics,
+                    "sluice:operator/types@0.1.2": ::sluice_sdk::__private::types,
+                    "sluice:operator/context@0.1.2": ::sluice_sdk::__private::bindings::sluice::operator::context,
+                    "sluice:operator/state@0.1.2": ::sluice_sdk::__private::bindings::sluice::operator::state,
+                    "sluice:operator/log@0.1.2": ::sluice_sdk::__private::bindings::sluice::operator::log,
+                    "sluice:operator/metrics@0.1.2": ::sluice_sdk::__private::bindings::sluice::operator::metrics,
+                    $("sluice:operator/timers@0.1.2": ::sluice_sdk::__private::bindings::sluice::operator::$timers,)?
                 },
             });
 
-            use exports::sluice::operator::aggregator as __agg;
-
             struct __SluiceGuest;
 
-            impl __agg::Guest for __SluiceGuest {
-                fn init(ctx: $crate::__private::InitContext) -> ::core::result::Result<(), ::std::string::String> {
-                    $crate::__private::guest_aggregate_init(super::$def(), ctx)
-                }
-                fn add(
-                    batch: ::std::vec::Vec<$crate::Record>,
-                    groups: ::std::vec::Vec<__agg::Accumulate>,
-                ) -> __agg::AddResult {
-                    let groups = groups
-                        .into_iter()
-                        .map(|g| $crate::aggregate::Accumulate {
-                            accumulator: g.accumulator,
-                            inputs: g.inputs,
-                        })
-                        .collect();
-                    let out = $crate::__private::guest_aggregate_add(batch, groups);
-                    __agg::AddResult {
-                        accumulators: out.accumulators,
-                        errors: out.errors,
-                    }
-                }
-                fn merge(
-                    groups: ::std::vec::Vec<::std::vec::Vec<::std::vec::Vec<u8>>>,
-                ) -> ::std::vec::Vec<::std::vec::Vec<u8>> {
-                    $crate::__private::guest_aggregate_merge(groups)
-                }
-                fn finish(windows: ::std::vec::Vec<__agg::FiredWindow>) -> $crate::BatchResult {
-                    let windows = windows
-                        .into_iter()
-                        .map(|w| $crate::aggregate::FiredWindow {
-                            key: w.key,
-                            window: w.window,
-                            accumulator: w.accumulator,
-                        })
-                        .collect();
-                    $crate::__private::guest_aggregate_finish(windows)
-                }
-            }
+            $($crate::__export_guest!($export, $def);)+
 
             export!(__SluiceGuest);
+        }
+    };
+}
+
+/// Implement one exported interface for `__SluiceGuest` with the SDK's
+/// runtime, inside the module `__export_world!` generates.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_guest {
+    (processor, $def:ident) => {
+        impl exports::sluice::operator::processor::Guest for __SluiceGuest {
+            fn init(
+                ctx: $crate::__private::InitContext,
+            ) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::__private::guest_init(super::$def(), ctx)
+            }
+            fn process(batch: ::std::vec::Vec<$crate::Record>) -> $crate::BatchResult {
+                $crate::__private::guest_process(batch)
+            }
+        }
+    };
+    (timer_handler, $def:ident) => {
+        impl exports::sluice::operator::timer_handler::Guest for __SluiceGuest {
+            fn on_timer(timers: ::std::vec::Vec<$crate::Timer>) -> $crate::BatchResult {
+                $crate::__private::guest_on_timer(timers)
+            }
+        }
+    };
+    (migrator, $def:ident) => {
+        impl exports::sluice::operator::migrator::Guest for __SluiceGuest {
+            fn needs_migration(
+                previous: exports::sluice::operator::migrator::PreviousVersion,
+            ) -> ::core::result::Result<bool, ::std::string::String> {
+                $crate::__private::guest_needs_migration($crate::PreviousVersion {
+                    digest: previous.digest,
+                    contract: previous.contract,
+                    params: previous.params,
+                })
+            }
+            fn migrate(
+                keys: ::std::vec::Vec<::std::vec::Vec<u8>>,
+            ) -> ::core::result::Result<(), $crate::RecordError> {
+                $crate::__private::guest_migrate(keys)
+            }
+        }
+    };
+    (aggregator, $def:ident) => {
+        use exports::sluice::operator::aggregator as __agg;
+
+        impl __agg::Guest for __SluiceGuest {
+            fn init(
+                ctx: $crate::__private::InitContext,
+            ) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::__private::guest_aggregate_init(super::$def(), ctx)
+            }
+            fn add(
+                batch: ::std::vec::Vec<$crate::Record>,
+                groups: ::std::vec::Vec<__agg::Accumulate>,
+            ) -> __agg::AddResult {
+                let groups = groups
+                    .into_iter()
+                    .map(|g| $crate::aggregate::Accumulate {
+                        accumulator: g.accumulator,
+                        inputs: g.inputs,
+                    })
+                    .collect();
+                let out = $crate::__private::guest_aggregate_add(batch, groups);
+                __agg::AddResult {
+                    accumulators: out.accumulators,
+                    errors: out.errors,
+                }
+            }
+            fn merge(
+                groups: ::std::vec::Vec<::std::vec::Vec<::std::vec::Vec<u8>>>,
+            ) -> ::std::vec::Vec<::std::vec::Vec<u8>> {
+                $crate::__private::guest_aggregate_merge(groups)
+            }
+            fn finish(windows: ::std::vec::Vec<__agg::FiredWindow>) -> $crate::BatchResult {
+                let windows = windows
+                    .into_iter()
+                    .map(|w| $crate::aggregate::FiredWindow {
+                        key: w.key,
+                        window: w.window,
+                        accumulator: w.accumulator,
+                    })
+                    .collect();
+                $crate::__private::guest_aggregate_finish(windows)
+            }
         }
     };
 }

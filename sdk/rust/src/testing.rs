@@ -43,6 +43,10 @@
 //! host does. The processing-time clock (0 at start) is also the clock of
 //! state TTLs: an entry written at `t` with TTL `d` is gone from `t + d` on.
 //!
+//! **Migrations.** [`Harness::migrate`] runs a `migrate` hook the way the
+//! host does after a swap ([`Harness::swap`]): `migrate_if`, then `migrate`
+//! for every key that has state, all or nothing.
+//!
 //! **Aggregates.** [`AggregateHarness`] calls an aggregate's `add`, `merge`
 //! and `finish` directly, as the host does, and [`AggregateHarness::tumbling`]
 //! runs records through tumbling event-time windows.
@@ -53,11 +57,11 @@
 //! persisted to disk; [`Harness::swap`] re-initialises the operator while
 //! keeping state, as a swap does in the host.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use serde::de::DeserializeOwned;
-
-use std::collections::BTreeMap;
 
 use crate::aggregate::{Accumulate, AddResult, AggregateInstance, FiredWindow};
 use crate::log::Level;
@@ -65,8 +69,36 @@ use crate::record::InitContext;
 use crate::runtime::Instance;
 use crate::sys::native::{swap_host, StubHost};
 use crate::{
-    AggregateDef, BatchResult, Error, OperatorDef, Record, RecordError, TimeDomain, Timer, Window,
+    AggregateDef, BatchResult, Error, OperatorDef, PreviousVersion, Record, RecordError,
+    TimeDomain, Timer, Window,
 };
+
+/// How many keys [`Harness::migrate`] hands to one `migrate` call.
+const MIGRATE_BATCH: usize = 1000;
+
+/// Why [`Harness::migrate`] failed: what the host would reject the deploy with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationError {
+    /// The key whose `migrate` returned the error; `None` if deciding whether
+    /// to migrate failed.
+    pub key: Option<Vec<u8>>,
+    /// The error's message.
+    pub message: String,
+}
+
+impl fmt::Display for MigrationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(
+                f,
+                "migrating key {:?}: {}",
+                String::from_utf8_lossy(key),
+                self.message
+            ),
+            None => write!(f, "needs-migration: {}", self.message),
+        }
+    }
+}
 
 /// An operator instance plus an in-memory host, driven natively.
 pub struct Harness {
@@ -147,6 +179,145 @@ impl Harness {
         let _installed = Installed::new(&mut self.host);
         self.instance = Some(Instance::new(operator, ctx)?);
         Ok(())
+    }
+
+    /// Migrate the state a previous version left, as the host does after a
+    /// hot swap: ask the operator's `migrate_if` (for an operator without
+    /// `migrate`: no), then call `migrate` for every key that has state (in
+    /// key order, in batches of 1000), with that key current. Returns whether
+    /// it migrated. Call it after [`Harness::swap`] to the new version.
+    ///
+    /// All or nothing: on the first `Err`, every state entry and timer is put
+    /// back as it was before the call and the error names the key. A panic
+    /// (a trap in the host) restores the state too, then propagates. Either
+    /// way the new instance stays installed (the host would keep the old
+    /// version running: swap back if the test goes on).
+    ///
+    /// ```
+    /// use sluice_sdk::{Context, Error, PreviousVersion, Record, ValueState};
+    ///
+    /// static TEXT: ValueState<String> = ValueState::new("text");
+    ///
+    /// #[sluice_sdk::process(migrate = shout)]
+    /// fn noop(_record: Record, _ctx: &mut Context) -> Result<(), Error> {
+    ///     Ok(())
+    /// }
+    ///
+    /// fn shout(key: &[u8], _from: &PreviousVersion) -> Result<(), Error> {
+    ///     if key == b"bad" {
+    ///         sluice_sdk::bail!("cannot migrate");
+    ///     }
+    ///     TEXT.update(|t| t.unwrap_or_default().to_uppercase())?;
+    ///     Ok(())
+    /// }
+    /// # fn main() {
+    /// # mod old {
+    /// #     use sluice_sdk::{Context, Error, Record, ValueState};
+    /// #     static TEXT: ValueState<String> = ValueState::new("text");
+    /// #     #[sluice_sdk::process]
+    /// #     fn keep(r: Record, _c: &mut Context) -> Result<(), Error> {
+    /// #         TEXT.set(&r.value_str().unwrap_or("").to_owned())
+    /// #     }
+    /// # }
+    /// // `old` stores each record's value as `text`.
+    /// let mut h = sluice_sdk::testing::Harness::new(old::__sluice_operator(), "{}");
+    /// h.process(vec![Record::new("hi").with_key("a"), Record::new("yo").with_key("bad")]);
+    /// h.swap(__sluice_operator(), "{}").unwrap();
+    /// let err = h.migrate(&PreviousVersion::default()).unwrap_err();
+    /// assert_eq!((err.key.as_deref(), err.message.as_str()), (Some(&b"bad"[..]), "cannot migrate"));
+    /// assert_eq!(h.value::<String>("text", b"a").as_deref(), Some("hi")); // rolled back
+    /// # }
+    /// ```
+    pub fn migrate(&mut self, from: &PreviousVersion) -> Result<bool, MigrationError> {
+        let instance = self.instance.as_mut().expect("operator is initialised");
+        self.host.batch_keys.clear();
+        self.host.current = None;
+        let needs = {
+            let _installed = Installed::new(&mut self.host);
+            instance.needs_migration(from.clone())
+        };
+        match needs {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(e) => {
+                return Err(MigrationError {
+                    key: None,
+                    message: e.into_message(),
+                })
+            }
+        }
+
+        let now = self.host.processing_time;
+        let keys: Vec<Vec<u8>> = self
+            .host
+            .values
+            .iter()
+            .filter(|(_, e)| e.live(now))
+            .map(|((_, key), _)| key)
+            .chain(
+                self.host
+                    .maps
+                    .iter()
+                    .filter(|(_, m)| m.values().any(|e| e.live(now)))
+                    .map(|((_, key), _)| key),
+            )
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let snapshot = (
+            self.host.values.clone(),
+            self.host.maps.clone(),
+            self.host.event_timers.clone(),
+            self.host.processing_timers.clone(),
+        );
+        let calls_before = self.host.set_current_calls;
+        let host = &mut self.host;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            for chunk in keys.chunks(MIGRATE_BATCH) {
+                host.batch_keys = chunk.iter().cloned().map(Some).collect();
+                host.current = None;
+                let result = {
+                    let _installed = Installed::new(host);
+                    instance.migrate(chunk)
+                };
+                if let Err(e) = result {
+                    return Err(MigrationError {
+                        key: chunk.get(e.input as usize).cloned(),
+                        message: e.message,
+                    });
+                }
+            }
+            Ok(())
+        }));
+        self.host.batch_keys.clear();
+        self.host.current = None;
+        let restore = |host: &mut StubHost| {
+            (
+                host.values,
+                host.maps,
+                host.event_timers,
+                host.processing_timers,
+            ) = snapshot;
+        };
+        match outcome {
+            Ok(Ok(())) => {
+                debug_assert_eq!(
+                    self.host.set_current_calls - calls_before,
+                    keys.len() as u64,
+                    "one set-current per key"
+                );
+                Ok(true)
+            }
+            Ok(Err(e)) => {
+                restore(&mut self.host);
+                Err(e)
+            }
+            Err(panic) => {
+                restore(&mut self.host);
+                resume_unwind(panic)
+            }
+        }
     }
 
     /// Process one batch, as the host's `process` call does. A panic in the

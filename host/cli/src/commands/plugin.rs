@@ -24,6 +24,9 @@ pub enum PluginCommand {
         operator: String,
         /// The new component.
         component: PathBuf,
+        /// New params for the operator, a JSON object (default: keep its params).
+        #[arg(long, value_name = "JSON")]
+        params: Option<String>,
         #[command(flatten)]
         send: SendArgs,
     },
@@ -63,7 +66,7 @@ pub struct SendArgs {
 /// Run a plugin subcommand.
 pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PluginCommand::Deploy { pipeline, operator, component, send } => deploy(&pipeline, &operator, &component, &send.state_dir, send.id, send.timeout),
+        PluginCommand::Deploy { pipeline, operator, component, params, send } => deploy(&pipeline, &operator, &component, params.as_deref(), &send),
         PluginCommand::Rollback { pipeline, operator, send } => rollback(&pipeline, &operator, &send.state_dir, send.id, send.timeout),
         PluginCommand::List { pipeline, state_dir } => list(&pipeline, &state_dir),
         PluginCommand::Inspect { component } => {
@@ -105,11 +108,18 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
 
 /// `sluice plugin deploy`: drop a command into the pipeline's control
 /// directory and wait for its outcome.
-fn deploy(pipeline: &std::path::Path, operator: &str, component: &std::path::Path, state_dir: &std::path::Path, id: Option<String>, timeout: u64) -> anyhow::Result<ExitCode> {
+fn deploy(pipeline: &std::path::Path, operator: &str, component: &std::path::Path, params: Option<&str>, send: &SendArgs) -> anyhow::Result<ExitCode> {
     use sluice_dataflow::control::{sha256_hex, Action, Command};
+    let (state_dir, id, timeout) = (send.state_dir.as_path(), send.id.clone(), send.timeout);
     let pipeline = match super::read_pipeline(pipeline) {
         Ok(p) => p,
         Err(code) => return Ok(code),
+    };
+    let params = match params.map(serde_json::from_str::<serde_json::Value>) {
+        None => None,
+        Some(Ok(v)) if v.is_object() => Some(v),
+        Some(Ok(_)) => anyhow::bail!("--params must be a JSON object, such as '{{\"threshold\": 3}}'"),
+        Some(Err(e)) => anyhow::bail!("--params is not valid JSON: {e}"),
     };
     let bytes = std::fs::read(component).map_err(|e| anyhow::anyhow!("reading {}: {e}", component.display()))?;
     let digest = sha256_hex(&bytes);
@@ -118,7 +128,7 @@ fn deploy(pipeline: &std::path::Path, operator: &str, component: &std::path::Pat
     let component = sluice_dataflow::control::ControlDir::new(&store.root).store_plugin(&digest, &bytes).map_err(|e| anyhow::anyhow!(e))?;
     let component = std::fs::canonicalize(component)?;
     let id = id.unwrap_or_else(|| format!("deploy-{operator}-{}-{}", &digest[..12], sluice_world::now_ms()));
-    let command = Command { id, pipeline: pipeline.name.clone(), operator: operator.to_string(), action: Action::Deploy, plugin: Some(component), sha256: Some(digest.clone()), params: None, reason: None };
+    let command = Command { id, pipeline: pipeline.name.clone(), operator: operator.to_string(), action: Action::Deploy, plugin: Some(component), sha256: Some(digest.clone()), params, reason: None };
     eprintln!("sending `{}`: operator `{operator}` to sha256:{}", command.id, &digest[..12]);
     send_and_wait(&pipeline, state_dir, command, timeout)
 }

@@ -57,12 +57,16 @@ struct Args {
     params: Option<Type>,
     init: Option<Path>,
     on_timer: Option<Path>,
+    migrate: Option<Path>,
+    migrate_if: Option<Path>,
 }
 
 enum Arg {
     Params(Ident, Type),
     Init(Ident, Path),
     OnTimer(Ident, Path),
+    Migrate(Ident, Path),
+    MigrateIf(Ident, Path),
 }
 
 impl Parse for Arg {
@@ -73,10 +77,12 @@ impl Parse for Arg {
             "params" => Ok(Arg::Params(name, input.parse()?)),
             "init" => Ok(Arg::Init(name, input.parse()?)),
             "on_timer" => Ok(Arg::OnTimer(name, input.parse()?)),
+            "migrate" => Ok(Arg::Migrate(name, input.parse()?)),
+            "migrate_if" => Ok(Arg::MigrateIf(name, input.parse()?)),
             other => Err(syn::Error::new(
                 name.span(),
                 format!(
-                    "unknown argument `{other}`: expected `params = Type`, `init = path::to::fn` or (for #[process]) `on_timer = path::to::fn`"
+                    "unknown argument `{other}`: expected `params = Type`, `init = path::to::fn`, `migrate = path::to::fn`, `migrate_if = path::to::fn` or (for #[process]) `on_timer = path::to::fn`"
                 ),
             )),
         }
@@ -91,7 +97,13 @@ impl Parse for Args {
                 Arg::Params(_, t) if args.params.is_none() => args.params = Some(t),
                 Arg::Init(_, p) if args.init.is_none() => args.init = Some(p),
                 Arg::OnTimer(_, p) if args.on_timer.is_none() => args.on_timer = Some(p),
-                Arg::Params(name, _) | Arg::Init(name, _) | Arg::OnTimer(name, _) => {
+                Arg::Migrate(_, p) if args.migrate.is_none() => args.migrate = Some(p),
+                Arg::MigrateIf(_, p) if args.migrate_if.is_none() => args.migrate_if = Some(p),
+                Arg::Params(name, _)
+                | Arg::Init(name, _)
+                | Arg::OnTimer(name, _)
+                | Arg::Migrate(name, _)
+                | Arg::MigrateIf(name, _) => {
                     return Err(syn::Error::new(
                         name.span(),
                         format!("`{name}` given twice"),
@@ -115,6 +127,15 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
                 "`on_timer` is only for #[process] (a keyed process operator with timers), not #[{}]",
                 kind.name()
             ),
+        )
+        .to_compile_error();
+        let item = TokenStream2::from(item);
+        return quote!(#item #err).into();
+    }
+    if let (Some(migrate_if), None) = (&args.migrate_if, &args.migrate) {
+        let err = syn::Error::new_spanned(
+            migrate_if,
+            "`migrate_if` needs `migrate = path::to::fn`: it only decides whether `migrate` runs",
         )
         .to_compile_error();
         let item = TokenStream2::from(item);
@@ -214,27 +235,64 @@ fn generate(kind: Kind, args: &Args, func: &ItemFn) -> syn::Result<TokenStream2>
         },
     };
 
-    let (timers, export) = match &args.on_timer {
-        Some(on_timer) => (
-            quote_spanned! {on_timer.span()=>
-                const TIMERS: bool = true;
+    let timers = match &args.on_timer {
+        Some(on_timer) => quote_spanned! {on_timer.span()=>
+            const TIMERS: bool = true;
 
-                #[inline]
+            #[inline]
+            #[allow(clippy::useless_conversion)]
+            fn on_timer(
+                &mut self,
+                timer: #sdk::Timer,
+                ctx: &mut #sdk::Context<'_>,
+            ) -> ::core::result::Result<(), #sdk::Error> {
+                match #on_timer(timer, ctx #extra) {
+                    ::core::result::Result::Ok(()) => ::core::result::Result::Ok(()),
+                    ::core::result::Result::Err(e) => ::core::result::Result::Err(::core::convert::From::from(e)),
+                }
+            }
+        },
+        None => quote!(),
+    };
+    let migration = match &args.migrate {
+        Some(migrate) => {
+            let needs = match &args.migrate_if {
+                Some(migrate_if) => quote_spanned!(migrate_if.span()=> #migrate_if(from)),
+                None => quote!({
+                    let _ = from;
+                    true
+                }),
+            };
+            quote_spanned! {migrate.span()=>
+                const MIGRATES: bool = true;
+
+                fn needs_migration(
+                    &self,
+                    from: &#sdk::PreviousVersion,
+                ) -> ::core::result::Result<bool, #sdk::Error> {
+                    ::core::result::Result::Ok(#needs)
+                }
+
                 #[allow(clippy::useless_conversion)]
-                fn on_timer(
+                fn migrate(
                     &mut self,
-                    timer: #sdk::Timer,
-                    ctx: &mut #sdk::Context<'_>,
+                    key: &[u8],
+                    from: &#sdk::PreviousVersion,
                 ) -> ::core::result::Result<(), #sdk::Error> {
-                    match #on_timer(timer, ctx #extra) {
+                    match #migrate(key, from) {
                         ::core::result::Result::Ok(()) => ::core::result::Result::Ok(()),
                         ::core::result::Result::Err(e) => ::core::result::Result::Err(::core::convert::From::from(e)),
                     }
                 }
-            },
-            quote!(__export_keyed_process_operator),
-        ),
-        None => (quote!(), quote!(__export_process_operator)),
+            }
+        }
+        None => quote!(),
+    };
+    let export = match (args.on_timer.is_some(), args.migrate.is_some()) {
+        (false, false) => quote!(__export_process_operator),
+        (true, false) => quote!(__export_keyed_process_operator),
+        (false, true) => quote!(__export_migrating_process_operator),
+        (true, true) => quote!(__export_migrating_keyed_process_operator),
     };
     let wit = wit_literal();
 
@@ -265,6 +323,8 @@ fn generate(kind: Kind, args: &Args, func: &ItemFn) -> syn::Result<TokenStream2>
             }
 
             #timers
+
+            #migration
         }
 
         /// The operator defined by this crate, for `sluice_sdk::testing::Harness`.
@@ -303,6 +363,12 @@ fn generate_aggregate(args: &Args, item: &Item) -> syn::Result<TokenStream2> {
         return Err(syn::Error::new_spanned(
             p,
             "`on_timer` is only for #[process], not #[aggregate]",
+        ));
+    }
+    if let Some(p) = args.migrate.as_ref().or(args.migrate_if.as_ref()) {
+        return Err(syn::Error::new_spanned(
+            p,
+            "#[aggregate] has no `migrate` or `migrate_if`: the host keeps window accumulators, so a new version must decode what the old one stored",
         ));
     }
     let ty: TokenStream2 = match item {
