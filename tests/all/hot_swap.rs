@@ -91,7 +91,7 @@ fn a_keyed_counter_is_swapped_v1_v2_v1_under_load_without_loss_duplicate_or_rese
     let (ok, text) = deploy(dir.path(), "fixture_init_fails", "bad-init");
     assert!(!ok && text.contains("rejected") && text.contains("refuses to start"), "{text}");
     let (ok, text) = deploy(dir.path(), "fixture_versioned_count_v2", "to-v2");
-    assert!(ok && text.contains("applied"), "{text}");
+    assert!(ok && text.contains("applied") && text.contains("after source `trips` at "), "{text}");
     std::thread::sleep(Duration::from_secs(2));
     // The same command again: it was applied once, and stays so.
     let (ok, text) = deploy(dir.path(), "fixture_versioned_count_v2", "to-v2");

@@ -698,9 +698,9 @@ impl Coordinator {
                     let p = pending.take().expect("pending");
                     let id = p.id;
                     match self.complete(p, false) {
-                        Ok(_) => {
+                        Ok(manifest) => {
                             let _ = self.completed.send(id);
-                            self.settle_swaps(&mut in_flight, id);
+                            self.settle_swaps(&mut in_flight, Some(&manifest));
                         }
                         Err(e) => {
                             cm.failed.inc();
@@ -749,7 +749,7 @@ impl Coordinator {
                     next_trigger = Instant::now();
                 }
             }
-            self.settle_swaps(&mut in_flight, 0);
+            self.settle_swaps(&mut in_flight, None);
 
             let any_done = !done_sources.is_empty();
             if pending.is_none() && !any_done && Instant::now() >= next_trigger {
@@ -815,7 +815,7 @@ impl Coordinator {
                 later.push_back((si, token, command));
                 continue;
             }
-            let rejection = |command: &Command, reason: String| Outcome { id: command.id.clone(), status: Status::Rejected, operator: command.operator.clone(), digest: command.sha256.clone(), checkpoint: None, reason: Some(reason) };
+            let rejection = |command: &Command, reason: String| Outcome { id: command.id.clone(), status: Status::Rejected, operator: command.operator.clone(), digest: command.sha256.clone(), checkpoint: None, reason: Some(reason), after: Default::default() };
             match command.action {
                 Action::Deploy => {}
                 Action::Pause | Action::Resume if self.pipeline.operator(&command.operator).is_none() => {
@@ -833,7 +833,7 @@ impl Coordinator {
                     self.swaps.plan_pause(&command.operator, at);
                     let digest = self.plugin_digests.get(&command.operator).map(|(_, d)| d.clone()).unwrap_or_default();
                     tracing::info!("control: command `{}`: operator `{}` pauses after checkpoint {at}", command.id, command.operator);
-                    let o = Outcome { id: command.id.clone(), status: Status::Accepted, operator: command.operator.clone(), digest: Some(digest.clone()), checkpoint: Some(at), reason: None };
+                    let o = Outcome { id: command.id.clone(), status: Status::Accepted, operator: command.operator.clone(), digest: Some(digest.clone()), checkpoint: Some(at), reason: None, after: Default::default() };
                     self.control.write(&o);
                     let _ = self.control_sources[si].report(&o.id, &serde_json::to_vec(&o).expect("an outcome serializes"));
                     let previous = (self.plugin_digests.get(&command.operator).cloned().unwrap_or_default(), self.deployed.get(&command.operator).cloned());
@@ -843,7 +843,7 @@ impl Coordinator {
                 }
                 Action::Resume => {
                     let o = if self.swaps.resume(&command.operator) {
-                        Outcome { id: command.id.clone(), status: Status::Applied, operator: command.operator.clone(), digest: None, checkpoint: None, reason: None }
+                        Outcome { id: command.id.clone(), status: Status::Applied, operator: command.operator.clone(), digest: None, checkpoint: None, reason: None, after: Default::default() }
                     } else {
                         rejection(&command, format!("operator `{}` is not paused", command.operator))
                     };
@@ -887,7 +887,7 @@ impl Coordinator {
                     };
                     self.swaps.plan(&name, at, plugin, params);
                     tracing::info!("control: command `{}` ({}): operator `{name}` switches to sha256:{} at checkpoint {at}", command.id, self.control_sources[si].describe(), &digest[..12]);
-                    let o = Outcome { id: command.id.clone(), status: Status::Accepted, operator: name, digest: Some(digest.clone()), checkpoint: Some(at), reason: None };
+                    let o = Outcome { id: command.id.clone(), status: Status::Accepted, operator: name, digest: Some(digest.clone()), checkpoint: Some(at), reason: None, after: Default::default() };
                     self.control.write(&o);
                     let _ = self.control_sources[si].report(&o.id, &serde_json::to_vec(&o).expect("an outcome serializes"));
                     in_flight.push(InFlight { command, source: si, token, at, digest, previous, swapped: 0, errors: Vec::new() });
@@ -982,11 +982,19 @@ impl Coordinator {
 
     /// Settle deploys whose subtasks have all switched, once a checkpoint
     /// at or after their barrier is complete (`completed`, 0 if none now).
-    fn settle_swaps(&mut self, in_flight: &mut Vec<InFlight>, completed: u64) {
-        use crate::control::{Outcome, Status};
+    fn settle_swaps(&mut self, in_flight: &mut Vec<InFlight>, completed: Option<&Manifest>) {
+        use crate::control::{Outcome, SourceAt, Status};
         if in_flight.is_empty() {
             return;
         }
+        let completed_id = completed.map_or(0, |m| m.id);
+        // Where the sources stood at the swap's checkpoint (known when it is the one just completed).
+        let after = |at: u64| -> std::collections::BTreeMap<String, SourceAt> {
+            completed
+                .filter(|m| m.id == at)
+                .map(|m| m.sources.iter().map(|s| (s.name.clone(), SourceAt { records: s.position.emitted, splits: s.position.splits.clone() })).collect())
+                .unwrap_or_default()
+        };
         let operators = self.participants.operators.clone();
         let parallelism = |name: &str| operators.iter().find(|(n, _)| n == name).map_or(0, |(_, p)| *p);
         let mut i = 0;
@@ -994,9 +1002,9 @@ impl Coordinator {
             let f = &in_flight[i];
             let all = f.swapped >= parallelism(&f.command.operator);
             let outcome = if all && !f.errors.is_empty() {
-                Some(Outcome { id: f.command.id.clone(), status: Status::Rejected, operator: f.command.operator.clone(), digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: Some(format!("the new plugin failed to start or to migrate the state; the old one keeps running: {}", f.errors.join("; "))) })
-            } else if all && completed >= f.at {
-                Some(Outcome { id: f.command.id.clone(), status: Status::Applied, operator: f.command.operator.clone(), digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: f.command.reason.clone() })
+                Some(Outcome { id: f.command.id.clone(), status: Status::Rejected, operator: f.command.operator.clone(), digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: Some(format!("the new plugin failed to start or to migrate the state; the old one keeps running: {}", f.errors.join("; "))), after: Default::default() })
+            } else if all && completed_id >= f.at {
+                Some(Outcome { id: f.command.id.clone(), status: Status::Applied, operator: f.command.operator.clone(), digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: f.command.reason.clone(), after: after(f.at) })
             } else {
                 None
             };

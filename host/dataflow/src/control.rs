@@ -22,7 +22,7 @@
 //! (`[control] probation_records`); if more than `max_error_rate` of them
 //! fail, Sluice rolls it back by itself, through the same directory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -101,6 +101,30 @@ pub struct Outcome {
     /// Why it was rejected.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Applied: where each source stood at that checkpoint (every record
+    /// before it went to the old version, every record after to the new).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub after: BTreeMap<String, SourceAt>,
+}
+
+/// Where a source stood at a checkpoint, in an [`Outcome`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceAt {
+    /// Records it had emitted.
+    pub records: u64,
+    /// Next offset per split (Kafka partition), for sources that have them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub splits: BTreeMap<u32, u64>,
+}
+
+impl std::fmt::Display for SourceAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.splits.is_empty() {
+            return write!(f, "{} records", self.records);
+        }
+        let splits: Vec<String> = self.splits.iter().map(|(s, o)| format!("{s}@{o}")).collect();
+        write!(f, "{} records (next offsets {})", self.records, splits.join(", "))
+    }
 }
 
 impl Outcome {

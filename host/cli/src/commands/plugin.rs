@@ -187,6 +187,9 @@ fn wait_for_outcome(timeout: u64, mut read: impl FnMut() -> Option<sluice_datafl
                 Status::Applied => {
                     let what = o.digest.map(|d| format!("runs sha256:{d}")).unwrap_or_else(|| "is resumed".into());
                     println!("applied: operator `{}` {what} since checkpoint {}", o.operator, o.checkpoint.unwrap_or(0));
+                    for (source, at) in &o.after {
+                        println!("  after source `{source}` at {at}");
+                    }
                     return Some(Ok(ExitCode::SUCCESS));
                 }
                 Status::Rejected => {
