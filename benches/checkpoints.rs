@@ -66,8 +66,8 @@
 //! only ~1,000 dirty keys per subtask in the full cache.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use serde::Deserialize;
 use sluice_tests::{compile_cache, median, sluice_bin, write_pipeline};
@@ -79,45 +79,8 @@ const SEED: u64 = 42;
 /// Keep every checkpoint of a run, so that all manifests can be read.
 const RETAIN: usize = 100_000;
 
-// ---------------------------------------------------------------------------
-// Child processes (as in benches/windows.rs).
-
-struct Child {
-    wall: Duration,
-    cpu: Duration,
-    max_rss_kib: u64,
-    stderr: String,
-}
-
-/// Run `cmd` with stdout and stderr in files under `dir`, reaping it with
-/// `wait4` for its rusage.
-fn run_child(mut cmd: Command, dir: &Path, name: &str) -> Child {
-    let out = dir.join(format!("{name}.stdout"));
-    let err = dir.join(format!("{name}.stderr"));
-    cmd.stdin(Stdio::null()).stdout(std::fs::File::create(&out).unwrap()).stderr(std::fs::File::create(&err).unwrap());
-    let started = Instant::now();
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: rusage is plain data; all-zero is a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: waits for our own child, writing into the two locals.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if r == pid {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "wait4 for {name}: {e}");
-    }
-    let wall = started.elapsed();
-    drop(child);
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
-    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    assert!(ok, "{name} failed (wait status {status:#x}):\n{stderr}");
-    Child { wall, cpu: tv(usage.ru_utime) + tv(usage.ru_stime), max_rss_kib: usage.ru_maxrss as u64, stderr }
-}
+mod common;
+use common::child::run_child;
 
 // ---------------------------------------------------------------------------
 // Manifests: the fields this bench reads (line 1 of manifest.json).

@@ -3,13 +3,12 @@
 //! offsets), read from the offsets a restored checkpoint recorded.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, Timestamp};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -27,16 +26,13 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 /// How long a finishing source waits for its last offset commit.
 const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(10);
 
-/// Consumer context: turns librdkafka's statistics into lag gauges and
-/// follows the asynchronous offset commits.
+/// Consumer context: turns librdkafka's statistics into lag gauges.
 struct LagContext {
     topic: String,
     read_committed: bool,
     metrics: Arc<Metrics>,
     node: String,
     gauges: Mutex<HashMap<i32, Gauge<i64, std::sync::atomic::AtomicI64>>>,
-    /// Offset commits sent and not yet answered.
-    commits_pending: AtomicU32,
 }
 
 impl ClientContext for LagContext {
@@ -65,17 +61,7 @@ impl ClientContext for LagContext {
     }
 }
 
-impl ConsumerContext for LagContext {
-    fn commit_callback(&self, result: KafkaResult<()>, _: &TopicPartitionList) {
-        let _ = self.commits_pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if let Err(e) = result {
-            // Informational (see checkpoint_complete): the next checkpoint commits again.
-            if crate::warn_now() {
-                tracing::warn!(source = %self.node, "committing offsets to the consumer group: {e}");
-            }
-        }
-    }
-}
+impl ConsumerContext for LagContext {}
 
 /// Which parallel subtask of a source this is.
 #[derive(Clone, Copy, Debug)]
@@ -97,7 +83,11 @@ pub struct KafkaSource {
     name: String,
     index: u16,
     config: KafkaSourceConfig,
-    consumer: BaseConsumer<LagContext>,
+    /// Shared with the thread of the final offset commit (see `finish`).
+    consumer: Arc<BaseConsumer<LagContext>>,
+    /// The offsets of the last completed checkpoint, committed again,
+    /// synchronously, when the source finishes.
+    last_commit: Option<TopicPartitionList>,
     partitions: Vec<i32>,
     /// Next offset per partition from a restored checkpoint.
     resume: BTreeMap<u32, u64>,
@@ -122,7 +112,6 @@ impl KafkaSource {
             metrics,
             node: name.to_string(),
             gauges: Mutex::default(),
-            commits_pending: AtomicU32::new(0),
         };
         let isolation = if config.read_committed { "read_committed" } else { "read_uncommitted" };
         let consumer: BaseConsumer<LagContext> = client_config(
@@ -165,7 +154,8 @@ impl KafkaSource {
             name: name.to_string(),
             index,
             config: config.clone(),
-            consumer,
+            consumer: Arc::new(consumer),
+            last_commit: None,
             partitions,
             resume: BTreeMap::new(),
             assigned: false,
@@ -321,28 +311,36 @@ impl Source for KafkaSource {
             return Ok(());
         }
         // Informational (lag tools): Sluice resumes from its checkpoints, so
-        // the commit is asynchronous and a failed one is only logged. A
-        // synchronous commit would block the source, and with it every
-        // checkpoint, for as long as the group coordinator is unreachable.
-        match self.consumer.commit(&tpl, CommitMode::Async) {
-            Ok(()) => {
-                self.consumer.context().commits_pending.fetch_add(1, Ordering::SeqCst);
-            }
-            Err(e) => tracing::warn!(source = %self.name, "committing offsets to the consumer group: {e}"),
+        // the commit is asynchronous, fire and forget (librdkafka logs a
+        // failed one). A synchronous commit would block the source, and with
+        // it every checkpoint, for as long as the group coordinator is
+        // unreachable; librdkafka waits for it without a timeout.
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(source = %self.name, "committing offsets to the consumer group: {e}");
         }
+        self.last_commit = Some(tpl);
         Ok(())
     }
 
     fn finish(&mut self) -> Result<(), ConnectorError> {
-        // Wait (bounded) for the last commits, so that the group shows where
-        // the run ended; the answers arrive through polls of the consumer.
-        let deadline = Instant::now() + FINAL_COMMIT_WAIT;
-        while self.consumer.context().commits_pending.load(Ordering::SeqCst) > 0 {
-            if Instant::now() > deadline {
-                tracing::warn!(source = %self.name, "the consumer group's offsets were not committed within {FINAL_COMMIT_WAIT:?}; the checkpoint has them, only lag tools see older offsets");
-                break;
-            }
-            let _ = self.consumer.poll(Duration::from_millis(100));
+        // The last offsets, synchronously so that the group shows where the
+        // run ended (the asynchronous commit may not have been sent before
+        // the process exits), on a thread so that the wait is bounded: a
+        // commit stuck on an unreachable coordinator is left behind.
+        let Some(tpl) = self.last_commit.take() else { return Ok(()) };
+        let consumer = self.consumer.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name(format!("{}-final-commit", self.name)).spawn(move || {
+            let _ = tx.send(consumer.commit(&tpl, CommitMode::Sync));
+        });
+        let warn = |why: String| tracing::warn!(source = %self.name, "the consumer group's offsets of the last checkpoint are not committed ({why}); the checkpoint has them, only lag tools see older offsets");
+        match spawned {
+            Err(e) => warn(format!("cannot start a thread: {e}")),
+            Ok(_) => match rx.recv_timeout(FINAL_COMMIT_WAIT) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn(e.to_string()),
+                Err(_) => warn(format!("no answer within {FINAL_COMMIT_WAIT:?}")),
+            },
         }
         Ok(())
     }
