@@ -815,7 +815,7 @@ impl Coordinator {
                 later.push_back((si, token, command));
                 continue;
             }
-            let rejection = |command: &Command, reason: String| Outcome { id: command.id.clone(), status: Status::Rejected, operator: command.operator.clone(), digest: command.sha256.clone(), checkpoint: None, reason: Some(reason), after: Default::default() };
+            let rejection = |command: &Command, reason: String| Outcome { digest: command.sha256.clone(), reason: Some(reason), ..Outcome::of(command, Status::Rejected) };
             match command.action {
                 Action::Deploy => {}
                 Action::Pause | Action::Resume if self.pipeline.operator(&command.operator).is_none() => {
@@ -833,17 +833,14 @@ impl Coordinator {
                     self.swaps.plan_pause(&command.operator, at);
                     let digest = self.plugin_digests.get(&command.operator).map(|(_, d)| d.clone()).unwrap_or_default();
                     tracing::info!("control: command `{}`: operator `{}` pauses after checkpoint {at}", command.id, command.operator);
-                    let o = Outcome { id: command.id.clone(), status: Status::Accepted, operator: command.operator.clone(), digest: Some(digest.clone()), checkpoint: Some(at), reason: None, after: Default::default() };
-                    self.control.write(&o);
-                    let _ = self.control_sources[si].report(&o.id, &serde_json::to_vec(&o).expect("an outcome serializes"));
                     let previous = (self.plugin_digests.get(&command.operator).cloned().unwrap_or_default(), self.deployed.get(&command.operator).cloned());
-                    in_flight.push(InFlight { command, source: si, token, at, digest, previous, swapped: 0, errors: Vec::new() });
+                    self.accept(in_flight, InFlight { command, source: si, token, at, digest, previous, swapped: 0, errors: Vec::new() });
                     planned = Some(at);
                     continue;
                 }
                 Action::Resume => {
                     let o = if self.swaps.resume(&command.operator) {
-                        Outcome { id: command.id.clone(), status: Status::Applied, operator: command.operator.clone(), digest: None, checkpoint: None, reason: None, after: Default::default() }
+                        Outcome::of(&command, Status::Applied)
                     } else {
                         rejection(&command, format!("operator `{}` is not paused", command.operator))
                     };
@@ -887,16 +884,22 @@ impl Coordinator {
                     };
                     self.swaps.plan(&name, at, plugin, params);
                     tracing::info!("control: command `{}` ({}): operator `{name}` switches to sha256:{} at checkpoint {at}", command.id, self.control_sources[si].describe(), &digest[..12]);
-                    let o = Outcome { id: command.id.clone(), status: Status::Accepted, operator: name, digest: Some(digest.clone()), checkpoint: Some(at), reason: None, after: Default::default() };
-                    self.control.write(&o);
-                    let _ = self.control_sources[si].report(&o.id, &serde_json::to_vec(&o).expect("an outcome serializes"));
-                    in_flight.push(InFlight { command, source: si, token, at, digest, previous, swapped: 0, errors: Vec::new() });
+                    self.accept(in_flight, InFlight { command, source: si, token, at, digest, previous, swapped: 0, errors: Vec::new() });
                     planned = Some(at);
                 }
             }
         }
         self.backlog = later;
         planned
+    }
+
+    /// A command takes effect at barrier `f.at`: say so (ledger and source)
+    /// and follow it until it is settled.
+    fn accept(&mut self, in_flight: &mut Vec<InFlight>, f: InFlight) {
+        let o = crate::control::Outcome { digest: Some(f.digest.clone()), checkpoint: Some(f.at), ..crate::control::Outcome::of(&f.command, crate::control::Status::Accepted) };
+        self.control.write(&o);
+        let _ = self.control_sources[f.source].report(&o.id, &serde_json::to_vec(&o).expect("an outcome serializes"));
+        in_flight.push(f);
     }
 
     /// Write a command's final outcome and tell its source.
@@ -1002,9 +1005,9 @@ impl Coordinator {
             let f = &in_flight[i];
             let all = f.swapped >= parallelism(&f.command.operator);
             let outcome = if all && !f.errors.is_empty() {
-                Some(Outcome { id: f.command.id.clone(), status: Status::Rejected, operator: f.command.operator.clone(), digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: Some(format!("the new plugin failed to start or to migrate the state; the old one keeps running: {}", f.errors.join("; "))), after: Default::default() })
+                Some(Outcome { digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: Some(format!("the new plugin failed to start or to migrate the state; the old one keeps running: {}", f.errors.join("; "))), ..Outcome::of(&f.command, Status::Rejected) })
             } else if all && completed_id >= f.at {
-                Some(Outcome { id: f.command.id.clone(), status: Status::Applied, operator: f.command.operator.clone(), digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: f.command.reason.clone(), after: after(f.at) })
+                Some(Outcome { digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: f.command.reason.clone(), after: after(f.at), ..Outcome::of(&f.command, Status::Applied) })
             } else {
                 None
             };

@@ -128,6 +128,11 @@ impl std::fmt::Display for SourceAt {
 }
 
 impl Outcome {
+    /// An outcome of `command`, with nothing more said yet.
+    pub fn of(command: &Command, status: Status) -> Outcome {
+        Outcome { id: command.id.clone(), status, operator: command.operator.clone(), digest: None, checkpoint: None, reason: None, after: BTreeMap::new() }
+    }
+
     /// Whether nothing more will happen to the command.
     pub fn is_final(&self) -> bool {
         self.status != Status::Accepted

@@ -1240,7 +1240,7 @@ impl Instance {
     /// Prepare a hot swap to `plugin` (with new `params` if given): a new
     /// instance, initialised, that takes over the keyed state and the
     /// watermark, after it migrated the state if it exports `migrator` and
-    /// asks to (see [`migrate_state`](Self::migrate_state)). From here this
+    /// asks to (see `migrate_open`). From here this
     /// `Instance` is the new one; [`finish_swap`](Self::finish_swap) keeps
     /// it or goes back to the old one, with the state as it was. On error
     /// nothing changed: this instance still runs the old plugin.
@@ -1299,28 +1299,14 @@ impl Instance {
         Ok(migrated)
     }
 
-    /// Whether this instance's plugin exports `migrator`.
-    pub fn migrates(&self) -> bool {
-        matches!(self.guest, Guest::Process { migrator: Some(_), .. })
-    }
-
     /// The plugin's state migration from `from`: `needs-migration`, then, if
     /// it says so, `migrate` over every key of this subtask's key groups in
     /// batches. All or nothing: if a call fails, every state write of the
-    /// migration is undone. Returns how many keys were migrated (`None`:
-    /// nothing to do — no `migrator`, no keyed state, or not needed).
-    /// Timers the migration registers are applied like a call's
-    /// ([`take_timer_ops`](Self::take_timer_ops)).
-    pub fn migrate_state(&mut self, from: &PreviousVersion) -> Result<Option<u64>, CallError> {
-        let migrated = self.migrate_open(from)?;
-        if let Some(state) = &mut self.store.data_mut().state {
-            state.commit_call();
-        }
-        Ok(migrated)
-    }
-
-    /// [`migrate_state`](Self::migrate_state), leaving its writes journaled
-    /// (uncommitted) on success, so that a swap can still be undone.
+    /// migration is undone; on success the writes stay journaled
+    /// (uncommitted) until [`finish_swap`](Self::finish_swap). Returns how
+    /// many keys were migrated (`None`: nothing to do — no `migrator`, no
+    /// keyed state, or not needed). Timers it registers are applied like a
+    /// call's ([`take_timer_ops`](Self::take_timer_ops)).
     fn migrate_open(&mut self, from: &PreviousVersion) -> Result<Option<u64>, CallError> {
         let Guest::Process { migrator: Some(m), .. } = &self.guest else { return Ok(None) };
         let m = m.clone();
