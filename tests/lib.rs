@@ -84,7 +84,14 @@ pub fn run_in_process(pipeline_file: &Path, state_dir: &Path, batch_size: usize)
 /// `sluice run --quiet --state-dir state <extra> pipeline.toml` in `dir`
 /// (logging at info to a pipe), for tests that kill and restart it.
 pub fn spawn_run(dir: &Path, extra: &[&str]) -> std::process::Child {
-    Command::new(sluice_bin())
+    run_command(dir, extra).spawn().expect("sluice starts")
+}
+
+/// The command [`spawn_run`] spawns, for tests that add to it (fault
+/// injection through the environment).
+pub fn run_command(dir: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(sluice_bin());
+    c
         .args(["run", "--quiet", "--state-dir", "state"])
         .args(extra)
         .arg("pipeline.toml")
@@ -93,9 +100,8 @@ pub fn spawn_run(dir: &Path, extra: &[&str]) -> std::process::Child {
         .env("SLUICE_LOG", "info")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("sluice starts")
+        .stderr(std::process::Stdio::piped());
+    c
 }
 
 /// Run to completion ([`spawn_run`]), asserting success; returns stderr.

@@ -190,6 +190,24 @@ fn run_until_checkpoints(dir: &Path, n: usize) {
 }
 
 #[test]
+fn a_source_that_starts_after_the_first_checkpoint_was_asked_for_joins_it() {
+    // A connector slow to connect (a loaded machine, a broker just starting)
+    // starts its source after the coordinator asked for checkpoint 1; the
+    // source must still inject that barrier, or checkpoint 1 and every one
+    // after it wait for the 10-minute timeout.
+    let dir = tempfile::tempdir().unwrap();
+    write_pipeline(dir.path(), &pipeline_text(2_000_000, 20_000, 2, "100ms"));
+    let child = run_command(dir.path(), &["--state-cache-mb", "16"]).env("SLUICE_FAULT_SOURCE_START_DELAY_MS", "1500").spawn().expect("sluice starts");
+    let t0 = Instant::now();
+    while complete_checkpoints(dir.path()).len() < 3 && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = kill_run(child);
+    let done = complete_checkpoints(dir.path());
+    assert!(done.len() >= 3, "{} checkpoints completed within 30 s of a late start (want 3):\n{log}", done.len());
+}
+
+#[test]
 fn corrupt_or_partial_checkpoints_are_detected_and_skipped() {
     const RECORDS: u64 = 40_000;
     let (want_counts, want_windows) = reference(RECORDS);

@@ -687,6 +687,7 @@ struct SourceNode {
 
 impl SourceNode {
     fn run(mut self, mut source: Box<dyn Source>, router: &mut Router, counters: &NodeCounters, gauges: &WatermarkGauges) -> Result<(), DataflowError> {
+        slow_start_fault();
         let name = self.name.as_str();
         let err = |source| DataflowError::Connector { node: name.to_string(), source };
         let mut generator = self.watermarks.as_ref().map(WatermarkGenerator::new);
@@ -718,7 +719,11 @@ impl SourceNode {
                 g.restore(&own.chain(lowest).copied().collect::<Vec<_>>());
             }
         }
-        let mut injected = self.requested.load(std::sync::atomic::Ordering::SeqCst);
+        // Every checkpoint the coordinator asked for, including one asked
+        // for before this subtask started (its connector may take seconds
+        // to connect): skipping it would leave that checkpoint, and the
+        // barrier alignment downstream, waiting forever.
+        let mut injected = 0;
         // Positions of checkpoints in flight, acknowledged to the source once complete.
         let mut in_flight: std::collections::VecDeque<(u64, BTreeMap<u32, u64>)> = Default::default();
         while !self.stop.stopped() {
@@ -792,6 +797,17 @@ impl SourceNode {
         }
         source.finish().map_err(err)?;
         Ok(())
+    }
+}
+
+/// Fault injection for the checkpoint tests: with
+/// `SLUICE_FAULT_SOURCE_START_DELAY_MS=N`, every source subtask starts N ms
+/// late, as one whose connector is slow to connect does (a loaded machine,
+/// a broker that is just starting).
+fn slow_start_fault() {
+    static DELAY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    if let Some(ms) = DELAY.get_or_init(|| std::env::var("SLUICE_FAULT_SOURCE_START_DELAY_MS").ok().and_then(|v| v.parse().ok())) {
+        std::thread::sleep(std::time::Duration::from_millis(*ms));
     }
 }
 

@@ -101,7 +101,7 @@ pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str) -> Result<st
     for p in 0..n as i32 {
         tpl.add_partition(topic, p);
     }
-    let got = consumer.committed_offsets(tpl, CALL_TIMEOUT).map_err(|e| kafka_error(format_args!("reading the offsets of group `{group}`"), bootstrap, e))?;
+    let got = crate::retry_transient(|| consumer.committed_offsets(tpl.clone(), CALL_TIMEOUT)).map_err(|e| kafka_error(format_args!("reading the offsets of group `{group}`"), bootstrap, e))?;
     Ok(got
         .elements()
         .iter()

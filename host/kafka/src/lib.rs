@@ -100,6 +100,27 @@ pub(crate) fn warn_now() -> bool {
     true
 }
 
+/// Call `f` again while it fails in a way that a moment's wait cures: a
+/// group or transaction coordinator that is moving or still loading (a
+/// broker just started or restarted), or a transactional call librdkafka
+/// marks retriable. After [`CALL_TIMEOUT`] the last error stands.
+pub(crate) fn retry_transient<T>(mut f: impl FnMut() -> rdkafka::error::KafkaResult<T>) -> rdkafka::error::KafkaResult<T> {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let deadline = std::time::Instant::now() + CALL_TIMEOUT;
+    loop {
+        match f() {
+            Err(e) if std::time::Instant::now() < deadline
+                && (matches!(&e, KafkaError::Transaction(t) if t.is_retriable())
+                    || matches!(e.rdkafka_error_code(), Some(C::NotCoordinator | C::CoordinatorLoadInProgress | C::CoordinatorNotAvailable))) =>
+            {
+                tracing::debug!("kafka: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Consumer errors librdkafka recovers from by itself (reconnecting,
 /// finding the new leader): the source keeps polling through them.
 pub(crate) fn transient(e: &KafkaError) -> bool {

@@ -15,7 +15,7 @@ use sluice_connectors::kafka::Delivery;
 use sluice_connectors::KafkaSinkConfig;
 use sluice_types::{ConnectorError, Record, Sink, SinkSnapshot};
 
-use crate::{client_config, kafka_error, CALL_TIMEOUT};
+use crate::{client_config, kafka_error, retry_transient, CALL_TIMEOUT};
 
 /// Producer context: remembers the first failed delivery, so that a record
 /// the broker refused fails the sink instead of vanishing.
@@ -168,13 +168,13 @@ impl Sink for KafkaSink {
         // Fence a predecessor that may still run, and abort what it left open
         // (both ids at once: each call is a few round trips to the coordinator).
         let results: Vec<_> = std::thread::scope(|scope| {
-            let calls: Vec<_> = producers.iter().map(|p| scope.spawn(move || p.init_transactions(CALL_TIMEOUT))).collect();
+            let calls: Vec<_> = producers.iter().map(|p| scope.spawn(move || retry_transient(|| p.init_transactions(CALL_TIMEOUT)))).collect();
             calls.into_iter().map(|c| c.join().unwrap_or(Err(KafkaError::Canceled))).collect()
         });
         for (i, r) in results.into_iter().enumerate() {
             r.map_err(|e| self.err(format_args!("initialising transactional id {}-{i}", self.txn_prefix), e))?;
         }
-        let committed = marker_consumer.committed_offsets(self.marker_partition(None), CALL_TIMEOUT).map_err(|e| self.err("reading the last committed checkpoint", e))?;
+        let committed = retry_transient(|| marker_consumer.committed_offsets(self.marker_partition(None), CALL_TIMEOUT)).map_err(|e| self.err("reading the last committed checkpoint", e))?;
         let last = committed.elements().first().and_then(|e| match e.offset() {
             Offset::Offset(o) if o > 0 => Some(o as u64),
             _ => None,
@@ -223,7 +223,7 @@ impl Sink for KafkaSink {
             p.begin_transaction().map_err(|e| err("beginning a transaction", e))?;
         }
         // The transaction says which checkpoint it belongs to (see recovery_point).
-        p.send_offsets_to_transaction(&marker_tpl, marker, CALL_TIMEOUT).map_err(|e| err("recording the checkpoint in the transaction", e))?;
+        retry_transient(|| p.send_offsets_to_transaction(&marker_tpl, marker, CALL_TIMEOUT)).map_err(|e| err("recording the checkpoint in the transaction", e))?;
         pending.push_back((checkpoint, *current));
         let id = format!("{}-{}", self.txn_prefix, *current);
         *current ^= 1;
@@ -240,7 +240,7 @@ impl Sink for KafkaSink {
                 break;
             }
             crash_point(id);
-            producers[p].commit_transaction(CALL_TIMEOUT).map_err(|e| kafka_error(format_args!("sink `{name}`: committing the transaction of checkpoint {id}"), &bootstrap, e))?;
+            retry_transient(|| producers[p].commit_transaction(CALL_TIMEOUT)).map_err(|e| kafka_error(format_args!("sink `{name}`: committing the transaction of checkpoint {id}"), &bootstrap, e))?;
             pending.pop_front();
         }
         Ok(())
