@@ -205,6 +205,10 @@ impl Default for Settings {
 pub struct RunSummary {
     /// Wall-clock time.
     pub elapsed: Duration,
+    /// How much of it passed before the first source began to read (loading
+    /// plugins and state, connecting, fencing transactions): throughput over
+    /// the rest is what a long-running pipeline sustains.
+    pub startup: Option<Duration>,
     /// Records produced by all sources.
     pub records_in: u64,
     /// Records written by all sinks.
@@ -244,6 +248,7 @@ pub async fn run(
     stop: StopHandle,
 ) -> Result<RunSummary, DataflowError> {
     let started = Instant::now();
+    let first_read: Arc<std::sync::OnceLock<Instant>> = Arc::default();
     let cap = settings.channel_capacity.max(1);
 
     // Subtask counts of every producer, by stream head.
@@ -522,6 +527,7 @@ pub async fn run(
                 completed: completed_rx.clone(),
                 final_id: final_rx.clone(),
                 resume: resume.clone(),
+                first_read: first_read.clone(),
             };
             let task = format!("{}[{subtask}]", spec.name);
             tasks.push((task, tokio::task::spawn_blocking(move || node.run(source, &mut router, &counters, &gauges))));
@@ -659,6 +665,7 @@ pub async fn run(
     let sum = |names: &mut dyn Iterator<Item = &String>, f: fn(&NodeCounters) -> u64| names.map(|n| f(&metrics.node(n))).sum::<u64>();
     Ok(RunSummary {
         elapsed: started.elapsed(),
+        startup: first_read.get().map(|t| t.saturating_duration_since(started)),
         records_in: sum(&mut pipeline.sources.iter().map(|s| &s.name), |c| c.records_out.get()),
         records_out: sum(&mut pipeline.sinks.iter().map(|s| &s.name), |c| c.records_in.get()),
         dead_letters: sum(&mut pipeline.operators.iter().map(|o| &o.name), |c| c.dead_letters.get()),
@@ -683,6 +690,8 @@ struct SourceNode {
     /// The id of the final checkpoint, once the pipeline has ended.
     final_id: tokio::sync::watch::Receiver<u64>,
     resume: Option<checkpoint::SourcePosition>,
+    /// When the first source subtask began to read.
+    first_read: Arc<std::sync::OnceLock<Instant>>,
 }
 
 impl SourceNode {
@@ -726,6 +735,7 @@ impl SourceNode {
         let mut injected = 0;
         // Positions of checkpoints in flight, acknowledged to the source once complete.
         let mut in_flight: std::collections::VecDeque<(u64, BTreeMap<u32, u64>)> = Default::default();
+        let _ = self.first_read.set(Instant::now());
         while !self.stop.stopped() {
             let done = *self.completed.borrow();
             if in_flight.front().is_some_and(|(id, _)| *id <= done) {

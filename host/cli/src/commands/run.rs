@@ -86,8 +86,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     });
     match result {
         Ok(summary) => {
+            let startup = summary.startup.map(|s| format!(" ({s:.2?} of it starting up)")).unwrap_or_default();
             eprintln!(
-                "pipeline `{}` finished in {:.2?}: {} records in, {} written, {} dead letters",
+                "pipeline `{}` finished in {:.2?}{startup}: {} records in, {} written, {} dead letters",
                 pipeline.name, summary.elapsed, summary.records_in, summary.records_out, summary.dead_letters
             );
             Ok(ExitCode::SUCCESS)
