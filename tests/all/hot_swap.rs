@@ -233,7 +233,9 @@ fn swaps_arrive_through_the_kafka_control_topic_and_the_directory() {
 
     // v1 → v2 through Kafka (the CLI uses the pipeline's control topic).
     let (ok, text) = deploy(dir.path(), "fixture_versioned_count_v2", "kafka-to-v2");
-    assert!(ok && text.contains("Kafka topic") && text.contains("applied"), "{text}");
+    if !(ok && text.contains("Kafka topic") && text.contains("applied")) {
+        panic!("{text}\n--- sluice log ---\n{}", kill_run(child));
+    }
     std::thread::sleep(Duration::from_millis(1500));
     // v2 → v1 through the directory: a command file, as any tool can write
     // it, naming the component by an http URL (served here on loopback).
