@@ -64,6 +64,22 @@ impl Aligner {
                 if id <= self.last {
                     return Offer::Held;
                 }
+                match &self.current {
+                    // An abandoned checkpoint's barrier, from a producer that
+                    // injected it late: the one being aligned follows from it.
+                    Some(a) if id < a.id => return Offer::Held,
+                    // A producer never injected the checkpoint being aligned
+                    // (abandoned before it started): that alignment cannot
+                    // complete. Give it up, release what it held back, in
+                    // order and first, and align the newer one.
+                    Some(a) if id > a.id => {
+                        let abandoned = self.current.take().expect("current");
+                        for m in abandoned.held.into_iter().rev() {
+                            self.replay.push_front(m);
+                        }
+                    }
+                    _ => {}
+                }
                 let a = self.current.get_or_insert_with(|| Align { id, seen: HashSet::new(), held: VecDeque::new(), started: Instant::now() });
                 a.seen.insert(from);
                 self.check()
@@ -100,5 +116,59 @@ impl Aligner {
     /// Nothing is held back or waiting for replay.
     pub(crate) fn idle(&self) -> bool {
         self.replay.is_empty() && self.current.as_ref().is_none_or(|a| a.held.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(from: u32) -> Message {
+        Message::Batch { from, records: Vec::new() }
+    }
+
+    fn aligned(o: Offer) -> Option<u64> {
+        match o {
+            Offer::Aligned(id, _) => Some(id),
+            _ => None,
+        }
+    }
+
+    fn handled(o: Offer) -> bool {
+        matches!(o, Offer::Handle(_))
+    }
+
+    #[test]
+    fn holds_back_a_producer_past_its_barrier_until_all_delivered_it() {
+        let mut a = Aligner::new([0, 1].into(), 0);
+        assert!(aligned(a.offer(Message::Barrier { from: 0, id: 1 })).is_none());
+        assert!(!handled(a.offer(batch(0))), "after its barrier, producer 0 waits");
+        assert!(handled(a.offer(batch(1))));
+        assert_eq!(aligned(a.offer(Message::Barrier { from: 1, id: 1 })), Some(1));
+        assert!(matches!(a.replay(), Some(Message::Batch { from: 0, .. })));
+        assert!(a.idle());
+    }
+
+    #[test]
+    fn a_newer_barrier_from_a_producer_that_skipped_one_gives_up_the_older_alignment() {
+        let mut a = Aligner::new([0, 1].into(), 0);
+        assert!(aligned(a.offer(Message::Barrier { from: 0, id: 1 })).is_none());
+        assert!(!handled(a.offer(batch(0))));
+        // Producer 1 started after checkpoint 1 was abandoned: its first barrier is 2.
+        assert!(aligned(a.offer(Message::Barrier { from: 1, id: 2 })).is_none());
+        let released = a.replay().expect("producer 0's held batch is released");
+        assert!(handled(a.offer(released)), "it belongs before barrier 2 and is processed");
+        assert!(!handled(a.offer(batch(1))), "producer 1 is past barrier 2 and waits");
+        assert_eq!(aligned(a.offer(Message::Barrier { from: 0, id: 2 })), Some(2));
+        assert!(matches!(a.replay(), Some(Message::Batch { from: 1, .. })));
+    }
+
+    #[test]
+    fn an_abandoned_barrier_that_arrives_late_is_ignored() {
+        let mut a = Aligner::new([0, 1].into(), 0);
+        assert!(aligned(a.offer(Message::Barrier { from: 1, id: 2 })).is_none());
+        assert!(!handled(a.offer(Message::Barrier { from: 0, id: 1 })), "checkpoint 1 is not aligned any more");
+        assert!(handled(a.offer(batch(0))));
+        assert_eq!(aligned(a.offer(Message::Barrier { from: 0, id: 2 })), Some(2));
     }
 }
