@@ -174,7 +174,10 @@ fn main() {
         n.push(plain_loop(&mut topics, &bs, &input, native).0);
         let (e, e_all) = sluice(&mut topics, &bs, &input, trips, "exactly-once", dir.path());
         let (a, a_all) = sluice(&mut topics, &bs, &input, trips, "at-least-once", dir.path());
-        (eos.push(e), eos_all.push(e_all), alo.push(a), alo_all.push(a_all));
+        eos.push(e);
+        eos_all.push(e_all);
+        alo.push(a);
+        alo_all.push(a_all);
         eprintln!(
             "round {}: copy {:.0}/s, native {:.0}/s, sluice exactly-once {e:.0}/s ({e_all:.0}/s with start-up), at-least-once {a:.0}/s ({a_all:.0}/s)",
             round + 1,

@@ -97,17 +97,25 @@ pub fn produce(
 pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str) -> Result<std::collections::BTreeMap<u32, i64>, ConnectorError> {
     let n = partitions(bootstrap, topic)?.unwrap_or(0);
     let consumer: BaseConsumer = client_config(bootstrap, &[("group.id", group)], []).create().map_err(|e| kafka_error("creating a client", bootstrap, e))?;
+    let got = group_offsets(&consumer, topic, n).map_err(|e| kafka_error(format_args!("reading the offsets of group `{group}`"), bootstrap, e))?;
+    Ok(got.into_iter().filter_map(|(p, o)| o.map(|o| (p as u32, o))).collect())
+}
+
+/// The offset `consumer`'s group has committed for each of the `n`
+/// partitions of `topic` (`None`: nothing committed), asked with retries
+/// while the group coordinator moves or loads.
+pub(crate) fn group_offsets(consumer: &BaseConsumer, topic: &str, n: usize) -> rdkafka::error::KafkaResult<Vec<(i32, Option<i64>)>> {
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in 0..n as i32 {
         tpl.add_partition(topic, p);
     }
-    let got = crate::retry_transient(|| consumer.committed_offsets(tpl.clone(), CALL_TIMEOUT)).map_err(|e| kafka_error(format_args!("reading the offsets of group `{group}`"), bootstrap, e))?;
+    let got = crate::retry_transient(|| consumer.committed_offsets(tpl.clone(), CALL_TIMEOUT))?;
     Ok(got
         .elements()
         .iter()
-        .filter_map(|e| match e.offset() {
-            rdkafka::Offset::Offset(o) => Some((e.partition() as u32, o)),
-            _ => None,
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => (e.partition(), Some(o)),
+            _ => (e.partition(), None),
         })
         .collect())
 }

@@ -11,7 +11,7 @@ use sluice_connectors::kafka::KafkaControlConfig;
 use sluice_types::{ConnectorError, ControlSource};
 
 use crate::sink::DeliveryContext;
-use crate::{client_config, kafka_error, retry_transient, CALL_TIMEOUT};
+use crate::{client_config, kafka_error, CALL_TIMEOUT};
 
 /// Reads commands from every partition of the control topic, from the
 /// group's committed offsets (earliest the first time); a command's offset is
@@ -45,18 +45,11 @@ impl KafkaControl {
         // by librdkafka on assignment (`Offset::Stored`): librdkafka gives
         // up on a coordinator that is still loading (a broker just started)
         // and then never reads the partition.
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..n as i32 {
-            tpl.add_partition(&config.topic, p);
-        }
-        let committed = retry_transient(|| consumer.committed_offsets(tpl.clone(), CALL_TIMEOUT)).map_err(|e| kafka_error(format_args!("control: reading the offsets of group `{group}`"), bs, e))?;
+        let committed = crate::admin::group_offsets(&consumer, &config.topic, n).map_err(|e| kafka_error(format_args!("control: reading the offsets of group `{group}`"), bs, e))?;
         let mut start = TopicPartitionList::new();
-        for e in committed.elements() {
-            let offset = match e.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                _ => Offset::Beginning,
-            };
-            start.add_partition_offset(&config.topic, e.partition(), offset).map_err(|e| kafka_error("control: assigning", bs, e))?;
+        for (p, offset) in committed {
+            let offset = offset.map_or(Offset::Beginning, Offset::Offset);
+            start.add_partition_offset(&config.topic, p, offset).map_err(|e| kafka_error("control: assigning", bs, e))?;
         }
         consumer.assign(&start).map_err(|e| kafka_error("control: assigning", bs, e))?;
         let producer = client_config(bs, &[("enable.idempotence", "true"), ("linger.ms", "0")], [])
