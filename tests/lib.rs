@@ -67,7 +67,7 @@ pub fn run_in_process(pipeline_file: &Path, state_dir: &Path, batch_size: usize)
     for op in &pipeline.operators {
         plugins.insert(op.name.clone(), sluice_dataflow::load_operator(&runtime, op).map_err(|e| e.to_string())?);
     }
-    let settings = Settings { state_dir: state_dir.to_path_buf(), batch_size, ..Settings::default() };
+    let settings = Settings { state_dir: state_dir.to_path_buf(), batch_size: Some(batch_size), ..Settings::default() };
     let metrics = Arc::new(Metrics::default());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -117,11 +117,11 @@ fn bad_components_are_refused_with_what_is_missing() {
     let runtime = Runtime::new(None).unwrap();
     let err = runtime.load(&plugin("fixture_no_exports")).err().expect("no-exports component refused").to_string();
     assert!(err.contains("not a sluice:operator component"), "{err}");
-    assert!(err.contains("sluice:operator/processor@0.1.2"), "{err}");
+    assert!(err.contains("sluice:operator/processor@0.1.3"), "{err}");
 
     let err = runtime.load(&plugin("fixture_future_version")).err().expect("0.9 component refused").to_string();
     assert!(err.contains("sluice:operator/processor@0.9.0"), "{err}");
-    assert!(err.contains("this host runs sluice:operator@0.1.2"), "{err}");
+    assert!(err.contains("this host runs sluice:operator@0.1.3"), "{err}");
 }
 
 #[test]
@@ -166,7 +166,7 @@ fn inspect_prints_the_contract_facts() {
     let out = sluice(&["plugin", "inspect", plugin("taxi_zone_count").to_str().unwrap()], dir.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    for w in ["package:  sluice:operator", "world:    process-operator", "version:  0.1.2", "sluice:operator/processor@0.1.2", "sluice:operator/state@0.1.2", "sha256:", "size:", "verdict:  loadable"] {
+    for w in ["package:  sluice:operator", "world:    process-operator", "version:  0.1.3", "sluice:operator/processor@0.1.3", "sluice:operator/state@0.1.3", "sha256:", "size:", "verdict:  loadable"] {
         assert!(stdout.contains(w), "expected `{w}` in:\n{stdout}");
     }
     let out = sluice(&["plugin", "inspect", plugin("fixture_no_exports").to_str().unwrap()], dir.path());

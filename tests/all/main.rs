@@ -4,11 +4,13 @@
 mod bad_input;
 mod checkpoints;
 mod event_time;
+mod exact_event_time;
 mod examples;
 mod hostile_returns;
 mod hot_swap;
 mod kafka;
 mod keyed_state;
+mod plugin_project;
 mod policies;
 mod sandbox;
 mod taxi_golden;

@@ -192,6 +192,8 @@ pub struct OperatorSpec {
     pub window: Option<WindowSpec>,
     /// Default time-to-live of its keyed state, ms (`state_ttl = "1h"`).
     pub state_ttl: Option<i64>,
+    /// Records per guest call (`batch_size`), over the pipeline's.
+    pub batch_size: Option<usize>,
     /// Line of the entry in the pipeline file.
     pub line: usize,
 }
@@ -241,7 +243,16 @@ pub struct Pipeline {
     pub checkpoints: CheckpointSpec,
     /// Hot swaps (`[control]`).
     pub control: ControlSpec,
+    /// Records per batch (top-level `batch_size`; default 1024). A speed
+    /// knob only: event-time results are the same for every batch size.
+    pub batch_size: Option<usize>,
+    /// How long a source may wait to fill a batch when input is slow, ms
+    /// (top-level `batch_timeout`; default 0: send what is there).
+    pub batch_timeout: Option<i64>,
 }
+
+/// The largest `batch_size` a pipeline may set.
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
 
 /// `[control]`: how deployed plugins are watched.
 #[derive(Clone, Debug, Deserialize)]
@@ -284,6 +295,8 @@ struct RawPipeline {
     checkpoints: CheckpointSpec,
     #[serde(default)]
     control: ControlSpec,
+    batch_size: Option<Spanned<usize>>,
+    batch_timeout: Option<Spanned<Millis>>,
 }
 
 #[derive(Deserialize)]
@@ -326,6 +339,7 @@ struct RawOperator {
     watermarks: Option<WatermarkSpec>,
     window: Option<time::RawWindow>,
     state_ttl: Option<Millis>,
+    batch_size: Option<usize>,
 }
 
 /// Reads and validates pipeline files.
@@ -625,6 +639,9 @@ impl Reader<'_> {
                 Some(Millis(ms)) => Some(ms),
                 None => None,
             };
+            if let Some(n) = op.batch_size.filter(|n| !(1..=MAX_BATCH_SIZE).contains(n)) {
+                return Err(op_err("batch_size", format!("batch_size = {n} is out of range"), format!("use 1 to {MAX_BATCH_SIZE} records per call, or leave it out for the pipeline's")));
+            }
             operators.push(OperatorSpec {
                 name: op.name,
                 plugin,
@@ -639,6 +656,7 @@ impl Reader<'_> {
                 watermarks: op.watermarks,
                 window,
                 state_ttl,
+                batch_size: op.batch_size,
                 line,
             });
         }
@@ -692,7 +710,15 @@ impl Reader<'_> {
         if !(0.0..=1.0).contains(&raw.control.max_error_rate) || raw.control.probation_records == 0 {
             return Err(self.err(None, "[control]: max_error_rate must be between 0 and 1 and probation_records at least 1", Some("e.g. probation_records = 1000, max_error_rate = 0.05".into())));
         }
+        if let Some(n) = raw.batch_size.as_ref().filter(|n| !(1..=MAX_BATCH_SIZE).contains(n.get_ref())) {
+            return Err(self.err(Some(n.span().start), format!("batch_size = {} is out of range", n.get_ref()), Some(format!("use 1 to {MAX_BATCH_SIZE} records per batch (default 1024)"))));
+        }
+        if let Some(t) = raw.batch_timeout.as_ref().filter(|t| t.get_ref().0 > 60_000) {
+            return Err(self.err(Some(t.span().start), format!("batch_timeout = {} ms is longer than a minute", t.get_ref().0), Some("it bounds the latency added to fill a batch: e.g. batch_timeout = \"10ms\"".into())));
+        }
         let mut pipeline = Pipeline {
+            batch_size: raw.batch_size.map(Spanned::into_inner),
+            batch_timeout: raw.batch_timeout.map(|t| t.into_inner().0),
             checkpoints,
             control: raw.control,
             name,
@@ -801,6 +827,36 @@ impl Reader<'_> {
         }
         if p.sinks.is_empty() {
             return Err(self.err(Some(0), "the pipeline has no [[sinks]]", Some("add a sink, e.g. type = \"stdout\"".into())));
+        }
+        self.check_watermarks(p)
+    }
+
+    /// An event-time window that no watermark reaches fires only at the end
+    /// of the input and never finds a record late: a wrong answer, silently.
+    /// Operators are in topological order here.
+    fn check_watermarks(&self, p: &Pipeline) -> Result<(), ConfigError> {
+        // Per stream head: `None` if a watermark reaches it, else why not.
+        let mut missing: HashMap<&str, Option<String>> = p.sources.iter().map(|s| (s.name.as_str(), s.watermarks.is_none().then(|| format!("source `{}` declares none", s.name)))).collect();
+        for op in &p.operators {
+            let why: Vec<(&String, Option<String>)> = op.inputs.iter().map(|i| (i, missing.get(i.split('.').next().unwrap_or(i)).cloned().flatten())).collect();
+            let lacking = match why.iter().find(|(_, w)| w.is_some()) {
+                Some((input, _)) if why.iter().any(|(_, w)| w.is_none()) => {
+                    Some(format!("`{}` unites `{input}`, which carries none, with inputs that do (a union's watermark is the lowest of its inputs')", op.name))
+                }
+                Some((_, w)) => w.clone(),
+                None => None,
+            };
+            if let (Some(w), Some(why)) = (&op.window, &lacking) {
+                if w.time == TimeCharacteristic::Event {
+                    return Err(ConfigError {
+                        file: self.file.to_path_buf(),
+                        line: Some(op.line),
+                        message: format!("operator `{}` has an event-time window, but no watermark reaches it: {why}; every window would fire only at the end of the input and no record would ever be late", op.name),
+                        help: Some("declare watermarks where event times become known: [sources.watermarks] out_of_orderness = \"5s\" on the source, or watermarks = { out_of_orderness = \"5s\" } on the operator that sets event times; or use time = \"processing\"".into()),
+                    });
+                }
+            }
+            missing.insert(op.name.as_str(), if op.watermarks.is_some() { None } else { lacking });
         }
         Ok(())
     }

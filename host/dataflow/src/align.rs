@@ -124,7 +124,7 @@ mod tests {
     use super::*;
 
     fn batch(from: u32) -> Message {
-        Message::Batch { from, records: Vec::new() }
+        Message::Batch { from, records: Vec::new(), watermarks: Vec::new() }
     }
 
     fn aligned(o: Offer) -> Option<u64> {

@@ -2,7 +2,11 @@
 //! merging them where streams meet.
 //!
 //! A watermark `w` from a producer promises that no record with an event time
-//! `<= w` follows from it. Generators track the largest event time per
+//! `<= w` follows from it. The watermark is `max event time - out_of_orderness
+//! - 1 ms` and advances record by record: every record carries the watermark
+//! in force just before it (see `Message::Batch`), so lateness and firing
+//! do not depend on the batch size. `Watermark` messages after a batch carry
+//! it on when no record follows. Generators track the largest event time per
 //! source split (Kafka partition, Kinesis shard, file), so a split that lags
 //! holds the watermark back, and a split silent for longer than the idleness
 //! timeout stops doing so. Consumers take the minimum over their producers,
@@ -16,6 +20,15 @@ use sluice_types::Record;
 
 /// No watermark yet.
 pub(crate) const NO_WATERMARK: i64 = i64::MIN;
+
+/// For `benches/watermarks.rs` only: with `SLUICE_BENCH_PER_BATCH_WATERMARKS=1`
+/// every record of a batch carries the watermark from before the batch (the
+/// old per-batch semantics, whose answers depend on the batch size), so the
+/// bench can measure what per-record watermarks cost in the same run.
+pub(crate) fn per_batch_baseline() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("SLUICE_BENCH_PER_BATCH_WATERMARKS").is_some_and(|v| v == "1"))
+}
 
 /// What a generator has to say after a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +50,10 @@ pub(crate) struct WatermarkGenerator {
     idle_timeout: Option<Duration>,
     ingestion: bool,
     splits: HashMap<(u16, u32), Split>,
+    /// The watermark in force (it only grows).
     emitted: i64,
+    /// The last one sent in a `Watermark` message.
+    announced: i64,
     idle: bool,
 }
 
@@ -49,21 +65,44 @@ impl WatermarkGenerator {
             ingestion: spec.timestamps == Timestamps::Ingestion,
             splits: HashMap::new(),
             emitted: NO_WATERMARK,
+            announced: NO_WATERMARK,
             idle: false,
         }
     }
 
-    /// Note a record (stamping it first, for ingestion time). Records
-    /// without an event time do not move the watermark.
-    pub(crate) fn observe(&mut self, record: &mut Record, now: Instant, now_ms: i64) {
+    /// Note a record (stamping it first, for ingestion time) and return the
+    /// watermark in force just before it. Records without an event time do
+    /// not move the watermark.
+    pub(crate) fn observe(&mut self, record: &mut Record, now: Instant, now_ms: i64) -> i64 {
+        let before = self.emitted;
         if self.ingestion {
             record.event_time = Some(now_ms);
         }
-        let Some(ts) = record.event_time else { return };
+        let Some(ts) = record.event_time else { return before };
         let split = record.position.map_or((0, 0), |p| (p.source, p.split));
         let s = self.splits.entry(split).or_insert(Split { max_ts: i64::MIN, last_seen: now });
+        let was = s.max_ts;
         s.max_ts = s.max_ts.max(ts);
         s.last_seen = now;
+        let max_ts = s.max_ts;
+        // The minimum over splits moves only when the split at it moves.
+        if max_ts > was && self.emitted < self.bound(max_ts) {
+            if let Some(min) = self.active_min(now) {
+                self.emitted = self.emitted.max(self.bound(min));
+            }
+        }
+        before
+    }
+
+    /// The watermark a split maximum allows.
+    fn bound(&self, max_ts: i64) -> i64 {
+        max_ts.saturating_sub(self.out_of_orderness).saturating_sub(1)
+    }
+
+    /// The smallest maximum over the splits not idle at `now`.
+    fn active_min(&self, now: Instant) -> Option<i64> {
+        let active = |s: &&Split| self.idle_timeout.is_none_or(|t| now.duration_since(s.last_seen) < t);
+        self.splits.values().filter(active).map(|s| s.max_ts).min()
     }
 
     /// Per-split progress, for a checkpoint.
@@ -80,27 +119,31 @@ impl WatermarkGenerator {
         for (src, split, ts) in state {
             if (*src, *split) == (u16::MAX, u32::MAX) {
                 self.emitted = *ts;
+                self.announced = *ts;
             } else {
                 self.splits.insert((*src, *split), Split { max_ts: *ts, last_seen: now });
             }
         }
     }
 
-    /// The watermark now, if it changed since the last call.
+    /// The watermark in force.
+    pub(crate) fn current(&self) -> i64 {
+        self.emitted
+    }
+
+    /// The watermark to announce now, if it changed since the last call.
     pub(crate) fn poll(&mut self, now: Instant) -> Option<WatermarkUpdate> {
-        let active = |s: &&Split| self.idle_timeout.is_none_or(|t| now.duration_since(s.last_seen) < t);
-        let min = self.splits.values().filter(active).map(|s| s.max_ts).min();
-        match min {
+        match self.active_min(now) {
             None if !self.splits.is_empty() && !self.idle => {
                 self.idle = true;
                 Some(WatermarkUpdate::Idle)
             }
             None => None,
             Some(max_ts) => {
-                let wm = max_ts.saturating_sub(self.out_of_orderness).saturating_sub(1);
+                self.emitted = self.emitted.max(self.bound(max_ts));
                 let was_idle = std::mem::replace(&mut self.idle, false);
-                if wm > self.emitted || (was_idle && self.emitted > NO_WATERMARK) {
-                    self.emitted = self.emitted.max(wm);
+                if self.emitted > self.announced || (was_idle && self.emitted > NO_WATERMARK) {
+                    self.announced = self.emitted;
                     Some(WatermarkUpdate::Advance(self.emitted))
                 } else {
                     None
@@ -145,6 +188,20 @@ impl InputWatermarks {
         self.marks.len() == self.expected
             && self.marks.values().any(|m| m.idle)
             && self.marks.values().all(|m| m.idle || m.at == i64::MAX)
+    }
+
+    /// The watermark `from` had in force before one of its records (see
+    /// `Message::Batch`): like a `Watermark` message when it is ahead of
+    /// what `from` announced. Returns the combined watermark.
+    pub(crate) fn stamp(&mut self, from: u32, at: i64) -> i64 {
+        let ahead = match self.marks.get(&from) {
+            Some(m) => at > m.at,
+            None => at > NO_WATERMARK,
+        };
+        if ahead {
+            self.watermark(from, at);
+        }
+        self.current
     }
 
     /// A watermark from `from`; the new combined watermark if it advanced.
@@ -209,12 +266,34 @@ mod tests {
     }
 
     #[test]
+    fn each_record_gets_the_watermark_in_force_before_it() {
+        let spec = WatermarkSpec { out_of_orderness: Millis(10), ..Default::default() };
+        let mut g = WatermarkGenerator::new(&spec);
+        let t0 = Instant::now();
+        let stamps: Vec<i64> = [100, 50, 200, 150, 120].iter().map(|ts| g.observe(&mut rec(0, *ts), t0, 0)).collect();
+        assert_eq!(stamps, vec![NO_WATERMARK, 89, 89, 189, 189], "running maximum - 10 - 1, as of the record before");
+        assert_eq!(g.current(), 189);
+        assert_eq!(g.poll(t0), Some(WatermarkUpdate::Advance(189)));
+        assert_eq!(g.poll(t0), None, "announced once");
+    }
+
+    #[test]
+    fn a_stamp_is_a_watermark_message_when_it_is_ahead() {
+        let mut w = InputWatermarks::new(2);
+        assert_eq!(w.stamp(1, 100), NO_WATERMARK, "producer 2 not heard from yet");
+        assert_eq!(w.stamp(2, 50), 50);
+        assert_eq!(w.stamp(2, NO_WATERMARK), 50, "no watermark yet in front of a record changes nothing");
+        assert_eq!(w.stamp(2, 40), 50, "never back");
+        assert_eq!(w.stamp(2, 300), 100);
+    }
+
+    #[test]
     fn an_idle_split_stops_holding_the_watermark_back() {
         let spec = WatermarkSpec { idle_timeout: Some(Millis(50)), ..Default::default() };
         let mut g = WatermarkGenerator::new(&spec);
         let t0 = Instant::now();
-        g.observe(&mut rec(0, 1_000), t0, 0);
         g.observe(&mut rec(1, 10), t0, 0);
+        g.observe(&mut rec(0, 1_000), t0, 0);
         assert_eq!(g.poll(t0), Some(WatermarkUpdate::Advance(9)));
         let later = t0 + Duration::from_millis(60);
         g.observe(&mut rec(0, 2_000), later, 0);

@@ -130,6 +130,7 @@ pub(crate) fn instance_config(op: &OperatorSpec, subtask: u32) -> InstanceConfig
         memory_bytes: (op.limits.memory_mb as usize) << 20,
         deadline_ms: op.limits.deadline_ms,
         fuel: op.limits.fuel,
+        sources: Arc::from(Vec::new()),
     }
 }
 
@@ -155,6 +156,30 @@ pub fn load_operator(runtime: &Runtime, op: &OperatorSpec) -> Result<Arc<Plugin>
     }
 }
 
+/// A stream `<operator>.<side>` that the operator's plugin declares it never
+/// emits would stay empty, silently: refuse it, with the line of the reader
+/// and what the plugin does emit. Plugins that declare nothing are not
+/// checked. `dead-letter` (and `late` for windows) come from the host.
+pub fn check_side_outputs(pipeline: &Pipeline, plugins: &HashMap<String, Arc<Plugin>>) -> Result<(), (usize, String)> {
+    let readers = pipeline.operators.iter().map(|o| (&o.name, &o.inputs, o.input_line)).chain(pipeline.sinks.iter().map(|s| (&s.name, &s.inputs, s.input_line)));
+    for (reader, inputs, line) in readers {
+        for input in inputs {
+            let Some((head, side)) = input.split_once('.') else { continue };
+            let Some(op) = pipeline.operators.iter().find(|o| o.name == head) else { continue };
+            let host_made = side == sluice_config::DEAD_LETTER_OUTPUT || op.window.as_ref().is_some_and(|w| w.late_output == side);
+            let Some(declared) = plugins.get(head).and_then(|p| p.info().side_outputs.clone()) else { continue };
+            if !host_made && !declared.iter().any(|d| d == side) {
+                let emits = if declared.is_empty() { "none".to_string() } else { declared.iter().map(|d| format!("`{head}.{d}`")).collect::<Vec<_>>().join(", ") };
+                return Err((
+                    line,
+                    format!("`{reader}` reads `{input}`, but the plugin of `{head}` declares no side output `{side}` (it declares {emits}), so nothing would ever arrive\n  help: read one of the side outputs it declares, or add `{side}` to its side_outputs"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Process-level settings (flags and environment, not pipeline).
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -162,8 +187,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// Write-back cache budget for all keyed state, in bytes.
     pub cache_bytes: usize,
-    /// Records per batch.
-    pub batch_size: usize,
+    /// Records per batch, over the pipeline's `batch_size` (the CLI flag).
+    pub batch_size: Option<usize>,
     /// Batches buffered per channel.
     pub channel_capacity: usize,
     /// Restore this checkpoint or savepoint directory instead of the latest checkpoint.
@@ -191,12 +216,41 @@ impl Default for Settings {
         Settings {
             state_dir: PathBuf::from(".sluice"),
             cache_bytes: 256 << 20,
-            batch_size: 1024,
+            batch_size: None,
             channel_capacity: 16,
             restore_from: None,
             allow_dropped_state: false,
             runtime: None,
         }
+    }
+}
+
+/// A consumer of a stream: its name, its subtasks' senders, the producer's
+/// parallelism, whether it is keyed, and its batch size.
+type Consumer = (String, Vec<Sender<Message>>, Option<usize>, bool, usize);
+
+/// Records per batch when neither the flag nor the pipeline sets it.
+pub const DEFAULT_BATCH_SIZE: usize = 1024;
+
+/// Batch sizes and the sources' batch timeout: the CLI flag over the
+/// pipeline file over the default. Batching is a speed knob only.
+#[derive(Clone, Copy)]
+struct Batching {
+    size: usize,
+    timeout: Duration,
+    flag: Option<usize>,
+}
+
+impl Batching {
+    fn new(pipeline: &Pipeline, settings: &Settings) -> Self {
+        let size = settings.batch_size.or(pipeline.batch_size).unwrap_or(DEFAULT_BATCH_SIZE).max(1);
+        let timeout = Duration::from_millis(pipeline.batch_timeout.unwrap_or(0).max(0) as u64);
+        Batching { size, timeout, flag: settings.batch_size }
+    }
+
+    /// An operator's batch size: the flag, else its own, else the pipeline's.
+    fn of(&self, op: &OperatorSpec) -> usize {
+        self.flag.or(op.batch_size).unwrap_or(self.size).max(1)
     }
 }
 
@@ -250,6 +304,7 @@ pub async fn run(
     let started = Instant::now();
     let first_read: Arc<std::sync::OnceLock<Instant>> = Arc::default();
     let cap = settings.channel_capacity.max(1);
+    let batching = Batching::new(pipeline, settings);
 
     // Subtask counts of every producer, by stream head.
     let mut producers: HashMap<&str, usize> = HashMap::new();
@@ -276,20 +331,20 @@ pub async fn run(
     let mut inboxes: HashMap<String, Inbox> = HashMap::new();
     let mut producer_sets: HashMap<String, BTreeSet<u32>> = HashMap::new();
     // stream name -> list of (consumer name, senders, partition)
-    let mut wiring: HashMap<String, Vec<(String, Vec<Sender<Message>>, Option<usize>, bool)>> = HashMap::new();
+    let mut wiring: HashMap<String, Vec<Consumer>> = HashMap::new();
     let consumers = pipeline
         .operators
         .iter()
-        .map(|o| (o.name.clone(), o.inputs.clone(), o.parallelism as usize, o.key_by.is_some()))
-        .chain(pipeline.sinks.iter().map(|s| (s.name.clone(), s.inputs.clone(), 1, false)));
-    for (name, inputs, parallelism, keyed) in consumers {
+        .map(|o| (o.name.clone(), o.inputs.clone(), o.parallelism as usize, o.key_by.is_some(), batching.of(o)))
+        .chain(pipeline.sinks.iter().map(|s| (s.name.clone(), s.inputs.clone(), 1, false, batching.size)));
+    for (name, inputs, parallelism, keyed, batch_size) in consumers {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..parallelism).map(|_| channel::<Message>(cap)).unzip();
         let expected_ends = inputs.iter().map(|i| producers.get(head(i).as_str()).copied().unwrap_or(0)).sum();
         inboxes.insert(name.clone(), Inbox { receivers: rxs, expected_ends });
         producer_sets.insert(name.clone(), distinct_producers(&inputs));
         for input in inputs {
             let producer_parallelism = producers.get(head(&input).as_str()).copied();
-            wiring.entry(input).or_default().push((name.clone(), txs.clone(), producer_parallelism, keyed));
+            wiring.entry(input).or_default().push((name.clone(), txs.clone(), producer_parallelism, keyed, batch_size));
         }
     }
 
@@ -300,7 +355,7 @@ pub async fn run(
                 .get(stream)
                 .map(|v| {
                     v.iter()
-                        .map(|(consumer, senders, producer_par, keyed)| {
+                        .map(|(consumer, senders, producer_par, keyed, batch_size)| {
                             let partition = if *keyed {
                                 Partition::Keyed
                             } else if Some(senders.len()) == *producer_par {
@@ -308,7 +363,7 @@ pub async fn run(
                             } else {
                                 Partition::RoundRobin
                             };
-                            Target::new(consumer.clone(), senders.clone(), partition)
+                            Target::new(consumer.clone(), senders.clone(), partition, *batch_size)
                         })
                         .collect()
                 })
@@ -321,7 +376,7 @@ pub async fn run(
             .map(|side| (side.to_string(), targets(&format!("{node}.{side}"))))
             .collect();
         let producer = producer_ids.get(node).and_then(|ids| ids.get(subtask)).copied().expect("every producer has an id");
-        Router::new(node, subtask, producer, settings.batch_size, targets(node), sides)
+        Router::new(node, subtask, producer, targets(node), sides)
     };
 
     // Checkpoints: what to restore, and the coordinator's channels.
@@ -521,7 +576,8 @@ pub async fn run(
                 parallelism: spec.parallelism as usize,
                 watermarks: spec.watermarks.clone(),
                 stop: stop.clone(),
-                batch: settings.batch_size,
+                batch: batching.size,
+                batch_timeout: batching.timeout,
                 requested: requested.clone(),
                 acks: acks.clone(),
                 completed: completed_rx.clone(),
@@ -534,6 +590,7 @@ pub async fn run(
         }
     }
 
+    let source_names: Arc<[String]> = pipeline.sources.iter().map(|s| s.name.clone()).collect();
     for op in &pipeline.operators {
         let plugin = plugins.get(&op.name).cloned().ok_or_else(|| DataflowError::MissingPlugin(op.name.clone()))?;
         let inbox = inboxes.remove(&op.name).expect("every operator has an inbox");
@@ -560,7 +617,8 @@ pub async fn run(
                 Some(params) => OperatorSpec { params, ..op.clone() },
                 None => op.clone(),
             };
-            let config = instance_config(&spec, subtask as u32);
+            let mut config = instance_config(&spec, subtask as u32);
+            config.sources = source_names.clone();
             let task = OperatorTask {
                 spec,
                 plugin: plugin.clone(),
@@ -569,8 +627,10 @@ pub async fn run(
                 gauges: metrics.watermarks(&op.name, subtask as u32),
                 sources: sources.clone(),
                 subtask,
-                batch_size: settings.batch_size,
+                batch_size: batching.of(op),
                 inputs: InputWatermarks::new(producer_sets.get(&op.name).map_or(0, BTreeSet::len)),
+                current: event_time::NO_WATERMARK,
+                announced: event_time::NO_WATERMARK,
                 generator: op.watermarks.as_ref().map(WatermarkGenerator::new),
                 timers: None,
                 windows: None,
@@ -682,6 +742,8 @@ struct SourceNode {
     watermarks: Option<WatermarkSpec>,
     stop: StopHandle,
     batch: usize,
+    /// How long to wait to fill a batch when input is slow.
+    batch_timeout: Duration,
     /// The checkpoint the coordinator asks for.
     requested: Arc<std::sync::atomic::AtomicU64>,
     acks: Option<std::sync::mpsc::Sender<checkpoint::Ack>>,
@@ -747,21 +809,27 @@ impl SourceNode {
                     source.checkpoint_complete(&splits).map_err(err)?;
                 }
             }
-            let Some(records) = source.poll_batch(self.batch).map_err(err)? else {
+            let Some((records, ended)) = self.fill(&mut *source).map_err(err)? else {
                 exhausted = true;
                 break;
             };
             counters.records_out.inc_by(records.len() as u64);
             position.emitted += records.len() as u64;
             let (now, now_ms) = (Instant::now(), now_ms());
+            let batch_wm = generator.as_ref().filter(|_| event_time::per_batch_baseline()).map(WatermarkGenerator::current);
             for mut r in records {
                 if let Some(p) = r.position {
                     position.splits.insert(p.split, p.offset + 1);
                 }
-                if let Some(g) = &mut generator {
-                    g.observe(&mut r, now, now_ms);
-                }
-                router.push(None, r)?;
+                // The watermark before each record travels with it.
+                let wm = match &mut generator {
+                    Some(g) => {
+                        let before = g.observe(&mut r, now, now_ms);
+                        batch_wm.unwrap_or(before)
+                    }
+                    None => event_time::NO_WATERMARK,
+                };
+                router.push(None, r, wm)?;
             }
             router.flush()?;
             if let Some(g) = &mut generator {
@@ -785,6 +853,10 @@ impl SourceNode {
                     router.broadcast(|from| Message::Barrier { from, id: want })?;
                 }
             }
+            if ended {
+                exhausted = true;
+                break;
+            }
         }
         if let Some(acks) = &self.acks {
             position.generator = generator.as_ref().map(WatermarkGenerator::state);
@@ -807,6 +879,27 @@ impl SourceNode {
         }
         source.finish().map_err(err)?;
         Ok(())
+    }
+}
+
+impl SourceNode {
+    /// One batch: up to `batch` records, waiting up to `batch_timeout` to
+    /// fill it when input is slow. `Some((records, true))`: the input ended
+    /// after these.
+    fn fill(&self, source: &mut dyn Source) -> Result<Option<(Vec<sluice_types::Record>, bool)>, sluice_types::ConnectorError> {
+        let Some(mut records) = source.poll_batch(self.batch)? else { return Ok(None) };
+        if self.batch_timeout.is_zero() || records.len() >= self.batch {
+            return Ok(Some((records, false)));
+        }
+        let deadline = Instant::now() + self.batch_timeout;
+        while records.len() < self.batch && Instant::now() < deadline && !self.stop.stopped() {
+            match source.poll_batch(self.batch - records.len())? {
+                Some(more) if more.is_empty() => std::thread::sleep(Duration::from_millis(1)),
+                Some(more) => records.extend(more),
+                None => return Ok(Some((records, true))),
+            }
+        }
+        Ok(Some((records, false)))
     }
 }
 

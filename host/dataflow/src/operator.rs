@@ -13,7 +13,7 @@ use tokio::sync::mpsc::Receiver;
 
 use crate::align::{Aligner, Offer};
 use crate::checkpoint::{Ack, GeneratorState};
-use crate::event_time::{InputWatermarks, WatermarkGenerator, WatermarkUpdate};
+use crate::event_time::{InputWatermarks, WatermarkGenerator, WatermarkUpdate, NO_WATERMARK};
 use crate::router::Router;
 use crate::timers::{Timer, Timers};
 use crate::window::Windows;
@@ -49,6 +49,11 @@ pub(crate) struct OperatorTask {
     pub(crate) batch_size: usize,
     /// The watermark over this subtask's inputs.
     pub(crate) inputs: InputWatermarks,
+    /// The watermark this subtask has acted on (timers fired up to it) and
+    /// stamps on its output, record by record.
+    pub(crate) current: i64,
+    /// The last watermark it sent in a `Watermark` message.
+    pub(crate) announced: i64,
     /// Set when the operator generates its own watermarks.
     pub(crate) generator: Option<WatermarkGenerator>,
     /// Timers (keyed process operators with a timer handler, windows).
@@ -115,6 +120,8 @@ impl OperatorTask {
         if let Some(r) = self.restore.take() {
             self.inputs.restore(r.watermark);
             instance.set_watermark(self.inputs.current());
+            self.current = self.inputs.current();
+            self.announced = self.current;
             if let (Some(g), Some(state)) = (&mut self.generator, &r.generator) {
                 g.restore(state);
             }
@@ -146,20 +153,18 @@ impl OperatorTask {
                 None => None,
             };
             match message {
-                Some(Message::Batch { records, .. }) => {
-                    self.process(&mut instance, records)?;
+                Some(Message::Batch { from, records, watermarks }) => {
+                    self.process(&mut instance, from, records, watermarks)?;
                     self.after_batch(&mut instance)?;
                 }
                 Some(Message::Barrier { .. }) => {}
                 Some(Message::Watermark { from, at }) => {
-                    if let Some(wm) = self.inputs.watermark(from, at) {
-                        self.advance(&mut instance, wm)?;
-                    }
+                    self.inputs.watermark(from, at);
+                    self.catch_up(&mut instance)?;
                 }
                 Some(Message::Idle { from }) => {
-                    if let Some(wm) = self.inputs.idle(from) {
-                        self.advance(&mut instance, wm)?;
-                    }
+                    self.inputs.idle(from);
+                    self.catch_up(&mut instance)?;
                     if self.inputs.all_idle() && self.generator.is_none() {
                         self.router.broadcast(|from| Message::Idle { from })?;
                     }
@@ -170,9 +175,8 @@ impl OperatorTask {
                     // A stopped input keeps its watermark: nothing fires
                     // early, and a savepoint resumes where it stopped.
                     if exhausted {
-                        if let Some(wm) = self.inputs.end(from) {
-                            self.advance(&mut instance, wm)?;
-                        }
+                        self.inputs.end(from);
+                        self.catch_up(&mut instance)?;
                     }
                     if let Some((id, alignment)) = self.aligner.ended(from) {
                         self.snapshot(&mut instance, id, alignment)?;
@@ -311,6 +315,8 @@ impl OperatorTask {
                 Some(WatermarkUpdate::Idle) => self.router.broadcast(|from| Message::Idle { from })?,
                 None => {}
             }
+        } else {
+            self.announce()?;
         }
         if self.timers.as_ref().and_then(Timers::next_processing).is_some_and(|t| t <= now_ms()) {
             self.on_processing_time(instance, now_ms())?;
@@ -318,8 +324,23 @@ impl OperatorTask {
         Ok(())
     }
 
-    /// The input watermark advanced to `wm`: fire event-time timers and
-    /// windows, then pass it on (after what they emitted).
+    /// Act on the input watermark if it is ahead (after a watermark, idle
+    /// or end message, or records dropped before a guest saw them), and
+    /// pass it on.
+    fn catch_up(&mut self, instance: &mut sluice_world::Instance) -> Result<(), DataflowError> {
+        let wm = self.inputs.current();
+        if wm > self.current {
+            self.advance(instance, wm)?;
+        }
+        if self.generator.is_none() {
+            self.announce()?;
+        }
+        Ok(())
+    }
+
+    /// The watermark advanced to `wm`: fire event-time timers and windows
+    /// due (what they emit carries the watermark before `wm`), then stamp
+    /// `wm` on what follows.
     fn advance(&mut self, instance: &mut sluice_world::Instance, wm: i64) -> Result<(), DataflowError> {
         self.gauges.input.set(wm);
         instance.set_watermark(wm);
@@ -328,11 +349,25 @@ impl OperatorTask {
             Some(_) => {}
             None => self.fire_timers(instance, wit::TimeDomain::EventTime, wm)?,
         }
-        if self.generator.is_none() {
+        self.current = self.current.max(wm);
+        Ok(())
+    }
+
+    /// Send the watermark in force downstream if it moved since last sent
+    /// (records already carried it; this reaches consumers no record went to).
+    fn announce(&mut self) -> Result<(), DataflowError> {
+        if self.generator.is_none() && self.current > self.announced {
+            let wm = self.current;
+            self.announced = wm;
             self.router.broadcast(|from| Message::Watermark { from, at: wm })?;
             self.gauges.set_output(wm, now_ms());
         }
         Ok(())
+    }
+
+    /// The watermark stamped on records this subtask emits now.
+    pub(crate) fn output_watermark(&self) -> i64 {
+        self.generator.as_ref().map_or(self.current, WatermarkGenerator::current)
     }
 
     /// The wall clock reached `now`: fire processing-time timers and windows.
@@ -351,6 +386,10 @@ impl OperatorTask {
     /// Apply the timer changes of the last successful guest call.
     fn apply_timer_ops(&mut self, instance: &mut sluice_world::Instance) {
         let ops = instance.take_timer_ops();
+        self.apply_ops(instance, ops);
+    }
+
+    fn apply_ops(&mut self, instance: &mut sluice_world::Instance, ops: Vec<sluice_world::TimerOp>) {
         let (Some(timers), Some(state)) = (&mut self.timers, instance.state_mut()) else { return };
         for op in ops {
             let timer = Timer { timestamp: op.timestamp, key_group: op.key_group, key: op.key.into(), namespace: Box::default() };
@@ -385,7 +424,7 @@ impl OperatorTask {
             match instance.on_timer(&fired) {
                 Ok(result) => {
                     self.apply_timer_ops(instance);
-                    self.route(result, &positions, &originals)?;
+                    self.route(result, &positions, &originals, None)?;
                 }
                 Err(e) => {
                     self.trapped(instance, &e)?;
@@ -393,7 +432,7 @@ impl OperatorTask {
                         match instance.on_timer(&fired[i..i + 1]) {
                             Ok(result) => {
                                 self.apply_timer_ops(instance);
-                                self.route(result, &positions[i..i + 1], &originals[i..i + 1])?;
+                                self.route(result, &positions[i..i + 1], &originals[i..i + 1], None)?;
                             }
                             Err(e) => {
                                 self.trapped(instance, &e)?;
@@ -408,7 +447,11 @@ impl OperatorTask {
         Ok(())
     }
 
-    fn process(&mut self, instance: &mut sluice_world::Instance, records: Vec<Record>) -> Result<(), DataflowError> {
+    /// A batch from producer `from`, with the watermark before each record.
+    /// It is cut into spans that one guest call can take with the same
+    /// result as calls record by record: a span ends where the watermark
+    /// reaches a timer or window due (see `span_end`), which fires there.
+    fn process(&mut self, instance: &mut sluice_world::Instance, from: u32, records: Vec<Record>, stamps: Vec<i64>) -> Result<(), DataflowError> {
         self.counters.records_in.inc_by(records.len() as u64);
         if let Some(p) = &mut self.probation {
             p.seen += records.len() as u64;
@@ -416,8 +459,11 @@ impl OperatorTask {
         let keyed = self.spec.key_by.is_some();
         let mut positions = Vec::with_capacity(records.len());
         let mut batch = Vec::with_capacity(records.len());
+        let mut wms = Vec::with_capacity(records.len());
         let max = self.max_record_bytes();
-        for mut r in records {
+        let stamps = stamps.into_iter().chain(std::iter::repeat(NO_WATERMARK));
+        for (mut r, stamp) in records.into_iter().zip(stamps) {
+            let wm = self.inputs.stamp(from, stamp);
             if keyed && r.key.is_none() {
                 let msg = format!("the record has no key, but operator `{}` is keyed (key_by = \"key\"); the upstream operator must set one", self.spec.name);
                 self.on_error(sluice_world::to_wit(&mut r), r.position, msg)?;
@@ -428,54 +474,110 @@ impl OperatorTask {
                 self.on_error(sluice_world::to_wit(&mut r), r.position, msg)?;
                 continue;
             }
+            if r.event_time.is_none() && self.windows.as_ref().is_some_and(|w| w.is_event_time()) {
+                let msg = format!("the record has no event time, but `{}` has an event-time window; set one in the source or the upstream operator", self.spec.name);
+                self.on_error(sluice_world::to_wit(&mut r), r.position, msg)?;
+                continue;
+            }
             positions.push(r.position);
             batch.push(sluice_world::to_wit(&mut r));
+            wms.push(wm);
         }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        if self.windows.is_some() {
-            self.window_batch(instance, batch, positions)?;
-        } else {
-            self.call_process(instance, batch, positions)?;
+        let mut i = 0;
+        // After a failed call, its records go one by one.
+        let mut single_until = 0;
+        while i < batch.len() {
+            if wms[i] > self.current {
+                self.advance(instance, wms[i])?;
+            }
+            let end = if i < single_until { i + 1 } else { self.span_end(&batch, &wms, i) };
+            let done = if self.windows.is_some() {
+                self.window_batch(instance, &mut batch[i..end], &positions[i..end], &wms[i..end])?
+            } else {
+                self.call_process(instance, &batch[i..end], &positions[i..end], &wms[i..end])?
+            };
+            match done {
+                Some(n) => {
+                    self.current = self.current.max(wms[i + n - 1]);
+                    i += n;
+                }
+                None => single_until = end,
+            }
         }
         if let Some(state) = instance.state_mut() {
             state.maintain().map_err(|source| DataflowError::State { node: self.spec.name.clone(), source })?;
         }
+        self.catch_up(instance)?;
         self.router.flush()
     }
 
-    /// One `process` call over a batch; on a trap, record by record.
-    fn call_process(&mut self, instance: &mut sluice_world::Instance, mut batch: Vec<wit::Record>, positions: Vec<Option<Position>>) -> Result<(), DataflowError> {
-        match instance.process(&batch) {
-            Ok(result) => {
-                self.apply_timer_ops(instance);
-                self.route(result, &positions, &batch)?
+    /// The end of the span from `start`: before the first later record at
+    /// which the watermark advances to a pending event-time timer, counting
+    /// the window timers the span's own records would register, and right
+    /// after a record that makes a window fire again (allowed lateness).
+    fn span_end(&self, batch: &[wit::Record], wms: &[i64], start: usize) -> usize {
+        let mut due = self.timers.as_ref().and_then(Timers::next_event).unwrap_or(i64::MAX);
+        let windows = self.windows.as_ref().filter(|w| w.is_event_time());
+        let mut scratch = Vec::new();
+        for k in start..batch.len() {
+            if k > start && wms[k] > wms[k - 1] && due <= wms[k] {
+                return k;
             }
-            Err(e) => {
-                // Isolate the poison record: the failed call's state writes
-                // were rolled back; retry one record at a time on a fresh instance.
-                self.trapped(instance, &e)?;
-                if batch.len() == 1 {
-                    let r = batch.pop().expect("one record");
-                    self.on_error(r, positions[0], e.to_string())?;
-                } else {
-                    for i in 0..batch.len() {
-                        match instance.process(&batch[i..i + 1]) {
-                            Ok(result) => {
-                                self.apply_timer_ops(instance);
-                                self.route(result, &positions[i..i + 1], &batch[i..i + 1])?
-                            }
-                            Err(e) => {
-                                self.trapped(instance, &e)?;
-                                self.on_error(batch[i].clone(), positions[i], e.to_string())?;
-                            }
-                        }
-                    }
+            if let (Some(w), Some(ts)) = (windows, batch[k].event_time) {
+                match w.first_firing(ts, wms[k], &mut scratch) {
+                    Some(at) if at <= wms[k] => return k + 1,
+                    Some(at) => due = due.min(at),
+                    None => {}
                 }
             }
         }
-        Ok(())
+        batch.len()
+    }
+
+    /// One `process` call over a span; how many records it consumed, or
+    /// `None` if the call failed and its records must go one by one.
+    /// Operators with timers keep the call's state writes journaled until
+    /// its timers are checked: a timer a record registered that a later
+    /// record's watermark reaches must fire between the two, so the call is
+    /// undone and redone up to that record.
+    fn call_process(&mut self, instance: &mut sluice_world::Instance, batch: &[wit::Record], positions: &[Option<Position>], wms: &[i64]) -> Result<Option<usize>, DataflowError> {
+        let hold = self.timers.is_some() && batch.len() > 1;
+        match instance.process_at(batch, wms, positions, hold) {
+            Ok(result) => {
+                let ops = instance.take_timer_ops();
+                if hold {
+                    if let Some(k) = first_reached(&ops, wms) {
+                        instance.settle(false);
+                        self.reset(instance)?;
+                        return self.call_process(instance, &batch[..k], &positions[..k], &wms[..k]);
+                    }
+                    instance.settle(true);
+                }
+                self.apply_ops(instance, ops);
+                self.route(result, positions, batch, Some(wms))?;
+                Ok(Some(batch.len()))
+            }
+            Err(e) => {
+                // The failed call's state writes were rolled back; isolate
+                // the poison record on a fresh instance.
+                self.trapped(instance, &e)?;
+                if batch.len() > 1 {
+                    return Ok(None);
+                }
+                self.on_error(batch[0].clone(), positions[0], e.to_string())?;
+                Ok(Some(1))
+            }
+        }
+    }
+
+    /// A fresh instance after an undone call (its memory saw records the
+    /// state no longer has).
+    fn reset(&mut self, instance: &mut sluice_world::Instance) -> Result<(), DataflowError> {
+        instance.reset().map_err(|source| DataflowError::Instantiate {
+            operator: self.spec.name.clone(),
+            plugin: self.plugin.info().path.display().to_string(),
+            source,
+        })
     }
 
     pub(crate) fn trapped(&mut self, instance: &mut sluice_world::Instance, e: &CallError) -> Result<(), DataflowError> {
@@ -484,15 +586,14 @@ impl OperatorTask {
             self.counters.timeouts.inc();
         }
         tracing::debug!(operator = %self.spec.name, subtask = self.subtask, "guest call failed: {e}");
-        instance.reset().map_err(|source| DataflowError::Instantiate {
-            operator: self.spec.name.clone(),
-            plugin: self.plugin.info().path.display().to_string(),
-            source,
-        })
+        self.reset(instance)
     }
 
-    /// Route the emits of a successful call over `batch`.
-    pub(crate) fn route(&mut self, result: wit::BatchResult, positions: &[Option<Position>], batch: &[wit::Record]) -> Result<(), DataflowError> {
+    /// Route the emits of a successful call over `batch`; each carries the
+    /// watermark as of its input (`wms`), or the one in force now.
+    pub(crate) fn route(&mut self, result: wit::BatchResult, positions: &[Option<Position>], batch: &[wit::Record], wms: Option<&[i64]>) -> Result<(), DataflowError> {
+        let now_wm = self.output_watermark();
+        let batch_wm = (self.generator.is_some() && crate::event_time::per_batch_baseline()).then_some(now_wm);
         let mut out = 0u64;
         let max = self.max_record_bytes();
         // One clock read per batch, not per record.
@@ -505,17 +606,21 @@ impl OperatorTask {
             };
             let position = positions.get(emit.input as usize).copied().flatten();
             let mut record = sluice_world::from_wit(emit.record, position);
-            if let Some(g) = &mut self.generator {
-                g.observe(&mut record, now, 0);
-            }
+            let wm = match &mut self.generator {
+                Some(g) => {
+                    let before = g.observe(&mut record, now, 0);
+                    batch_wm.unwrap_or(before)
+                }
+                None => wms.and_then(|w| w.get(emit.input as usize)).copied().unwrap_or(now_wm),
+            };
             if record.size_bytes() > max {
                 let msg = format!("emitted a record of {} bytes, over the operator's limits.max_record_kb = {}", record.size_bytes(), self.spec.limits.max_record_kb);
                 self.on_error(original.clone(), position, msg)?;
                 continue;
             }
             match &emit.output {
-                wit::Output::Main => self.router.push(None, record)?,
-                wit::Output::Side(name) => self.router.push(Some(name), record)?,
+                wit::Output::Main => self.router.push(None, record, wm)?,
+                wit::Output::Side(name) => self.router.push(Some(name), record, wm)?,
             }
             out += 1;
         }
@@ -578,7 +683,8 @@ impl OperatorTask {
             ErrorPolicy::DeadLetter => {
                 self.counters.dead_letters.inc();
                 let dl = self.dead_letter(record, position, &message);
-                self.router.push(Some(DEAD_LETTER_OUTPUT), dl)
+                let wm = self.output_watermark();
+                self.router.push(Some(DEAD_LETTER_OUTPUT), dl, wm)
             }
         }
     }
@@ -630,5 +736,50 @@ impl OperatorTask {
             headers,
             position,
         }
+    }
+}
+
+/// The first input of a call at which the watermark reaches an event-time
+/// timer the call registered for an earlier input: called record by record,
+/// the timer would have fired there, before that input.
+fn first_reached(ops: &[sluice_world::TimerOp], wms: &[i64]) -> Option<usize> {
+    let advances = |k: usize| wms[k] > wms[k - 1];
+    let mut first: Option<usize> = None;
+    for op in ops.iter().filter(|o| !o.delete && o.domain == wit::TimeDomain::EventTime) {
+        let after = op.input as usize + 1;
+        if after >= wms.len() {
+            continue;
+        }
+        // The watermark never goes back: the first input at or past the timer...
+        let at = after + wms[after..].partition_point(|w| *w < op.timestamp);
+        // ...fires it if the watermark advanced there, else the next advance does.
+        let k = (at..wms.len()).find(|&k| k > 0 && advances(k));
+        if let Some(k) = k {
+            first = Some(first.map_or(k, |f| f.min(k)));
+        }
+    }
+    first
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timer(input: u32, timestamp: i64) -> sluice_world::TimerOp {
+        sluice_world::TimerOp { domain: wit::TimeDomain::EventTime, timestamp, key_group: 0, key: b"k".to_vec(), delete: false, input }
+    }
+
+    #[test]
+    fn a_timer_is_reached_where_the_watermark_advances_to_it() {
+        let wms = [0, 10, 20, 20, 30, 40];
+        assert_eq!(first_reached(&[timer(0, 15)], &wms), Some(2));
+        assert_eq!(first_reached(&[timer(0, 20)], &wms), Some(2));
+        assert_eq!(first_reached(&[timer(2, 20)], &wms), Some(4), "registered at 20, in the past: the next advance fires it");
+        assert_eq!(first_reached(&[timer(0, 41)], &wms), None, "not reached in this call");
+        assert_eq!(first_reached(&[timer(5, 0)], &wms), None, "registered by the last input");
+        assert_eq!(first_reached(&[timer(3, 35), timer(0, 25)], &wms), Some(4));
+        let mut deleted = timer(0, 15);
+        deleted.delete = true;
+        assert_eq!(first_reached(&[deleted], &wms), None);
     }
 }

@@ -27,14 +27,17 @@ pub(crate) struct Target {
     pub(crate) consumer: String,
     pub(crate) senders: Vec<Sender<Message>>,
     pub(crate) partition: Partition,
-    buffers: Vec<Vec<Record>>,
+    /// Records per batch sent to it (the consumer's `batch_size`).
+    batch_size: usize,
+    /// Per consumer subtask: records, and the watermark before each.
+    buffers: Vec<(Vec<Record>, Vec<i64>)>,
     next: usize,
 }
 
 impl Target {
-    pub(crate) fn new(consumer: String, senders: Vec<Sender<Message>>, partition: Partition) -> Self {
-        let buffers = senders.iter().map(|_| Vec::new()).collect();
-        Target { consumer, senders, partition, buffers, next: 0 }
+    pub(crate) fn new(consumer: String, senders: Vec<Sender<Message>>, partition: Partition, batch_size: usize) -> Self {
+        let buffers = senders.iter().map(|_| (Vec::new(), Vec::new())).collect();
+        Target { consumer, senders, partition, batch_size: batch_size.max(1), buffers, next: 0 }
     }
 }
 
@@ -45,7 +48,6 @@ pub(crate) struct Router {
     subtask: usize,
     /// Pipeline-wide id of this producing subtask, sent with control messages.
     producer: u32,
-    batch_size: usize,
     /// Consumers of the main output.
     main: Vec<Target>,
     /// Consumers of side outputs, by side-output name.
@@ -55,12 +57,14 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub(crate) fn new(node: &str, subtask: usize, producer: u32, batch_size: usize, main: Vec<Target>, sides: HashMap<String, Vec<Target>>) -> Self {
-        Router { node: node.to_string(), subtask, producer, batch_size, main, sides, unrouted: HashMap::new() }
+    pub(crate) fn new(node: &str, subtask: usize, producer: u32, main: Vec<Target>, sides: HashMap<String, Vec<Target>>) -> Self {
+        Router { node: node.to_string(), subtask, producer, main, sides, unrouted: HashMap::new() }
     }
 
-    /// Route one record of the main output (`side == None`) or of a side output.
-    pub(crate) fn push(&mut self, side: Option<&str>, record: Record) -> Result<(), DataflowError> {
+    /// Route one record of the main output (`side == None`) or of a side
+    /// output; `watermark` is this producer's output watermark just before
+    /// it (see [`Message::Batch`]).
+    pub(crate) fn push(&mut self, side: Option<&str>, record: Record, watermark: i64) -> Result<(), DataflowError> {
         let targets = match side {
             None => &mut self.main,
             Some(name) => match self.sides.get_mut(name) {
@@ -78,7 +82,7 @@ impl Router {
                 }
             },
         };
-        let (node, subtask, batch_size, producer) = (&self.node, self.subtask, self.batch_size, self.producer);
+        let (node, subtask, producer) = (&self.node, self.subtask, self.producer);
         let last = targets.len().saturating_sub(1);
         // Clone for all but the last consumer of the stream.
         let mut record = Some(record);
@@ -92,8 +96,9 @@ impl Router {
                 Partition::Forward => subtask % t.senders.len(),
                 Partition::RoundRobin => t.next,
             };
-            t.buffers[idx].push(r);
-            if t.buffers[idx].len() >= batch_size {
+            t.buffers[idx].0.push(r);
+            t.buffers[idx].1.push(watermark);
+            if t.buffers[idx].0.len() >= t.batch_size {
                 send(node, producer, t, idx)?;
                 if let Partition::RoundRobin = t.partition {
                     t.next = (t.next + 1) % t.senders.len();
@@ -108,7 +113,7 @@ impl Router {
         let (node, producer) = (&self.node, self.producer);
         for t in self.main.iter_mut().chain(self.sides.values_mut().flatten()) {
             for idx in 0..t.buffers.len() {
-                if !t.buffers[idx].is_empty() {
+                if !t.buffers[idx].0.is_empty() {
                     send(node, producer, t, idx)?;
                 }
             }
@@ -143,8 +148,8 @@ impl Router {
 }
 
 fn send(node: &str, from: u32, t: &mut Target, idx: usize) -> Result<(), DataflowError> {
-    let records = std::mem::take(&mut t.buffers[idx]);
+    let (records, watermarks) = std::mem::take(&mut t.buffers[idx]);
     t.senders[idx]
-        .blocking_send(Message::Batch { from, records })
+        .blocking_send(Message::Batch { from, records, watermarks })
         .map_err(|_| DataflowError::Disconnected { node: node.to_string(), peer: t.consumer.clone() })
 }

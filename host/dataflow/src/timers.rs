@@ -120,6 +120,11 @@ impl Timers {
         })
     }
 
+    /// The earliest event-time timer.
+    pub(crate) fn next_event(&self) -> Option<i64> {
+        self.event.first().map(|t| t.timestamp)
+    }
+
     /// The earliest processing-time timer.
     pub(crate) fn next_processing(&self) -> Option<i64> {
         self.processing.first().map(|t| t.timestamp)

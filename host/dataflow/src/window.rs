@@ -129,6 +129,16 @@ impl Windows {
         }
     }
 
+    /// For a record at `ts` arriving at watermark `wm`: the earliest time a
+    /// window it goes into fires, or `None` if it is late for all of them.
+    /// At or below `wm` means it fires right after the record (late within
+    /// the allowed lateness). A session counts its record's own window,
+    /// which fires no later than any session it merges into.
+    pub(crate) fn first_firing(&self, ts: i64, wm: i64, scratch: &mut Vec<Window>) -> Option<i64> {
+        self.assign(ts, scratch);
+        scratch.iter().filter(|w| self.is_session() || !self.is_late(**w, wm)).map(|w| w.last()).min()
+    }
+
     /// Whether a window is past its allowed lateness at watermark `wm`.
     fn is_late(&self, w: Window, wm: i64) -> bool {
         self.is_event_time() && w.last().saturating_add(self.spec.allowed_lateness) <= wm
@@ -166,24 +176,27 @@ impl OperatorTask {
         }
     }
 
-    /// Assign a batch of keyed records to windows and fold them in.
-    pub(crate) fn window_batch(&mut self, instance: &mut Instance, mut batch: Vec<wit::Record>, positions: Vec<Option<Position>>) -> Result<(), DataflowError> {
+    /// Assign a span of keyed records to windows and fold them in, each
+    /// judged against the watermark as of that record (`wms`). Returns how
+    /// many records it consumed, or `None` if a guest call failed and the
+    /// records must go one by one.
+    pub(crate) fn window_batch(&mut self, instance: &mut Instance, batch: &mut [wit::Record], positions: &[Option<Position>], wms: &[i64]) -> Result<Option<usize>, DataflowError> {
         let windows = self.windows.as_ref().expect("window operator");
         let (time, late_output) = (windows.spec.time, windows.spec.late_output.clone());
-        let wm = self.inputs.current();
+        let wm = wms.last().copied().unwrap_or(i64::MIN);
         let now = now_ms();
+        // Records too late for every window they belong to, in input order.
+        let mut late: Vec<usize> = Vec::new();
 
         // Timestamps, window assignment, lateness.
         let mut assigned: Vec<(usize, Window)> = Vec::with_capacity(batch.len());
-        let mut accepted: Vec<usize> = Vec::with_capacity(batch.len());
         let mut scratch = Vec::new();
         for i in 0..batch.len() {
             let ts = match time {
                 TimeCharacteristic::Event => match batch[i].event_time {
                     Some(t) => t,
                     None => {
-                        let msg = format!("the record has no event time, but `{}` has an event-time window; set one in the source or the upstream operator", self.spec.name);
-                        self.on_error(batch[i].clone(), positions[i], msg)?;
+                        // Refused before the span (`OperatorTask::process`).
                         continue;
                     }
                 },
@@ -196,17 +209,12 @@ impl OperatorTask {
             let windows = self.windows.as_ref().expect("window operator");
             windows.assign(ts, &mut scratch);
             let before = assigned.len();
-            assigned.extend(scratch.iter().filter(|w| !windows.is_late(**w, wm)).map(|w| (i, *w)));
+            // Sessions merge first and judge lateness on the merged window (as Flink).
+            let session = windows.is_session();
+            assigned.extend(scratch.iter().filter(|w| session || !windows.is_late(**w, wms[i])).map(|w| (i, *w)));
             if assigned.len() == before {
-                self.counters.late_records_dropped.inc();
-                let record = sluice_world::from_wit(batch[i].clone(), positions[i]);
-                self.router.push(Some(&late_output), record)?;
-                continue;
+                late.push(i);
             }
-            accepted.push(i);
-        }
-        if accepted.is_empty() {
-            return Ok(());
         }
 
         // Group by (key, window); sessions merge with the key's open sessions.
@@ -234,6 +242,12 @@ impl OperatorTask {
                     // (window, absorbed existing windows, inputs)
                     let mut open: Vec<(Window, Vec<Window>, Vec<u32>)> = existing.iter().map(|w| (*w, vec![*w], Vec::new())).collect();
                     for (i, w) in &by_key[k] {
+                        // Late only if it is late alone: one that extends or
+                        // bridges an open session joins it.
+                        if windows.is_late(*w, wms[*i]) && !open.iter().any(|o| o.0.intersects(*w)) {
+                            late.push(*i);
+                            continue;
+                        }
                         let mut merged = (*w, Vec::new(), vec![*i as u32]);
                         let mut j = 0;
                         while j < open.len() {
@@ -286,11 +300,15 @@ impl OperatorTask {
             }
         }
 
+        if groups.is_empty() {
+            self.route_late(batch, positions, wms, late, &late_output)?;
+            return Ok(Some(batch.len()));
+        }
         // Guest calls: merge bridged sessions, then add.
         let merged = match if merges.is_empty() { Ok(Vec::new()) } else { instance.merge(&merges) } {
             Ok(m) if m.len() == merges.len() => m,
             Ok(m) => return Err(self.broken(format!("merge returned {} accumulators for {} groups", m.len(), merges.len()))),
-            Err(e) => return self.retry_one_by_one(instance, e, batch, positions, &accepted),
+            Err(e) => return self.failed_span(instance, e, batch, positions),
         };
         let mut accumulate = Vec::with_capacity(groups.len());
         {
@@ -308,11 +326,12 @@ impl OperatorTask {
                 accumulate.push(wit::Accumulate { accumulator, inputs: g.inputs.clone() });
             }
         }
-        let result = match instance.add(&batch, &accumulate) {
+        let result = match instance.add(batch, &accumulate) {
             Ok(r) if r.accumulators.len() == groups.len() => r,
             Ok(r) => return Err(self.broken(format!("add returned {} accumulators for {} groups", r.accumulators.len(), groups.len()))),
-            Err(e) => return self.retry_one_by_one(instance, e, batch, positions, &accepted),
+            Err(e) => return self.failed_span(instance, e, batch, positions),
         };
+        self.route_late(batch, positions, wms, late, &late_output)?;
 
         // Store accumulators, move merged sessions, register timers.
         let mut refire: Vec<(u16, Vec<u8>, Window)> = Vec::new();
@@ -334,15 +353,19 @@ impl OperatorTask {
                 // A window that already had an accumulator already has its timers.
                 let existed = if windows.is_session() { g.absorbed.contains(&g.window) } else { before.accumulator.is_some() };
                 state.map_put(g.kg, acc_id, k, &g.window.encode(), &acc);
+                // Late but within the allowed lateness: the window fires right
+                // after this span, not again on a timer (as Flink's trigger).
+                let due_now = event_time && g.window.last() <= wm;
                 if !existed {
-                    timers.register(state, domain, Timer { timestamp: g.window.last(), key_group: g.kg, key: k.into(), namespace: g.window.namespace(FIRE) });
+                    if !due_now {
+                        timers.register(state, domain, Timer { timestamp: g.window.last(), key_group: g.kg, key: k.into(), namespace: g.window.namespace(FIRE) });
+                    }
                     if event_time && lateness > 0 {
                         let at = g.window.last().saturating_add(lateness);
                         timers.register(state, domain, Timer { timestamp: at, key_group: g.kg, key: k.into(), namespace: g.window.namespace(PURGE) });
                     }
                 }
-                // Late but within the allowed lateness: the window fires again.
-                if event_time && g.window.last() <= wm {
+                if due_now {
                     refire.push((g.kg, k.to_vec(), g.window));
                 }
             }
@@ -368,21 +391,29 @@ impl OperatorTask {
             let fired = self.collect_fired(instance, refire, false)?;
             self.finish_windows(instance, fired)?;
         }
+        Ok(Some(batch.len()))
+    }
+
+    /// Late records go to the late output, in input order.
+    fn route_late(&mut self, batch: &[wit::Record], positions: &[Option<Position>], wms: &[i64], mut late: Vec<usize>, output: &str) -> Result<(), DataflowError> {
+        late.sort_unstable();
+        for i in late {
+            self.counters.late_records_dropped.inc();
+            let record = sluice_world::from_wit(batch[i].clone(), positions[i]);
+            self.router.push(Some(output), record, wms[i])?;
+        }
         Ok(())
     }
 
-    /// A merge or add call failed: retry each accepted record alone, so
-    /// that only the poison record reaches the error policy.
-    fn retry_one_by_one(&mut self, instance: &mut Instance, e: sluice_world::CallError, batch: Vec<wit::Record>, positions: Vec<Option<Position>>, accepted: &[usize]) -> Result<(), DataflowError> {
+    /// A merge or add call failed (its state writes were rolled back): a
+    /// lone record goes to the error policy; a span is retried one by one.
+    fn failed_span(&mut self, instance: &mut Instance, e: sluice_world::CallError, batch: &[wit::Record], positions: &[Option<Position>]) -> Result<Option<usize>, DataflowError> {
         self.trapped(instance, &e)?;
-        if accepted.len() == 1 {
-            let i = accepted[0];
-            return self.on_error(batch[i].clone(), positions[i], e.to_string());
+        if batch.len() > 1 {
+            return Ok(None);
         }
-        for &i in accepted {
-            self.window_batch(instance, vec![batch[i].clone()], vec![positions[i]])?;
-        }
-        Ok(())
+        self.on_error(batch[0].clone(), positions[0], e.to_string())?;
+        Ok(Some(1))
     }
 
     /// Fire the windows whose timers of `domain` are due at `upto`.
@@ -485,6 +516,6 @@ impl OperatorTask {
                 }
             }
         }
-        self.route(result, positions, originals)
+        self.route(result, positions, originals, None)
     }
 }

@@ -81,6 +81,13 @@ pub enum Message {
         from: u32,
         /// The records.
         records: Vec<Record>,
+        /// The producer's watermark as it stood just before each record
+        /// (`watermarks[i]` for `records[i]`; `i64::MIN`: none yet). A
+        /// consumer judges each record against the watermark as of that
+        /// record, so event-time results do not depend on how records are
+        /// batched: a batch means the same as its records sent one by one,
+        /// each after a watermark message.
+        watermarks: Vec<i64>,
     },
     /// Checkpoint barrier `id`: everything `from` sent before it belongs to
     /// checkpoint `id`, everything after to the next one.

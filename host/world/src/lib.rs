@@ -63,7 +63,7 @@ mod bindings {
 pub mod wit {
     pub use super::bindings::exports::sluice::operator::aggregator::{Accumulate, AddResult, FiredWindow};
     pub use super::bindings::sluice::operator::types::{
-        BatchResult, Emit, FiredTimer, Header, InitContext, Output, Record, RecordError, TimeDomain, Window,
+        BatchResult, Emit, FiredTimer, Header, InitContext, Output, Record, RecordError, SourcePosition, TimeDomain, Window,
     };
 }
 
@@ -86,20 +86,20 @@ enum Guest {
 pub const PACKAGE: &str = "sluice:operator";
 /// The contract version this host implements. Components built for any
 /// `0.1.x` up to this one load (0.x minor versions are additive).
-pub const VERSION: &str = "0.1.2";
+pub const VERSION: &str = "0.1.3";
 /// The export of a process operator (worlds `process-operator` and
 /// `keyed-process-operator`).
-pub const PROCESSOR_EXPORT: &str = "sluice:operator/processor@0.1.2";
+pub const PROCESSOR_EXPORT: &str = "sluice:operator/processor@0.1.3";
 /// The export of a keyed process operator with timers.
-pub const TIMER_EXPORT: &str = "sluice:operator/timer-handler@0.1.2";
+pub const TIMER_EXPORT: &str = "sluice:operator/timer-handler@0.1.3";
 /// The export of a window aggregate (world `window-aggregate`).
-pub const AGGREGATOR_EXPORT: &str = "sluice:operator/aggregator@0.1.2";
+pub const AGGREGATOR_EXPORT: &str = "sluice:operator/aggregator@0.1.3";
 /// The optional state-migration export of process operators (since 0.1.2).
-pub const MIGRATOR_EXPORT: &str = "sluice:operator/migrator@0.1.2";
+pub const MIGRATOR_EXPORT: &str = "sluice:operator/migrator@0.1.3";
 /// Keys handed to one `migrator.migrate` call.
 const MIGRATE_BATCH: usize = 256;
 /// Highest patch of contract 0.1 this host implements.
-const PATCH: u32 = 2;
+const PATCH: u32 = 3;
 /// How often the epoch advances; CPU deadlines are rounded up to it.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -206,7 +206,7 @@ pub struct PluginInfo {
     pub world: String,
     /// What kind of operator the exports make it, if any.
     pub kind: Option<OperatorKind>,
-    /// Contract version, e.g. `0.1.2`.
+    /// Contract version, e.g. `0.1.3`.
     pub version: String,
     /// Whether it exports `migrator` (worlds `migrating-*`): it can rewrite
     /// the state of the version it replaces.
@@ -215,6 +215,23 @@ pub struct PluginInfo {
     pub exports: Vec<String>,
     /// Import names.
     pub imports: Vec<String>,
+    /// The side outputs it declares it emits (the SDKs' `side_outputs`, a
+    /// `sluice-side-outputs` custom section), if it declares them.
+    pub side_outputs: Option<Vec<String>>,
+}
+
+/// The names in a component's `sluice-side-outputs` custom section (in any
+/// of its core modules), if there is one.
+fn declared_side_outputs(bytes: &[u8]) -> Option<Vec<String>> {
+    let mut found: Option<Vec<String>> = None;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let Ok(wasmparser::Payload::CustomSection(section)) = payload else { continue };
+        if section.name() == "sluice-side-outputs" {
+            let names = String::from_utf8_lossy(section.data()).split('\n').filter(|n| !n.is_empty()).map(str::to_string).collect::<Vec<_>>();
+            found.get_or_insert_with(Vec::new).extend(names);
+        }
+    }
+    found
 }
 
 /// The kinds of operator a component can be, by the world it targets.
@@ -253,6 +270,8 @@ pub struct TimerOp {
     pub key: Vec<u8>,
     /// Delete rather than register.
     pub delete: bool,
+    /// Index in the call's batch of the input it was registered for.
+    pub input: u32,
 }
 
 /// A guest call that failed.
@@ -319,6 +338,16 @@ pub struct GuestState {
     current: usize,
     /// The operator's current event-time watermark, for `timers.current-watermark`.
     watermark: i64,
+    /// The watermark as of each input of the current call, if the host gave them.
+    record_watermarks: Vec<i64>,
+    /// Where each input of the current call came from, if the host gave them.
+    positions: Vec<Option<sluice_types::Position>>,
+    /// Source names by index, for `record-info.current-position`.
+    sources: Arc<[String]>,
+    /// Leave the current call's state writes journaled until [`Instance::settle`].
+    hold: bool,
+    /// Counter increments of a held call, applied when it is kept.
+    held_counts: Vec<(prometheus_client::metrics::counter::Counter, u64)>,
     /// Timer changes made by the current call.
     timer_ops: Vec<TimerOp>,
 }
@@ -429,6 +458,18 @@ impl api::context::Host for GuestState {
 
 impl api::state::Host for GuestState {}
 
+impl api::record_info::Host for GuestState {
+    fn current_watermark(&mut self) -> wasmtime::Result<i64> {
+        Ok(self.record_watermarks.get(self.current).copied().unwrap_or(self.watermark))
+    }
+
+    fn current_position(&mut self) -> wasmtime::Result<Option<wit::SourcePosition>> {
+        let Some(p) = self.positions.get(self.current).copied().flatten() else { return Ok(None) };
+        let source = self.sources.get(p.source as usize).cloned().unwrap_or_else(|| format!("#{}", p.source));
+        Ok(Some(wit::SourcePosition { source, split: p.split, offset: p.offset }))
+    }
+}
+
 impl api::state::HostValueState for GuestState {
     fn new(&mut self, name: String) -> wasmtime::Result<Resource<ValueStateHandle>> {
         let id = self.declare(&name, StateKind::Value, None)?;
@@ -538,7 +579,7 @@ impl api::timers::Host for GuestState {
     }
 
     fn current_watermark(&mut self) -> wasmtime::Result<i64> {
-        Ok(self.watermark)
+        Ok(self.record_watermarks.get(self.current).copied().unwrap_or(self.watermark))
     }
 
     fn current_processing_time(&mut self) -> wasmtime::Result<i64> {
@@ -558,7 +599,7 @@ impl GuestState {
         match self.keys.get(self.current) {
             Some(Some((kg, start, len))) => {
                 let key = self.key_bytes[*start as usize..(*start + *len) as usize].to_vec();
-                self.timer_ops.push(TimerOp { domain, timestamp, key_group: *kg, key, delete });
+                self.timer_ops.push(TimerOp { domain, timestamp, key_group: *kg, key, delete, input: self.current as u32 });
                 Ok(())
             }
             Some(None) => wasmtime::bail!("a timer was registered for a record without a key"),
@@ -594,7 +635,13 @@ impl api::metrics::HostCounter for GuestState {
     }
 
     fn add(&mut self, this: Resource<CounterHandle>, delta: u64) -> wasmtime::Result<()> {
-        self.table.get(&this)?.0.inc_by(delta);
+        let counter = &self.table.get(&this)?.0;
+        if self.hold {
+            // A held call may be undone: count only if it is kept.
+            self.held_counts.push((counter.clone(), delta));
+        } else {
+            counter.inc_by(delta);
+        }
         Ok(())
     }
 
@@ -747,7 +794,7 @@ impl Runtime {
         let digest = hex::encode(Sha256::digest(&bytes));
         let entry = self.engine(options).map_err(|e| LoadError::Invalid { path: path.to_path_buf(), message: format!("{e:#}") })?;
         let component = self.compile(&entry.engine, path, &bytes, &digest)?;
-        let info = describe(&entry.engine, path, bytes.len() as u64, &digest, &component);
+        let info = describe(&entry.engine, path, &bytes, &digest, &component);
         check_contract(&info, grants)?;
         let pre = entry.linker.instantiate_pre(&component).map_err(|e| {
             let msg = format!("{e:#}");
@@ -776,7 +823,7 @@ impl Runtime {
         let digest = hex::encode(Sha256::digest(&bytes));
         let engine = self.engine_default();
         let component = self.compile(&engine, path, &bytes, &digest)?;
-        Ok(describe(&engine, path, bytes.len() as u64, &digest, &component))
+        Ok(describe(&engine, path, &bytes, &digest, &component))
     }
 }
 
@@ -791,7 +838,9 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
     Ok(())
 }
 
-fn describe(engine: &Engine, path: &Path, size: u64, digest: &str, component: &Component) -> PluginInfo {
+fn describe(engine: &Engine, path: &Path, bytes: &[u8], digest: &str, component: &Component) -> PluginInfo {
+    let size = bytes.len() as u64;
+    let side_outputs = declared_side_outputs(bytes);
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
@@ -811,7 +860,7 @@ fn describe(engine: &Engine, path: &Path, size: u64, digest: &str, component: &C
     };
     let migrates = has("migrator").is_some();
     let world = if migrates && matches!(kind, Some(OperatorKind::Process | OperatorKind::KeyedProcess)) { format!("migrating-{world}") } else { world };
-    PluginInfo { path: path.to_path_buf(), size, digest: digest.to_string(), package, world, kind, version, exports, imports, migrates }
+    PluginInfo { path: path.to_path_buf(), size, digest: digest.to_string(), package, world, kind, version, exports, imports, migrates, side_outputs }
 }
 
 /// Whether `name` (`sluice:operator/<interface>@<version>`) has a contract
@@ -916,6 +965,8 @@ pub struct InstanceConfig {
     pub deadline_ms: u64,
     /// Fuel per call, if the plugin was loaded with fuel metering.
     pub fuel: Option<u64>,
+    /// The pipeline's source names by index, to name a record's source.
+    pub sources: Arc<[String]>,
 }
 
 impl InstanceConfig {
@@ -929,6 +980,7 @@ impl InstanceConfig {
             memory_bytes: 64 << 20,
             deadline_ms: 1000,
             fuel: None,
+            sources: Arc::from(Vec::new()),
         }
     }
 }
@@ -987,6 +1039,11 @@ impl Plugin {
             key_bytes: Vec::new(),
             current: 0,
             watermark: i64::MIN,
+            record_watermarks: Vec::new(),
+            positions: Vec::new(),
+            sources: config.sources.clone(),
+            hold: false,
+            held_counts: Vec::new(),
             timer_ops: Vec::new(),
         };
         let mut store = Store::new(&self.engine, data);
@@ -1147,15 +1204,18 @@ impl Instance {
     /// Keep the call's state writes if it succeeded, roll them back if not.
     fn end<R>(&mut self, result: wasmtime::Result<R>) -> Result<R, CallError> {
         let data = self.store.data_mut();
+        data.record_watermarks.clear();
+        data.positions.clear();
         match result {
             Ok(r) => {
-                if let Some(state) = &mut data.state {
+                if let Some(state) = data.state.as_mut().filter(|_| !data.hold) {
                     state.commit_call();
                 }
                 Ok(r)
             }
             Err(e) => {
                 data.timer_ops.clear();
+                data.held_counts.clear();
                 if let Some(state) = &mut data.state {
                     state.rollback_call();
                 }
@@ -1173,6 +1233,41 @@ impl Instance {
         self.arm()?;
         let result = processor.call_process(&mut self.store, batch);
         self.end(result)
+    }
+
+    /// [`process`](Self::process) with the watermark as of each record
+    /// (for `timers.current-watermark`), keeping the call's state writes
+    /// journaled until [`settle`](Self::settle) when `hold` is set: the
+    /// host can then still undo a call whose result it cannot use.
+    pub fn process_at(&mut self, batch: &[wit::Record], watermarks: &[i64], positions: &[Option<sluice_types::Position>], hold: bool) -> Result<wit::BatchResult, CallError> {
+        let data = self.store.data_mut();
+        data.record_watermarks.clear();
+        data.record_watermarks.extend_from_slice(watermarks);
+        data.positions.clear();
+        data.positions.extend_from_slice(positions);
+        data.hold = hold;
+        let result = self.process(batch);
+        self.store.data_mut().hold = false;
+        result
+    }
+
+    /// Keep (`true`) or undo the state writes and timer changes of the last
+    /// call made with `hold`. An undone call's instance should be
+    /// [`reset`](Self::reset): its memory saw records the state did not.
+    pub fn settle(&mut self, keep: bool) {
+        let data = self.store.data_mut();
+        for (counter, delta) in data.held_counts.drain(..) {
+            if keep {
+                counter.inc_by(delta);
+            }
+        }
+        let Some(state) = &mut data.state else { return };
+        if keep {
+            state.commit_call();
+        } else {
+            state.rollback_call();
+            data.timer_ops.clear();
+        }
     }
 
     /// Deliver fired timers (in timestamp order) to `timer-handler.on-timer`.

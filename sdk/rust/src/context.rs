@@ -74,4 +74,33 @@ impl<'a> Context<'a> {
     pub fn input_index(&self) -> u32 {
         self.input
     }
+
+    /// The event-time watermark as of the current record (largest event
+    /// time before it upstream − out-of-orderness − 1 ms), `None` before the
+    /// first. A record with `event_time <= watermark` is late. Any operator
+    /// may ask; no timer handler needed (contract 0.1.3).
+    pub fn watermark(&self) -> Option<i64> {
+        match sys::record_watermark() {
+            i64::MIN => None,
+            w => Some(w),
+        }
+    }
+
+    /// Where the current record came from: source, split and offset (a
+    /// file's line number, a Kafka partition and offset), to report where a
+    /// late or rejected record came from (contract 0.1.3).
+    pub fn position(&self) -> Option<Position> {
+        sys::record_position()
+    }
+}
+
+/// Where a record came from (see [`Context::position`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// The source's name in the pipeline file.
+    pub source: String,
+    /// The split: file index, Kafka partition, generator split.
+    pub split: u32,
+    /// The offset in the split: 1-based line number, Kafka offset, sequence number.
+    pub offset: u64,
 }

@@ -3,7 +3,7 @@
 //! A Sluice operator is a WebAssembly component that the Sluice host loads,
 //! feeds batches of records, and can swap for a new version while the
 //! pipeline runs, without losing records or state. This crate hides the
-//! component contract (`sluice:operator@0.1.2`) behind one attribute over one
+//! component contract (`sluice:operator@0.1.3`) behind one attribute over one
 //! plain function (or, for window aggregates, one trait impl):
 //!
 //! | attribute | on | world | emits |
@@ -181,7 +181,7 @@ pub mod testing;
 pub mod timers;
 
 pub use aggregate::{Aggregate, AggregateDef, Window, WindowOutput};
-pub use context::Context;
+pub use context::{Context, Position};
 pub use error::Error;
 pub use metrics::Counter;
 pub use migration::PreviousVersion;
@@ -326,7 +326,7 @@ pub mod __private {
         pub use crate::{TimeDomain, Timer as FiredTimer, Window};
     }
 
-    /// The generated bindings of `sluice:operator@0.1.2`, world `sluice-host`
+    /// The generated bindings of `sluice:operator@0.1.3`, world `sluice-host`
     /// (every import). Only the imports are used from here: each plugin
     /// generates the exports of its own world (see `__export_*!`), with its
     /// imports mapped to these.
@@ -342,16 +342,16 @@ pub mod __private {
             export_macro_name: "__export_sluice_host_unused",
             default_bindings_module: "::sluice_sdk::__private::bindings",
             with: {
-                "sluice:operator/types@0.1.2/header": crate::Header,
-                "sluice:operator/types@0.1.2/record": crate::Record,
-                "sluice:operator/types@0.1.2/output": crate::Output,
-                "sluice:operator/types@0.1.2/emit": crate::Emit,
-                "sluice:operator/types@0.1.2/record-error": crate::RecordError,
-                "sluice:operator/types@0.1.2/batch-result": crate::BatchResult,
-                "sluice:operator/types@0.1.2/init-context": crate::record::InitContext,
-                "sluice:operator/types@0.1.2/time-domain": crate::TimeDomain,
-                "sluice:operator/types@0.1.2/fired-timer": crate::Timer,
-                "sluice:operator/types@0.1.2/window": crate::Window,
+                "sluice:operator/types@0.1.3/header": crate::Header,
+                "sluice:operator/types@0.1.3/record": crate::Record,
+                "sluice:operator/types@0.1.3/output": crate::Output,
+                "sluice:operator/types@0.1.3/emit": crate::Emit,
+                "sluice:operator/types@0.1.3/record-error": crate::RecordError,
+                "sluice:operator/types@0.1.3/batch-result": crate::BatchResult,
+                "sluice:operator/types@0.1.3/init-context": crate::record::InitContext,
+                "sluice:operator/types@0.1.3/time-domain": crate::TimeDomain,
+                "sluice:operator/types@0.1.3/fired-timer": crate::Timer,
+                "sluice:operator/types@0.1.3/window": crate::Window,
             },
         });
     }

@@ -360,12 +360,13 @@ macro_rules! __export_world {
                 world: $world,
                 runtime_path: "::sluice_sdk::__private::wit_bindgen::rt",
                 with: {
-                    "sluice:operator/types@0.1.2": ::sluice_sdk::__private::types,
-                    "sluice:operator/context@0.1.2": ::sluice_sdk::__private::bindings::sluice::operator::context,
-                    "sluice:operator/state@0.1.2": ::sluice_sdk::__private::bindings::sluice::operator::state,
-                    "sluice:operator/log@0.1.2": ::sluice_sdk::__private::bindings::sluice::operator::log,
-                    "sluice:operator/metrics@0.1.2": ::sluice_sdk::__private::bindings::sluice::operator::metrics,
-                    $("sluice:operator/timers@0.1.2": ::sluice_sdk::__private::bindings::sluice::operator::$timers,)?
+                    "sluice:operator/types@0.1.3": ::sluice_sdk::__private::types,
+                    "sluice:operator/context@0.1.3": ::sluice_sdk::__private::bindings::sluice::operator::context,
+                    "sluice:operator/record-info@0.1.3": ::sluice_sdk::__private::bindings::sluice::operator::record_info,
+                    "sluice:operator/state@0.1.3": ::sluice_sdk::__private::bindings::sluice::operator::state,
+                    "sluice:operator/log@0.1.3": ::sluice_sdk::__private::bindings::sluice::operator::log,
+                    "sluice:operator/metrics@0.1.3": ::sluice_sdk::__private::bindings::sluice::operator::metrics,
+                    $("sluice:operator/timers@0.1.3": ::sluice_sdk::__private::bindings::sluice::operator::$timers,)?
                 },
             });
 

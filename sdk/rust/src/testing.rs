@@ -341,6 +341,15 @@ impl Harness {
         result
     }
 
+    /// [`process`](Self::process) with the source position of each record,
+    /// as `Context::position` reports it in the host.
+    pub fn process_from(&mut self, batch: Vec<Record>, positions: Vec<crate::Position>) -> BatchResult {
+        self.host.positions = positions.into_iter().map(Some).collect();
+        let result = self.process(batch);
+        self.host.positions.clear();
+        result
+    }
+
     /// Assert that the operator passes records through unchanged: a record with
     /// key, event time and a header, and `near_miss`, a value close to (but not)
     /// whatever the operator reacts to. For fixtures whose other paths cannot

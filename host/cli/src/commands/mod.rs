@@ -61,5 +61,9 @@ pub(crate) fn load_plugins(runtime: &Runtime, pipeline: &Pipeline) -> Result<Has
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if let Err((line, message)) = sluice_dataflow::check_side_outputs(pipeline, &plugins) {
+        eprintln!("error: {}:{line}: {message}", pipeline.file.display());
+        return Err(ExitCode::from(2));
+    }
     Ok(plugins)
 }

@@ -22,9 +22,10 @@ pub struct RunArgs {
     /// Write-back cache for keyed state, in MiB, shared by all keyed subtasks.
     #[arg(long, env = "SLUICE_STATE_CACHE_MB", default_value_t = 256)]
     state_cache_mb: usize,
-    /// Records per batch handed to a plugin.
-    #[arg(long, env = "SLUICE_BATCH_SIZE", default_value_t = 1024)]
-    batch_size: usize,
+    /// Records per batch handed to a plugin, over the pipeline's
+    /// `batch_size` (default 1024). A speed knob: results do not depend on it.
+    #[arg(long, env = "SLUICE_BATCH_SIZE")]
+    batch_size: Option<usize>,
     /// Never show the live status line (it is off anyway when stderr is not a terminal).
     #[arg(long)]
     quiet: bool,
@@ -44,8 +45,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
-    if args.batch_size == 0 {
-        anyhow::bail!("--batch-size must be at least 1");
+    if args.batch_size.is_some_and(|n| !(1..=sluice_config::MAX_BATCH_SIZE).contains(&n)) {
+        anyhow::bail!("--batch-size must be between 1 and {}", sluice_config::MAX_BATCH_SIZE);
     }
     let settings = Settings {
         state_dir: args.state_dir,

@@ -59,6 +59,7 @@ struct Args {
     on_timer: Option<Path>,
     migrate: Option<Path>,
     migrate_if: Option<Path>,
+    side_outputs: Option<Vec<LitStr>>,
 }
 
 enum Arg {
@@ -67,6 +68,7 @@ enum Arg {
     OnTimer(Ident, Path),
     Migrate(Ident, Path),
     MigrateIf(Ident, Path),
+    SideOutputs(Ident, Vec<LitStr>),
 }
 
 impl Parse for Arg {
@@ -79,10 +81,22 @@ impl Parse for Arg {
             "on_timer" => Ok(Arg::OnTimer(name, input.parse()?)),
             "migrate" => Ok(Arg::Migrate(name, input.parse()?)),
             "migrate_if" => Ok(Arg::MigrateIf(name, input.parse()?)),
+            "side_outputs" => {
+                let list: syn::ExprArray = input.parse()?;
+                let names = list
+                    .elems
+                    .iter()
+                    .map(|e| match e {
+                        syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) if !s.value().is_empty() && !s.value().contains(['\n', '.']) => Ok(s.clone()),
+                        other => Err(syn::Error::new_spanned(other, "`side_outputs` lists side-output names as string literals (no `.`), e.g. side_outputs = [\"alerts\"]")),
+                    })
+                    .collect::<syn::Result<Vec<_>>>()?;
+                Ok(Arg::SideOutputs(name, names))
+            }
             other => Err(syn::Error::new(
                 name.span(),
                 format!(
-                    "unknown argument `{other}`: expected `params = Type`, `init = path::to::fn`, `migrate = path::to::fn`, `migrate_if = path::to::fn` or (for #[process]) `on_timer = path::to::fn`"
+                    "unknown argument `{other}`: expected `params = Type`, `init = path::to::fn`, `migrate = path::to::fn`, `migrate_if = path::to::fn`, `side_outputs = [\"name\", ..]` or (for #[process]) `on_timer = path::to::fn`"
                 ),
             )),
         }
@@ -99,7 +113,9 @@ impl Parse for Args {
                 Arg::OnTimer(_, p) if args.on_timer.is_none() => args.on_timer = Some(p),
                 Arg::Migrate(_, p) if args.migrate.is_none() => args.migrate = Some(p),
                 Arg::MigrateIf(_, p) if args.migrate_if.is_none() => args.migrate_if = Some(p),
-                Arg::Params(name, _)
+                Arg::SideOutputs(_, v) if args.side_outputs.is_none() => args.side_outputs = Some(v),
+                Arg::SideOutputs(name, _)
+                | Arg::Params(name, _)
                 | Arg::Init(name, _)
                 | Arg::OnTimer(name, _)
                 | Arg::Migrate(name, _)
@@ -295,9 +311,12 @@ fn generate(kind: Kind, args: &Args, func: &ItemFn) -> syn::Result<TokenStream2>
         (true, true) => quote!(__export_migrating_keyed_process_operator),
     };
     let wit = wit_literal();
+    let side_outputs = side_outputs_section(args);
 
     Ok(quote! {
         #func
+
+        #side_outputs
 
         #[doc(hidden)]
         pub struct __SluiceOperator {
@@ -335,6 +354,24 @@ fn generate(kind: Kind, args: &Args, func: &ItemFn) -> syn::Result<TokenStream2>
 
         #sdk::#export!(#wit, __sluice_operator);
     })
+}
+
+/// The side outputs a plugin declares, as a custom section of the
+/// component (`sluice-side-outputs`: names separated by newlines), so that
+/// `sluice validate` can refuse a pipeline that reads one it never emits.
+fn side_outputs_section(args: &Args) -> TokenStream2 {
+    let Some(names) = &args.side_outputs else { return quote!() };
+    let joined: Vec<String> = names.iter().map(LitStr::value).collect();
+    let bytes = joined.join("\n").into_bytes();
+    let len = bytes.len();
+    let lit = syn::LitByteStr::new(&bytes, proc_macro2::Span::call_site());
+    quote! {
+        #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        #[used]
+        #[link_section = "sluice-side-outputs"]
+        static __SLUICE_SIDE_OUTPUTS: [u8; #len] = *#lit;
+    }
 }
 
 fn expand_aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -426,7 +463,10 @@ fn generate_aggregate(args: &Args, item: &Item) -> syn::Result<TokenStream2> {
         None => quote!(::core::option::Option::None),
     };
     let wit = wit_literal();
+    let side_outputs = side_outputs_section(args);
     Ok(quote! {
+        #side_outputs
+
         /// The aggregate defined by this crate, for `sluice_sdk::testing::AggregateHarness`.
         #[doc(hidden)]
         pub fn __sluice_operator() -> #sdk::AggregateDef {

@@ -53,6 +53,8 @@ pub(crate) struct StubHost {
     pub(crate) processing_timers: BTreeSet<(i64, Vec<u8>)>,
     /// The event-time watermark (`i64::MIN` before the first).
     pub(crate) watermark: i64,
+    /// Where each record of the call in progress came from (tests set it).
+    pub(crate) positions: Vec<Option<crate::context::Position>>,
     /// The processing-time clock, ms (also the TTL clock).
     pub(crate) processing_time: i64,
 }
@@ -71,6 +73,7 @@ impl Default for StubHost {
             event_timers: BTreeSet::new(),
             processing_timers: BTreeSet::new(),
             watermark: i64::MIN,
+            positions: Vec::new(),
             processing_time: 0,
         }
     }
@@ -131,6 +134,17 @@ pub(crate) fn current_key() -> Option<Vec<u8>> {
     with_host(|h| {
         h.current
             .and_then(|i| h.batch_keys.get(i as usize).cloned().flatten())
+    })
+}
+
+pub(crate) fn record_watermark() -> i64 {
+    with_host(|h| h.watermark)
+}
+
+pub(crate) fn record_position() -> Option<crate::context::Position> {
+    with_host(|h| {
+        h.current
+            .and_then(|i| h.positions.get(i as usize).cloned().flatten())
     })
 }
 

@@ -6,7 +6,7 @@ use std::thread::LocalKey;
 
 use super::{Slot, StateId, Ttl};
 use crate::__private::bindings::sluice::operator::{
-    context, log as wit_log, metrics, state, timers,
+    context, log as wit_log, metrics, record_info, state, timers,
 };
 use crate::log::Level;
 use crate::timers::TimeDomain;
@@ -93,6 +93,18 @@ pub(crate) fn set_current(index: u32) {
 
 pub(crate) fn current_key() -> Option<Vec<u8>> {
     context::current_key()
+}
+
+pub(crate) fn record_watermark() -> i64 {
+    record_info::current_watermark()
+}
+
+pub(crate) fn record_position() -> Option<crate::context::Position> {
+    record_info::current_position().map(|p| crate::context::Position {
+        source: p.source,
+        split: p.split,
+        offset: p.offset,
+    })
 }
 
 pub(crate) fn log(level: Level, message: &str) {
