@@ -11,6 +11,7 @@ mod kafka;
 mod keyed_state;
 mod policies;
 mod sandbox;
+mod state_dir;
 mod taxi_golden;
 
 // The same allocator as the `sluice` binary.
