@@ -174,3 +174,115 @@ fn inspect_prints_the_contract_facts() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout.contains("verdict:  refused: "), "{stdout}");
 }
+
+/// (what is changed, replace this, by this, expected line, the exact error
+/// after `pipeline.toml:<line>: `): what `run` refuses, `validate` refuses
+/// too, with the line.
+const RUN_REFUSES: &[(&str, &str, &str, usize, &str)] = &[
+    ("rate of 0", "count = 10", "count = 10\nrate = 0.0", 8, "source `trips` (generator): `rate` is 0, but it must be a positive number of records per second"),
+    ("negative rate", "count = 10", "count = 10\nrate = -5.0", 8, "source `trips` (generator): `rate` is -5, but it must be a positive number"),
+    ("NaN rate", "count = 10", "count = 10\nrate = nan", 8, "source `trips` (generator): `rate` is NaN, but it must be a positive number"),
+    ("infinite rate", "count = 10", "count = 10\nrate = inf", 8, "source `trips` (generator): `rate` is inf, but it must be a positive number"),
+    ("malformed_ratio above 1", "count = 10", "count = 10\nmalformed_ratio = 1.5", 8, "source `trips` (generator): `malformed_ratio` is 1.5, but it must be a share between 0 and 1"),
+    ("malformed_ratio below 0", "count = 10", "count = 10\nmalformed_ratio = -0.1", 8, "source `trips` (generator): `malformed_ratio` is -0.1, but it must be a share between 0 and 1"),
+    ("ratios summing above 1", "count = 10", "count = 10\nmalformed_ratio = 0.6\nimplausible_ratio = 0.6", 8, "source `trips` (generator): `malformed_ratio` (0.6) + `implausible_ratio` (0.6) exceed 1"),
+    // 2^44 + 1 MiB is 2^64 + 2^20 bytes: it used to wrap to a 1 MiB cap.
+    ("memory_mb beyond 64 bits of bytes", "on_error = \"dead-letter\"", "on_error = \"dead-letter\"\nlimits = { memory_mb = 17592186044417 }", 14, "operator `parse`: limits.memory_mb = 17592186044417 is too large\n  help: use at most 1048576 (MiB)"),
+    ("max_record_kb beyond 64 bits of bytes", "on_error = \"dead-letter\"", "on_error = \"dead-letter\"\nlimits = { max_record_kb = 18014398509481985 }", 14, "operator `parse`: limits.max_record_kb = 18014398509481985 is too large"),
+];
+
+#[test]
+fn validate_refuses_what_run_refuses_with_the_line() {
+    for (what, from, to, line, error) in RUN_REFUSES {
+        assert!(GOOD.contains(from), "{what}: test case does not apply");
+        let err = check(&GOOD.replacen(from, to, 1)).expect_err(what);
+        let want = format!("pipeline.toml:{line}: {error}");
+        assert!(err.contains(&want), "{what}: expected\n  {want}\nin\n  {err}");
+    }
+    // Through the CLI: `validate` and `run` refuse alike, before anything runs.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_pipeline(dir.path(), &GOOD.replacen("count = 10", "count = 10\nrate = 0.0", 1));
+    for command in ["validate", "run"] {
+        let out = sluice(&[command, path.to_str().unwrap()], dir.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(stderr.contains("pipeline.toml:8: source `trips` (generator): `rate` is 0"), "{command}: {stderr}");
+    }
+}
+
+/// A pipeline with a file source (`in.jsonl`) and two file sinks.
+const FILES: &str = r#"manifest_version = 1
+name = "files"
+
+[[sources]]
+name = "lines"
+type = "file"
+path = "in.jsonl"
+
+[[sinks]]
+name = "a"
+type = "file"
+input = "lines"
+path = "out/a.jsonl"
+
+[[sinks]]
+name = "b"
+type = "file"
+input = "lines"
+path = "out/b.jsonl"
+"#;
+
+#[test]
+fn file_sinks_that_collide_are_refused_with_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.jsonl"), "{}\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("out/dir")).unwrap();
+    let check_files = |text: &str| {
+        let path = write_pipeline(dir.path(), text);
+        Pipeline::from_file(&path).map(|_| ()).map_err(|e| e.to_string())
+    };
+    check_files(FILES).expect("the reference pipeline is valid");
+    let p = |rel: &str| dir.path().join(rel).display().to_string();
+    let cases = [
+        ("two sinks on one path", "out/b.jsonl", "out/./a.jsonl", format!("pipeline.toml:19: sink `b`: writes {}, which sink `a` (line 13) writes too\n  help: give each file sink its own file", p("out/./a.jsonl"))),
+        ("a sink writing its source's file", "out/a.jsonl", "out/../in.jsonl", format!("pipeline.toml:13: sink `a`: writes {}, which source `lines` reads\n  help: write the output to another file", p("out/../in.jsonl"))),
+        ("a sink path that is a directory", "out/b.jsonl", "out/dir", format!("pipeline.toml:19: sink `b`: path {} is a directory", p("out/dir"))),
+        ("a sink path that names no file", "out/b.jsonl", "out/..", format!("pipeline.toml:19: sink `b`: path {} is a directory", p("out/.."))),
+        ("a file source line cap of 0", "path = \"in.jsonl\"", "path = \"in.jsonl\"\nmax_record_kb = 0", "pipeline.toml:8: source `lines` (file): `max_record_kb` is 0, but it must be from 1 to 1048576 (KiB)".to_string()),
+    ];
+    for (what, from, to, want) in cases {
+        let err = check_files(&FILES.replacen(from, to, 1)).expect_err(what);
+        assert!(err.contains(&want), "{what}: expected\n  {want}\nin\n  {err}");
+    }
+}
+
+#[test]
+fn a_pipeline_file_that_is_not_utf8_is_refused_with_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_pipeline(dir.path(), GOOD);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = GOOD.find("trips").unwrap() + 2;
+    bytes[at] = 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Pipeline::from_file(&path).unwrap_err().to_string();
+    assert!(err.contains("pipeline.toml:5: the pipeline file is not UTF-8: byte 0xff at column 11 is not valid\n  help: save the file as UTF-8"), "{err}");
+    let out = sluice(&["validate", path.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pipeline.toml:5: the pipeline file is not UTF-8"));
+}
+
+#[test]
+fn a_line_longer_than_the_file_sources_cap_stops_the_run_with_the_file_and_line() {
+    // 8 MiB on line 2, over the default cap of 1 MiB: the run fails naming
+    // the file and the line (no silent drop), holding at most the cap of it.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, format!("{{\"a\":1}}\n\"{}\"\n{{\"a\":2}}\n", "x".repeat(8 << 20))).unwrap();
+    let one_sink = FILES.split("\n[[sinks]]\nname = \"b\"").next().unwrap();
+    let path = write_pipeline(dir.path(), one_sink);
+    let out = sluice(&["run", "--quiet", "--state-dir", "state", path.to_str().unwrap()], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("{}: line 2 is longer than the source's max_record_kb = 1024 KiB", input.display())), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -111,6 +111,16 @@ impl Default for Limits {
 /// The largest `limits.stack_kb`: the host threads that run guests have 8 MiB stacks.
 pub const MAX_STACK_KB: u64 = 4096;
 
+/// The largest `limits.memory_mb` (1 TiB, far above the 4 GiB a 32-bit Wasm
+/// memory can address): larger values would overflow as a byte count.
+pub const MAX_MEMORY_MB: u64 = 1 << 20;
+
+/// The largest `limits.max_record_kb` (1 GiB).
+pub const MAX_RECORD_KB: u64 = 1 << 20;
+
+/// The largest `limits.deadline_ms` (one hour).
+pub const MAX_DEADLINE_MS: u64 = 3_600_000;
+
 /// Capabilities granted to a plugin. By default a plugin gets none: no
 /// filesystem, no network, no environment, and a frozen clock.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -441,6 +451,45 @@ impl Reader<'_> {
         Ok((name, kind))
     }
 
+    /// Map what a connector's `validate` refuses to an error on the line of
+    /// the key it names (the first one in backquotes).
+    fn connector_check<E: fmt::Display>(&self, section: &str, name: &str, kind: &str, span: &std::ops::Range<usize>, checked: Result<(), E>) -> Result<(), ConfigError> {
+        checked.map_err(|e| {
+            let message = e.to_string();
+            let key = message.split('`').nth(1);
+            let message = message.strip_prefix(&format!("{kind}: ")).unwrap_or(&message);
+            ConfigError {
+                file: self.file.to_path_buf(),
+                line: Some(self.line_of_key(span, key)),
+                message: format!("{section} `{name}` ({kind}): {message}"),
+                help: Some(format!("see the `{kind}` {section} settings in README.md")),
+            }
+        })
+    }
+
+    /// A file sink's path must name a file that is not a directory, that no
+    /// file source reads and that no other sink writes.
+    fn check_sink_file(&self, name: &str, span: &std::ops::Range<usize>, path: &Path, sources: &[(PathBuf, String)], sinks: &mut Vec<(PathBuf, String, usize)>) -> Result<(), ConfigError> {
+        let line = self.line_of_key(span, Some("path"));
+        let at = |message: String, help: &str| ConfigError { file: self.file.to_path_buf(), line: Some(line), message: format!("sink `{name}`: {message}"), help: Some(help.to_string()) };
+        let name_a_file = "name a file, e.g. path = \"out/results.jsonl\" (relative to the pipeline file)";
+        if path.is_dir() {
+            return Err(at(format!("path {} is a directory", path.display()), name_a_file));
+        }
+        if path.file_name().is_none() {
+            return Err(at(format!("path {} does not name a file", path.display()), name_a_file));
+        }
+        let key = normalized(path);
+        if let Some((_, source)) = sources.iter().find(|(p, _)| *p == key) {
+            return Err(at(format!("writes {}, which source `{source}` reads", path.display()), "write the output to another file"));
+        }
+        if let Some((_, other, other_line)) = sinks.iter().find(|(p, _, _)| *p == key) {
+            return Err(at(format!("writes {}, which sink `{other}` (line {other_line}) writes too", path.display()), "give each file sink its own file"));
+        }
+        sinks.push((key, name.to_string(), line));
+        Ok(())
+    }
+
     fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
@@ -489,6 +538,10 @@ impl Reader<'_> {
         };
 
         let mut sources = Vec::new();
+        // Files that file sources read and file sinks write, normalized:
+        // a sink must not write what a source reads or another sink writes.
+        let mut source_files: Vec<(PathBuf, String)> = Vec::new();
+        let mut sink_files: Vec<(PathBuf, String, usize)> = Vec::new();
         for entry in raw.sources {
             let span = entry.span();
             let mut table = entry.into_inner();
@@ -519,13 +572,28 @@ impl Reader<'_> {
                     n as u32
                 }
             };
+            // What the source's constructor refuses, refused here, with the line.
+            let valid = |checked| self.connector_check("source", &name, &kind, &span, checked);
             let kind = match kind.as_str() {
-                "generator" => SourceKind::Generator(self.entry("source", &name, &kind, &span, table)?),
-                "turbines" => SourceKind::Turbines(self.entry("source", &name, &kind, &span, table)?),
-                "clicks" => SourceKind::Clicks(self.entry("source", &name, &kind, &span, table)?),
+                "generator" => {
+                    let c: GeneratorConfig = self.entry("source", &name, &kind, &span, table)?;
+                    valid(c.validate())?;
+                    SourceKind::Generator(c)
+                }
+                "turbines" => {
+                    let c: sluice_connectors::TurbineConfig = self.entry("source", &name, &kind, &span, table)?;
+                    valid(c.validate())?;
+                    SourceKind::Turbines(c)
+                }
+                "clicks" => {
+                    let c: sluice_connectors::ClickConfig = self.entry("source", &name, &kind, &span, table)?;
+                    valid(c.validate())?;
+                    SourceKind::Clicks(c)
+                }
                 "kafka" => SourceKind::Kafka(self.entry("source", &name, &kind, &span, table)?),
                 "file" => {
                     let mut c: FileSourceConfig = self.entry("source", &name, &kind, &span, table)?;
+                    valid(c.validate())?;
                     c.path = self.resolve(&c.path);
                     if !c.path.is_file() {
                         return Err(self.err(
@@ -546,6 +614,9 @@ impl Reader<'_> {
                     )})
                 }
             };
+            if let SourceKind::File(c) = &kind {
+                source_files.push((normalized(&c.path), name.clone()));
+            }
             sources.push(SourceSpec { name, kind, watermarks, parallelism, line });
         }
 
@@ -593,6 +664,15 @@ impl Reader<'_> {
                         Some("set memory_mb, deadline_ms, stack_kb, max_record_kb and fuel to values above 0 (or leave them out for the defaults)".into()),
                     )
                 });
+            }
+            // Larger values would overflow (or wrap) when turned into bytes.
+            for (key, value, max, unit) in [("memory_mb", l.memory_mb, MAX_MEMORY_MB, "MiB"), ("max_record_kb", l.max_record_kb, MAX_RECORD_KB, "KiB"), ("deadline_ms", l.deadline_ms, MAX_DEADLINE_MS, "ms")] {
+                if value > max {
+                    return Err(ConfigError {
+                        line: limits_line,
+                        ..self.err(None, format!("operator `{}`: limits.{key} = {value} is too large", op.name), Some(format!("use at most {max} ({unit})")))
+                    });
+                }
             }
             if l.stack_kb > MAX_STACK_KB {
                 return Err(ConfigError {
@@ -685,6 +765,7 @@ impl Reader<'_> {
                 "file" => {
                     let mut c: FileSinkConfig = self.entry("sink", &name, &kind, &span, table)?;
                     c.path = self.resolve(&c.path);
+                    self.check_sink_file(&name, &span, &c.path, &source_files, &mut sink_files)?;
                     SinkKind::File(c)
                 }
                 "stdout" => SinkKind::Stdout(self.entry("sink", &name, &kind, &span, table)?),
@@ -862,14 +943,49 @@ impl Reader<'_> {
     }
 }
 
+/// `path` made comparable: symlinks and `..` resolved as far as the path
+/// exists (a sink's file may not exist yet, its directory usually does).
+fn normalized(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
+        if let Ok(p) = parent.canonicalize() {
+            return p.join(name);
+        }
+    }
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl Pipeline {
     /// Read and validate the pipeline at `file`.
     pub fn from_file(file: &Path) -> Result<Pipeline, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+        let bytes = std::fs::read(file).map_err(|e| ConfigError {
             file: file.to_path_buf(),
             line: None,
             message: format!("cannot read the pipeline file: {e}"),
             help: Some("check the path".into()),
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let bytes = e.as_bytes();
+            let at = e.utf8_error().valid_up_to();
+            let line_start = bytes[..at].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            ConfigError {
+                file: file.to_path_buf(),
+                line: Some(bytes[..at].iter().filter(|b| **b == b'\n').count() + 1),
+                message: format!("the pipeline file is not UTF-8: byte 0x{:02x} at column {} is not valid", bytes[at], at - line_start + 1),
+                help: Some("save the file as UTF-8".into()),
+            }
         })?;
         Self::from_str(file, &text)
     }

@@ -28,12 +28,50 @@ use crate::format::{encode_record, SinkFormat};
 /// operators as is. Empty lines are skipped. Records have no key and no
 /// event time; their position is `{split: 0, offset: <1-based line number>}`.
 /// The source is exhausted at the end of the file.
+///
+/// A line longer than `max_record_kb` KiB (default 1024, as an operator's
+/// `limits.max_record_kb`) stops the pipeline with an error that names the
+/// file and the line: the source never holds more than that of one line in
+/// memory, and never drops a line silently.
 #[derive(Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
     /// The file to read. A relative path is relative to the directory of the
     /// pipeline file. Required.
     pub path: PathBuf,
+    /// The longest line accepted, in KiB (without the line ending).
+    #[serde(default = "default_max_record_kb")]
+    pub max_record_kb: u64,
+}
+
+/// The default [`FileSourceConfig::max_record_kb`].
+pub const DEFAULT_MAX_RECORD_KB: u64 = 1024;
+
+/// The largest [`FileSourceConfig::max_record_kb`] (1 GiB).
+pub const MAX_MAX_RECORD_KB: u64 = 1 << 20;
+
+fn default_max_record_kb() -> u64 {
+    DEFAULT_MAX_RECORD_KB
+}
+
+impl FileSourceConfig {
+    /// A config reading `path` with the default limits.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileSourceConfig { path: path.into(), max_record_kb: DEFAULT_MAX_RECORD_KB }
+    }
+
+    /// Check what deserialization alone cannot: `max_record_kb` from 1 to
+    /// [`MAX_MAX_RECORD_KB`].
+    pub fn validate(&self) -> Result<(), ConnectorError> {
+        if !(1..=MAX_MAX_RECORD_KB).contains(&self.max_record_kb) {
+            return Err(ConnectorError::Config(format!(
+                "file: `max_record_kb` is {}, but it must be from 1 to {MAX_MAX_RECORD_KB} (KiB); \
+                 leave it out for the default ({DEFAULT_MAX_RECORD_KB})",
+                self.max_record_kb
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The `file` source: reads a file of JSON lines, one record per non-empty
@@ -46,12 +84,15 @@ pub struct FileSource {
     line: u64,
     done: bool,
     buf: Vec<u8>,
+    /// The longest line accepted, in bytes (without the line ending).
+    max_line: u64,
 }
 
 impl FileSource {
     /// Open the file of the source at `source_index` in the pipeline. A
     /// missing or unreadable file is a [`ConnectorError::Io`] naming it.
     pub fn new(config: &FileSourceConfig, source_index: u16) -> Result<Self, ConnectorError> {
+        config.validate()?;
         let file = File::open(&config.path).map_err(|source| ConnectorError::Io {
             what: "opening source file",
             path: config.path.display().to_string(),
@@ -64,6 +105,7 @@ impl FileSource {
             line: 0,
             done: false,
             buf: Vec::with_capacity(1024),
+            max_line: config.max_record_kb << 10,
         })
     }
 }
@@ -76,7 +118,10 @@ impl Source for FileSource {
         let mut batch = Vec::with_capacity(max.min(4096));
         while batch.len() < max {
             self.buf.clear();
-            let n = self.reader.read_until(b'\n', &mut self.buf).map_err(|source| ConnectorError::Io {
+            // Never more than the longest line accepted plus its `\r\n`
+            // (and one byte to tell that it is longer).
+            let cap = self.max_line + 3;
+            let n = (&mut self.reader).take(cap).read_until(b'\n', &mut self.buf).map_err(|source| ConnectorError::Io {
                 what: "reading source file",
                 path: self.path.display().to_string(),
                 source,
@@ -92,6 +137,15 @@ impl Source for FileSource {
                 if let Some(rest) = line.strip_suffix(b"\r") {
                     line = rest;
                 }
+            }
+            if line.len() as u64 > self.max_line {
+                let kb = self.max_line >> 10;
+                let message = format!("line {} is longer than the source's max_record_kb = {kb} KiB; raise `max_record_kb` on the source, or split the line", self.line);
+                return Err(ConnectorError::Io {
+                    what: "reading source file",
+                    path: self.path.display().to_string(),
+                    source: io::Error::new(io::ErrorKind::InvalidData, message),
+                });
             }
             if line.is_empty() {
                 continue;
@@ -182,8 +236,11 @@ pub struct FileSinkConfig {
 /// * [`commit(id)`](Sink::commit): for every pending epoch `<= id`, in id
 ///   order: cut `<path>` to its committed length (dropping the tail of an
 ///   interrupted append, if any), append the pending file, fsync `<path>`,
-///   delete the pending file; then fsync the directory. Committing an
-///   already committed id does nothing.
+///   delete the pending file; then fsync the directory. If the append fails
+///   (`ENOSPC`, `EFBIG`), `<path>` is cut back to its committed length
+///   before the error is returned, so that it never keeps part of an epoch
+///   (only a crash in the middle of an append leaves one, until the restart
+///   cuts it). Committing an already committed id does nothing.
 /// * `start(Some((N, snapshot)))` (restart after a crash): let `P` be the
 ///   pending files on disk with id `< N`, plus `.pending-N` if the snapshot
 ///   names it, and `S` the sum of their sizes. `<path>` must hold at least
@@ -283,6 +340,9 @@ struct Txn {
     committed_len: u64,
     /// Pre-committed epochs not yet committed: checkpoint id -> size.
     pending: BTreeMap<u64, u64>,
+    /// Unit tests: appends fail with `ENOSPC` after this many bytes.
+    #[cfg(test)]
+    room_for_test: Option<u64>,
 }
 
 /// What the exactly-once file sink keeps in a checkpoint.
@@ -378,6 +438,8 @@ impl FileSink {
                 last_checkpoint: None,
                 committed_len: 0,
                 pending: BTreeMap::new(),
+                #[cfg(test)]
+                room_for_test: None,
             })),
         })
     }
@@ -477,6 +539,12 @@ impl Txn {
                 pending.display()
             )));
         }
+        #[cfg(test)]
+        if let Some(room) = self.room_for_test.filter(|room| *room < len) {
+            // A disk that fills up after `room` more bytes.
+            io::copy(&mut (&src).take(room), out).map_err(io_err("appending to sink file", &self.path))?;
+            return Err(io_err("appending to sink file", &self.path)(io::Error::from_raw_os_error(28)));
+        }
         let copied = io::copy(&mut src.take(len), out).map_err(io_err("appending to sink file", &self.path))?;
         if copied != len {
             return Err(self.config_err(format_args!(
@@ -486,6 +554,21 @@ impl Txn {
         }
         out.sync_all().map_err(io_err("syncing sink file", &self.path))?;
         std::fs::remove_file(pending).map_err(io_err("deleting pending sink file", pending))
+    }
+
+    /// [`append_pending`](Self::append_pending) to `out`, which holds
+    /// `at` bytes; if that fails (a full disk, a file size limit), cut
+    /// `out` back to `at` before returning the error, so that `<path>` is
+    /// never left holding part of an epoch (shrinking a file needs no
+    /// space). The pending file stays, and the restart appends it again.
+    fn append_pending_or_cut(&self, out: &mut File, pending: &Path, len: u64, at: u64) -> Result<(), ConnectorError> {
+        let result = self.append_pending(out, pending, len);
+        if result.is_err() {
+            if let Err(e) = out.set_len(at).and_then(|_| out.sync_all()) {
+                tracing::error!("file sink {}: could not cut off a failed append ({e}): the file ends with part of an epoch until the pipeline restarts", self.path.display());
+            }
+        }
+        result
     }
 
     fn reset(&mut self, committed_len: u64, last_checkpoint: Option<u64>) {
@@ -570,8 +653,10 @@ impl Txn {
         })?;
         let mut out = self.open_output_at(keep)?;
         out.sync_all().map_err(io_err("syncing sink file", &self.path))?;
+        let mut at = keep;
         for (pending, len) in &replay {
-            self.append_pending(&mut out, pending, *len)?;
+            self.append_pending_or_cut(&mut out, pending, *len, at)?;
+            at += len;
         }
         drop(out);
         for pending in discard {
@@ -641,7 +726,7 @@ impl Txn {
         }
         let mut out = self.open_output_at(self.committed_len)?;
         for (id, len) in due {
-            self.append_pending(&mut out, &self.pending_path(id), len)?;
+            self.append_pending_or_cut(&mut out, &self.pending_path(id), len, self.committed_len)?;
             self.pending.remove(&id);
             self.committed_len += len;
         }
@@ -718,7 +803,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.jsonl");
         std::fs::write(&path, b"{\"a\":1}\n\n{\"a\":2}\r\n\r\nnot json\n\n{\"a\":3}").unwrap();
-        let mut source = FileSource::new(&FileSourceConfig { path }, 3).unwrap();
+        let mut source = FileSource::new(&FileSourceConfig::new(path), 3).unwrap();
         let records = read_all(&mut source, 2);
         let got: Vec<(&[u8], u64)> = records.iter().map(|r| (&r.value[..], r.position.unwrap().offset)).collect();
         assert_eq!(
@@ -737,15 +822,38 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("empty.jsonl");
         std::fs::write(&path, b"\n\n").unwrap();
-        let mut source = FileSource::new(&FileSourceConfig { path }, 0).unwrap();
+        let mut source = FileSource::new(&FileSourceConfig::new(path), 0).unwrap();
         assert!(read_all(&mut source, 10).is_empty());
+    }
+
+    #[test]
+    fn source_refuses_a_line_over_max_record_kb_with_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        let exact = "x".repeat(1024);
+        let long = "y".repeat(64 << 10);
+        std::fs::write(&path, format!("a\n{exact}\r\n{exact}\n{long}\nb\n")).unwrap();
+        let config = FileSourceConfig { path: path.clone(), max_record_kb: 1 };
+        let mut source = FileSource::new(&config, 0).unwrap();
+        let batch = source.poll_batch(3).unwrap().unwrap();
+        assert_eq!(batch.iter().map(|r| r.value.len()).collect::<Vec<_>>(), vec![1, 1024, 1024], "a line of exactly max_record_kb is accepted");
+        let err = source.poll_batch(3).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()) && err.contains("line 4 is longer than the source's max_record_kb = 1 KiB"), "{err}");
+        // The reader held at most the limit of the long line.
+        assert!(source.buf.capacity() < 8 << 10, "{} bytes buffered", source.buf.capacity());
+        // Without a line ending at the end of the file too.
+        std::fs::write(&path, "y".repeat(1025)).unwrap();
+        let err = FileSource::new(&config, 0).unwrap().poll_batch(3).unwrap_err().to_string();
+        assert!(err.contains("line 1 is longer"), "{err}");
+        let err = FileSource::new(&FileSourceConfig { path, max_record_kb: 0 }, 0).err().unwrap().to_string();
+        assert!(err.contains("`max_record_kb` is 0"), "{err}");
     }
 
     #[test]
     fn source_missing_file_names_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nope.jsonl");
-        let err = FileSource::new(&FileSourceConfig { path: path.clone() }, 0).err().unwrap();
+        let err = FileSource::new(&FileSourceConfig::new(path.clone()), 0).err().unwrap();
         assert!(matches!(err, ConnectorError::Io { .. }));
         let message = err.to_string();
         assert!(message.contains(&path.display().to_string()), "{message}");
@@ -777,7 +885,7 @@ mod tests {
             sink.write(chunk).unwrap();
         }
         sink.flush().unwrap();
-        let mut source = FileSource::new(&FileSourceConfig { path: path.clone() }, 0).unwrap();
+        let mut source = FileSource::new(&FileSourceConfig::new(path.clone()), 0).unwrap();
         let back = read_all(&mut source, 100);
         assert_eq!(back.len(), records.len());
         for (i, (a, b)) in records.iter().zip(&back).enumerate() {
@@ -891,6 +999,31 @@ mod tests {
         sink.commit(next).unwrap();
         assert_eq!(read_out(dir), format!("{expected}{}", output_of([(next, 3)])));
         assert!(others(dir).is_empty(), "{:?}", others(dir));
+    }
+
+    #[test]
+    fn exactly_once_a_full_disk_never_leaves_part_of_an_epoch_in_the_output() {
+        let committed = output_of([(1, 4)]);
+        let epoch = output_of([(2, 50)]);
+        for room in [0, 1, 7, epoch.len() as u64 / 2, epoch.len() as u64 - 1] {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let mut sink = eo_sink(d);
+            sink.start(None).unwrap();
+            run_epoch(&mut sink, 1, 4);
+            sink.commit(1).unwrap();
+            let snap = run_epoch(&mut sink, 2, 50);
+            let Mode::ExactlyOnce(txn) = &mut sink.mode else { unreachable!() };
+            txn.room_for_test = Some(room);
+            let err = sink.commit(2).expect_err("the disk is full");
+            assert!(err.to_string().contains("appending to sink file"), "{err}");
+            assert_eq!(read_out(d), committed, "room for {room} bytes: the output holds committed epochs only");
+            assert_eq!(others(d), vec!["out.jsonl.pending-2"]);
+            assert!(sink.commit(2).is_err(), "failed until restarted");
+            crash(sink);
+            // The restart (with room again) appends the epoch whole.
+            restart_and_continue(d, 2, &snap, &format!("{committed}{epoch}"));
+        }
     }
 
     #[test]

@@ -368,7 +368,7 @@ fn chrono_stamp() -> String {
 /// Read and check a checkpoint's manifest: present, checksum intact, parseable.
 pub fn read_manifest(dir: &Path) -> Result<Manifest, String> {
     let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("no readable manifest ({e}): the checkpoint is incomplete"))?;
+    let text = crate::manifest_check::read_manifest_text(&path).map_err(|e| format!("no readable manifest ({e}): the checkpoint is incomplete"))?;
     let mut lines = text.lines();
     let (Some(body), Some(sum)) = (lines.next(), lines.next()) else {
         return Err("the manifest is truncated".into());
@@ -376,7 +376,9 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, String> {
     if hex::encode(Sha256::digest(body.as_bytes())) != sum.trim() {
         return Err("the manifest does not match its checksum".into());
     }
-    serde_json::from_str(body).map_err(|e| format!("the manifest is not valid: {e}"))
+    let manifest = serde_json::from_str(body).map_err(|e| format!("the manifest is not valid: {e}"))?;
+    crate::manifest_check::check(&manifest).map_err(|e| format!("the manifest {} is not valid: {e}", path.display()))?;
+    Ok(manifest)
 }
 
 /// Where the state files of a checkpoint or savepoint at `dir` are.
@@ -507,6 +509,10 @@ pub struct Request {
     pub savepoint: bool,
     /// Stop the pipeline (after the savepoint, if any).
     pub stop: bool,
+    /// The run it is for ([`crate::run_lock::RunInfo::run`]); any other
+    /// run drops it, so a request left behind never stops a later run.
+    #[serde(default)]
+    pub run: Option<String>,
 }
 
 /// The checkpoint coordinator of one run.
@@ -522,6 +528,8 @@ pub(crate) struct Coordinator {
     /// The id of the final checkpoint, once everything has ended.
     pub(crate) final_id: tokio::sync::watch::Sender<u64>,
     pub(crate) acks: mpsc::Receiver<Ack>,
+    /// This run's id: requests for other runs are dropped.
+    pub(crate) run_id: String,
     pub(crate) next_id: u64,
     pub(crate) previous_files: Vec<SnapshotFile>,
     pub(crate) plugin_digests: HashMap<String, (String, String)>,
@@ -667,6 +675,10 @@ impl Coordinator {
             let total_ops: usize = self.participants.operators.iter().map(|(_, p)| p).sum();
             let total_sources: usize = self.participants.sources.iter().map(|(_, p)| p).sum();
             let all_ended = done_sources.len() == total_sources && done_operators.len() == total_ops;
+            if done_sources.len() == total_sources {
+                // No more input: a paused operator must drain for the run to end.
+                self.swaps.release_all();
+            }
             if all_ended && ended_sinks.len() == self.participants.sinks.len() && final_id.is_none() {
                 // Everything upstream is done: the sinks pre-commit their
                 // last output under the final checkpoint's id.
@@ -727,7 +739,10 @@ impl Coordinator {
                     if path.extension().is_some_and(|x| x == "json") {
                         let req: Option<Request> = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok());
                         let _ = std::fs::remove_file(&path);
-                        let Some(req) = req else { continue };
+                        let Some(req) = req.filter(|r| r.run.as_deref() == Some(self.run_id.as_str())) else {
+                            tracing::info!("ignoring {}: not a request for this run", path.display());
+                            continue;
+                        };
                         let answer = path.with_extension("done");
                         if req.stop {
                             // Stopping ends the sources; the final checkpoint is the savepoint.

@@ -320,6 +320,11 @@ pub(crate) struct Swaps {
     /// Operator → (barrier, whether every subtask's swap succeeded).
     verdicts: Mutex<HashMap<String, (u64, bool)>>,
     decided: std::sync::Condvar,
+    /// The run's stop signal: a stop (the CLI's, Ctrl-C, a failure) ends
+    /// every pause, so that the paused operator drains and the run ends.
+    stop: crate::StopHandle,
+    /// The input has ended: no pause holds any more either.
+    released: std::sync::atomic::AtomicBool,
 }
 
 /// How long a subtask that prepared a swap waits for the verdict on the
@@ -328,6 +333,16 @@ pub(crate) struct Swaps {
 const VERDICT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Swaps {
+    /// Swaps of a run that stops with `stop`.
+    pub(crate) fn new(stop: crate::StopHandle) -> Self {
+        Swaps { stop, ..Swaps::default() }
+    }
+
+    /// The input has ended: release every pause (and every later one).
+    pub(crate) fn release_all(&self) {
+        self.released.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Every subtask of `operator` prepared its swap at barrier `at`: all
     /// switch (`ok`), or all keep the old plugin.
     pub(crate) fn decide(&self, operator: &str, at: u64, ok: bool) {
@@ -371,8 +386,13 @@ impl Swaps {
         self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(operator)
     }
 
-    /// Whether `operator` is paused (or about to be).
+    /// Whether `operator` is paused (or about to be). Never once the run
+    /// is stopping or its input has ended: a paused subtask waits for this
+    /// to turn false, and must not hold up the end of the run.
     pub(crate) fn held(&self, operator: &str) -> bool {
+        if self.stop.stopped() || self.released.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
         self.held.lock().unwrap_or_else(|p| p.into_inner()).contains(operator)
     }
 

@@ -34,8 +34,10 @@ mod align;
 pub mod checkpoint;
 pub mod control;
 mod event_time;
+mod manifest_check;
 mod operator;
 mod router;
+pub mod run_lock;
 mod timers;
 mod window;
 
@@ -101,6 +103,9 @@ pub enum DataflowError {
     /// A checkpoint could not be taken or restored.
     #[error("checkpoints: {0}")]
     Checkpoint(String),
+    /// The state directory is in use by another run, or cannot be locked.
+    #[error("{0}")]
+    StateDir(String),
     /// A node task panicked (a bug in Sluice).
     #[error("internal error in `{node}`: {message}")]
     Internal {
@@ -127,7 +132,8 @@ pub(crate) fn instance_config(op: &OperatorSpec, subtask: u32) -> InstanceConfig
         subtask,
         parallelism: op.parallelism,
         params: op.params.to_string(),
-        memory_bytes: (op.limits.memory_mb as usize) << 20,
+        // Saturating: a cap that does not fit never wraps to a small one.
+        memory_bytes: usize::try_from(op.limits.memory_mb).ok().and_then(|mb| mb.checked_mul(1 << 20)).unwrap_or(usize::MAX),
         deadline_ms: op.limits.deadline_ms,
         fuel: op.limits.fuel,
         sources: Arc::from(Vec::new()),
@@ -382,6 +388,10 @@ pub async fn run(
     // Checkpoints: what to restore, and the coordinator's channels.
     let checkpoints = pipeline.checkpoints.enabled;
     let store = checkpoint::Store::of(pipeline, &settings.state_dir);
+    // One run per state directory, taken before anything touches it (an
+    // at-least-once file sink truncates its output when it is built) and
+    // held until this function returns.
+    let lock = run_lock::RunLock::acquire(&run_lock::lock_dirs(pipeline, &settings.state_dir)).map_err(DataflowError::StateDir)?;
     // Sinks first: a sink that cannot finish a pre-commit after a crash
     // (Kafka) says which checkpoint recovery must start from.
     let mut sinks: HashMap<String, Box<dyn Sink>> = HashMap::new();
@@ -463,7 +473,7 @@ pub async fn run(
         }
     }
     let plugins = &plugins;
-    let swaps = Arc::new(control::Swaps::default());
+    let swaps = Arc::new(control::Swaps::new(stop.clone()));
     let mut control_sources: Vec<Box<dyn sluice_types::ControlSource>> = vec![Box::new(control::DirectorySource::new(&control))];
     let _admin = match (checkpoints, pipeline.control.http) {
         (true, Some(addr)) => Some(control::AdminServer::start(addr, pipeline.name.clone(), control.clone()).map_err(DataflowError::Checkpoint)?),
@@ -523,6 +533,7 @@ pub async fn run(
         failed: failed_tx,
         final_id: final_tx,
         acks: ack_rx,
+        run_id: lock.info.run.clone(),
         next_id,
         previous_files: restore.as_ref().and_then(|r| r.manifest.state.as_ref()).map(|s| s.files.clone()).unwrap_or_default(),
         plugin_digests: plugins

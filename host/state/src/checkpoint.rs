@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use rocksdb::checkpoint::Checkpoint;
 use serde::{Deserialize, Serialize};
 
+use crate::restore_paths::{check_snapshot_files, regular_file};
 use crate::{OperatorState, StateBackend, StateError, StateId};
 
 /// One file of a state snapshot.
@@ -164,10 +165,13 @@ fn location(f: &SnapshotFile, own: &Path, shared: &Path) -> PathBuf {
 
 /// Check that every file of a snapshot is present with its size and hash.
 /// The error names the first bad file and what is wrong with it.
+/// Names are checked first ([`check_snapshot_files`]): a manifest is
+/// untrusted input.
 pub fn verify_snapshot(files: &[SnapshotFile], own: &Path, shared: &Path) -> Result<(), String> {
+    check_snapshot_files(files)?;
     for f in files {
         let path = location(f, own, shared);
-        let meta = std::fs::metadata(&path).map_err(|e| format!("{} ({}): {e}", f.name, path.display()))?;
+        let meta = regular_file(&path).map_err(|e| format!("{} ({}): {e}", f.name, path.display()))?;
         if meta.len() != f.size {
             return Err(format!("{} ({}) is {} bytes, expected {}", f.name, path.display(), meta.len(), f.size));
         }
@@ -180,14 +184,19 @@ pub fn verify_snapshot(files: &[SnapshotFile], own: &Path, shared: &Path) -> Res
 }
 
 /// Rebuild a RocksDB directory `db` from a snapshot (hard links to the
-/// store's SSTs where possible, copies otherwise). `db` is replaced.
+/// store's SSTs where possible, copies otherwise). `db` is replaced. Every
+/// name is checked before anything is touched, and only regular files are
+/// read, so that a crafted manifest can neither write outside `db` nor make
+/// the restore read a device or follow a symlink.
 pub fn restore_snapshot(files: &[SnapshotFile], own: &Path, shared: &Path, db: &Path) -> Result<(), StateError> {
+    check_snapshot_files(files).map_err(StateError::Untrusted)?;
     if db.exists() {
         std::fs::remove_dir_all(db).map_err(|e| io(db, e))?;
     }
     std::fs::create_dir_all(db).map_err(|e| io(db, e))?;
     for f in files {
         let from = location(f, own, shared);
+        regular_file(&from).map_err(|e| io(&from, e))?;
         let to = db.join(&f.name);
         // RocksDB never modifies an SST and deletes it by unlinking, which
         // leaves the store's link intact.

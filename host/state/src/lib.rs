@@ -73,6 +73,7 @@ use rocksdb::{ColumnFamilyDescriptor, CompactOptions, CompactionDecision, Option
 
 pub mod checkpoint;
 pub mod keygroup;
+pub mod restore_paths;
 
 const META_CF: &str = "meta";
 /// The high bit of a state id: set for states with a TTL.
@@ -85,6 +86,9 @@ const EXPIRY_BYTES: usize = 8;
 const CLEANER_STEP: Duration = Duration::from_millis(50);
 /// Bytes counted per cache entry on top of its key and value.
 const ENTRY_OVERHEAD: usize = 64;
+/// Size at which RocksDB starts a new MANIFEST (holding only the live
+/// files), so that the MANIFEST every checkpoint copies stays small.
+pub const MAX_MANIFEST_BYTES: usize = 64 << 10;
 
 /// State errors.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +143,10 @@ pub enum StateError {
     /// Too many operators or states.
     #[error("too many {0}")]
     TooMany(&'static str),
+    /// A checkpoint manifest names a file that a restore must not touch
+    /// (see [`restore_paths`]).
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 fn with_or_without(ttl: &bool) -> &'static str {
@@ -358,6 +366,10 @@ impl StateBackend {
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.increase_parallelism(2);
         opts.set_write_buffer_size(64 << 20);
+        // Every checkpoint flushes the memtables, which appends a version
+        // edit to the MANIFEST, and copies the whole MANIFEST: without a
+        // bound it grows with uptime (and so does every checkpoint).
+        opts.set_max_manifest_file_size(MAX_MANIFEST_BYTES);
         let mut state_opts = opts.clone();
         state_opts.set_compaction_filter("sluice-state-ttl", ttl_filter(options.clock.clone()));
         let cfs = vec![

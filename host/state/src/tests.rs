@@ -524,3 +524,49 @@ fn keys_lists_each_key_of_the_operator_once_within_the_groups() {
     assert_eq!(a.keys(9..10).unwrap(), vec![(9, b"far".to_vec())]);
     assert!(a.keys(0..3).unwrap().is_empty());
 }
+
+#[test]
+fn checkpoints_stay_the_same_size_however_many_were_taken() {
+    // One checkpoint per second for a day made the MANIFEST (copied whole
+    // into every checkpoint) about 11 MB. A few thousand checkpoints of a
+    // small, steadily updated state: the last ones must upload no more than
+    // the first ones, and the MANIFEST never exceeds its bound by much.
+    const CHECKPOINTS: usize = 3000;
+    // On tmpfs where there is one: the test counts bytes, and thousands of
+    // fsyncs on a shared disk take minutes.
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.unwrap();
+    let b = StateBackend::open(&dir.path().join("db"), true).unwrap();
+    let mut s = b.operator("op", 1 << 20).unwrap();
+    let id = s.declare("v", StateKind::Value).unwrap();
+    let store = dir.path().join("store");
+    let shared = store.join("shared");
+    std::fs::create_dir_all(&store).unwrap();
+    let mut previous = Vec::new();
+    let mut uploads = Vec::with_capacity(CHECKPOINTS);
+    let mut manifests = Vec::with_capacity(CHECKPOINTS);
+    let started = Instant::now();
+    for n in 0..CHECKPOINTS {
+        for k in 0..4u64 {
+            s.put(1, id, &(n as u64 % 16 + k).to_be_bytes(), &(n as u64).to_le_bytes());
+        }
+        s.flush().unwrap();
+        // Only the previous checkpoint is kept, as `retain = 1` would.
+        let own = store.join(format!("chk-{}", n % 2));
+        let _ = std::fs::remove_dir_all(&own);
+        let info = b.snapshot(&store.join("work"), &own, &shared, &previous).unwrap();
+        let manifest = info.files.iter().find(|f| f.name.starts_with("MANIFEST")).expect("a MANIFEST").size;
+        uploads.push(info.uploaded_bytes);
+        manifests.push(manifest);
+        previous = info.files;
+        assert!(started.elapsed() < Duration::from_secs(240), "{n} checkpoints took {:?}", started.elapsed());
+    }
+    let mean = |v: &[u64]| v.iter().sum::<u64>() / v.len() as u64;
+    let (first, last) = (&uploads[100..400], &uploads[CHECKPOINTS - 300..]);
+    eprintln!("{CHECKPOINTS} checkpoints in {:?}: upload {} B at first, {} B at the end; MANIFEST at most {} B", started.elapsed(), mean(first), mean(last), manifests.iter().max().unwrap());
+    // Without a bound the MANIFEST grows ~130 B a checkpoint: ~400 KB here.
+    let bound = (MAX_MANIFEST_BYTES + (16 << 10)) as u64;
+    assert!(manifests.iter().all(|m| *m <= bound), "the MANIFEST reached {} B (bound {bound})", manifests.iter().max().unwrap());
+    assert!(mean(last) <= mean(first) * 2 + (16 << 10), "checkpoints grew from {} B to {} B uploaded", mean(first), mean(last));
+    assert!(uploads[1..].iter().all(|u| *u <= bound + (64 << 10)), "a checkpoint uploaded {} B", uploads.iter().max().unwrap());
+}

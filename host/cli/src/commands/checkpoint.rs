@@ -2,14 +2,18 @@
 //!
 //! A running pipeline watches `<checkpoint store>/requests/` (loopback only:
 //! the local filesystem); these commands drop a request there and wait for
-//! the answer file.
+//! the answer file. They do not take the run's lock on the state directory
+//! (the run holds it): they probe it, and address the request to the run
+//! that holds it, so that a request it never took cannot stop a later run.
+//! With nothing running they say so and write nothing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use sluice_dataflow::checkpoint::{Listed, Request, Store};
+use sluice_dataflow::run_lock::{self, Probe};
 
 /// Where to find a pipeline's checkpoints.
 #[derive(Args)]
@@ -25,6 +29,13 @@ impl Target {
     fn store(&self) -> Result<Store, ExitCode> {
         let pipeline = super::read_pipeline(&self.pipeline)?;
         Ok(Store::of(&pipeline, &self.state_dir))
+    }
+
+    /// The store, and the directory whose lock tells which run holds it.
+    fn store_and_lock(&self) -> Result<(Store, PathBuf), ExitCode> {
+        let pipeline = super::read_pipeline(&self.pipeline)?;
+        let lock = run_lock::lock_dirs(&pipeline, &self.state_dir).swap_remove(0);
+        Ok((Store::of(&pipeline, &self.state_dir), lock))
     }
 }
 
@@ -118,8 +129,22 @@ pub fn list(cmd: CheckpointCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Drop a request for the running pipeline and wait for its answer.
-fn request(store: &Store, req: &Request, timeout: u64) -> anyhow::Result<ExitCode> {
+/// Drop a request for the run that holds `lock_dir` and wait for its answer.
+fn request(store: &Store, lock_dir: &Path, mut req: Request, timeout: u64) -> anyhow::Result<ExitCode> {
+    let what = if req.stop { "nothing to stop" } else { "no savepoint taken" };
+    let run = match run_lock::probe(lock_dir) {
+        Ok(Probe::Running(info)) => info,
+        Ok(Probe::Free) => {
+            eprintln!("error: {what}: no sluice run is using state directory {}", lock_dir.display());
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    req.run = Some(run.run.clone());
+    let req = &req;
     let dir = store.requests();
     std::fs::create_dir_all(&dir)?;
     let name = format!("req-{}-{}", std::process::id(), sluice_world::now_ms());
@@ -140,28 +165,34 @@ fn request(store: &Store, req: &Request, timeout: u64) -> anyhow::Result<ExitCod
             return Ok(ExitCode::from(1));
         }
         if !req.savepoint && !dir.join(format!("{name}.json")).exists() {
-            println!("the pipeline took the stop request");
+            println!("the pipeline (sluice run pid {}) took the stop request", run.pid);
             return Ok(ExitCode::SUCCESS);
+        }
+        // The run ended without taking the request: take it back.
+        if matches!(run_lock::probe(lock_dir), Ok(Probe::Free)) && !answer.exists() {
+            let _ = std::fs::remove_file(dir.join(format!("{name}.json")));
+            eprintln!("error: {what}: sluice run pid {} ended before it took the request", run.pid);
+            return Ok(ExitCode::from(1));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = std::fs::remove_file(dir.join(format!("{name}.json")));
-    eprintln!("error: no answer from a running pipeline within {timeout} s (is it running, with checkpoints on, and the same --state-dir?)");
+    eprintln!("error: no answer from sluice run pid {} within {timeout} s (are checkpoints on in its pipeline?)", run.pid);
     Ok(ExitCode::from(1))
 }
 
 /// `sluice savepoint`.
 pub fn savepoint(args: SavepointArgs) -> anyhow::Result<ExitCode> {
-    match args.target.store() {
-        Ok(store) => request(&store, &Request { savepoint: true, stop: false }, args.timeout),
+    match args.target.store_and_lock() {
+        Ok((store, lock)) => request(&store, &lock, Request { savepoint: true, stop: false, run: None }, args.timeout),
         Err(code) => Ok(code),
     }
 }
 
 /// `sluice stop`.
 pub fn stop(args: StopArgs) -> anyhow::Result<ExitCode> {
-    match args.target.store() {
-        Ok(store) => request(&store, &Request { savepoint: args.savepoint, stop: true }, args.timeout),
+    match args.target.store_and_lock() {
+        Ok((store, lock)) => request(&store, &lock, Request { savepoint: args.savepoint, stop: true, run: None }, args.timeout),
         Err(code) => Ok(code),
     }
 }

@@ -94,6 +94,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Err(e @ sluice_dataflow::DataflowError::StateDir(_)) => {
+            eprintln!("error: pipeline `{}` did not start: {e}", pipeline.name);
+            Ok(ExitCode::from(1))
+        }
         Err(e) => {
             eprintln!("error: pipeline `{}` stopped: {e}", pipeline.name);
             Ok(ExitCode::from(1))
