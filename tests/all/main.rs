@@ -11,6 +11,7 @@ mod kafka;
 mod keyed_state;
 mod policies;
 mod sandbox;
+mod security;
 mod taxi_golden;
 
 // The same allocator as the `sluice` binary.
