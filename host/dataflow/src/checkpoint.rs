@@ -883,7 +883,7 @@ impl Coordinator {
                 self.settle_command(si, token, &o);
                 continue;
             }
-            if let Err((command, (si, token))) = self.preparer.submit(command, (si, token)) {
+            if let Some((command, (si, token))) = self.preparer.submit(command, (si, token)) {
                 later.push_back((si, token, command));
             }
         }

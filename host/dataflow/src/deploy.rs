@@ -50,7 +50,9 @@ impl Preparer {
         let (finished, done) = mpsc::channel();
         let spawned = std::thread::Builder::new().name("sluice-deploys".into()).stack_size(crate::THREAD_STACK_BYTES).spawn(move || {
             for (command, origin) in queue {
-                let prepared = prepare(&context, &command);
+                // A panic must not leave the command (and its operator) waiting forever.
+                let prepared =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(&context, &command))).unwrap_or_else(|_| Err(format!("preparing the deploy of operator `{}` failed unexpectedly (see the log); nothing changed", command.operator)));
                 if finished.send((command, origin, prepared)).is_err() {
                     return;
                 }
@@ -67,15 +69,15 @@ impl Preparer {
     }
 
     /// Queue `command`; gives it back if the queue is full (try later).
-    pub(crate) fn submit(&mut self, command: Command, origin: Origin) -> Result<(), (Command, Origin)> {
-        let Some(jobs) = &self.jobs else { return Err((command, origin)) };
+    pub(crate) fn submit(&mut self, command: Command, origin: Origin) -> Option<(Command, Origin)> {
+        let Some(jobs) = &self.jobs else { return Some((command, origin)) };
         let (id, operator) = (command.id.clone(), command.operator.clone());
         match jobs.try_send((command, origin)) {
             Ok(()) => {
                 self.busy.insert(id, operator);
-                Ok(())
+                None
             }
-            Err(mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job)) => Err(job),
+            Err(mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job)) => Some(job),
         }
     }
 
