@@ -285,9 +285,18 @@ impl Drop for StatusTopic {
 fn a_swap_requested_over_http_in_the_middle_of_a_checkpoint_is_exact_and_a_replay_is_ignored() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    write_pipeline(dir.path(), &format!("{}\n[control]\nhttp = \"127.0.0.1:{port}\"\n", pipeline()));
+    // Commands name components in plugins/dist directly: allow it.
+    write_pipeline(dir.path(), &format!("{}\n[control]\nhttp = \"127.0.0.1:{port}\"\nplugin_dirs = [\"{{plugins}}\"]\n", pipeline()));
     let child = spawn_run(dir.path(), &[]);
     let base = format!("http://127.0.0.1:{port}/commands");
+    // The run's bearer token, readable by its owner (this test).
+    let token_file = dir.path().join("state/swap/checkpoints/control/admin.token");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !token_file.is_file() {
+        assert!(Instant::now() < deadline, "no admin token");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bearer = format!("Bearer {}", std::fs::read_to_string(&token_file).unwrap().trim());
     let checkpoints = dir.path().join("state/swap/checkpoints");
     let in_progress = || {
         std::fs::read_dir(&checkpoints)
@@ -310,9 +319,9 @@ fn a_swap_requested_over_http_in_the_middle_of_a_checkpoint_is_exact_and_a_repla
         "plugin": plugin("fixture_versioned_count_v2"), "sha256": control_digest("fixture_versioned_count_v2"),
     })
     .to_string();
-    let post = |body: &str| ureq::post(&base).header("Content-Type", "application/json").send(body).map(|r| r.status().as_u16());
+    let post = |body: &str| ureq::post(&base).header("Content-Type", "application/json").header("Authorization", &bearer).send(body).map(|r| r.status().as_u16());
     assert_eq!(post(&command).unwrap(), 202);
-    let outcome = |id: &str| -> Option<serde_json::Value> { ureq::get(format!("{base}/{id}")).call().ok().and_then(|mut r| serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()) };
+    let outcome = |id: &str| -> Option<serde_json::Value> { ureq::get(format!("{base}/{id}")).header("Authorization", &bearer).call().ok().and_then(|mut r| serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()) };
     let deadline = Instant::now() + Duration::from_secs(60);
     let applied = loop {
         if let Some(o) = outcome("http-to-v2").filter(|o| o["status"] == "applied") {
@@ -360,7 +369,8 @@ fn a_swap_requested_over_http_in_the_middle_of_a_checkpoint_is_exact_and_a_repla
 #[test]
 fn a_deploy_can_change_params_and_bad_params_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    write_pipeline(dir.path(), &pipeline());
+    // Commands name components in plugins/dist directly: allow it.
+    write_pipeline(dir.path(), &format!("{}\n[control]\nplugin_dirs = [\"{{plugins}}\"]\n", pipeline()));
     let child = spawn_run(dir.path(), &[]);
     std::thread::sleep(Duration::from_millis(1500));
     let commands = dir.path().join("state/swap/checkpoints/control");

@@ -13,6 +13,7 @@ mod keyed_state;
 mod plugin_project;
 mod policies;
 mod sandbox;
+mod security;
 mod state_dir;
 mod taxi_golden;
 

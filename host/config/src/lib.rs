@@ -23,7 +23,9 @@ use sha2::{Digest, Sha256};
 use sluice_connectors::{FileSinkConfig, FileSourceConfig, GeneratorConfig, StdoutSinkConfig};
 use toml::Spanned;
 
+mod control;
 mod time;
+pub use control::ControlSpec;
 pub use time::{CheckpointSpec, Millis, TimeCharacteristic, Timestamps, WatermarkSpec, WindowKind, WindowSpec, LATE_OUTPUT};
 
 /// The only manifest version this host reads.
@@ -263,32 +265,6 @@ pub struct Pipeline {
 
 /// The largest `batch_size` a pipeline may set.
 pub const MAX_BATCH_SIZE: usize = 1 << 20;
-
-/// `[control]`: how deployed plugins are watched.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ControlSpec {
-    /// A newly deployed plugin is on probation for its first this many
-    /// records per subtask (default 1000).
-    pub probation_records: u64,
-    /// If more than this share of them fail (errors and traps), Sluice rolls
-    /// the operator back to its previous version by itself (default 0.05;
-    /// 1 turns automatic rollback off).
-    pub max_error_rate: f64,
-    /// Commands from a Kafka topic too (`[control.kafka]`), besides the
-    /// control directory.
-    pub kafka: Option<sluice_connectors::kafka::KafkaControlConfig>,
-    /// An admin HTTP endpoint on this loopback address (e.g.
-    /// `"127.0.0.1:9464"`): `POST /commands`, `GET /commands/<id>`. The CLI
-    /// uses it when it is set.
-    pub http: Option<std::net::SocketAddr>,
-}
-
-impl Default for ControlSpec {
-    fn default() -> Self {
-        ControlSpec { probation_records: 1000, max_error_rate: 0.05, kafka: None, http: None }
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -785,12 +761,8 @@ impl Reader<'_> {
             return Err(self.err(None, "[checkpoints]: interval must be at least 10ms and retain at least 1", Some("e.g. interval = \"10s\", retain = 3".into())));
         }
         checkpoints.dir = checkpoints.dir.map(|d| self.resolve(&d));
-        if raw.control.http.is_some_and(|a| !a.ip().is_loopback()) {
-            return Err(self.err(None, "[control]: http must be a loopback address", Some("e.g. http = \"127.0.0.1:9464\" (the admin endpoint is not authenticated)".into())));
-        }
-        if !(0.0..=1.0).contains(&raw.control.max_error_rate) || raw.control.probation_records == 0 {
-            return Err(self.err(None, "[control]: max_error_rate must be between 0 and 1 and probation_records at least 1", Some("e.g. probation_records = 1000, max_error_rate = 0.05".into())));
-        }
+        let mut control = raw.control;
+        control.check(|p| self.resolve(p)).map_err(|(message, help)| self.err(None, message, Some(help)))?;
         if let Some(n) = raw.batch_size.as_ref().filter(|n| !(1..=MAX_BATCH_SIZE).contains(n.get_ref())) {
             return Err(self.err(Some(n.span().start), format!("batch_size = {} is out of range", n.get_ref()), Some(format!("use 1 to {MAX_BATCH_SIZE} records per batch (default 1024)"))));
         }
@@ -801,7 +773,7 @@ impl Reader<'_> {
             batch_size: raw.batch_size.map(Spanned::into_inner),
             batch_timeout: raw.batch_timeout.map(|t| t.into_inner().0),
             checkpoints,
-            control: raw.control,
+            control,
             name,
             file: self.file.to_path_buf(),
             hash: hex::encode(Sha256::digest(self.text.as_bytes())),

@@ -535,11 +535,12 @@ pub(crate) struct Coordinator {
     pub(crate) plugin_digests: HashMap<String, (String, String)>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) stop: StopHandle,
-    /// Hot swaps: the control directory, the shared plan, the runtime that
-    /// compiles deployed plugins, and what is deployed now, by operator.
+    /// Hot swaps: the control directory, the shared plan, the worker that
+    /// fetches and compiles deployed plugins, and what is deployed now, by
+    /// operator.
     pub(crate) control: crate::control::ControlDir,
     pub(crate) swaps: Arc<crate::control::Swaps>,
-    pub(crate) runtime: Option<Arc<sluice_world::Runtime>>,
+    pub(crate) preparer: crate::deploy::Preparer,
     pub(crate) deployed: HashMap<String, String>,
     /// Params deployed with them, by operator.
     pub(crate) deployed_params: HashMap<String, String>,
@@ -814,9 +815,19 @@ impl Coordinator {
             }
         }
         let mut planned = None;
+        // Deploys the worker has prepared take effect at the next barrier.
+        for (command, (si, token), prepared) in self.preparer.finished() {
+            match prepared {
+                Err(reason) => {
+                    let o = Outcome { digest: command.sha256.clone(), reason: Some(reason), ..Outcome::of(&command, Status::Rejected) };
+                    self.settle_command(si, token, &o);
+                }
+                Ok((plugin, digest)) => planned = Some(self.plan_deploy(in_flight, command, si, token, plugin, digest)),
+            }
+        }
         let mut later = std::collections::VecDeque::new();
         while let Some((si, token, mut command)) = self.backlog.pop_front() {
-            if in_flight.iter().any(|f| f.command.id == command.id) {
+            if in_flight.iter().any(|f| f.command.id == command.id) || self.preparer.has(&command.id) {
                 continue;
             }
             // Idempotent: a command already settled is not applied again.
@@ -825,8 +836,9 @@ impl Coordinator {
                 self.settle_command(si, token, &o);
                 continue;
             }
-            // One swap per operator at a time: the next waits for this one.
-            if in_flight.iter().any(|f| f.command.operator == command.operator) {
+            // One swap per operator at a time, in order: the next waits for this one.
+            let busy = |op: &str| in_flight.iter().any(|f| f.command.operator == op) || self.preparer.preparing(op) || later.iter().any(|(_, _, c): &(usize, u64, Command)| c.operator == op);
+            if busy(&command.operator) {
                 later.push_back((si, token, command));
                 continue;
             }
@@ -879,33 +891,39 @@ impl Coordinator {
                     }
                 },
             }
-            // The barrier it takes effect at: the next checkpoint not yet triggered.
-            let at = self.next_id;
-            match self.prepare_deploy(&command) {
-                Err(reason) => {
-                    let o = rejection(&command, reason);
-                    self.settle_command(si, token, &o);
-                }
-                Ok((plugin, digest)) => {
-                    let name = command.operator.clone();
-                    let file_name = plugin.info().path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-                    let previous = (self.plugin_digests.get(&name).cloned().unwrap_or_default(), self.deployed.get(&name).cloned());
-                    self.plugin_digests.insert(name.clone(), (file_name, digest.clone()));
-                    self.deployed.insert(name.clone(), digest.clone());
-                    let params = command.params.as_ref().map(|p| p.to_string());
-                    match &params {
-                        Some(p) => self.deployed_params.insert(name.clone(), p.clone()),
-                        None => self.deployed_params.remove(&name),
-                    };
-                    self.swaps.plan(&name, at, plugin, params);
-                    tracing::info!("control: command `{}` ({}): operator `{name}` switches to sha256:{} at checkpoint {at}", command.id, self.control_sources[si].describe(), &digest[..12]);
-                    self.accept(in_flight, InFlight { command, source: si, token, at, digest, previous, swapped: 0, errors: Vec::new() });
-                    planned = Some(at);
-                }
+            // Fetched, checked and compiled by the worker, off this thread:
+            // a slow URL or a big component must not hold up checkpoints.
+            if !self.preparer.available() {
+                let o = rejection(&command, "this run cannot prepare deploys (its deploy worker did not start)".into());
+                self.settle_command(si, token, &o);
+                continue;
+            }
+            if let Some((command, (si, token))) = self.preparer.submit(command, (si, token)) {
+                later.push_back((si, token, command));
             }
         }
         self.backlog = later;
         planned
+    }
+
+    /// Plan a prepared deploy at the next barrier (the next checkpoint not
+    /// yet triggered); returns it.
+    fn plan_deploy(&mut self, in_flight: &mut Vec<InFlight>, command: crate::control::Command, si: usize, token: u64, plugin: Arc<sluice_world::Plugin>, digest: String) -> u64 {
+        let at = self.next_id;
+        let name = command.operator.clone();
+        let file_name = plugin.info().path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let previous = (self.plugin_digests.get(&name).cloned().unwrap_or_default(), self.deployed.get(&name).cloned());
+        self.plugin_digests.insert(name.clone(), (file_name, digest.clone()));
+        self.deployed.insert(name.clone(), digest.clone());
+        let params = command.params.as_ref().map(|p| p.to_string());
+        match &params {
+            Some(p) => self.deployed_params.insert(name.clone(), p.clone()),
+            None => self.deployed_params.remove(&name),
+        };
+        self.swaps.plan(&name, at, plugin, params);
+        tracing::info!("control: command `{}` ({}): operator `{name}` switches to sha256:{} at checkpoint {at}", command.id, self.control_sources[si].describe(), &digest[..12.min(digest.len())]);
+        self.accept(in_flight, InFlight { command, source: si, token, at, digest, previous, swapped: 0, errors: Vec::new() });
+        at
     }
 
     /// A command takes effect at barrier `f.at`: say so (ledger and source)
@@ -959,43 +977,6 @@ impl Coordinator {
             });
         }
         self.control.write_history(&history);
-    }
-
-    /// Check a deploy off the hot path: digest, plugin store, compile, kind.
-    fn prepare_deploy(&self, command: &crate::control::Command) -> Result<(Arc<sluice_world::Plugin>, String), String> {
-        if command.pipeline != self.pipeline.name {
-            return Err(format!("the command is for pipeline `{}`, this is `{}`", command.pipeline, self.pipeline.name));
-        }
-        let Some(op) = self.pipeline.operator(&command.operator) else {
-            return Err(format!("pipeline `{}` has no operator `{}`", self.pipeline.name, command.operator));
-        };
-        let (Some(path), Some(want)) = (&command.plugin, &command.sha256) else {
-            return Err("a deploy needs `plugin` (a path) and `sha256`".into());
-        };
-        let bytes = crate::control::fetch(path)?;
-        let digest = crate::control::sha256_hex(&bytes);
-        if !digest.eq_ignore_ascii_case(want.trim_start_matches("sha256:")) {
-            return Err(format!("{} has sha256 {digest}, the command says {want}", path.display()));
-        }
-        let stored = self.control.store_plugin(&digest, &bytes)?;
-        let Some(runtime) = &self.runtime else {
-            return Err("this run has no plugin runtime for deploys (start it with `sluice run`)".into());
-        };
-        let mut spec = op.clone();
-        spec.plugin = stored;
-        if let Some(p) = &command.params {
-            if !p.is_object() {
-                return Err(format!("params must be a JSON object, not {p}"));
-            }
-            spec.params = p.clone();
-        }
-        let plugin = crate::load_operator(runtime, &spec).map_err(|e| e.to_string())?;
-        // Start it once here, without state, so that a plugin whose `init`
-        // fails (or refuses its params) is rejected before any subtask switches.
-        plugin
-            .instantiate(crate::instance_config(&spec, 0), None, self.metrics.clone())
-            .map_err(|e| format!("the new plugin failed to start or to migrate the state; the old one keeps running: {e}"))?;
-        Ok((plugin, digest))
     }
 
     /// Settle deploys whose subtasks have all switched, once a checkpoint

@@ -17,13 +17,14 @@
 //! or `rejected` with the reason). Commands are idempotent by id. Deployed
 //! components are kept in `control/plugins/<sha256>.wasm`, each operator's
 //! versions in `control/history/versions.json` (what `rollback` returns to).
+//! All of it is owner-only (`0700` directories, `0600` files): whoever can
+//! write it can run code in the pipeline (see `docs/security.md`).
 //!
 //! A deployed plugin is on probation for its first records
 //! (`[control] probation_records`); if more than `max_error_rate` of them
 //! fail, Sluice rolls it back by itself, through the same directory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -163,36 +164,49 @@ impl ControlDir {
 
     /// The plugin store: deployed components by digest.
     pub fn plugin(&self, digest: &str) -> PathBuf {
-        self.root.join("plugins").join(format!("{digest}.wasm"))
+        self.plugins().join(format!("{digest}.wasm"))
     }
 
-    /// Write `outcome` atomically.
+    /// The plugin store's directory.
+    pub fn plugins(&self) -> PathBuf {
+        self.root.join("plugins")
+    }
+
+    /// The admin endpoint's generated bearer token (see [`crate::token`]).
+    pub fn token_file(&self) -> PathBuf {
+        self.root.join("admin.token")
+    }
+
+    /// Create the control directory and the plugin store owner-only (and
+    /// narrow them if an older version left them open to other users).
+    pub fn secure(&self) -> Result<(), String> {
+        for dir in [self.root.clone(), self.plugins()] {
+            crate::private::create_dir(&dir).map_err(|e| format!("control directory {}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Write `outcome` atomically, owner-only.
     pub fn write(&self, outcome: &Outcome) {
         let path = self.result(&outcome.id);
-        let _ = std::fs::create_dir_all(path.parent().expect("results dir"));
-        let tmp = path.with_extension("tmp");
-        let text = serde_json::to_string_pretty(outcome).expect("an outcome serializes");
-        if std::fs::write(&tmp, text).is_ok() {
-            let _ = std::fs::rename(&tmp, &path);
+        let text = serde_json::to_string_pretty(outcome).unwrap_or_default();
+        if let Err(e) = crate::private::write_atomic(&path, text.as_bytes()) {
+            tracing::warn!("control: writing {}: {e}", path.display());
         }
     }
 
     /// Drop `command` into the command folder (atomically: the directory
-    /// source never sees half a file); returns the file.
+    /// source never sees half a file; owner-only); returns the file.
     pub fn submit(&self, command: &Command) -> Result<PathBuf, String> {
         let path = self.root.join(format!("{}.json", sanitize(&command.id)));
-        let tmp = path.with_extension("tmp");
-        let bytes = serde_json::to_vec_pretty(command).expect("a command serializes");
-        std::fs::create_dir_all(&self.root)
-            .and_then(|_| std::fs::write(&tmp, bytes))
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        let bytes = serde_json::to_vec_pretty(command).map_err(|e| e.to_string())?;
+        crate::private::write_atomic(&path, &bytes).map_err(|e| format!("writing {}: {e}", path.display()))?;
         Ok(path)
     }
 
     /// The outcome of command `id`, if there is one.
     pub fn read(&self, id: &str) -> Option<Outcome> {
-        std::fs::read_to_string(self.result(id)).ok().and_then(|t| serde_json::from_str(&t).ok())
+        crate::private::read_regular(&self.result(id), MAX_COMMAND_BYTES).ok().and_then(|t| serde_json::from_slice(&t).ok())
     }
 }
 
@@ -232,20 +246,17 @@ impl ControlDir {
     /// Replace the deploy history, atomically.
     pub fn write_history(&self, history: &History) {
         let path = self.history_file();
-        let _ = std::fs::create_dir_all(path.parent().expect("history dir"));
-        let tmp = path.with_extension("tmp");
-        if std::fs::write(&tmp, serde_json::to_string_pretty(history).expect("history serializes")).is_ok() {
-            let _ = std::fs::rename(&tmp, &path);
+        let text = serde_json::to_string_pretty(history).unwrap_or_default();
+        if let Err(e) = crate::private::write_atomic(&path, text.as_bytes()) {
+            tracing::warn!("control: writing {}: {e}", path.display());
         }
     }
 
-    /// Keep `bytes` (digest `digest`) in the plugin store.
+    /// Keep `bytes` (digest `digest`) in the plugin store, owner-only.
     pub fn store_plugin(&self, digest: &str, bytes: &[u8]) -> Result<PathBuf, String> {
         let stored = self.plugin(digest);
         if !stored.is_file() {
-            std::fs::create_dir_all(stored.parent().expect("plugin store")).map_err(|e| format!("plugin store: {e}"))?;
-            let tmp = stored.with_extension("tmp");
-            std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &stored)).map_err(|e| format!("plugin store {}: {e}", stored.display()))?;
+            crate::private::write_atomic(&stored, bytes).map_err(|e| format!("plugin store {}: {e}", stored.display()))?;
         }
         Ok(stored)
     }
@@ -279,7 +290,17 @@ impl sluice_types::ControlSource for DirectorySource {
         files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
         let mut out = Vec::new();
         for file in files {
-            let Ok(bytes) = std::fs::read(&file) else { continue };
+            // Only regular files, bounded: a FIFO or a huge file named
+            // `*.json` must not stop the coordinator.
+            let bytes = match crate::private::read_regular(&file, MAX_COMMAND_BYTES) {
+                Ok(b) => b,
+                Err(crate::private::ReadError::Io(_)) => continue,
+                Err(e) => {
+                    tracing::warn!("control: ignoring {}: {e} (a command is a small JSON file)", file.display());
+                    self.seen.insert(file);
+                    continue;
+                }
+            };
             self.seen.insert(file.clone());
             self.next += 1;
             self.delivered.insert(self.next, file);
@@ -296,6 +317,9 @@ impl sluice_types::ControlSource for DirectorySource {
         Ok(())
     }
 }
+
+/// The largest command or outcome file read from the control directory.
+const MAX_COMMAND_BYTES: u64 = 1 << 20;
 
 /// Ids become file names: keep them to a safe alphabet.
 fn sanitize(id: &str) -> String {
@@ -408,95 +432,8 @@ impl Swaps {
     }
 }
 
-/// Largest component a deploy fetches.
-const MAX_PLUGIN_BYTES: u64 = 256 << 20;
-
-/// The bytes of a deployed component: `location` is a path, or an
-/// `http://` URL (fetched with a bounded time and size).
-pub fn fetch(location: &Path) -> Result<Vec<u8>, String> {
-    let text = location.to_string_lossy();
-    if text.starts_with("https://") {
-        return Err(format!("{text}: this build fetches plugins over plain http or from a path; copy the component next to the pipeline, or serve it over http from a trusted host"));
-    }
-    if !text.starts_with("http://") {
-        return std::fs::read(location).map_err(|e| format!("reading {}: {e}", location.display()));
-    }
-    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(std::time::Duration::from_secs(60))).build().into();
-    let mut response = agent.get(text.as_ref()).call().map_err(|e| format!("fetching {text}: {e}"))?;
-    response.body_mut().with_config().limit(MAX_PLUGIN_BYTES).read_to_vec().map_err(|e| format!("fetching {text}: {e}"))
-}
-
 /// The sha256 of `bytes`, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(bytes))
-}
-
-/// The admin HTTP endpoint: a front door to the control directory, so that
-/// commands sent over HTTP are as durable as files.
-///
-/// - `POST /commands` with a [`Command`] as JSON: written to the control
-///   directory; `202` and `{"id": …}`, or `400` with the reason.
-/// - `GET /commands/<id>`: the command's [`Outcome`], or `404`.
-pub(crate) struct AdminServer {
-    server: Arc<tiny_http::Server>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl AdminServer {
-    /// Listen on `addr` (loopback) for the pipeline named `pipeline`.
-    pub(crate) fn start(addr: std::net::SocketAddr, pipeline: String, control: ControlDir) -> Result<Self, String> {
-        let server = Arc::new(tiny_http::Server::http(addr).map_err(|e| format!("[control] http {addr}: {e}"))?);
-        let s = server.clone();
-        let thread = std::thread::Builder::new()
-            .name("sluice-admin".into())
-            .spawn(move || {
-                for mut request in s.incoming_requests() {
-                    let (code, body) = handle(&mut request, &pipeline, &control);
-                    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).expect("a valid header");
-                    let _ = request.respond(tiny_http::Response::from_string(body).with_status_code(code).with_header(header));
-                }
-            })
-            .map_err(|e| e.to_string())?;
-        tracing::info!("admin endpoint on http://{addr} (POST /commands, GET /commands/<id>)");
-        Ok(AdminServer { server, thread: Some(thread) })
-    }
-}
-
-impl Drop for AdminServer {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn handle(request: &mut tiny_http::Request, pipeline: &str, control: &ControlDir) -> (u16, String) {
-    let error = |code: u16, message: String| (code, serde_json::json!({ "error": message }).to_string());
-    let url = request.url().to_string();
-    match (request.method(), url.strip_prefix("/commands")) {
-        (tiny_http::Method::Post, Some("" | "/")) => {
-            let mut body = Vec::new();
-            if std::io::Read::read_to_end(&mut request.as_reader().take(1 << 20), &mut body).is_err() {
-                return error(400, "could not read the body".into());
-            }
-            let command: Command = match serde_json::from_slice(&body) {
-                Ok(c) => c,
-                Err(e) => return error(400, format!("not a command: {e}")),
-            };
-            if command.pipeline != pipeline {
-                return error(400, format!("this endpoint serves pipeline `{pipeline}`, not `{}`", command.pipeline));
-            }
-            match control.submit(&command) {
-                Ok(_) => (202, serde_json::json!({ "id": command.id }).to_string()),
-                Err(e) => error(500, e),
-            }
-        }
-        (tiny_http::Method::Get, Some(rest)) if rest.len() > 1 => match control.read(&rest[1..]) {
-            Some(o) => (200, serde_json::to_string(&o).expect("an outcome serializes")),
-            None => error(404, format!("no command `{}` yet", &rest[1..])),
-        },
-        _ => error(404, "use POST /commands or GET /commands/<id>".into()),
-    }
 }

@@ -30,15 +30,20 @@ use sluice_types::{Message, Sink, Source};
 use sluice_world::{now_ms, CallError, EngineOptions, InstanceConfig, LoadError, OperatorKind, Plugin, Runtime};
 use tokio::sync::mpsc::{channel, Receiver, Sender};
 
+mod admin;
 mod align;
 pub mod checkpoint;
 pub mod control;
+mod deploy;
 mod event_time;
+mod fetch;
 mod manifest_check;
 mod operator;
+mod private;
 mod router;
 pub mod run_lock;
 mod timers;
+pub mod token;
 mod window;
 
 use event_time::{InputWatermarks, WatermarkGenerator, WatermarkUpdate};
@@ -475,8 +480,15 @@ pub async fn run(
     let plugins = &plugins;
     let swaps = Arc::new(control::Swaps::new(stop.clone()));
     let mut control_sources: Vec<Box<dyn sluice_types::ControlSource>> = vec![Box::new(control::DirectorySource::new(&control))];
+    // Commands, results, the plugin store and the admin token: owner-only.
+    if checkpoints {
+        control.secure().map_err(DataflowError::Checkpoint)?;
+    }
     let _admin = match (checkpoints, pipeline.control.http) {
-        (true, Some(addr)) => Some(control::AdminServer::start(addr, pipeline.name.clone(), control.clone()).map_err(DataflowError::Checkpoint)?),
+        (true, Some(addr)) => {
+            let token = token::server_token(&pipeline.control, &control).map_err(DataflowError::Checkpoint)?;
+            Some(admin::AdminServer::start(addr, pipeline.name.clone(), control.clone(), token).map_err(DataflowError::Checkpoint)?)
+        }
         _ => None,
     };
     if let (true, Some(k)) = (checkpoints, &pipeline.control.kafka) {
@@ -547,7 +559,13 @@ pub async fn run(
         stop: stop.clone(),
         control: control.clone(),
         swaps: swaps.clone(),
-        runtime: settings.runtime.as_ref().map(|r| r.0.clone()),
+        preparer: deploy::Preparer::start(deploy::DeployContext {
+            pipeline: pipeline.clone(),
+            control: control.clone(),
+            runtime: settings.runtime.as_ref().map(|r| r.0.clone()),
+            metrics: metrics.clone(),
+            policy: fetch::FetchPolicy::new(&pipeline.control, &pipeline.file, &control.plugins()),
+        }),
         deployed,
         deployed_params: deployed_params.clone(),
         auto_rolled_back: Default::default(),

@@ -152,7 +152,14 @@ fn send_and_wait(pipeline: &sluice_config::Pipeline, state_dir: &std::path::Path
     let control = ControlDir::new(&store.root);
     let id = command.id.clone();
     if let Some(addr) = pipeline.control.http {
-        return send_http(addr, &command, timeout);
+        let token = match sluice_dataflow::token::client_token(&pipeline.control, &control) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: no admin token for http://{addr}: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        return send_http(addr, &token, &command, timeout);
     }
     let sent_to = match &pipeline.control.kafka {
         // The pipeline's configured control topic.
@@ -164,7 +171,8 @@ fn send_and_wait(pipeline: &sluice_config::Pipeline, state_dir: &std::path::Path
         }
         None => control.submit(&command).map_err(|e| anyhow::anyhow!(e))?.display().to_string(),
     };
-    let waited = wait_for_outcome(timeout, || control.read(&id));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    let waited = wait_for_outcome(deadline, || control.read(&id));
     waited.unwrap_or_else(|| {
         eprintln!("no outcome within {timeout} s: is `sluice run` running this pipeline with --state-dir {}? The command stays in {sent_to}", state_dir.display());
         Ok(ExitCode::from(1))
@@ -172,10 +180,9 @@ fn send_and_wait(pipeline: &sluice_config::Pipeline, state_dir: &std::path::Path
 }
 
 /// Poll `read` for a command's outcome until it is final (printing it) or
-/// `timeout` seconds pass (`None`).
-fn wait_for_outcome(timeout: u64, mut read: impl FnMut() -> Option<sluice_dataflow::control::Outcome>) -> Option<anyhow::Result<ExitCode>> {
+/// `deadline` passes (`None`).
+fn wait_for_outcome(deadline: std::time::Instant, mut read: impl FnMut() -> Option<sluice_dataflow::control::Outcome>) -> Option<anyhow::Result<ExitCode>> {
     use sluice_dataflow::control::Status;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
     let mut said_accepted = false;
     while std::time::Instant::now() <= deadline {
         if let Some(o) = read() {
@@ -234,21 +241,56 @@ fn list(pipeline: &std::path::Path, state_dir: &std::path::Path) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-/// Send `command` to the pipeline's admin endpoint and poll it for the outcome.
-fn send_http(addr: std::net::SocketAddr, command: &sluice_dataflow::control::Command, timeout: u64) -> anyhow::Result<ExitCode> {
+/// Send `command` to the pipeline's admin endpoint (with `token`) and poll
+/// it for the outcome, all within `timeout` seconds: every call is bounded,
+/// so an endpoint that never answers cannot hold the CLI longer.
+fn send_http(addr: std::net::SocketAddr, token: &str, command: &sluice_dataflow::control::Command, timeout: u64) -> anyhow::Result<ExitCode> {
+    use std::time::{Duration, Instant};
+
     use sluice_dataflow::control::Outcome;
     let base = format!("http://{addr}/commands");
-    let sent = ureq::post(&base).header("Content-Type", "application/json").send(&serde_json::to_vec(command)?);
-    if let Err(e) = sent {
-        eprintln!("error: sending the command to {base}: {e}\n  help: is `sluice run` running this pipeline? ([control] http = \"{addr}\")");
-        return Ok(ExitCode::from(1));
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_connect(Some(Duration::from_secs(5))).http_status_as_error(false).build().into();
+    // The time left, at most `cap`, and never zero (ureq reads that as no limit).
+    let left = |cap: Duration| deadline.saturating_duration_since(Instant::now()).min(cap).max(Duration::from_millis(1));
+    let bearer = format!("Bearer {token}");
+    let sent = agent
+        .post(&base)
+        .header("Content-Type", "application/json")
+        .header("Authorization", &bearer)
+        .config()
+        .timeout_global(Some(left(Duration::MAX)))
+        .build()
+        .send(&serde_json::to_vec(command)?);
+    let mut response = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: sending the command to {base} (within {timeout} s): {e}\n  help: is `sluice run` running this pipeline? ([control] http = \"{addr}\")");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    match response.status().as_u16() {
+        200..=299 => {}
+        401 => {
+            eprintln!("error: {base} refused the admin token\n  help: use the token of the run (its control directory's admin.token, [control] token_file, or {})", sluice_dataflow::token::TOKEN_ENV);
+            return Ok(ExitCode::from(1));
+        }
+        code => {
+            let text = response.body_mut().with_config().limit(64 << 10).read_to_string().unwrap_or_default();
+            eprintln!("error: {base} answered {code}: {text}");
+            return Ok(ExitCode::from(1));
+        }
     }
     eprintln!("sent `{}` to {base}", command.id);
     let read = || -> Option<Outcome> {
-        let mut response = ureq::get(format!("{base}/{}", command.id)).call().ok()?;
-        serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
+        let url = format!("{base}/{}", command.id);
+        let mut response = agent.get(&url).header("Authorization", &bearer).config().timeout_global(Some(left(Duration::from_secs(5)))).build().call().ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        serde_json::from_str(&response.body_mut().with_config().limit(1 << 20).read_to_string().ok()?).ok()
     };
-    wait_for_outcome(timeout, read).unwrap_or_else(|| {
+    wait_for_outcome(deadline, read).unwrap_or_else(|| {
         eprintln!("no outcome within {timeout} s from {base}");
         Ok(ExitCode::from(1))
     })

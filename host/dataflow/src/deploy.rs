@@ -1,0 +1,144 @@
+//! Preparing a deploy beside the checkpoint coordinator: fetch, digest
+//! check, plugin store, compile and a first start, on a worker thread.
+//!
+//! Whoever sends a command chooses what is fetched, and a fetch or a
+//! compile can take long; the coordinator must keep triggering checkpoints
+//! and answer `sluice stop` meanwhile. So it hands commands to a worker
+//! through a bounded queue and picks up finished preparations on its loop.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use sluice_config::Pipeline;
+use sluice_types::metrics::Metrics;
+use sluice_world::{Plugin, Runtime};
+
+use crate::control::{Command, ControlDir};
+use crate::fetch::FetchPolicy;
+
+/// Deploys waiting for the worker, at most.
+const QUEUE: usize = 4;
+
+/// What preparing a deploy needs.
+pub(crate) struct DeployContext {
+    pub(crate) pipeline: Pipeline,
+    pub(crate) control: ControlDir,
+    pub(crate) runtime: Option<Arc<Runtime>>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) policy: FetchPolicy,
+}
+
+/// A prepared deploy: the started plugin and its digest, or why not.
+pub(crate) type Prepared = Result<(Arc<Plugin>, String), String>;
+
+/// Where a command given to the worker came from: (control source, token).
+type Origin = (usize, u64);
+
+/// The worker that prepares deploys, and what it is busy with.
+pub(crate) struct Preparer {
+    jobs: Option<mpsc::SyncSender<(Command, Origin)>>,
+    done: mpsc::Receiver<(Command, Origin, Prepared)>,
+    /// Commands queued or being prepared, by id.
+    busy: HashMap<String, String>,
+}
+
+impl Preparer {
+    /// Start the worker.
+    pub(crate) fn start(context: DeployContext) -> Preparer {
+        let (jobs, queue) = mpsc::sync_channel::<(Command, Origin)>(QUEUE);
+        let (finished, done) = mpsc::channel();
+        let spawned = std::thread::Builder::new().name("sluice-deploys".into()).stack_size(crate::THREAD_STACK_BYTES).spawn(move || {
+            for (command, origin) in queue {
+                // A panic must not leave the command (and its operator) waiting forever.
+                let prepared =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(&context, &command))).unwrap_or_else(|_| Err(format!("preparing the deploy of operator `{}` failed unexpectedly (see the log); nothing changed", command.operator)));
+                if finished.send((command, origin, prepared)).is_err() {
+                    return;
+                }
+            }
+        });
+        let jobs = match spawned {
+            Ok(_) => Some(jobs),
+            Err(e) => {
+                tracing::error!("control: cannot start the deploy worker ({e}); deploys are rejected");
+                None
+            }
+        };
+        Preparer { jobs, done, busy: HashMap::new() }
+    }
+
+    /// Queue `command`; gives it back if the queue is full (try later).
+    pub(crate) fn submit(&mut self, command: Command, origin: Origin) -> Option<(Command, Origin)> {
+        let Some(jobs) = &self.jobs else { return Some((command, origin)) };
+        let (id, operator) = (command.id.clone(), command.operator.clone());
+        match jobs.try_send((command, origin)) {
+            Ok(()) => {
+                self.busy.insert(id, operator);
+                None
+            }
+            Err(mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job)) => Some(job),
+        }
+    }
+
+    /// Whether there is a worker to prepare deploys.
+    pub(crate) fn available(&self) -> bool {
+        self.jobs.is_some()
+    }
+
+    /// Whether command `id` is queued or being prepared.
+    pub(crate) fn has(&self, id: &str) -> bool {
+        self.busy.contains_key(id)
+    }
+
+    /// Whether a deploy of `operator` is queued or being prepared.
+    pub(crate) fn preparing(&self, operator: &str) -> bool {
+        self.busy.values().any(|o| o == operator)
+    }
+
+    /// Preparations finished since the last call.
+    pub(crate) fn finished(&mut self) -> Vec<(Command, Origin, Prepared)> {
+        let done: Vec<_> = self.done.try_iter().collect();
+        for (command, _, _) in &done {
+            self.busy.remove(&command.id);
+        }
+        done
+    }
+}
+
+/// Check a deploy: digest, plugin store, compile, kind, a first start.
+fn prepare(context: &DeployContext, command: &Command) -> Prepared {
+    let pipeline = &context.pipeline;
+    if command.pipeline != pipeline.name {
+        return Err(format!("the command is for pipeline `{}`, this is `{}`", command.pipeline, pipeline.name));
+    }
+    let Some(op) = pipeline.operator(&command.operator) else {
+        return Err(format!("pipeline `{}` has no operator `{}`", pipeline.name, command.operator));
+    };
+    let (Some(path), Some(want)) = (&command.plugin, &command.sha256) else {
+        return Err("a deploy needs `plugin` (a path) and `sha256`".into());
+    };
+    if let Some(p) = command.params.as_ref().filter(|p| !p.is_object()) {
+        return Err(format!("params must be a JSON object, not {p}"));
+    }
+    let bytes = context.policy.fetch(path)?;
+    let digest = crate::control::sha256_hex(&bytes);
+    if !digest.eq_ignore_ascii_case(want.trim_start_matches("sha256:")) {
+        // Never the actual digest: it would reveal a file the sender may not read.
+        return Err(format!("digest mismatch: {} does not have the sha256 the command names ({want}); check the file and the digest", path.display()));
+    }
+    let stored = context.control.store_plugin(&digest, &bytes)?;
+    let Some(runtime) = &context.runtime else {
+        return Err("this run has no plugin runtime for deploys (start it with `sluice run`)".into());
+    };
+    let mut spec = op.clone();
+    spec.plugin = stored;
+    if let Some(p) = &command.params {
+        spec.params = p.clone();
+    }
+    let plugin = crate::load_operator(runtime, &spec).map_err(|e| e.to_string())?;
+    // Start it once here, without state, so that a plugin whose `init`
+    // fails (or refuses its params) is rejected before any subtask switches.
+    plugin.instantiate(crate::instance_config(&spec, 0), None, context.metrics.clone()).map_err(|e| format!("the new plugin failed to start or to migrate the state; the old one keeps running: {e}"))?;
+    Ok((plugin, digest))
+}
