@@ -463,6 +463,9 @@ path = "out.jsonl"
     assert!(!ok && text.contains("pipeline.toml:3") && text.contains("batch_size = 0 is out of range"), "{text}");
     let (ok, text) = validate(&with("watermarks = { out_of_orderness = \"1s\" }", "", "batch_size = 64\nbatch_timeout = \"5ms\"\n"));
     assert!(ok, "{text}");
+    // Alignment is between sources; an operator cannot wait for its inputs.
+    let (ok, text) = validate(&with("watermarks = { out_of_orderness = \"1s\", alignment_group = \"g\" }", "", ""));
+    assert!(!ok && text.contains("alignment_group and max_drift apply to sources only") && text.contains("[sources.watermarks]"), "{text}");
 }
 
 /// A plain process operator (no timers) reads the watermark as of each
@@ -519,4 +522,46 @@ fn reading_a_side_output_the_plugin_does_not_declare_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("pipeline.toml:17: `out` reads `op.lates`, but the plugin of `op` declares no side output `lates` (it declares `op.late`)"), "{err}");
+}
+
+/// Two sources of one alignment group feeding a union: the fast one waits
+/// for the slow one instead of racing ahead of it (Flink's watermark
+/// alignment), so the union's records stay near its watermark.
+#[test]
+fn sources_of_an_alignment_group_wait_for_the_slowest() {
+    let run = |alignment: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let source = |name: &str, rate: &str| {
+            format!(
+                "[[sources]]\nname = \"{name}\"\ntype = \"turbines\"\nseed = 3\nturbines = 20\nrecords = 12000\ninterval_ms = 1000\nout_of_order_ms = 500\nlate_ratio = 0.0\n{rate}\n[sources.watermarks]\nout_of_orderness = \"1s\"\n{alignment}\n\n"
+            )
+        };
+        let text = format!(
+            "manifest_version = 1\nname = \"aligned\"\nbatch_size = 16\n\n{}{}[[operators]]\nname = \"op\"\nplugin = \"{{plugins}}/fixture_record_info.wasm\"\ninput = [\"fast\", \"slow\"]\n\n[[sinks]]\nname = \"out\"\ntype = \"file\"\ninput = \"op\"\npath = \"out.jsonl\"\n\n[[sinks]]\nname = \"late\"\ntype = \"file\"\ninput = \"op.late\"\npath = \"late.jsonl\"\n",
+            source("fast", ""),
+            source("slow", "rate = 4000.0")
+        );
+        write_pipeline(dir.path(), &text);
+        run_in_process(&dir.path().join("pipeline.toml"), &dir.path().join("state"), 16).expect("pipeline runs");
+        // How far ahead of the union's watermark the fast source's records were.
+        let mut ahead = 0i64;
+        let mut n = 0;
+        for file in ["out.jsonl", "late.jsonl"] {
+            for v in read_jsonl(&dir.path().join(file)) {
+                n += 1;
+                if let (Some("fast"), Some(t), Some(w)) = (v["source"].as_str(), v["time"].as_i64(), v["watermark"].as_i64()) {
+                    ahead = ahead.max(t - w);
+                }
+            }
+        }
+        assert_eq!(n, 24_000, "every record of both sources");
+        ahead
+    };
+    let racing = run("");
+    let aligned = run("alignment_group = \"inputs\"\nmax_drift = \"10s\"");
+    assert!(racing > 120_000, "without alignment the fast source races ahead: {racing} ms");
+    // max_drift (10 s) + out-of-orderness (1 s) + one batch read past the
+    // check (16 records, 0.8 s) + the slow source's records still in flight
+    // to the operator (a few seconds on a loaded machine).
+    assert!(aligned <= 20_000, "aligned, the fast source stays near max_drift: {aligned} ms ahead");
 }

@@ -682,6 +682,9 @@ impl Reader<'_> {
             if window.is_some() && op.key_by.is_none() {
                 return Err(op_err("window", "windows are keyed, but the operator has no key_by".into(), "add key_by = \"key\"; the upstream operator sets each record's key".into()));
             }
+            if op.watermarks.as_ref().is_some_and(|w| w.alignment_group.is_some() || w.max_drift.is_some()) {
+                return Err(op_err("watermarks", "alignment_group and max_drift apply to sources only".into(), "set them in [sources.watermarks] of the sources that should wait for each other".into()));
+            }
             if let Some(w) = &op.watermarks {
                 if w.timestamps == Timestamps::Ingestion {
                     return Err(op_err("watermarks", "timestamps = \"ingestion\" applies to sources only".into(), "set it on the source, or use a window with time = \"ingestion\"".into()));

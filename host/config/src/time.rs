@@ -52,6 +52,8 @@ pub enum Timestamps {
 /// out_of_orderness = "5s"     # bounded out-of-orderness (default 0)
 /// idle_timeout = "30s"        # a split silent this long stops holding the watermark back
 /// timestamps = "record"       # or "ingestion" (sources only)
+/// alignment_group = "inputs"  # sources only: sources of one group wait for the slowest
+/// max_drift = "30s"           # ...once their watermark is this far ahead of it
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -63,6 +65,15 @@ pub struct WatermarkSpec {
     pub idle_timeout: Option<Millis>,
     /// Where event times come from.
     pub timestamps: Timestamps,
+    /// Sources naming the same group wait for the slowest of them (sources
+    /// only): a source whose watermark is more than `max_drift` ahead of the
+    /// lowest in its group stops reading until the others catch up, so a
+    /// union of their streams does not race ahead on the fast one (Flink's
+    /// watermark alignment). Idle and finished sources do not hold it back.
+    pub alignment_group: Option<String>,
+    /// How far ahead of its group's slowest a source may run (default 0
+    /// with a group).
+    pub max_drift: Option<Millis>,
 }
 
 /// Which clock a window follows.

@@ -154,6 +154,46 @@ impl WatermarkGenerator {
 
 }
 
+/// The sources of one alignment group (`alignment_group`): each source
+/// subtask's watermark, so that one too far ahead of the slowest waits.
+#[derive(Default)]
+pub(crate) struct AlignmentGroup {
+    /// Per member: its watermark and when it last moved.
+    marks: std::sync::Mutex<HashMap<(usize, usize), (i64, Instant)>>,
+}
+
+impl AlignmentGroup {
+    /// Member `who` (source index, subtask) exists: until it has a watermark
+    /// (or has been silent for the idle timeout) the others wait for it, so a
+    /// source that starts late does not let the rest race ahead.
+    pub(crate) fn join(&self, who: (usize, usize)) {
+        self.marks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(who, (NO_WATERMARK, Instant::now()));
+    }
+
+    /// Member `who` is at `wm`; whether it must wait: more than `drift`
+    /// ahead of the lowest other member that has not been still for `idle`
+    /// (members that finished are gone).
+    pub(crate) fn must_wait(&self, who: (usize, usize), wm: i64, drift: i64, idle: Option<Duration>) -> bool {
+        let now = Instant::now();
+        let mut marks = self.marks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mine = marks.entry(who).or_insert((wm, now));
+        if mine.0 != wm {
+            *mine = (wm, now);
+        }
+        let slowest = marks
+            .iter()
+            .filter(|(k, (_, moved))| **k != who && idle.is_none_or(|t| now.duration_since(*moved) < t))
+            .map(|(_, (at, _))| *at)
+            .min();
+        wm > NO_WATERMARK && slowest.is_some_and(|s| wm > s.saturating_add(drift))
+    }
+
+    /// Member `who` finished: it holds nobody back any more.
+    pub(crate) fn leave(&self, who: (usize, usize)) {
+        self.marks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&who);
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Mark {
     at: i64,

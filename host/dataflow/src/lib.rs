@@ -582,7 +582,9 @@ pub async fn run(
 
     let mut tasks: Vec<(String, tokio::task::JoinHandle<Result<(), DataflowError>>)> = Vec::new();
 
+    let mut groups: HashMap<String, Arc<event_time::AlignmentGroup>> = HashMap::new();
     for (index, spec) in pipeline.sources.iter().enumerate() {
+        let group = spec.watermarks.as_ref().and_then(|w| w.alignment_group.clone()).map(|g| groups.entry(g).or_default().clone());
         let resume = restore.as_ref().and_then(|r| r.manifest.sources.iter().find(|s| s.name == spec.name)).map(|s| s.position.clone());
         for subtask in 0..spec.parallelism as usize {
             let connector_err = |source| DataflowError::Connector { node: spec.name.clone(), source };
@@ -604,6 +606,10 @@ pub async fn run(
                 subtask,
                 parallelism: spec.parallelism as usize,
                 watermarks: spec.watermarks.clone(),
+                alignment: group.clone().map(|g| {
+                    g.join((index, subtask));
+                    (g, (index, subtask))
+                }),
                 stop: stop.clone(),
                 batch: batching.size,
                 batch_timeout: batching.timeout,
@@ -769,6 +775,8 @@ struct SourceNode {
     subtask: usize,
     parallelism: usize,
     watermarks: Option<WatermarkSpec>,
+    /// Its alignment group and its place in it (source index, subtask).
+    alignment: Option<(Arc<event_time::AlignmentGroup>, (usize, usize))>,
     stop: StopHandle,
     batch: usize,
     /// How long to wait to fill a batch when input is slow.
@@ -838,7 +846,15 @@ impl SourceNode {
                     source.checkpoint_complete(&splits).map_err(err)?;
                 }
             }
-            let Some((records, ended)) = self.fill(&mut *source).map_err(err)? else {
+            // Too far ahead of the slowest of its alignment group: wait
+            // (still taking part in checkpoints) instead of reading.
+            let polled = if self.must_wait(generator.as_ref()) {
+                std::thread::sleep(Duration::from_millis(2));
+                Some((Vec::new(), false))
+            } else {
+                self.fill(&mut *source).map_err(err)?
+            };
+            let Some((records, ended)) = polled else {
                 exhausted = true;
                 break;
             };
@@ -892,6 +908,9 @@ impl SourceNode {
             position.exhausted = exhausted;
             let _ = acks.send(checkpoint::Ack::SourceDone { name: name.to_string(), subtask: self.subtask, position: position.clone() });
         }
+        if let Some((group, who)) = &self.alignment {
+            group.leave(*who);
+        }
         router.finish(exhausted)?;
         // Acknowledge the final checkpoint to the source as well (it holds
         // everything this source emitted), once the pipeline has taken it.
@@ -912,6 +931,15 @@ impl SourceNode {
 }
 
 impl SourceNode {
+    /// Whether this source is more than `max_drift` ahead of the slowest
+    /// source of its alignment group.
+    fn must_wait(&self, generator: Option<&WatermarkGenerator>) -> bool {
+        let (Some((group, who)), Some(g), Some(spec)) = (&self.alignment, generator, &self.watermarks) else { return false };
+        let drift = spec.max_drift.map_or(0, |d| d.0);
+        let idle = spec.idle_timeout.map(|t| Duration::from_millis(t.0 as u64));
+        group.must_wait(*who, g.current(), drift, idle)
+    }
+
     /// One batch: up to `batch` records, waiting up to `batch_timeout` to
     /// fill it when input is slow. `Some((records, true))`: the input ended
     /// after these.
