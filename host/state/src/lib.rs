@@ -598,6 +598,13 @@ struct Slot {
     call: u32,
 }
 
+/// A cache key written during a guest call and its slot before the call
+/// (`None`: it did not exist), so the call can be undone.
+type JournalEntry = (Box<[u8]>, Option<Slot>);
+
+/// One entry of a map state: its user key and its value.
+pub type MapEntry = (Vec<u8>, Vec<u8>);
+
 /// The keyed state of one operator subtask: a write-back cache over the
 /// pipeline's RocksDB database. Not shared between threads.
 pub struct OperatorState {
@@ -618,7 +625,7 @@ pub struct OperatorState {
     map_index: std::collections::BTreeSet<Box<[u8]>>,
     /// Pre-call slots of the keys written during the current guest call,
     /// one entry per key (its first write in the call).
-    journal: Option<Vec<(Box<[u8]>, Option<Slot>)>>,
+    journal: Option<Vec<JournalEntry>>,
     /// Id of the current guest call, for the journal.
     call: u32,
     clock: StateClock,
@@ -879,7 +886,7 @@ impl OperatorState {
     /// All entries of map `state` of `key` that have not expired, ordered by
     /// map key. Merges RocksDB with the cache, so it costs a scan of the
     /// cache: use it off the hot path.
-    pub fn map_entries(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn map_entries(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<Vec<MapEntry>, StateError> {
         // The payload of a stored value, if it has not expired.
         let now = if state.has_ttl() { Some(self.now()) } else { None };
         self.key(kg, state, key, None);
