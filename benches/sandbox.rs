@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sluice_connectors::{taxi_records, GeneratorConfig};
+use sluice_tests::plugins::examples;
 use sluice_tests::{compile_cache, plugin};
 use sluice_types::metrics::Metrics;
 use sluice_world::{wit, EngineOptions, Grants, InstanceConfig, Runtime};
@@ -27,7 +28,7 @@ fn batches(trips: u64) -> Vec<Vec<wit::Record>> {
 
 /// Records per second through the parser with these engine options.
 fn measure(runtime: &Runtime, options: EngineOptions, input: &[Vec<wit::Record>]) -> f64 {
-    let plugin = runtime.load_with(&plugin("taxi_parse"), options, &Grants::default()).unwrap();
+    let plugin = runtime.load_with(&plugin(examples::TAXI_PARSE), options, &Grants::default()).unwrap();
     let fuel = options.fuel.then_some(u64::MAX / 2);
     let config = InstanceConfig { fuel, ..InstanceConfig::new("parse") };
     let mut instance = plugin.instantiate(config, None, Arc::new(Metrics::default())).unwrap();

@@ -22,6 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sluice_tests::plugins::fixtures;
 use sluice_tests::{compile_cache, median, plugin, sluice, sluice_bin, write_pipeline};
 use sluice_world::{InstanceConfig, Runtime};
 
@@ -30,7 +31,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let swaps: usize = std::env::var("SLUICE_BENCH_SWAPS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
-    let v = [plugin("fixture_versioned_count_v1"), plugin("fixture_versioned_count_v2")];
+    let v = [plugin(fixtures::VERSIONED_COUNT_V1), plugin(fixtures::VERSIONED_COUNT_V2)];
 
     // Compile (no cache) and instantiate, in-process.
     let mut compile = Vec::new();
@@ -54,7 +55,7 @@ fn main() {
     // to v2 (same layout, nothing to migrate).
     const KEYS: usize = 100_000;
     let runtime = Runtime::new(Some(compile_cache())).unwrap();
-    let (p1, p2, p4) = (runtime.load(&v[0]).unwrap(), runtime.load(&v[1]).unwrap(), runtime.load(&plugin("fixture_versioned_count_v4")).unwrap());
+    let (p1, p2, p4) = (runtime.load(&v[0]).unwrap(), runtime.load(&v[1]).unwrap(), runtime.load(&plugin(fixtures::VERSIONED_COUNT_V4)).unwrap());
     let (mut plain, mut migrating) = (Vec::new(), Vec::new());
     for round in 0..3 {
         for (to, times) in [(&p2, &mut plain), (&p4, &mut migrating)] {

@@ -15,7 +15,7 @@
 //!
 //! - **sluice**: `turbines` (watermarks: out-of-orderness 2 s) → window
 //!   operator (`key_by = "key"`, tumbling 1 m, event time) with
-//!   `plugins/bench-window-count` (counts, never reads the value) → file
+//!   `plugins/bench/window-count` (counts, never reads the value) → file
 //!   sink, run as `sluice run --quiet` (the release binary next to this
 //!   bench) with a fresh `--state-dir`.
 //! - **native**: this binary re-run as a child (`__native`): the same

@@ -2,6 +2,7 @@
 //! the file and line (or the plugin) and says what to do. Never a panic.
 
 use sluice_config::Pipeline;
+use sluice_tests::plugins::{examples, fixtures};
 use sluice_tests::*;
 use sluice_world::Runtime;
 
@@ -110,16 +111,16 @@ fn bad_components_are_refused_with_what_is_missing() {
     let err = load_err(b"\0asm\x01\0\0\0");
     assert!(err.contains("core WebAssembly module, not a component"), "{err}");
 
-    let real = std::fs::read(plugin("taxi_filter")).unwrap();
+    let real = std::fs::read(plugin(examples::TAXI_FILTER)).unwrap();
     let err = load_err(&real[..real.len() / 3]);
     assert!(err.contains("invalid component"), "{err}");
 
     let runtime = Runtime::new(None).unwrap();
-    let err = runtime.load(&plugin("fixture_no_exports")).err().expect("no-exports component refused").to_string();
+    let err = runtime.load(&plugin(fixtures::NO_EXPORTS)).err().expect("no-exports component refused").to_string();
     assert!(err.contains("not a sluice:operator component"), "{err}");
     assert!(err.contains("sluice:operator/processor@0.1.3"), "{err}");
 
-    let err = runtime.load(&plugin("fixture_future_version")).err().expect("0.9 component refused").to_string();
+    let err = runtime.load(&plugin(fixtures::FUTURE_VERSION)).err().expect("0.9 component refused").to_string();
     assert!(err.contains("sluice:operator/processor@0.9.0"), "{err}");
     assert!(err.contains("this host runs sluice:operator@0.1.3"), "{err}");
 }
@@ -129,7 +130,7 @@ fn random_bytes_never_panic_the_loader() {
     // A small deterministic fuzz of the loading path: random bytes, and
     // corruptions of a real component. Every input must be refused cleanly
     // (or, for harmless corruptions, accepted) without a panic.
-    let real = std::fs::read(plugin("taxi_filter")).unwrap();
+    let real = std::fs::read(plugin(examples::TAXI_FILTER)).unwrap();
     let runtime = Runtime::new(None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut state = 0x9e3779b97f4a7c15u64;
@@ -163,13 +164,13 @@ fn random_bytes_never_panic_the_loader() {
 #[test]
 fn inspect_prints_the_contract_facts() {
     let dir = tempfile::tempdir().unwrap();
-    let out = sluice(&["plugin", "inspect", plugin("taxi_zone_count").to_str().unwrap()], dir.path());
+    let out = sluice(&["plugin", "inspect", plugin(examples::TAXI_ZONE_COUNT).to_str().unwrap()], dir.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     for w in ["package:  sluice:operator", "world:    process-operator", "version:  0.1.3", "sluice:operator/processor@0.1.3", "sluice:operator/state@0.1.3", "sha256:", "size:", "verdict:  loadable"] {
         assert!(stdout.contains(w), "expected `{w}` in:\n{stdout}");
     }
-    let out = sluice(&["plugin", "inspect", plugin("fixture_no_exports").to_str().unwrap()], dir.path());
+    let out = sluice(&["plugin", "inspect", plugin(fixtures::NO_EXPORTS).to_str().unwrap()], dir.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout.contains("verdict:  refused: "), "{stdout}");

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_state::{BackendOptions, StateBackend, StateClock};
+use sluice_tests::plugins::fixtures;
 use sluice_tests::*;
 use sluice_types::metrics::Metrics;
 use sluice_world::{wit, InstanceConfig, Runtime};
@@ -323,7 +324,7 @@ fn state_with_a_ttl_is_not_returned_after_it_expires_and_cleanup_shrinks_rocksdb
     let clock = StateClock::manual(1_000_000);
     let backend = StateBackend::open_with(dir.path(), true, BackendOptions { clock: clock.clone(), ttl_cleanup_interval: Duration::from_secs(3600) }).unwrap();
     let runtime = Runtime::new(Some(compile_cache())).unwrap();
-    let plugin = runtime.load(&plugin("fixture_ttl")).unwrap();
+    let plugin = runtime.load(&plugin(fixtures::TTL)).unwrap();
     let config = InstanceConfig { params: r#"{"ttl_ms": 1000}"#.into(), ..InstanceConfig::new("ttl") };
     let state = backend.operator("ttl", 1 << 20).unwrap();
     let mut instance = plugin.instantiate(config, Some(state), Arc::new(Metrics::default())).unwrap();
@@ -355,7 +356,7 @@ fn state_with_a_ttl_is_not_returned_after_it_expires_and_cleanup_shrinks_rocksdb
 #[test]
 fn components_of_contract_0_1_0_still_load_and_run() {
     let runtime = Runtime::new(Some(compile_cache())).unwrap();
-    let plugin = runtime.load(&plugin("fixture_contract_0_1_0")).expect("a 0.1.0 component loads on a 0.1.3 host");
+    let plugin = runtime.load(&plugin(fixtures::CONTRACT_0_1_0)).expect("a 0.1.0 component loads on a 0.1.3 host");
     assert_eq!(plugin.info().version, "0.1.0");
     assert!(plugin.info().exports.iter().any(|e| e == "sluice:operator/processor@0.1.0"), "{:?}", plugin.info().exports);
     let mut instance = plugin.instantiate(InstanceConfig::new("old"), None, Arc::new(Metrics::default())).unwrap();

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sluice_connectors::{taxi_records, GeneratorConfig};
+use sluice_tests::plugins::fixtures;
 use sluice_tests::*;
 
 const TRIPS: u64 = 30_000;
@@ -58,7 +59,7 @@ path = "out.txt"
     )
 }
 
-fn deploy(dir: &Path, component: &str, id: &str) -> (bool, String) {
+fn deploy(dir: &Path, component: Plugin, id: &str) -> (bool, String) {
     let wasm = plugin(component).display().to_string();
     let out = sluice(&["plugin", "deploy", "--state-dir", "state", "--id", id, "--timeout", "60", "pipeline.toml", "count", &wasm], dir);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -85,18 +86,18 @@ fn a_keyed_counter_is_swapped_v1_v2_v1_under_load_without_loss_duplicate_or_rese
     std::thread::sleep(Duration::from_secs(2));
 
     // The wrong kind of component: rejected, v1 keeps running.
-    let (ok, text) = deploy(dir.path(), "fixture_window_count", "wrong-world");
+    let (ok, text) = deploy(dir.path(), fixtures::WINDOW_COUNT, "wrong-world");
     assert!(!ok && text.contains("rejected") && text.contains("window"), "{text}");
     // A trap in `init`: rejected before any subtask switches.
-    let (ok, text) = deploy(dir.path(), "fixture_init_fails", "bad-init");
+    let (ok, text) = deploy(dir.path(), fixtures::INIT_FAILS, "bad-init");
     assert!(!ok && text.contains("rejected") && text.contains("refuses to start"), "{text}");
-    let (ok, text) = deploy(dir.path(), "fixture_versioned_count_v2", "to-v2");
+    let (ok, text) = deploy(dir.path(), fixtures::VERSIONED_COUNT_V2, "to-v2");
     assert!(ok && text.contains("applied") && text.contains("after source `trips` at "), "{text}");
     std::thread::sleep(Duration::from_secs(2));
     // The same command again: it was applied once, and stays so.
-    let (ok, text) = deploy(dir.path(), "fixture_versioned_count_v2", "to-v2");
+    let (ok, text) = deploy(dir.path(), fixtures::VERSIONED_COUNT_V2, "to-v2");
     assert!(ok && text.contains("applied"), "{text}");
-    let (ok, text) = deploy(dir.path(), "fixture_versioned_count_v1", "back-to-v1");
+    let (ok, text) = deploy(dir.path(), fixtures::VERSIONED_COUNT_V1, "back-to-v1");
     assert!(ok && text.contains("applied"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(9), "the swaps should land while records flow ({:?})", started.elapsed());
 
@@ -162,7 +163,7 @@ fn a_swap_survives_a_sigkill_right_after_it_and_rollback_returns_to_the_previous
     write_pipeline(dir.path(), &pipeline());
     let child = spawn_run(dir.path(), &[]);
     std::thread::sleep(Duration::from_millis(1500));
-    let (ok, text) = deploy(dir.path(), "fixture_versioned_count_v2", "v2-then-kill");
+    let (ok, text) = deploy(dir.path(), fixtures::VERSIONED_COUNT_V2, "v2-then-kill");
     assert!(ok, "{text}");
     kill_run(child);
 
@@ -174,8 +175,8 @@ fn a_swap_survives_a_sigkill_right_after_it_and_rollback_returns_to_the_previous
     assert!(out.status.success() && text.contains("applied"), "{text}");
     let list = sluice(&["plugin", "list", "--state-dir", "state", "pipeline.toml"], dir.path());
     let listed = String::from_utf8_lossy(&list.stdout);
-    let v1 = control_digest("fixture_versioned_count_v1");
-    let v2 = control_digest("fixture_versioned_count_v2");
+    let v1 = control_digest(fixtures::VERSIONED_COUNT_V1);
+    let v2 = control_digest(fixtures::VERSIONED_COUNT_V2);
     assert!(listed.contains(&format!("* sha256:{}", &v1[..16])) && listed.contains(&format!("x sha256:{}", &v2[..16])), "{listed}");
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
@@ -193,7 +194,7 @@ fn a_version_that_traps_on_every_tenth_record_is_rolled_back_automatically() {
     write_pipeline(dir.path(), &(pipeline_with("on_error = \"skip\"") + "\n[control]\nprobation_records = 500\nmax_error_rate = 0.05\n"));
     let child = spawn_run(dir.path(), &[]);
     std::thread::sleep(Duration::from_millis(1500));
-    let (ok, text) = deploy(dir.path(), "fixture_versioned_count_v3", "to-v3");
+    let (ok, text) = deploy(dir.path(), fixtures::VERSIONED_COUNT_V3, "to-v3");
     assert!(ok, "{text}");
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
@@ -214,7 +215,7 @@ fn a_version_that_traps_on_every_tenth_record_is_rolled_back_automatically() {
     assert!(back > 0, "keys are counted by v1 again after the rollback ({back} of {keys})");
 }
 
-fn control_digest(component: &str) -> String {
+fn control_digest(component: Plugin) -> String {
     sluice_dataflow::control::sha256_hex(&std::fs::read(plugin(component)).unwrap())
 }
 
@@ -232,7 +233,7 @@ fn swaps_arrive_through_the_kafka_control_topic_and_the_directory() {
     std::thread::sleep(Duration::from_millis(1500));
 
     // v1 → v2 through Kafka (the CLI uses the pipeline's control topic).
-    let (ok, text) = deploy(dir.path(), "fixture_versioned_count_v2", "kafka-to-v2");
+    let (ok, text) = deploy(dir.path(), fixtures::VERSIONED_COUNT_V2, "kafka-to-v2");
     if !(ok && text.contains("Kafka topic") && text.contains("applied")) {
         panic!("{text}\n--- sluice log ---\n{}", kill_run(child));
     }
@@ -241,14 +242,14 @@ fn swaps_arrive_through_the_kafka_control_topic_and_the_directory() {
     // it, naming the component by an http URL (served here on loopback).
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let url = format!("http://{}/v1.wasm", server.server_addr().to_ip().unwrap());
-    let bytes = std::fs::read(plugin("fixture_versioned_count_v1")).unwrap();
+    let bytes = std::fs::read(plugin(fixtures::VERSIONED_COUNT_V1)).unwrap();
     let serving = std::thread::spawn(move || {
         let request = server.recv_timeout(Duration::from_secs(60)).unwrap().expect("the pipeline fetches the component");
         request.respond(tiny_http::Response::from_data(bytes)).unwrap();
     });
     let command = serde_json::json!({
         "id": "dir-to-v1", "pipeline": "swap", "operator": "count", "action": "deploy",
-        "plugin": url, "sha256": control_digest("fixture_versioned_count_v1"),
+        "plugin": url, "sha256": control_digest(fixtures::VERSIONED_COUNT_V1),
     });
     let commands = dir.path().join("state/swap/checkpoints/control");
     std::fs::create_dir_all(&commands).unwrap();
@@ -316,7 +317,7 @@ fn a_swap_requested_over_http_in_the_middle_of_a_checkpoint_is_exact_and_a_repla
     };
     let command = serde_json::json!({
         "id": "http-to-v2", "pipeline": "swap", "operator": "count", "action": "deploy",
-        "plugin": plugin("fixture_versioned_count_v2"), "sha256": control_digest("fixture_versioned_count_v2"),
+        "plugin": plugin(fixtures::VERSIONED_COUNT_V2), "sha256": control_digest(fixtures::VERSIONED_COUNT_V2),
     })
     .to_string();
     let post = |body: &str| ureq::post(&base).header("Content-Type", "application/json").header("Authorization", &bearer).send(body).map(|r| r.status().as_u16());
@@ -334,7 +335,7 @@ fn a_swap_requested_over_http_in_the_middle_of_a_checkpoint_is_exact_and_a_repla
     assert!(applied["checkpoint"].as_u64().unwrap() > taking, "a swap asked for during checkpoint {taking} takes effect at a later barrier: {applied}");
     // The same command again, as a replayed message would be, through the
     // CLI (which talks to the endpoint): applied once, answered at once.
-    let (ok, text) = deploy(dir.path(), "fixture_versioned_count_v2", "http-to-v2");
+    let (ok, text) = deploy(dir.path(), fixtures::VERSIONED_COUNT_V2, "http-to-v2");
     assert!(ok && text.contains(&format!("to {base}")) && text.contains("applied"), "{text}");
     assert_eq!(post("{\"not\": \"a command\"}").ok(), None, "a malformed command is refused with 400");
     // Pause: the output stops (input held, upstream backpressured); resume: it goes on.
@@ -375,11 +376,11 @@ fn a_deploy_can_change_params_and_bad_params_are_rejected() {
     std::thread::sleep(Duration::from_millis(1500));
     let commands = dir.path().join("state/swap/checkpoints/control");
     std::fs::create_dir_all(&commands).unwrap();
-    let keyed = plugin("fixture_json_keyed");
+    let keyed = plugin(fixtures::JSON_KEYED);
     let send = |id: &str, params: serde_json::Value| -> serde_json::Value {
         let command = serde_json::json!({
             "id": id, "pipeline": "swap", "operator": "keyed", "action": "deploy",
-            "plugin": keyed, "sha256": control_digest("fixture_json_keyed"), "params": params,
+            "plugin": keyed, "sha256": control_digest(fixtures::JSON_KEYED), "params": params,
         });
         std::fs::write(commands.join(format!("{id}.json")), command.to_string()).unwrap();
         let result = commands.join(format!("results/{id}.json"));
@@ -430,7 +431,7 @@ fn a_deploy_that_migrates_the_state_layout_is_all_or_nothing_and_survives_a_sigk
         assert!(Instant::now() < deadline, "no output within 60 s");
         std::thread::sleep(Duration::from_millis(100));
     };
-    let wasm = plugin("fixture_versioned_count_v4").display().to_string();
+    let wasm = plugin(fixtures::VERSIONED_COUNT_V4).display().to_string();
     // v4 keeps its count in another state; its migration refuses one key:
     // the deploy is rejected and every subtask keeps v1 with its state as it
     // was (v1 continues every count below).
@@ -438,7 +439,7 @@ fn a_deploy_that_migrates_the_state_layout_is_all_or_nothing_and_survives_a_sigk
     let out = sluice(&["plugin", "deploy", "--state-dir", "state", "--id", "v4-refused", "--timeout", "60", "--params", &params, "pipeline.toml", "count", &wasm], dir.path());
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!out.status.success() && text.contains("rejected") && text.contains(&format!("refusing to migrate key {key}")), "{text}");
-    let (ok, text) = deploy(dir.path(), "fixture_versioned_count_v4", "to-v4");
+    let (ok, text) = deploy(dir.path(), fixtures::VERSIONED_COUNT_V4, "to-v4");
     assert!(ok && text.contains("applied"), "{text}");
     let log = kill_run(child);
     assert!(log.contains("keys migrated"), "the swap reports its migration: {log}");

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use sluice_connectors::{taxi_records, GeneratorConfig};
 use sluice_tests::kafka::{bootstrap, create_topic, read_topic, unique_topic, Topics};
+use sluice_tests::plugins::examples;
 use sluice_tests::*;
 use sluice_types::Record;
 
@@ -247,7 +248,7 @@ topic = "{dlq}"
     );
     finish(dir.path());
 
-    let digest = sluice_dataflow::control::sha256_hex(&std::fs::read(plugin("taxi_parse")).unwrap());
+    let digest = sluice_dataflow::control::sha256_hex(&std::fs::read(plugin(examples::TAXI_PARSE)).unwrap());
     let by_position: BTreeMap<(u32, u64), &Record> = inputs.iter().map(|r| ((r.position.unwrap().split, r.position.unwrap().offset), r)).collect();
     let dead = read_topic(&bs, &dlq, true);
     assert_eq!(dead.len(), malformed.len(), "every malformed trip, and nothing else, is dead-lettered");

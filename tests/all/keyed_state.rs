@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use sluice_state::StateBackend;
+use sluice_tests::plugins::fixtures;
 use sluice_tests::*;
 use sluice_types::metrics::Metrics;
 use sluice_world::{wit, InstanceConfig, Runtime};
@@ -75,7 +76,7 @@ fn state_persists_across_calls_and_instances_and_is_scoped_by_key() {
     let dir = tempfile::tempdir().unwrap();
     let backend = StateBackend::open(&dir.path().join("db"), true).unwrap();
     let runtime = Runtime::new(Some(compile_cache())).unwrap();
-    let plugin = runtime.load(&plugin("fixture_keyed_count")).unwrap();
+    let plugin = runtime.load(&plugin(fixtures::KEYED_COUNT)).unwrap();
     let metrics = Arc::new(Metrics::default());
     let state = backend.operator("count", 1 << 20).unwrap();
     let mut inst = plugin.instantiate(InstanceConfig::new("count"), Some(state), metrics.clone()).unwrap();
@@ -102,7 +103,7 @@ fn state_persists_across_calls_and_instances_and_is_scoped_by_key() {
 #[test]
 fn keyed_state_in_a_stateless_operator_traps_with_a_hint() {
     let runtime = Runtime::new(Some(compile_cache())).unwrap();
-    let plugin = runtime.load(&plugin("fixture_keyed_count")).unwrap();
+    let plugin = runtime.load(&plugin(fixtures::KEYED_COUNT)).unwrap();
     let mut inst = plugin.instantiate(InstanceConfig::new("count"), None, Arc::new(Metrics::default())).unwrap();
     let err = inst.process(&[rec("a", "1")]).unwrap_err().to_string();
     assert!(err.contains("is not keyed; set key_by = \"key\""), "{err}");
@@ -143,7 +144,7 @@ fn a_trapping_call_leaves_no_state_behind() {
     let dir = tempfile::tempdir().unwrap();
     let backend = StateBackend::open(&dir.path().join("db"), true).unwrap();
     let runtime = Runtime::new(Some(compile_cache())).unwrap();
-    let plugin = runtime.load(&plugin("fixture_keyed_count")).unwrap();
+    let plugin = runtime.load(&plugin(fixtures::KEYED_COUNT)).unwrap();
     let state = backend.operator("count", 1 << 20).unwrap();
     let mut inst = plugin.instantiate(InstanceConfig::new("count"), Some(state), Arc::new(Metrics::default())).unwrap();
     assert_eq!(counts(&inst.process(&[rec("a", "1")]).unwrap()), [("a".into(), 1)]);

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice_tests::plugins::fixtures;
 use sluice_tests::*;
 use sluice_types::metrics::Metrics;
 use sluice_world::{wit, CallError, EngineOptions, Grants, Instance, InstanceConfig, LoadError, Runtime};
@@ -17,7 +18,7 @@ fn runtime() -> Runtime {
     Runtime::new(Some(compile_cache())).unwrap()
 }
 
-fn instance(runtime: &Runtime, name: &str, config: InstanceConfig) -> Instance {
+fn instance(runtime: &Runtime, name: Plugin, config: InstanceConfig) -> Instance {
     let plugin = runtime.load(&plugin(name)).unwrap();
     plugin.instantiate(config, None, Arc::new(Metrics::default())).unwrap()
 }
@@ -35,7 +36,7 @@ fn still_works(inst: &mut Instance) {
 #[test]
 fn an_infinite_loop_is_interrupted_within_twice_its_deadline() {
     let rt = runtime();
-    let mut inst = instance(&rt, "fixture_infinite_loop", InstanceConfig { deadline_ms: 200, ..InstanceConfig::new("looper") });
+    let mut inst = instance(&rt, fixtures::INFINITE_LOOP, InstanceConfig { deadline_ms: 200, ..InstanceConfig::new("looper") });
     let started = Instant::now();
     let err = inst.process(&[rec("ok"), rec("loop")]).unwrap_err();
     let took = started.elapsed();
@@ -50,7 +51,7 @@ fn an_infinite_loop_is_interrupted_within_twice_its_deadline() {
 fn fuel_stops_an_infinite_loop_deterministically() {
     let rt = runtime();
     let options = EngineOptions { fuel: true, ..EngineOptions::default() };
-    let plugin = rt.load_with(&plugin("fixture_infinite_loop"), options, &Grants::default()).unwrap();
+    let plugin = rt.load_with(&plugin(fixtures::INFINITE_LOOP), options, &Grants::default()).unwrap();
     let config = InstanceConfig { fuel: Some(5_000_000), deadline_ms: 10_000, ..InstanceConfig::new("looper") };
     let mut inst = plugin.instantiate(config, None, Arc::new(Metrics::default())).unwrap();
     let started = Instant::now();
@@ -69,7 +70,7 @@ fn rss_bytes() -> usize {
 fn a_memory_bomb_traps_at_the_cap_and_host_memory_stays_bounded() {
     let rt = runtime();
     let config = InstanceConfig { memory_bytes: 32 << 20, ..InstanceConfig::new("bomb") };
-    let mut inst = instance(&rt, "fixture_memory_bomb", config);
+    let mut inst = instance(&rt, fixtures::MEMORY_BOMB, config);
     let before = rss_bytes();
     for _ in 0..5 {
         let err = inst.process(&[rec("bomb")]).unwrap_err();
@@ -85,7 +86,7 @@ fn a_memory_bomb_traps_at_the_cap_and_host_memory_stays_bounded() {
 #[test]
 fn deep_recursion_traps_without_aborting_the_process() {
     let rt = runtime();
-    let mut inst = instance(&rt, "fixture_deep_recursion", InstanceConfig::new("recurse"));
+    let mut inst = instance(&rt, fixtures::DEEP_RECURSION, InstanceConfig::new("recurse"));
     let err = inst.process(&[rec("recurse")]).unwrap_err();
     assert!(matches!(err, CallError::Trap(_)), "{err}");
     assert!(err.to_string().contains("call stack exhausted"), "{err}");
@@ -95,7 +96,7 @@ fn deep_recursion_traps_without_aborting_the_process() {
 #[test]
 fn filesystem_and_network_imports_are_refused_at_load_naming_the_grant() {
     let rt = runtime();
-    match rt.load(&plugin("fixture_fs_open")) {
+    match rt.load(&plugin(fixtures::FS_OPEN)) {
         Err(e @ LoadError::NotGranted { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains("imports `wasi:filesystem/"), "{msg}");
@@ -103,7 +104,7 @@ fn filesystem_and_network_imports_are_refused_at_load_naming_the_grant() {
         }
         other => panic!("fixture_fs_open was not refused: {:?}", other.map(|_| ())),
     }
-    match rt.load(&plugin("fixture_socket")) {
+    match rt.load(&plugin(fixtures::SOCKET)) {
         Err(e @ LoadError::NotGranted { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains("imports `wasi:sockets/"), "{msg}");
@@ -119,7 +120,7 @@ fn a_granted_directory_is_read_only_and_nothing_outside_it_is_visible() {
     std::fs::write(dir.path().join("allowed.txt"), "hello").unwrap();
     let rt = runtime();
     let grants = Grants { read_dir: Some(dir.path().to_path_buf()), ..Grants::default() };
-    let plugin = rt.load_with(&plugin("fixture_fs_open"), EngineOptions::default(), &grants).unwrap();
+    let plugin = rt.load_with(&plugin(fixtures::FS_OPEN), EngineOptions::default(), &grants).unwrap();
     let mut inst = plugin.instantiate(InstanceConfig::new("fs"), None, Arc::new(Metrics::default())).unwrap();
     // The fixture reads /etc/passwd: outside the grant, so the read fails inside the guest.
     let result = inst.process(&[rec("fs")]).unwrap();
@@ -130,11 +131,11 @@ fn a_granted_directory_is_read_only_and_nothing_outside_it_is_visible() {
 #[test]
 fn without_the_clock_grant_the_clock_is_frozen() {
     let rt = runtime();
-    let mut frozen = instance(&rt, "fixture_clock", InstanceConfig::new("clock"));
+    let mut frozen = instance(&rt, fixtures::CLOCK, InstanceConfig::new("clock"));
     assert_eq!(values(&frozen.process(&[rec("now?")]).unwrap()), ["0"]);
 
     let grants = Grants { clock: true, ..Grants::default() };
-    let plugin = rt.load_with(&plugin("fixture_clock"), EngineOptions::default(), &grants).unwrap();
+    let plugin = rt.load_with(&plugin(fixtures::CLOCK), EngineOptions::default(), &grants).unwrap();
     let mut real = plugin.instantiate(InstanceConfig::new("clock"), None, Arc::new(Metrics::default())).unwrap();
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let seen: i64 = values(&real.process(&[rec("now?")]).unwrap())[0].parse().unwrap();
@@ -145,11 +146,11 @@ fn without_the_clock_grant_the_clock_is_frozen() {
 fn the_environment_holds_only_granted_variables() {
     // The host process has HOME and PATH; a plugin must not see them.
     let rt = runtime();
-    let mut bare = instance(&rt, "fixture_clock", InstanceConfig::new("env"));
+    let mut bare = instance(&rt, fixtures::CLOCK, InstanceConfig::new("env"));
     assert_eq!(values(&bare.process(&[rec("env:HOME"), rec("env:REGION")]).unwrap()), ["unset", "unset"]);
 
     let grants = Grants { env: [("REGION".to_string(), "nyc".to_string())].into(), ..Grants::default() };
-    let plugin = rt.load_with(&plugin("fixture_clock"), EngineOptions::default(), &grants).unwrap();
+    let plugin = rt.load_with(&plugin(fixtures::CLOCK), EngineOptions::default(), &grants).unwrap();
     let mut granted = plugin.instantiate(InstanceConfig::new("env"), None, Arc::new(Metrics::default())).unwrap();
     assert_eq!(values(&granted.process(&[rec("env:HOME"), rec("env:REGION")]).unwrap()), ["unset", "nyc"]);
 }
@@ -353,7 +354,7 @@ fn hello_server(requests: usize) -> (u16, std::thread::JoinHandle<usize>) {
 #[test]
 fn outbound_http_goes_only_to_granted_hosts() {
     let rt = runtime();
-    match rt.load(&plugin("fixture_http_get")) {
+    match rt.load(&plugin(fixtures::HTTP_GET)) {
         Err(e @ LoadError::NotGranted { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains("imports `wasi:http/"), "{msg}");
@@ -364,7 +365,7 @@ fn outbound_http_goes_only_to_granted_hosts() {
 
     let (port, server) = hello_server(1);
     let grants = Grants { http: vec!["127.0.0.1".into()], ..Grants::default() };
-    let plugin = rt.load_with(&plugin("fixture_http_get"), EngineOptions::default(), &grants).unwrap();
+    let plugin = rt.load_with(&plugin(fixtures::HTTP_GET), EngineOptions::default(), &grants).unwrap();
     let mut inst = plugin.instantiate(InstanceConfig::new("http"), None, Arc::new(Metrics::default())).unwrap();
     let granted = format!("http://127.0.0.1:{port}/hello");
     // `localhost` is the same machine, but not a granted host name.

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use sluice_tests::plugins::fixtures;
 use sluice_tests::*;
 
 /// A running pipeline that emits records for minutes: tests stop it.
@@ -202,7 +203,7 @@ fn the_admin_endpoint_refuses_requests_without_the_runs_token_and_accepts_it() {
     let (run, base, token) = start_with_endpoint(dir.path(), "");
     let commands = format!("{base}/commands");
     let copy = dir.path().join("keyed.wasm");
-    std::fs::copy(plugin("fixture_json_keyed"), &copy).unwrap();
+    std::fs::copy(plugin(fixtures::JSON_KEYED), &copy).unwrap();
     let command = deploy_command("with-token", &copy.display().to_string(), &digest_of(&copy));
     let limit = Duration::from_secs(10);
 
@@ -310,7 +311,7 @@ fn a_plugin_outside_the_allowed_places_is_refused_without_its_digest_and_stored_
     std::fs::write(&secret, "root-only secret\n").unwrap();
     let secret_digest = digest_of(&secret);
     let inside = dir.path().join("copy.wasm");
-    std::fs::copy(plugin("fixture_json_keyed"), &inside).unwrap();
+    std::fs::copy(plugin(fixtures::JSON_KEYED), &inside).unwrap();
     let inside_digest = digest_of(&inside);
 
     let run = Run::start(dir.path());
@@ -401,7 +402,7 @@ fn cli_deploy_with_a_timeout_returns_when_the_endpoint_never_answers() {
     // Accepts connections (the kernel does) and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     write_pipeline(dir.path(), &pipeline(&format!("http = \"{}\"", silent.local_addr().unwrap())));
-    let wasm = plugin("fixture_json_keyed").display().to_string();
+    let wasm = plugin(fixtures::JSON_KEYED).display().to_string();
     let started = Instant::now();
     let mut child = std::process::Command::new(sluice_bin())
         .args(["plugin", "deploy", "--state-dir", "state", "--timeout", "3", "pipeline.toml", "keyed", &wasm])
