@@ -17,12 +17,12 @@
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
 //! use std::sync::Arc;
-//! use sluice_world::{Runtime, InstanceConfig};
+//! use sluice_runtime::{Runtime, InstanceConfig};
 //! let runtime = Runtime::new(None)?;
 //! let plugin = runtime.load("plugins/dist/taxi_filter.wasm".as_ref())?;
 //! let metrics = Arc::new(sluice_types::metrics::Metrics::default());
 //! let mut instance = plugin.instantiate(InstanceConfig::new("plausible"), None, metrics)?;
-//! let result = instance.process(&[sluice_world::wit::Record {
+//! let result = instance.process(&[sluice_runtime::wit::Record {
 //!     key: None, value: b"...".to_vec(), event_time: None, headers: vec![],
 //! }])?;
 //! println!("{} emits", result.emits.len());
