@@ -59,7 +59,7 @@ pub enum StateError {
     #[error("too many {0}")]
     TooMany(&'static str),
     /// A checkpoint manifest names a file that a restore must not touch
-    /// (see [`restore_paths`]).
+    /// (see [`restore_paths`](crate::restore_paths)).
     #[error("{0}")]
     Untrusted(String),
 }

@@ -26,7 +26,7 @@ impl std::fmt::Display for StateKind {
     }
 }
 
-/// A handle to a declared state, valid within one [`OperatorState`].
+/// A handle to a declared state, valid within one [`OperatorState`](crate::OperatorState).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct StateId(pub(crate) u16);
 
