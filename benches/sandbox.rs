@@ -13,7 +13,7 @@ use sluice_connectors::{taxi_records, GeneratorConfig};
 use sluice_tests::plugins::examples;
 use sluice_tests::{compile_cache, plugin};
 use sluice_types::metrics::Metrics;
-use sluice_world::{wit, EngineOptions, Grants, InstanceConfig, Runtime};
+use sluice_runtime::{wit, EngineOptions, Grants, InstanceConfig, Runtime};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -21,7 +21,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn batches(trips: u64) -> Vec<Vec<wit::Record>> {
     let config: GeneratorConfig = serde_json::from_value(serde_json::json!({ "seed": 3, "count": trips })).unwrap();
     let records: Vec<wit::Record> = taxi_records(&config, 0)
-        .map(|mut r| sluice_world::to_wit(&mut r))
+        .map(|mut r| sluice_runtime::to_wit(&mut r))
         .collect();
     records.chunks(1024).map(|c| c.to_vec()).collect()
 }

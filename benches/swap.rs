@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use sluice_tests::plugins::fixtures;
 use sluice_tests::{compile_cache, median, plugin, sluice, sluice_bin, write_pipeline};
-use sluice_world::{InstanceConfig, Runtime};
+use sluice_runtime::{InstanceConfig, Runtime};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -64,7 +64,7 @@ fn main() {
             let state = backend.operator("count", 256 << 20).unwrap();
             let metrics = Arc::new(sluice_types::metrics::Metrics::default());
             let mut instance = p1.instantiate(InstanceConfig::new("count"), Some(state), metrics).unwrap();
-            let keys: Vec<sluice_world::wit::Record> = (0..KEYS).map(|k| sluice_world::wit::Record { key: Some(format!("k{k}-{round}").into_bytes()), value: b"x".to_vec(), event_time: None, headers: vec![] }).collect();
+            let keys: Vec<sluice_runtime::wit::Record> = (0..KEYS).map(|k| sluice_runtime::wit::Record { key: Some(format!("k{k}-{round}").into_bytes()), value: b"x".to_vec(), event_time: None, headers: vec![] }).collect();
             for batch in keys.chunks(1024) {
                 instance.process(batch).unwrap();
             }

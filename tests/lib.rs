@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sluice_config::Pipeline;
 use sluice_dataflow::{RunSummary, Settings, StopHandle};
 use sluice_types::metrics::Metrics;
-use sluice_world::Runtime;
+use sluice_runtime::Runtime;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

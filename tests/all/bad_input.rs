@@ -4,7 +4,7 @@
 use sluice_config::Pipeline;
 use sluice_tests::plugins::{examples, fixtures};
 use sluice_tests::*;
-use sluice_world::Runtime;
+use sluice_runtime::Runtime;
 
 const GOOD: &str = r#"manifest_version = 1
 name = "p"

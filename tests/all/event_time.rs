@@ -11,7 +11,7 @@ use sluice_state::{BackendOptions, StateBackend, StateClock};
 use sluice_tests::plugins::fixtures;
 use sluice_tests::*;
 use sluice_types::metrics::Metrics;
-use sluice_world::{wit, InstanceConfig, Runtime};
+use sluice_runtime::{wit, InstanceConfig, Runtime};
 
 /// `(key, start, end) -> (count, sum)`.
 type Windows = BTreeMap<(String, i64, i64), (u64, f64)>;
@@ -411,9 +411,9 @@ input = "win"
 fn ingestion_time_windows_use_the_arrival_clock() {
     let dir = tempfile::tempdir().unwrap();
     let p = wall_clock_window_pipeline(dir.path(), 2000, 4000, "100ms", "ingestion");
-    let before = sluice_world::now_ms();
+    let before = sluice_runtime::now_ms();
     run_in_process(&p, &dir.path().join("state"), 64).expect("pipeline runs");
-    let after = sluice_world::now_ms();
+    let after = sluice_runtime::now_ms();
     let out = read_jsonl(&dir.path().join("out.jsonl"));
     assert_eq!(out.iter().map(|v| v["count"].as_u64().unwrap()).sum::<u64>(), 2000);
     for v in &out {

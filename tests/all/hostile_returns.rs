@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 use sluice_tests::*;
 use sluice_types::metrics::Metrics;
-use sluice_world::{wit, CallError, InstanceConfig, Runtime};
+use sluice_runtime::{wit, CallError, InstanceConfig, Runtime};
 
 // ---- the canonical ABI layout written out above -------------------------
 
@@ -316,7 +316,7 @@ fn record() -> wit::Record {
     wit::Record { key: Some(b"in".to_vec()), value: b"input".to_vec(), event_time: Some(7), headers: vec![] }
 }
 
-fn instantiate(runtime: &Runtime, path: &Path) -> sluice_world::Instance {
+fn instantiate(runtime: &Runtime, path: &Path) -> sluice_runtime::Instance {
     let plugin = runtime.load(path).unwrap_or_else(|e| panic!("{} is refused: {e}", path.display()));
     plugin
         .instantiate(InstanceConfig::new("hostile"), None, Arc::new(Metrics::default()))

@@ -8,7 +8,7 @@ use sluice_state::StateBackend;
 use sluice_tests::plugins::fixtures;
 use sluice_tests::*;
 use sluice_types::metrics::Metrics;
-use sluice_world::{wit, InstanceConfig, Runtime};
+use sluice_runtime::{wit, InstanceConfig, Runtime};
 
 fn rec(key: &str, value: &str) -> wit::Record {
     wit::Record { key: Some(key.as_bytes().to_vec()), value: value.as_bytes().to_vec(), event_time: None, headers: vec![] }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sluice_tests::plugins::fixtures;
 use sluice_tests::*;
 use sluice_types::metrics::Metrics;
-use sluice_world::{wit, CallError, EngineOptions, Grants, Instance, InstanceConfig, LoadError, Runtime};
+use sluice_runtime::{wit, CallError, EngineOptions, Grants, Instance, InstanceConfig, LoadError, Runtime};
 
 fn rec(value: &str) -> wit::Record {
     wit::Record { key: None, value: value.as_bytes().to_vec(), event_time: None, headers: vec![] }

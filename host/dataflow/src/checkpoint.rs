@@ -361,7 +361,7 @@ impl Store {
 }
 
 fn chrono_stamp() -> String {
-    let ms = sluice_world::now_ms();
+    let ms = sluice_runtime::now_ms();
     format!("{ms}")
 }
 
@@ -641,7 +641,7 @@ impl Coordinator {
                         self.auto_rolled_back.insert(digest.clone());
                         tracing::warn!("operator `{name}` subtask {subtask}: {reason}; rolling back");
                         let command = crate::control::Command {
-                            id: format!("auto-rollback-{name}-{}-{}", &digest[..12], sluice_world::now_ms()),
+                            id: format!("auto-rollback-{name}-{}-{}", &digest[..12], sluice_runtime::now_ms()),
                             pipeline: self.pipeline.name.clone(),
                             operator: name,
                             action: crate::control::Action::Rollback,
@@ -908,7 +908,7 @@ impl Coordinator {
 
     /// Plan a prepared deploy at the next barrier (the next checkpoint not
     /// yet triggered); returns it.
-    fn plan_deploy(&mut self, in_flight: &mut Vec<InFlight>, command: crate::control::Command, si: usize, token: u64, plugin: Arc<sluice_world::Plugin>, digest: String) -> u64 {
+    fn plan_deploy(&mut self, in_flight: &mut Vec<InFlight>, command: crate::control::Command, si: usize, token: u64, plugin: Arc<sluice_runtime::Plugin>, digest: String) -> u64 {
         let at = self.next_id;
         let name = command.operator.clone();
         let file_name = plugin.info().path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
@@ -970,7 +970,7 @@ impl Coordinator {
             versions.push(crate::control::Version {
                 digest: digest.to_string(),
                 checkpoint: at,
-                since_ms: sluice_world::now_ms(),
+                since_ms: sluice_runtime::now_ms(),
                 command: command.id.clone(),
                 rolled_back: false,
                 params: command.params.as_ref().map(|p| p.to_string()),
@@ -1081,7 +1081,7 @@ impl Coordinator {
             id: p.id,
             pipeline: self.pipeline.name.clone(),
             pipeline_hash: self.pipeline.hash.clone(),
-            completed_ms: sluice_world::now_ms(),
+            completed_ms: sluice_runtime::now_ms(),
             duration_ms: p.started.elapsed().as_millis() as u64,
             alignment_ms: p.alignment.as_millis() as u64,
             sync_ms: p.sync.as_millis() as u64,

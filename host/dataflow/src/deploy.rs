@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use sluice_config::Pipeline;
 use sluice_types::metrics::Metrics;
-use sluice_world::{Plugin, Runtime};
+use sluice_runtime::{Plugin, Runtime};
 
 use crate::control::{Command, ControlDir};
 use crate::fetch::FetchPolicy;

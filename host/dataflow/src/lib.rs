@@ -27,7 +27,7 @@ use sluice_kafka::{KafkaSink, KafkaSource};
 use sluice_state::StateBackend;
 use sluice_types::metrics::{Metrics, NodeCounters, WatermarkGauges};
 use sluice_types::{Message, Sink, Source};
-use sluice_world::{now_ms, CallError, EngineOptions, InstanceConfig, LoadError, OperatorKind, Plugin, Runtime};
+use sluice_runtime::{now_ms, CallError, EngineOptions, InstanceConfig, LoadError, OperatorKind, Plugin, Runtime};
 use tokio::sync::mpsc::{channel, Receiver, Sender};
 
 mod admin;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sluice_config::{ErrorPolicy, OperatorSpec, DEAD_LETTER_OUTPUT};
 use sluice_types::metrics::{Metrics, NodeCounters, WatermarkGauges};
 use sluice_types::{Header, Message, Position, Record};
-use sluice_world::{now_ms, wit, CallError, InstanceConfig, Plugin};
+use sluice_runtime::{now_ms, wit, CallError, InstanceConfig, Plugin};
 use tokio::sync::mpsc::Receiver;
 
 use crate::align::{Aligner, Offer};
@@ -100,7 +100,7 @@ impl OperatorTask {
         let state_err = |source| DataflowError::State { node: node.clone(), source };
         if let Some(s) = &mut state {
             s.set_default_ttl(self.spec.state_ttl.map(|ms| Duration::from_millis(ms as u64)));
-            if self.spec.window.is_some() || self.plugin.info().kind == Some(sluice_world::OperatorKind::KeyedProcess) {
+            if self.spec.window.is_some() || self.plugin.info().kind == Some(sluice_runtime::OperatorKind::KeyedProcess) {
                 let mut timers = Timers::new(s).map_err(state_err)?;
                 if self.restore.is_some() {
                     let groups = sluice_state::keygroup::range_of(self.subtask as u32, sluice_state::keygroup::MAX_PARALLELISM, self.spec.parallelism);
@@ -205,7 +205,7 @@ impl OperatorTask {
 
     /// Barrier `id` is aligned: write this subtask's keyed state (timers and
     /// windows included) to RocksDB, acknowledge, and pass the barrier on.
-    fn snapshot(&mut self, instance: &mut sluice_world::Instance, id: u64, alignment: Duration) -> Result<(), DataflowError> {
+    fn snapshot(&mut self, instance: &mut sluice_runtime::Instance, id: u64, alignment: Duration) -> Result<(), DataflowError> {
         let plan = self.swaps.at(&self.spec.name, id);
         // A hot swap planned at this barrier: what came before it was
         // processed by the old plugin, what follows goes to the new one. It
@@ -249,7 +249,7 @@ impl OperatorTask {
     /// operator's other subtasks: each prepares the new instance (and its
     /// state migration), reports, and waits for the verdict, so that either
     /// all switch or all keep the old plugin with the state as it was.
-    fn swap(&mut self, instance: &mut sluice_world::Instance, id: u64, plugin: Arc<sluice_world::Plugin>, params: Option<String>) {
+    fn swap(&mut self, instance: &mut sluice_runtime::Instance, id: u64, plugin: Arc<sluice_runtime::Plugin>, params: Option<String>) {
         let started = Instant::now();
         let (pending, error) = match instance.begin_swap(plugin.clone(), params) {
             Ok(p) => (Some(p), None),
@@ -304,7 +304,7 @@ impl OperatorTask {
     }
 
     /// After a batch: generated watermarks, and processing-time timers due.
-    fn after_batch(&mut self, instance: &mut sluice_world::Instance) -> Result<(), DataflowError> {
+    fn after_batch(&mut self, instance: &mut sluice_runtime::Instance) -> Result<(), DataflowError> {
         self.judge_probation();
         if let Some(g) = &mut self.generator {
             match g.poll(Instant::now()) {
@@ -327,7 +327,7 @@ impl OperatorTask {
     /// Act on the input watermark if it is ahead (after a watermark, idle
     /// or end message, or records dropped before a guest saw them), and
     /// pass it on.
-    fn catch_up(&mut self, instance: &mut sluice_world::Instance) -> Result<(), DataflowError> {
+    fn catch_up(&mut self, instance: &mut sluice_runtime::Instance) -> Result<(), DataflowError> {
         let wm = self.inputs.current();
         if wm > self.current {
             self.advance(instance, wm)?;
@@ -341,7 +341,7 @@ impl OperatorTask {
     /// The watermark advanced to `wm`: fire event-time timers and windows
     /// due (what they emit carries the watermark before `wm`), then stamp
     /// `wm` on what follows.
-    fn advance(&mut self, instance: &mut sluice_world::Instance, wm: i64) -> Result<(), DataflowError> {
+    fn advance(&mut self, instance: &mut sluice_runtime::Instance, wm: i64) -> Result<(), DataflowError> {
         self.gauges.input.set(wm);
         instance.set_watermark(wm);
         match &self.windows {
@@ -371,7 +371,7 @@ impl OperatorTask {
     }
 
     /// The wall clock reached `now`: fire processing-time timers and windows.
-    fn on_processing_time(&mut self, instance: &mut sluice_world::Instance, now: i64) -> Result<(), DataflowError> {
+    fn on_processing_time(&mut self, instance: &mut sluice_runtime::Instance, now: i64) -> Result<(), DataflowError> {
         if self.timers.is_none() {
             return Ok(());
         }
@@ -384,12 +384,12 @@ impl OperatorTask {
     }
 
     /// Apply the timer changes of the last successful guest call.
-    fn apply_timer_ops(&mut self, instance: &mut sluice_world::Instance) {
+    fn apply_timer_ops(&mut self, instance: &mut sluice_runtime::Instance) {
         let ops = instance.take_timer_ops();
         self.apply_ops(instance, ops);
     }
 
-    fn apply_ops(&mut self, instance: &mut sluice_world::Instance, ops: Vec<sluice_world::TimerOp>) {
+    fn apply_ops(&mut self, instance: &mut sluice_runtime::Instance, ops: Vec<sluice_runtime::TimerOp>) {
         let (Some(timers), Some(state)) = (&mut self.timers, instance.state_mut()) else { return };
         for op in ops {
             let timer = Timer { timestamp: op.timestamp, key_group: op.key_group, key: op.key.into(), namespace: Box::default() };
@@ -403,7 +403,7 @@ impl OperatorTask {
 
     /// Deliver the guest's timers of `domain` due at `upto`, in order, in
     /// batches; timers they register that are already due fire too.
-    fn fire_timers(&mut self, instance: &mut sluice_world::Instance, domain: wit::TimeDomain, upto: i64) -> Result<(), DataflowError> {
+    fn fire_timers(&mut self, instance: &mut sluice_runtime::Instance, domain: wit::TimeDomain, upto: i64) -> Result<(), DataflowError> {
         for _ in 0..MAX_TIMER_ROUNDS {
             let (Some(timers), Some(state)) = (&mut self.timers, instance.state_mut()) else { return Ok(()) };
             let due = timers.pop_due(state, domain, upto, self.batch_size);
@@ -451,7 +451,7 @@ impl OperatorTask {
     /// It is cut into spans that one guest call can take with the same
     /// result as calls record by record: a span ends where the watermark
     /// reaches a timer or window due (see `span_end`), which fires there.
-    fn process(&mut self, instance: &mut sluice_world::Instance, from: u32, records: Vec<Record>, stamps: Vec<i64>) -> Result<(), DataflowError> {
+    fn process(&mut self, instance: &mut sluice_runtime::Instance, from: u32, records: Vec<Record>, stamps: Vec<i64>) -> Result<(), DataflowError> {
         self.counters.records_in.inc_by(records.len() as u64);
         if let Some(p) = &mut self.probation {
             p.seen += records.len() as u64;
@@ -466,21 +466,21 @@ impl OperatorTask {
             let wm = self.inputs.stamp(from, stamp);
             if keyed && r.key.is_none() {
                 let msg = format!("the record has no key, but operator `{}` is keyed (key_by = \"key\"); the upstream operator must set one", self.spec.name);
-                self.on_error(sluice_world::to_wit(&mut r), r.position, msg)?;
+                self.on_error(sluice_runtime::to_wit(&mut r), r.position, msg)?;
                 continue;
             }
             if r.size_bytes() > max {
                 let msg = format!("the record is {} bytes, over the operator's limits.max_record_kb = {}", r.size_bytes(), self.spec.limits.max_record_kb);
-                self.on_error(sluice_world::to_wit(&mut r), r.position, msg)?;
+                self.on_error(sluice_runtime::to_wit(&mut r), r.position, msg)?;
                 continue;
             }
             if r.event_time.is_none() && self.windows.as_ref().is_some_and(|w| w.is_event_time()) {
                 let msg = format!("the record has no event time, but `{}` has an event-time window; set one in the source or the upstream operator", self.spec.name);
-                self.on_error(sluice_world::to_wit(&mut r), r.position, msg)?;
+                self.on_error(sluice_runtime::to_wit(&mut r), r.position, msg)?;
                 continue;
             }
             positions.push(r.position);
-            batch.push(sluice_world::to_wit(&mut r));
+            batch.push(sluice_runtime::to_wit(&mut r));
             wms.push(wm);
         }
         let mut i = 0;
@@ -540,7 +540,7 @@ impl OperatorTask {
     /// its timers are checked: a timer a record registered that a later
     /// record's watermark reaches must fire between the two, so the call is
     /// undone and redone up to that record.
-    fn call_process(&mut self, instance: &mut sluice_world::Instance, batch: &[wit::Record], positions: &[Option<Position>], wms: &[i64]) -> Result<Option<usize>, DataflowError> {
+    fn call_process(&mut self, instance: &mut sluice_runtime::Instance, batch: &[wit::Record], positions: &[Option<Position>], wms: &[i64]) -> Result<Option<usize>, DataflowError> {
         let hold = self.timers.is_some() && batch.len() > 1;
         match instance.process_at(batch, wms, positions, hold) {
             Ok(result) => {
@@ -572,7 +572,7 @@ impl OperatorTask {
 
     /// A fresh instance after an undone call (its memory saw records the
     /// state no longer has).
-    fn reset(&mut self, instance: &mut sluice_world::Instance) -> Result<(), DataflowError> {
+    fn reset(&mut self, instance: &mut sluice_runtime::Instance) -> Result<(), DataflowError> {
         instance.reset().map_err(|source| DataflowError::Instantiate {
             operator: self.spec.name.clone(),
             plugin: self.plugin.info().path.display().to_string(),
@@ -580,7 +580,7 @@ impl OperatorTask {
         })
     }
 
-    pub(crate) fn trapped(&mut self, instance: &mut sluice_world::Instance, e: &CallError) -> Result<(), DataflowError> {
+    pub(crate) fn trapped(&mut self, instance: &mut sluice_runtime::Instance, e: &CallError) -> Result<(), DataflowError> {
         self.counters.traps.inc();
         if let CallError::Deadline { .. } = e {
             self.counters.timeouts.inc();
@@ -605,7 +605,7 @@ impl OperatorTask {
                 return Err(self.bad_index(emit.input, batch.len(), "an emit"));
             };
             let position = positions.get(emit.input as usize).copied().flatten();
-            let mut record = sluice_world::from_wit(emit.record, position);
+            let mut record = sluice_runtime::from_wit(emit.record, position);
             let wm = match &mut self.generator {
                 Some(g) => {
                     let before = g.observe(&mut record, now, 0);
@@ -742,7 +742,7 @@ impl OperatorTask {
 /// The first input of a call at which the watermark reaches an event-time
 /// timer the call registered for an earlier input: called record by record,
 /// the timer would have fired there, before that input.
-fn first_reached(ops: &[sluice_world::TimerOp], wms: &[i64]) -> Option<usize> {
+fn first_reached(ops: &[sluice_runtime::TimerOp], wms: &[i64]) -> Option<usize> {
     let advances = |k: usize| wms[k] > wms[k - 1];
     let mut first: Option<usize> = None;
     for op in ops.iter().filter(|o| !o.delete && o.domain == wit::TimeDomain::EventTime) {
@@ -765,8 +765,8 @@ fn first_reached(ops: &[sluice_world::TimerOp], wms: &[i64]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn timer(input: u32, timestamp: i64) -> sluice_world::TimerOp {
-        sluice_world::TimerOp { domain: wit::TimeDomain::EventTime, timestamp, key_group: 0, key: b"k".to_vec(), delete: false, input }
+    fn timer(input: u32, timestamp: i64) -> sluice_runtime::TimerOp {
+        sluice_runtime::TimerOp { domain: wit::TimeDomain::EventTime, timestamp, key_group: 0, key: b"k".to_vec(), delete: false, input }
     }
 
     #[test]

@@ -90,7 +90,7 @@ impl RunLock {
     /// process, or fail with an error that names the directory and the pid
     /// of the run that holds it.
     pub fn acquire(dirs: &[PathBuf]) -> Result<RunLock, String> {
-        let started_ms = sluice_world::now_ms();
+        let started_ms = sluice_runtime::now_ms();
         let info = RunInfo {
             pid: std::process::id(),
             run: format!("{}-{started_ms}", std::process::id()),

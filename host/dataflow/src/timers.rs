@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use sluice_state::{OperatorState, StateError, StateId, StateKind};
-use sluice_world::wit::TimeDomain;
+use sluice_runtime::wit::TimeDomain;
 
 /// Host-internal state holding the timers (names starting with NUL are
 /// reserved for the host).

@@ -20,7 +20,7 @@ use sluice_config::{TimeCharacteristic, WindowKind, WindowSpec};
 use sluice_state::keygroup::{key_group, MAX_PARALLELISM};
 use sluice_state::{OperatorState, StateError, StateId, StateKind};
 use sluice_types::Position;
-use sluice_world::{now_ms, wit, Instance};
+use sluice_runtime::{now_ms, wit, Instance};
 
 use crate::operator::OperatorTask;
 use crate::timers::Timer;
@@ -399,7 +399,7 @@ impl OperatorTask {
         late.sort_unstable();
         for i in late {
             self.counters.late_records_dropped.inc();
-            let record = sluice_world::from_wit(batch[i].clone(), positions[i]);
+            let record = sluice_runtime::from_wit(batch[i].clone(), positions[i]);
             self.router.push(Some(output), record, wms[i])?;
         }
         Ok(())
@@ -407,7 +407,7 @@ impl OperatorTask {
 
     /// A merge or add call failed (its state writes were rolled back): a
     /// lone record goes to the error policy; a span is retried one by one.
-    fn failed_span(&mut self, instance: &mut Instance, e: sluice_world::CallError, batch: &[wit::Record], positions: &[Option<Position>]) -> Result<Option<usize>, DataflowError> {
+    fn failed_span(&mut self, instance: &mut Instance, e: sluice_runtime::CallError, batch: &[wit::Record], positions: &[Option<Position>]) -> Result<Option<usize>, DataflowError> {
         self.trapped(instance, &e)?;
         if batch.len() > 1 {
             return Ok(None);

@@ -14,37 +14,12 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 
 use rocksdb::checkpoint::Checkpoint;
-use serde::{Deserialize, Serialize};
 
 use crate::restore_paths::{check_snapshot_files, regular_file};
+pub use crate::snapshot::{SnapshotFile, SnapshotInfo};
 use crate::{OperatorState, StateBackend, StateError, StateId};
-
-/// One file of a state snapshot.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotFile {
-    /// File name in the RocksDB directory.
-    pub name: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// xxh3-128 of the content, hex.
-    pub hash: String,
-    /// Stored in the shared directory (SSTs) rather than the checkpoint's own.
-    pub shared: bool,
-}
-
-/// What taking a snapshot did.
-#[derive(Clone, Debug, Default)]
-pub struct SnapshotInfo {
-    /// The files of the snapshot.
-    pub files: Vec<SnapshotFile>,
-    /// Bytes copied into the store by this snapshot (new SSTs and small files).
-    pub uploaded_bytes: u64,
-    /// Bytes of the whole snapshot.
-    pub total_bytes: u64,
-}
 
 fn io(path: &Path, e: std::io::Error) -> StateError {
     StateError::Io { path: path.to_path_buf(), source: e }
@@ -89,22 +64,6 @@ fn shared_name(hash: &str) -> String {
 }
 
 impl StateBackend {
-    /// Stop caches from writing to RocksDB outside checkpoint barriers, so
-    /// that what a checkpoint captures is exactly the state at its barriers.
-    pub fn freeze(&self) {
-        self.inner.frozen.store(true, Ordering::SeqCst);
-    }
-
-    /// Undo [`freeze`](Self::freeze) once the snapshot is taken.
-    pub fn thaw(&self) {
-        self.inner.frozen.store(false, Ordering::SeqCst);
-    }
-
-    /// Whether the backend is frozen for a checkpoint.
-    pub fn frozen(&self) -> bool {
-        self.inner.frozen.load(Ordering::Relaxed)
-    }
-
     /// Snapshot the database: a RocksDB checkpoint (hard links) in `work`
     /// (which must not exist; it is removed afterwards), whose small files
     /// are copied to `own` and whose SSTs go to `shared` unless `previous`

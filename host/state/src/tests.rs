@@ -1,4 +1,5 @@
 use super::*;
+use crate::backend::META_CF;
 use std::time::{Duration, Instant};
 
 fn backend() -> (tempfile::TempDir, StateBackend) {

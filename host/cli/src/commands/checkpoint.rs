@@ -147,7 +147,7 @@ fn request(store: &Store, lock_dir: &Path, mut req: Request, timeout: u64) -> an
     let req = &req;
     let dir = store.requests();
     std::fs::create_dir_all(&dir)?;
-    let name = format!("req-{}-{}", std::process::id(), sluice_world::now_ms());
+    let name = format!("req-{}-{}", std::process::id(), sluice_runtime::now_ms());
     let tmp = dir.join(format!("{name}.tmp"));
     std::fs::write(&tmp, serde_json::to_string(req)?)?;
     std::fs::rename(&tmp, dir.join(format!("{name}.json")))?;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use sluice_config::Pipeline;
-use sluice_world::{Plugin, Runtime};
+use sluice_runtime::{Plugin, Runtime};
 
 /// Read and validate a pipeline; on error print it and return exit code 2.
 pub(crate) fn read_pipeline(path: &Path) -> Result<Pipeline, ExitCode> {

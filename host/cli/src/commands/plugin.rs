@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use sluice_world::Runtime;
+use sluice_runtime::Runtime;
 
 /// Plugin subcommands.
 #[derive(Subcommand)]
@@ -92,9 +92,9 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             for i in &info.imports {
                 println!("  {i}");
             }
-            match sluice_world::check_contract(&info, &sluice_world::Grants::default()) {
+            match sluice_runtime::check_contract(&info, &sluice_runtime::Grants::default()) {
                 Ok(()) => {
-                    println!("verdict:  loadable as a process operator by this host ({}@{}), with no grants", sluice_world::PACKAGE, sluice_world::VERSION);
+                    println!("verdict:  loadable as a process operator by this host ({}@{}), with no grants", sluice_runtime::PACKAGE, sluice_runtime::VERSION);
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
@@ -127,7 +127,7 @@ fn deploy(pipeline: &std::path::Path, operator: &str, component: &std::path::Pat
     let store = sluice_dataflow::checkpoint::Store::of(&pipeline, state_dir);
     let component = sluice_dataflow::control::ControlDir::new(&store.root).store_plugin(&digest, &bytes).map_err(|e| anyhow::anyhow!(e))?;
     let component = std::fs::canonicalize(component)?;
-    let id = id.unwrap_or_else(|| format!("deploy-{operator}-{}-{}", &digest[..12], sluice_world::now_ms()));
+    let id = id.unwrap_or_else(|| format!("deploy-{operator}-{}-{}", &digest[..12], sluice_runtime::now_ms()));
     let command = Command { id, pipeline: pipeline.name.clone(), operator: operator.to_string(), action: Action::Deploy, plugin: Some(component), sha256: Some(digest.clone()), params, reason: None };
     eprintln!("sending `{}`: operator `{operator}` to sha256:{}", command.id, &digest[..12]);
     send_and_wait(&pipeline, state_dir, command, timeout)
@@ -140,7 +140,7 @@ fn rollback(pipeline: &std::path::Path, operator: &str, state_dir: &std::path::P
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
-    let id = id.unwrap_or_else(|| format!("rollback-{operator}-{}", sluice_world::now_ms()));
+    let id = id.unwrap_or_else(|| format!("rollback-{operator}-{}", sluice_runtime::now_ms()));
     let command = Command { id, pipeline: pipeline.name.clone(), operator: operator.to_string(), action: Action::Rollback, plugin: None, sha256: None, params: None, reason: None };
     send_and_wait(&pipeline, state_dir, command, timeout)
 }
