@@ -22,7 +22,7 @@ use sluice_state::{OperatorState, StateError, StateId, StateKind};
 use sluice_types::Position;
 use sluice_world::{now_ms, wit, Instance};
 
-use crate::operator::OperatorTask;
+use crate::task::operator::OperatorTask;
 use crate::timers::Timer;
 use crate::DataflowError;
 
