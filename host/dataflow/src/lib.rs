@@ -48,9 +48,7 @@ mod router;
 pub mod run_lock;
 mod settings;
 mod task;
-mod timers;
 pub mod token;
-mod window;
 
 pub use error::DataflowError;
 pub use plan::DEFAULT_BATCH_SIZE;

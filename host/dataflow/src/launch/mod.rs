@@ -24,10 +24,10 @@ use crate::admin::AdminServer;
 use crate::align::Aligner;
 use crate::checkpoint::{self, Ack, Restore};
 use crate::control::{self, ControlDir, Swaps};
-use crate::event_time::{self, AlignmentGroup, InputWatermarks, WatermarkGenerator};
+use crate::event_time::{AlignmentGroup, InputWatermarks};
 use crate::plan::PhysicalPlan;
 use crate::run_lock::{self, RunLock};
-use crate::task::operator::{OperatorTask, RestoredOperator};
+use crate::task::operator::{Collector, OperatorTask, RestoredOperator};
 use crate::task::sink::SinkTask;
 use crate::task::source::SourceTask;
 use crate::{deploy, fetch, instance_config, token, DataflowError, RunSummary, Settings, StopHandle};
@@ -298,19 +298,14 @@ impl Spawner<'_> {
                 };
                 let mut config = instance_config(&spec, subtask as u32);
                 config.sources = source_names.clone();
+                let router = self.wiring.router(self.plan, &op.name, subtask);
+                let (counters, gauges) = (self.metrics.node(&op.name), self.metrics.watermarks(&op.name, subtask as u32));
                 let task = OperatorTask {
+                    out: Collector::new(&spec, subtask, plugin.clone(), router, counters, gauges, sources.clone()),
                     spec,
-                    plugin: plugin.clone(),
-                    router: self.wiring.router(self.plan, &op.name, subtask),
-                    counters: self.metrics.node(&op.name),
-                    gauges: self.metrics.watermarks(&op.name, subtask as u32),
-                    sources: sources.clone(),
                     subtask,
                     batch_size: self.plan.batching.of(op),
                     inputs: InputWatermarks::new(upstream.len()),
-                    current: event_time::NO_WATERMARK,
-                    announced: event_time::NO_WATERMARK,
-                    generator: op.watermarks.as_ref().map(WatermarkGenerator::new),
                     timers: None,
                     windows: None,
                     aligner: Aligner::new(upstream.clone(), self.links.last_id),
