@@ -23,24 +23,17 @@
 #![deny(missing_docs)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use sluice_config::Pipeline;
 use sluice_types::metrics::Metrics;
 use sluice_world::Plugin;
 
-mod admin;
-mod align;
 pub mod checkpoint;
 pub mod control;
-mod deploy;
 mod error;
 mod event_time;
-mod fetch;
 mod launch;
-mod manifest_check;
 mod plan;
 mod plugins;
 mod private;
@@ -48,51 +41,15 @@ mod router;
 pub mod run_lock;
 mod settings;
 mod task;
-pub mod token;
 
+pub use control::token;
 pub use error::DataflowError;
+pub use launch::RunSummary;
 pub use plan::DEFAULT_BATCH_SIZE;
-pub(crate) use plugins::instance_config;
-pub use plugins::{check_side_outputs, engine_options, load_operator};
-pub use settings::{RuntimeHandle, Settings};
-
-/// Stack size of the threads that run guests: above the largest Wasm stack an
-/// operator may ask for (`limits.stack_kb`), with room for the host's frames.
-pub const THREAD_STACK_BYTES: usize = 8 << 20;
+pub use plugins::{check_side_outputs, engine_options, load_operator, THREAD_STACK_BYTES};
+pub use settings::{RuntimeHandle, Settings, StopHandle};
 
 /// Run `pipeline` to completion (bounded sources) or until `stop`.
 pub async fn run(pipeline: &Pipeline, plugins: &HashMap<String, Arc<Plugin>>, settings: &Settings, metrics: Arc<Metrics>, stop: StopHandle) -> Result<RunSummary, DataflowError> {
     launch::launch(pipeline, plugins, settings, metrics, stop).await
-}
-
-/// What a finished run did.
-#[derive(Clone, Debug)]
-pub struct RunSummary {
-    /// Wall-clock time.
-    pub elapsed: Duration,
-    /// How much of it passed before the first source began to read (loading
-    /// plugins and state, connecting, fencing transactions): throughput over
-    /// the rest is what a long-running pipeline sustains.
-    pub startup: Option<Duration>,
-    /// Records produced by all sources.
-    pub records_in: u64,
-    /// Records written by all sinks.
-    pub records_out: u64,
-    /// Records sent to dead-letter outputs.
-    pub dead_letters: u64,
-}
-
-/// A cooperative stop signal: sources stop reading and the pipeline drains.
-#[derive(Clone, Default)]
-pub struct StopHandle(Arc<AtomicBool>);
-
-impl StopHandle {
-    /// Ask the sources to stop; what was read is still processed and written.
-    pub fn stop(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    fn stopped(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use sluice_config::{OperatorSpec, Pipeline};
 
 use crate::router::Partition;
-use crate::Settings;
+use crate::settings::Settings;
 
 /// Records per batch when neither the flag nor the pipeline sets it.
 pub const DEFAULT_BATCH_SIZE: usize = 1024;

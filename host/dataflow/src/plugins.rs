@@ -8,6 +8,10 @@ use std::sync::Arc;
 use sluice_config::{OperatorSpec, Pipeline};
 use sluice_world::{EngineOptions, InstanceConfig, LoadError, OperatorKind, Plugin, Runtime};
 
+/// Stack size of the threads that run guests: above the largest Wasm stack an
+/// operator may ask for (`limits.stack_kb`), with room for the host's frames.
+pub const THREAD_STACK_BYTES: usize = 8 << 20;
+
 /// The engine options an operator's limits call for.
 pub fn engine_options(op: &OperatorSpec) -> EngineOptions {
     EngineOptions { stack_bytes: (op.limits.stack_kb as usize) << 10, fuel: op.limits.fuel.is_some(), ..EngineOptions::default() }

@@ -1,7 +1,8 @@
 //! What a run is given beside the pipeline: process-level settings (flags
-//! and environment).
+//! and environment) and the signal that stops it.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use sluice_world::Runtime;
@@ -48,5 +49,20 @@ impl Default for Settings {
             allow_dropped_state: false,
             runtime: None,
         }
+    }
+}
+
+/// A cooperative stop signal: sources stop reading and the pipeline drains.
+#[derive(Clone, Default)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    /// Ask the sources to stop; what was read is still processed and written.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 }

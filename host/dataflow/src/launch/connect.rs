@@ -11,7 +11,7 @@ use sluice_types::metrics::Metrics;
 use sluice_types::{ControlSource, Sink, Source};
 
 use crate::task::operator::SourceLabel;
-use crate::DataflowError;
+use crate::error::DataflowError;
 
 /// The sinks of `pipeline`, by name; exactly-once where `checkpoints` are on
 /// and the sink can be.

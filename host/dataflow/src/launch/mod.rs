@@ -20,18 +20,35 @@ use sluice_world::{now_ms, Plugin};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin::AdminServer;
-use crate::align::Aligner;
-use crate::checkpoint::{self, Ack, Restore};
-use crate::control::{self, ControlDir, Swaps};
+use crate::checkpoint::{self, Ack, Aligner, Restore};
+use crate::control::{self, AdminServer, ControlDir, Running, SwapController, Swaps};
 use crate::event_time::{AlignmentGroup, InputWatermarks};
 use crate::plan::PhysicalPlan;
 use crate::run_lock::{self, RunLock};
 use crate::task::operator::{Collector, OperatorTask, RestoredOperator};
 use crate::task::sink::SinkTask;
 use crate::task::source::SourceTask;
-use crate::{deploy, fetch, instance_config, token, DataflowError, RunSummary, Settings, StopHandle};
+use crate::error::DataflowError;
+use crate::plugins::instance_config;
+use crate::settings::{Settings, StopHandle};
 use wiring::Wiring;
+
+/// What a finished run did.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    /// Wall-clock time.
+    pub elapsed: Duration,
+    /// How much of it passed before the first source began to read (loading
+    /// plugins and state, connecting, fencing transactions): throughput over
+    /// the rest is what a long-running pipeline sustains.
+    pub startup: Option<Duration>,
+    /// Records produced by all sources.
+    pub records_in: u64,
+    /// Records written by all sinks.
+    pub records_out: u64,
+    /// Records sent to dead-letter outputs.
+    pub dead_letters: u64,
+}
 
 /// A started task, by the name its errors give it.
 type Task = (String, JoinHandle<Result<(), DataflowError>>);
@@ -58,7 +75,7 @@ pub(crate) async fn launch(pipeline: &Pipeline, plugins: &HashMap<String, Arc<Pl
     let control = ControlDir::new(&store.root);
     let deployed = restore::deployed(pipeline, settings, &control, restore.as_ref())?;
     let mut plugins = plugins.clone();
-    plugins.extend(deployed.plugins);
+    plugins.extend(deployed.plugins.clone());
     let plugins = &plugins;
     let swaps = Arc::new(Swaps::new(stop.clone()));
     let (control_sources, _admin) = if checkpoints { control_plane(pipeline, &control, plugins, restore.as_ref())? } else { (Vec::new(), None) };
@@ -88,30 +105,9 @@ pub(crate) async fn launch(pipeline: &Pipeline, plugins: &HashMap<String, Arc<Pl
         run_id: lock.info.run.clone(),
         next_id,
         previous_files: restore.as_ref().and_then(|r| r.manifest.state.as_ref()).map(|s| s.files.clone()).unwrap_or_default(),
-        plugin_digests: plugins
-            .iter()
-            .map(|(n, p)| {
-                let info = p.info();
-                (n.clone(), (info.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), info.digest.clone()))
-            })
-            .collect(),
         metrics: metrics.clone(),
         stop: stop.clone(),
-        control: control.clone(),
-        swaps: swaps.clone(),
-        preparer: deploy::Preparer::start(deploy::DeployContext {
-            pipeline: pipeline.clone(),
-            control: control.clone(),
-            runtime: settings.runtime.as_ref().map(|r| r.0.clone()),
-            metrics: metrics.clone(),
-            policy: fetch::FetchPolicy::new(&pipeline.control, &pipeline.file, &control.plugins()),
-        }),
-        deployed: deployed.digests,
-        deployed_params: deployed.params.clone(),
-        auto_rolled_back: Default::default(),
-        control_sources,
-        backlog: Default::default(),
-        control_warned: Default::default(),
+        swap: SwapController::start(pipeline, control.clone(), swaps.clone(), control_sources, running(plugins, &deployed), settings.runtime.as_ref().map(|r| r.0.clone()), metrics.clone()),
     });
     let coordinator = match coordinator {
         Some(c) => Some(std::thread::Builder::new().name("sluice-checkpoints".into()).spawn(move || c.run()).map_err(|e| DataflowError::Checkpoint(e.to_string()))?),
@@ -155,6 +151,19 @@ pub(crate) async fn launch(pipeline: &Pipeline, plugins: &HashMap<String, Arc<Pl
     })
 }
 
+/// What each operator runs at the start, as the swap controller tracks it:
+/// plugin file name and digest, and what recovery restored as deployed.
+fn running(plugins: &HashMap<String, Arc<Plugin>>, deployed: &restore::Deployed) -> Running {
+    let plugins = plugins
+        .iter()
+        .map(|(n, p)| {
+            let info = p.info();
+            (n.clone(), (info.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), info.digest.clone()))
+        })
+        .collect();
+    Running { plugins, deployed: deployed.digests.clone(), params: deployed.params.clone() }
+}
+
 /// The control plane of a run with checkpoints: where commands come from
 /// (the control directory first, then `[control]` sources) and the admin
 /// endpoint. The versions running now are what a rollback can return to:
@@ -165,7 +174,7 @@ fn control_plane(pipeline: &Pipeline, control: &ControlDir, plugins: &HashMap<St
     control.secure().map_err(DataflowError::Checkpoint)?;
     let admin = match pipeline.control.http {
         Some(addr) => {
-            let token = token::server_token(&pipeline.control, control).map_err(DataflowError::Checkpoint)?;
+            let token = control::token::server_token(&pipeline.control, control).map_err(DataflowError::Checkpoint)?;
             Some(AdminServer::start(addr, pipeline.name.clone(), control.clone(), token).map_err(DataflowError::Checkpoint)?)
         }
         None => None,

@@ -10,7 +10,9 @@ use sluice_world::Plugin;
 
 use crate::checkpoint::{self, Restore, Store};
 use crate::control::ControlDir;
-use crate::{load_operator, DataflowError, Settings};
+use crate::error::DataflowError;
+use crate::plugins::load_operator;
+use crate::settings::Settings;
 
 /// The checkpoint this run restores, if any. Sinks that cannot finish a
 /// pre-commit after a crash (Kafka) say which checkpoint recovery must

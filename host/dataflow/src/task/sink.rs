@@ -8,9 +8,8 @@ use sluice_types::metrics::NodeCounters;
 use sluice_types::{Message, Sink, SinkSnapshot};
 use tokio::sync::mpsc::Receiver;
 
-use crate::align::{Aligner, Offer};
-use crate::checkpoint::Ack;
-use crate::DataflowError;
+use crate::checkpoint::{Ack, Aligner, Offer};
+use crate::error::DataflowError;
 
 /// A sink task and what it needs for checkpoints.
 pub(crate) struct SinkTask {

@@ -15,7 +15,8 @@ use sluice_world::now_ms;
 use crate::checkpoint::{Ack, SourcePosition};
 use crate::event_time::{self, AlignmentGroup, WatermarkGenerator, WatermarkUpdate};
 use crate::router::Router;
-use crate::{DataflowError, StopHandle};
+use crate::error::DataflowError;
+use crate::settings::StopHandle;
 
 /// A source task and what it needs for watermarks and checkpoints.
 pub(crate) struct SourceTask {

@@ -14,7 +14,7 @@ use sluice_world::{now_ms, wit, CallError, Instance, Plugin};
 
 use crate::event_time::{self, WatermarkGenerator, WatermarkUpdate};
 use crate::router::Router;
-use crate::DataflowError;
+use crate::error::DataflowError;
 
 /// A source as provenance names it: its name and, for Kafka, its topic.
 #[derive(Clone, Debug)]

@@ -17,11 +17,10 @@ use sluice_types::{Message, Record};
 use sluice_world::{now_ms, wit, Instance, InstanceConfig, OperatorKind, Plugin};
 use tokio::sync::mpsc::Receiver;
 
-use crate::align::{Aligner, Offer};
-use crate::checkpoint::{Ack, GeneratorState};
+use crate::checkpoint::{Ack, Aligner, GeneratorState, Offer};
 use crate::control::{Plan, Swaps};
 use crate::event_time::{InputWatermarks, WatermarkGenerator, NO_WATERMARK};
-use crate::DataflowError;
+use crate::error::DataflowError;
 pub(crate) use collector::{Collector, SourceLabel};
 use process::{call_process, span_end};
 use timers::Timers;

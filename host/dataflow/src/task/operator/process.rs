@@ -8,7 +8,7 @@ use sluice_world::{wit, Instance, TimerOp};
 use super::collector::Collector;
 use super::timers::Timers;
 use super::window::Windows;
-use crate::DataflowError;
+use crate::error::DataflowError;
 
 /// The end of the span from `start`: before the first later record at
 /// which the watermark advances to a pending event-time timer, counting

@@ -15,7 +15,7 @@ use sluice_world::wit::{self, TimeDomain};
 use sluice_world::{Instance, TimerOp};
 
 use super::collector::Collector;
-use crate::DataflowError;
+use crate::error::DataflowError;
 
 /// Rounds of timer firing per watermark: a handler that keeps registering
 /// due timers cannot stall the subtask forever.

@@ -24,7 +24,7 @@ use sluice_world::{now_ms, wit, Instance};
 
 use super::collector::Collector;
 use super::timers::{Timer, Timers};
-use crate::DataflowError;
+use crate::error::DataflowError;
 
 const ACC_STATE: &str = "\0window";
 const SESSIONS_STATE: &str = "\0sessions";

@@ -6,7 +6,7 @@
 //! - `GET /commands/<id>`: the command's outcome, or `404`.
 //!
 //! Every request needs `Authorization: Bearer <token>` (see
-//! [`crate::token`]); without it the answer is `401` and nothing else. The
+//! [`super::token`]); without it the answer is `401` and nothing else. The
 //! endpoint binds loopback only (there is no TLS). A few workers serve one
 //! connection each; a connection that does not deliver its whole request
 //! within [`REQUEST_DEADLINE`] is answered `408` and closed, so a client
@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::control::{Command, ControlDir};
+use super::command::Command;
+use super::dir::ControlDir;
 
 /// Connections served at once.
 const WORKERS: usize = 4;
@@ -131,7 +132,7 @@ fn serve(mut stream: TcpStream, context: &Context) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let deadline = Instant::now() + REQUEST_DEADLINE;
     let (code, body) = match read_request(&mut stream, deadline) {
-        Ok(request) if !crate::token::authorized(&context.token, request.authorization.as_deref()) => {
+        Ok(request) if !super::token::authorized(&context.token, request.authorization.as_deref()) => {
             (401, error_body("missing or wrong bearer token: send `Authorization: Bearer <token>`; the token is in the pipeline's control directory (admin.token), readable only by the user running it, or in SLUICE_ADMIN_TOKEN"))
         }
         Ok(request) => handle(&request, context),

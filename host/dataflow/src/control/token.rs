@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use sluice_config::ControlSpec;
 
-use crate::control::ControlDir;
+use super::dir::ControlDir;
 
 /// The environment variable that gives the token to a run and to the CLI.
 pub const TOKEN_ENV: &str = "SLUICE_ADMIN_TOKEN";

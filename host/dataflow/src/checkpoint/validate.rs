@@ -8,7 +8,7 @@
 use std::io::Read as _;
 use std::path::Path;
 
-use crate::checkpoint::Manifest;
+use super::manifest::Manifest;
 
 /// The largest manifest read: far above any real one (a few hundred bytes
 /// per state file), and a bound on what a crafted one can make a run read.

@@ -14,8 +14,10 @@ use sluice_config::Pipeline;
 use sluice_types::metrics::Metrics;
 use sluice_world::{Plugin, Runtime};
 
-use crate::control::{Command, ControlDir};
-use crate::fetch::FetchPolicy;
+use super::command::Command;
+use super::dir::{sha256_hex, ControlDir};
+use super::fetch::FetchPolicy;
+use crate::plugins::{instance_config, load_operator, THREAD_STACK_BYTES};
 
 /// Deploys waiting for the worker, at most.
 const QUEUE: usize = 4;
@@ -48,7 +50,7 @@ impl Preparer {
     pub(crate) fn start(context: DeployContext) -> Preparer {
         let (jobs, queue) = mpsc::sync_channel::<(Command, Origin)>(QUEUE);
         let (finished, done) = mpsc::channel();
-        let spawned = std::thread::Builder::new().name("sluice-deploys".into()).stack_size(crate::THREAD_STACK_BYTES).spawn(move || {
+        let spawned = std::thread::Builder::new().name("sluice-deploys".into()).stack_size(THREAD_STACK_BYTES).spawn(move || {
             for (command, origin) in queue {
                 // A panic must not leave the command (and its operator) waiting forever.
                 let prepared =
@@ -122,7 +124,7 @@ fn prepare(context: &DeployContext, command: &Command) -> Prepared {
         return Err(format!("params must be a JSON object, not {p}"));
     }
     let bytes = context.policy.fetch(path)?;
-    let digest = crate::control::sha256_hex(&bytes);
+    let digest = sha256_hex(&bytes);
     if !digest.eq_ignore_ascii_case(want.trim_start_matches("sha256:")) {
         // Never the actual digest: it would reveal a file the sender may not read.
         return Err(format!("digest mismatch: {} does not have the sha256 the command names ({want}); check the file and the digest", path.display()));
@@ -136,9 +138,9 @@ fn prepare(context: &DeployContext, command: &Command) -> Prepared {
     if let Some(p) = &command.params {
         spec.params = p.clone();
     }
-    let plugin = crate::load_operator(runtime, &spec).map_err(|e| e.to_string())?;
+    let plugin = load_operator(runtime, &spec).map_err(|e| e.to_string())?;
     // Start it once here, without state, so that a plugin whose `init`
     // fails (or refuses its params) is rejected before any subtask switches.
-    plugin.instantiate(crate::instance_config(&spec, 0), None, context.metrics.clone()).map_err(|e| format!("the new plugin failed to start or to migrate the state; the old one keeps running: {e}"))?;
+    plugin.instantiate(instance_config(&spec, 0), None, context.metrics.clone()).map_err(|e| format!("the new plugin failed to start or to migrate the state; the old one keeps running: {e}"))?;
     Ok((plugin, digest))
 }
