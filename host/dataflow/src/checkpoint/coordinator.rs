@@ -304,7 +304,7 @@ impl Coordinator {
     fn answer_savepoint(&self, answer: &Path, manifest: &Manifest) {
         let text = match self.store.savepoint(manifest) {
             Ok(dir) => format!("{{\"ok\":true,\"path\":{}}}", serde_json::Value::String(dir.display().to_string())),
-            Err(e) => format!("{{\"ok\":false,\"error\":{}}}", serde_json::Value::String(e)),
+            Err(e) => format!("{{\"ok\":false,\"error\":{}}}", serde_json::Value::String(e.to_string())),
         };
         let _ = std::fs::write(answer, text);
     }
@@ -317,7 +317,7 @@ impl Coordinator {
             Some(b) => {
                 let work = self.store.root.join(format!(".work-{}", p.id));
                 let _ = std::fs::remove_dir_all(&work);
-                std::fs::create_dir_all(&self.store.root).map_err(|e| DataflowError::Checkpoint(io_err(&self.store.root, e)))?;
+                std::fs::create_dir_all(&self.store.root).map_err(|e| io_err(&self.store.root, e))?;
                 let info = b.snapshot(&work, &dir.join("db"), &self.store.shared(), &self.previous_files);
                 b.thaw();
                 let info = info.map_err(|e| DataflowError::Checkpoint(format!("checkpoint {}: {e}", p.id)))?;
@@ -375,7 +375,7 @@ impl Coordinator {
                 .collect(),
             state,
         };
-        self.store.write_manifest(&manifest).map_err(DataflowError::Checkpoint)?;
+        self.store.write_manifest(&manifest)?;
         cm.completed.inc();
         cm.last_duration_ms.set(manifest.duration_ms as i64);
         cm.last_size_bytes.set(manifest.state.as_ref().map_or(0, |s| s.total_bytes) as i64);

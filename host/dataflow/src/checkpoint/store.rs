@@ -9,7 +9,37 @@ use sluice_config::Pipeline;
 use sluice_state::checkpoint::verify_snapshot;
 
 use super::manifest::Manifest;
-use super::validate;
+use super::validate::{self, InvalidManifest};
+use crate::error::StoreError;
+
+/// Why a checkpoint cannot be used: its manifest or its state files.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// No manifest, or not one that can be read.
+    #[error("no readable manifest ({0}): the checkpoint is incomplete")]
+    Unreadable(std::io::Error),
+    /// Fewer than two lines.
+    #[error("the manifest is truncated")]
+    Truncated,
+    /// The body does not match its sha256.
+    #[error("the manifest does not match its checksum")]
+    Checksum,
+    /// The body is not a manifest.
+    #[error("the manifest is not valid: {0}")]
+    Parse(serde_json::Error),
+    /// A name in it would reach a path it must not.
+    #[error("the manifest {} is not valid: {source}", .path.display())]
+    Invalid {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong.
+        source: InvalidManifest,
+    },
+    /// A state file is missing or damaged (as the state crate checks it).
+    #[error("{0}")]
+    StateFiles(String),
+}
+
 
 /// Where a pipeline's checkpoints live.
 #[derive(Clone, Debug)]
@@ -26,11 +56,11 @@ pub struct Listed {
     /// Its id.
     pub id: u64,
     /// The manifest, or why it is unusable.
-    pub manifest: Result<Manifest, String>,
+    pub manifest: Result<Manifest, ManifestError>,
 }
 
-pub(super) fn io_err(path: &Path, e: std::io::Error) -> String {
-    format!("{}: {e}", path.display())
+pub(super) fn io_err(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io { path: path.to_path_buf(), source }
 }
 
 impl Store {
@@ -88,10 +118,10 @@ impl Store {
     }
 
     /// Write `manifest` as the last file of its checkpoint directory.
-    pub(super) fn write_manifest(&self, manifest: &Manifest) -> Result<(), String> {
+    pub(super) fn write_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
         let dir = self.dir(manifest.id);
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-        let body = serde_json::to_string(manifest).map_err(|e| e.to_string())?;
+        let body = serde_json::to_string(manifest).map_err(StoreError::Encode)?;
         let sum = hex::encode(Sha256::digest(body.as_bytes()));
         let tmp = dir.join("manifest.json.tmp");
         {
@@ -148,7 +178,7 @@ impl Store {
     }
 
     /// Copy checkpoint `manifest` into a self-contained savepoint directory.
-    pub fn savepoint(&self, manifest: &Manifest) -> Result<PathBuf, String> {
+    pub fn savepoint(&self, manifest: &Manifest) -> Result<PathBuf, StoreError> {
         let stamp = chrono_stamp();
         let dest = self.savepoints().join(format!("sp-{}-{stamp}", manifest.id));
         let src = self.dir(manifest.id);
@@ -175,18 +205,18 @@ fn chrono_stamp() -> String {
 }
 
 /// Read and check a checkpoint's manifest: present, checksum intact, parseable.
-pub fn read_manifest(dir: &Path) -> Result<Manifest, String> {
+pub fn read_manifest(dir: &Path) -> Result<Manifest, ManifestError> {
     let path = dir.join("manifest.json");
-    let text = validate::read_manifest_text(&path).map_err(|e| format!("no readable manifest ({e}): the checkpoint is incomplete"))?;
+    let text = validate::read_manifest_text(&path).map_err(ManifestError::Unreadable)?;
     let mut lines = text.lines();
     let (Some(body), Some(sum)) = (lines.next(), lines.next()) else {
-        return Err("the manifest is truncated".into());
+        return Err(ManifestError::Truncated);
     };
     if hex::encode(Sha256::digest(body.as_bytes())) != sum.trim() {
-        return Err("the manifest does not match its checksum".into());
+        return Err(ManifestError::Checksum);
     }
-    let manifest = serde_json::from_str(body).map_err(|e| format!("the manifest is not valid: {e}"))?;
-    validate::check(&manifest).map_err(|e| format!("the manifest {} is not valid: {e}", path.display()))?;
+    let manifest = serde_json::from_str(body).map_err(ManifestError::Parse)?;
+    validate::check(&manifest).map_err(|source| ManifestError::Invalid { path, source })?;
     Ok(manifest)
 }
 
@@ -198,11 +228,11 @@ pub(super) fn state_dirs(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// Fully verify a checkpoint: manifest and every state file.
-pub fn verify(dir: &Path) -> Result<Manifest, String> {
+pub fn verify(dir: &Path) -> Result<Manifest, ManifestError> {
     let m = read_manifest(dir)?;
     if let Some(state) = &m.state {
         let (own, shared) = state_dirs(dir);
-        verify_snapshot(&state.files, &own, &shared)?;
+        verify_snapshot(&state.files, &own, &shared).map_err(ManifestError::StateFiles)?;
     }
     Ok(m)
 }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::command::{Command, Outcome};
+use crate::error::ControlDirError;
 use crate::private;
+
 
 /// Where a pipeline's control files are (under its checkpoint store).
 #[derive(Clone, Debug)]
@@ -49,9 +51,9 @@ impl ControlDir {
 
     /// Create the control directory and the plugin store owner-only (and
     /// narrow them if an older version left them open to other users).
-    pub fn secure(&self) -> Result<(), String> {
+    pub fn secure(&self) -> Result<(), ControlDirError> {
         for dir in [self.root.clone(), self.plugins()] {
-            private::create_dir(&dir).map_err(|e| format!("control directory {}: {e}", dir.display()))?;
+            private::create_dir(&dir).map_err(|source| ControlDirError::Secure { dir: dir.clone(), source })?;
         }
         Ok(())
     }
@@ -67,10 +69,10 @@ impl ControlDir {
 
     /// Drop `command` into the command folder (atomically: the directory
     /// source never sees half a file; owner-only); returns the file.
-    pub fn submit(&self, command: &Command) -> Result<PathBuf, String> {
+    pub fn submit(&self, command: &Command) -> Result<PathBuf, ControlDirError> {
         let path = self.root.join(format!("{}.json", sanitize(&command.id)));
-        let bytes = serde_json::to_vec_pretty(command).map_err(|e| e.to_string())?;
-        private::write_atomic(&path, &bytes).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        let bytes = serde_json::to_vec_pretty(command).map_err(ControlDirError::Encode)?;
+        private::write_atomic(&path, &bytes).map_err(|source| ControlDirError::Write { path: path.clone(), source })?;
         Ok(path)
     }
 
@@ -123,10 +125,10 @@ impl ControlDir {
     }
 
     /// Keep `bytes` (digest `digest`) in the plugin store, owner-only.
-    pub fn store_plugin(&self, digest: &str, bytes: &[u8]) -> Result<PathBuf, String> {
+    pub fn store_plugin(&self, digest: &str, bytes: &[u8]) -> Result<PathBuf, ControlDirError> {
         let stored = self.plugin(digest);
         if !stored.is_file() {
-            private::write_atomic(&stored, bytes).map_err(|e| format!("plugin store {}: {e}", stored.display()))?;
+            private::write_atomic(&stored, bytes).map_err(|source| ControlDirError::Store { path: stored.clone(), source })?;
         }
         Ok(stored)
     }

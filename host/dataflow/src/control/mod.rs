@@ -40,5 +40,6 @@ pub mod token;
 
 pub(crate) use admin::AdminServer;
 pub use command::{Action, Command, Outcome, SourceAt, Status};
+pub use crate::error::{AdminError, ControlDirError};
 pub use dir::{sha256_hex, ControlDir, DirectorySource, History, Version};
 pub(crate) use swap::{Completed, Plan, Running, SwapController, Swaps};

@@ -309,7 +309,7 @@ impl SwapController {
         for (command, (si, token), prepared) in self.preparer.finished() {
             match prepared {
                 Err(reason) => {
-                    let o = Outcome { digest: command.sha256.clone(), reason: Some(reason), ..Outcome::of(&command, Status::Rejected) };
+                    let o = Outcome { digest: command.sha256.clone(), reason: Some(reason.to_string()), ..Outcome::of(&command, Status::Rejected) };
                     self.settle_command(si, token, &o);
                 }
                 Ok((plugin, digest)) => planned = Some(self.plan_deploy(command, (si, token), plugin, digest, next_id)),
@@ -365,7 +365,7 @@ impl SwapController {
                     continue;
                 }
                 Action::Rollback => match self.rollback_target(&command.operator) {
-                    Ok((digest, params)) => {
+                    Some((digest, params)) => {
                         command.plugin = Some(self.control.plugin(&digest));
                         command.sha256 = Some(digest);
                         // The params that version ran with (the file's, if none were deployed).
@@ -374,8 +374,8 @@ impl SwapController {
                             None => self.pipeline.operator(&command.operator).map(|o| o.params.clone()).unwrap_or_default(),
                         });
                     }
-                    Err(reason) => {
-                        let o = rejection(&command, reason);
+                    None => {
+                        let o = rejection(&command, format!("operator `{}` has no earlier version to roll back to", command.operator));
                         self.settle_command(si, token, &o);
                         continue;
                     }
@@ -437,13 +437,13 @@ impl SwapController {
     }
 
     /// The version a rollback of `operator` returns to: the one before the
-    /// current one, among those not rolled back.
-    fn rollback_target(&self, operator: &str) -> Result<(String, Option<String>), String> {
+    /// current one, among those not rolled back (none if it has no other).
+    fn rollback_target(&self, operator: &str) -> Option<(String, Option<String>)> {
         let history = self.control.history();
         let active: Vec<&Version> = history.get(operator).map(|v| v.iter().filter(|v| !v.rolled_back).collect()).unwrap_or_default();
         match active.len() {
-            0 | 1 => Err(format!("operator `{operator}` has no earlier version to roll back to")),
-            n => Ok((active[n - 2].digest.clone(), active[n - 2].params.clone())),
+            0 | 1 => None,
+            n => Some((active[n - 2].digest.clone(), active[n - 2].params.clone())),
         }
     }
 

@@ -171,11 +171,11 @@ fn running(plugins: &HashMap<String, Arc<Plugin>>, deployed: &restore::Deployed)
 fn control_plane(pipeline: &Pipeline, control: &ControlDir, plugins: &HashMap<String, Arc<Plugin>>, restore: Option<&Restore>) -> Result<(Vec<Box<dyn ControlSource>>, Option<AdminServer>), DataflowError> {
     let mut sources: Vec<Box<dyn ControlSource>> = vec![Box::new(control::DirectorySource::new(control))];
     // Commands, results, the plugin store and the admin token: owner-only.
-    control.secure().map_err(DataflowError::Checkpoint)?;
+    control.secure()?;
     let admin = match pipeline.control.http {
         Some(addr) => {
-            let token = control::token::server_token(&pipeline.control, control).map_err(DataflowError::Checkpoint)?;
-            Some(AdminServer::start(addr, pipeline.name.clone(), control.clone(), token).map_err(DataflowError::Checkpoint)?)
+            let token = control::token::server_token(&pipeline.control, control)?;
+            Some(AdminServer::start(addr, pipeline.name.clone(), control.clone(), token)?)
         }
         None => None,
     };
