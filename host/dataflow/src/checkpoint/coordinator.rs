@@ -247,29 +247,8 @@ impl Coordinator {
             }
 
             // CLI requests.
-            if let Ok(entries) = std::fs::read_dir(self.store.requests()) {
-                for e in entries.flatten() {
-                    let path = e.path();
-                    if path.extension().is_some_and(|x| x == "json") {
-                        let req: Option<Request> = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok());
-                        let _ = std::fs::remove_file(&path);
-                        let Some(req) = req.filter(|r| r.run.as_deref() == Some(self.run_id.as_str())) else {
-                            tracing::info!("ignoring {}: not a request for this run", path.display());
-                            continue;
-                        };
-                        let answer = path.with_extension("done");
-                        if req.stop {
-                            // Stopping ends the sources; the final checkpoint is the savepoint.
-                            if req.savepoint {
-                                stop_after_savepoint.push(answer);
-                            }
-                            self.stop.stop();
-                        } else if req.savepoint {
-                            savepoint_waiters.push(answer);
-                            next_trigger = Instant::now();
-                        }
-                    }
-                }
+            if self.take_requests(&mut savepoint_waiters, &mut stop_after_savepoint) {
+                next_trigger = Instant::now();
             }
 
             // Control commands: a deploy is planned at the next barrier, which is triggered now.
@@ -299,6 +278,37 @@ impl Coordinator {
                 next_trigger = Instant::now() + interval;
             }
         }
+    }
+
+    /// Take the CLI's requests for this run: a savepoint is taken by the
+    /// next checkpoint (returns whether to trigger it now), a stop ends the
+    /// sources (with a savepoint, the final checkpoint is it).
+    fn take_requests(&self, savepoint_waiters: &mut Vec<PathBuf>, stop_after_savepoint: &mut Vec<PathBuf>) -> bool {
+        let mut trigger = false;
+        let Ok(entries) = std::fs::read_dir(self.store.requests()) else { return trigger };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "json") {
+                let req: Option<Request> = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok());
+                let _ = std::fs::remove_file(&path);
+                let Some(req) = req.filter(|r| r.run.as_deref() == Some(self.run_id.as_str())) else {
+                    tracing::info!("ignoring {}: not a request for this run", path.display());
+                    continue;
+                };
+                let answer = path.with_extension("done");
+                if req.stop {
+                    // Stopping ends the sources; the final checkpoint is the savepoint.
+                    if req.savepoint {
+                        stop_after_savepoint.push(answer);
+                    }
+                    self.stop.stop();
+                } else if req.savepoint {
+                    savepoint_waiters.push(answer);
+                    trigger = true;
+                }
+            }
+        }
+        trigger
     }
 
     fn answer_savepoint(&self, answer: &Path, manifest: &Manifest) {
