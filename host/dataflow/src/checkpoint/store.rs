@@ -100,7 +100,7 @@ impl Store {
                 out.push(Listed { dir: e.path(), id, manifest: read_manifest(&e.path()) });
             }
         }
-        out.sort_by(|a, b| b.id.cmp(&a.id));
+        out.sort_by_key(|l| std::cmp::Reverse(l.id));
         out
     }
 

@@ -78,7 +78,7 @@ pub(crate) async fn launch(pipeline: &Pipeline, plugins: &HashMap<String, Arc<Pl
     plugins.extend(deployed.plugins.clone());
     let plugins = &plugins;
     let swaps = Arc::new(Swaps::new(stop.clone()));
-    let (control_sources, _admin) = if checkpoints { control_plane(pipeline, &control, plugins, restore.as_ref())? } else { (Vec::new(), None) };
+    let ControlPlane { sources: control_sources, admin: _admin } = if checkpoints { control_plane(pipeline, &control, plugins, restore.as_ref())? } else { ControlPlane { sources: Vec::new(), admin: None } };
     let backend = open_state(pipeline, settings, restore.as_ref())?;
 
     let requested = Arc::new(AtomicU64::new(0));
@@ -164,11 +164,18 @@ fn running(plugins: &HashMap<String, Arc<Plugin>>, deployed: &restore::Deployed)
     Running { plugins, deployed: deployed.digests.clone(), params: deployed.params.clone() }
 }
 
+/// Where a run's commands come from, and its admin endpoint (stopped when dropped).
+struct ControlPlane {
+    /// The control directory first, then `[control]` sources.
+    sources: Vec<Box<dyn ControlSource>>,
+    admin: Option<AdminServer>,
+}
+
 /// The control plane of a run with checkpoints: where commands come from
 /// (the control directory first, then `[control]` sources) and the admin
 /// endpoint. The versions running now are what a rollback can return to:
 /// their bytes go to the plugin store and each operator's history starts.
-fn control_plane(pipeline: &Pipeline, control: &ControlDir, plugins: &HashMap<String, Arc<Plugin>>, restore: Option<&Restore>) -> Result<(Vec<Box<dyn ControlSource>>, Option<AdminServer>), DataflowError> {
+fn control_plane(pipeline: &Pipeline, control: &ControlDir, plugins: &HashMap<String, Arc<Plugin>>, restore: Option<&Restore>) -> Result<ControlPlane, DataflowError> {
     let mut sources: Vec<Box<dyn ControlSource>> = vec![Box::new(control::DirectorySource::new(control))];
     // Commands, results, the plugin store and the admin token: owner-only.
     control.secure()?;
@@ -192,7 +199,7 @@ fn control_plane(pipeline: &Pipeline, control: &ControlDir, plugins: &HashMap<St
         }
     }
     control.write_history(&history);
-    Ok((sources, admin))
+    Ok(ControlPlane { sources, admin })
 }
 
 /// The keyed state of the run, if any operator is keyed: restored from the
