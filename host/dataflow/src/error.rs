@@ -1,4 +1,4 @@
-//! Why a run stops: the error [`crate::run`] returns, and the errors of the
+//! Why a run stops: the error `run` returns, and the errors of the
 //! concerns it wraps (the run lock, the control directory, the admin
 //! endpoint and its token, the checkpoint store). They live here, not
 //! beside their code, so that this module imports none of the modules that

@@ -1,7 +1,7 @@
 //! The physical graph of a pipeline, planned before anything starts: its
 //! nodes (each source, operator and sink, with its subtasks) and its edges
 //! (one per stream a consumer reads, with how records spread over the
-//! consumer's subtasks). [`crate::launch`] turns the edges into channels
+//! consumer's subtasks). The launch turns the edges into channels
 //! and the nodes into tasks.
 //!
 //! Producers (sources first, then operators, in pipeline order) number

@@ -44,7 +44,7 @@ impl ControlDir {
         self.root.join("plugins")
     }
 
-    /// The admin endpoint's generated bearer token (see [`super::token`]).
+    /// The admin endpoint's generated bearer token (see the token module).
     pub fn token_file(&self) -> PathBuf {
         self.root.join("admin.token")
     }

@@ -22,15 +22,15 @@ use tokio::task::JoinHandle;
 
 use crate::checkpoint::{self, Ack, Aligner, Restore};
 use crate::control::{self, AdminServer, ControlDir, Running, SwapController, Swaps};
+use crate::error::DataflowError;
 use crate::event_time::{AlignmentGroup, InputWatermarks};
 use crate::plan::PhysicalPlan;
+use crate::plugins::instance_config;
 use crate::run_lock::{self, RunLock};
+use crate::settings::{Settings, StopHandle};
 use crate::task::operator::{Collector, OperatorTask, RestoredOperator};
 use crate::task::sink::SinkTask;
 use crate::task::source::SourceTask;
-use crate::error::DataflowError;
-use crate::plugins::instance_config;
-use crate::settings::{Settings, StopHandle};
 use wiring::Wiring;
 
 /// What a finished run did.

@@ -6,7 +6,7 @@
 //! host-internal map state, so that timers are part of every RocksDB
 //! checkpoint and follow their key group when an operator is rescaled.
 //! Due timers of a keyed process function go to its `on-timer` handler here
-//! (window timers fire windows, see `super::window`).
+//! (window timers fire windows instead: see the window module).
 
 use std::collections::BTreeSet;
 
