@@ -2,11 +2,12 @@
 //! the sinks committed) and the plugins deployed at that checkpoint.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use sluice_config::Pipeline;
 use sluice_types::Sink;
-use sluice_world::Plugin;
+use sluice_world::{LoadError, Plugin};
 
 use crate::checkpoint::{self, Restore, Store};
 use crate::control::ControlDir;
@@ -75,6 +76,17 @@ pub(crate) struct Deployed {
     pub(crate) params: HashMap<String, String>,
 }
 
+/// Why a plugin deployed at the restored checkpoint cannot run again.
+#[derive(Debug, thiserror::Error)]
+enum Unloadable {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("no plugin runtime in this run")]
+    NoRuntime,
+    #[error("{} is missing from the plugin store", .0.display())]
+    Missing(PathBuf),
+}
+
 /// Operators that ran a deployed plugin at the checkpoint run it again.
 pub(crate) fn deployed(pipeline: &Pipeline, settings: &Settings, control: &ControlDir, restore: Option<&Restore>) -> Result<Deployed, DataflowError> {
     let mut deployed = Deployed::default();
@@ -86,10 +98,10 @@ pub(crate) fn deployed(pipeline: &Pipeline, settings: &Settings, control: &Contr
             (Some(rt), true) => {
                 let mut spec = op.clone();
                 spec.plugin = path.clone();
-                load_operator(&rt.0, &spec).map_err(|e| e.to_string())
+                load_operator(&rt.0, &spec).map_err(Unloadable::Load)
             }
-            (None, _) => Err("no plugin runtime in this run".to_string()),
-            (_, false) => Err(format!("{} is missing from the plugin store", path.display())),
+            (None, _) => Err(Unloadable::NoRuntime),
+            (_, false) => Err(Unloadable::Missing(path)),
         };
         match loaded {
             Ok(p) => {
