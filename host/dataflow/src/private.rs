@@ -44,7 +44,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Why a file could not be read by [`read_regular`].
 #[derive(Debug)]
-pub(crate) enum ReadError {
+pub enum ReadError {
     /// It is not a regular file (a FIFO, a device, a directory, a socket).
     NotRegular,
     /// It is larger than the limit (its size, if known).
@@ -63,6 +63,8 @@ impl std::fmt::Display for ReadError {
         }
     }
 }
+
+impl std::error::Error for ReadError {}
 
 /// Read `path` if it is a regular file of at most `limit` bytes. Never
 /// blocks on a FIFO or a device and never reads more than `limit + 1` bytes:

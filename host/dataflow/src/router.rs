@@ -9,7 +9,7 @@ use sluice_state::keygroup::{key_group, subtask_of, MAX_PARALLELISM};
 use sluice_types::{Message, Record};
 use tokio::sync::mpsc::Sender;
 
-use crate::DataflowError;
+use crate::error::DataflowError;
 
 /// How a stream is spread over the subtasks of one consumer.
 #[derive(Clone, Copy, Debug)]

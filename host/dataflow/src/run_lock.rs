@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sluice_config::Pipeline;
 
+pub use crate::error::RunLockError;
+
 /// The lock file's name.
 pub const LOCK_FILE: &str = "run.lock";
 
@@ -71,17 +73,11 @@ fn read_info(file: &mut File) -> Option<RunInfo> {
     serde_json::from_str(text.trim()).ok()
 }
 
-fn in_use(dir: &Path, holder: Option<&RunInfo>) -> String {
+
+fn in_use(dir: &Path, holder: Option<&RunInfo>) -> RunLockError {
     match holder {
-        Some(h) => format!(
-            "state directory {} is in use by sluice run pid {}; stop it first (`sluice stop` with the same --state-dir), or use another --state-dir",
-            dir.display(),
-            h.pid
-        ),
-        None => format!(
-            "state directory {} is in use by another sluice run; stop it first (`sluice stop` with the same --state-dir), or use another --state-dir",
-            dir.display()
-        ),
+        Some(h) => RunLockError::InUseBy { dir: dir.to_path_buf(), pid: h.pid },
+        None => RunLockError::InUse { dir: dir.to_path_buf() },
     }
 }
 
@@ -89,7 +85,7 @@ impl RunLock {
     /// Lock every directory of `dirs` (created if missing) for this
     /// process, or fail with an error that names the directory and the pid
     /// of the run that holds it.
-    pub fn acquire(dirs: &[PathBuf]) -> Result<RunLock, String> {
+    pub fn acquire(dirs: &[PathBuf]) -> Result<RunLock, RunLockError> {
         let started_ms = sluice_runtime::now_ms();
         let info = RunInfo {
             pid: std::process::id(),
@@ -98,8 +94,7 @@ impl RunLock {
         };
         let mut files = Vec::with_capacity(dirs.len());
         for dir in dirs {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("creating state directory {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| RunLockError::CreateDir { dir: dir.clone(), source })?;
             let path = dir.join(LOCK_FILE);
             let mut file = OpenOptions::new()
                 .read(true)
@@ -107,7 +102,7 @@ impl RunLock {
                 .create(true)
                 .truncate(false)
                 .open(&path)
-                .map_err(|e| format!("opening {}: {e}", path.display()))?;
+                .map_err(|source| RunLockError::File { action: "opening", path: path.clone(), source })?;
             let deadline = Instant::now() + ACQUIRE_PATIENCE;
             loop {
                 match file.try_lock() {
@@ -118,8 +113,8 @@ impl RunLock {
                     Err(TryLockError::WouldBlock) => {
                         return Err(in_use(dir, read_info(&mut file).as_ref()));
                     }
-                    Err(TryLockError::Error(e)) => {
-                        return Err(format!("locking {}: {e}", path.display()));
+                    Err(TryLockError::Error(source)) => {
+                        return Err(RunLockError::File { action: "locking", path, source });
                     }
                 }
             }
@@ -127,7 +122,7 @@ impl RunLock {
             // Nothing has moved the file position from 0 since the open.
             file.set_len(0)
                 .and_then(|_| file.write_all(text.as_bytes()))
-                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                .map_err(|source| RunLockError::File { action: "writing", path: path.clone(), source })?;
             files.push(file);
         }
         Ok(RunLock {
@@ -148,12 +143,12 @@ pub enum Probe {
 
 /// Whether a run holds `dir` (a directory [`lock_dirs`] names), without
 /// creating anything: a directory that was never run is free.
-pub fn probe(dir: &Path) -> Result<Probe, String> {
+pub fn probe(dir: &Path) -> Result<Probe, RunLockError> {
     let path = dir.join(LOCK_FILE);
     let mut file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Probe::Free),
-        Err(e) => return Err(format!("opening {}: {e}", path.display())),
+        Err(source) => return Err(RunLockError::File { action: "opening", path, source }),
     };
     match file.try_lock_shared() {
         // Let go at once: a run starting now retries for a moment.
@@ -166,15 +161,12 @@ pub fn probe(dir: &Path) -> Result<Probe, String> {
                     return Ok(Probe::Running(info));
                 }
                 if Instant::now() >= deadline {
-                    return Err(format!(
-                        "a sluice run holds {} but does not say which (an older sluice?); stop it with Ctrl-C",
-                        path.display()
-                    ));
+                    return Err(RunLockError::Anonymous { path });
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        Err(TryLockError::Error(e)) => Err(format!("locking {}: {e}", path.display())),
+        Err(TryLockError::Error(source)) => Err(RunLockError::File { action: "locking", path, source }),
     }
 }
 
@@ -190,7 +182,7 @@ mod tests {
         assert!(!dir.exists(), "a probe creates nothing");
         let lock = RunLock::acquire(std::slice::from_ref(&dir)).unwrap();
         let started = Instant::now();
-        let err = RunLock::acquire(std::slice::from_ref(&dir)).unwrap_err();
+        let err = RunLock::acquire(std::slice::from_ref(&dir)).unwrap_err().to_string();
         assert!(started.elapsed() < Duration::from_secs(3));
         assert!(
             err.contains(&format!(

@@ -12,6 +12,39 @@ use sluice_config::ControlSpec;
 
 use crate::private::{read_regular, ReadError};
 
+/// Why a component could not be fetched. Outside the allowed places the
+/// message says no more than that.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FetchError {
+    /// Not a file under the allowed directories (or nothing there at all).
+    #[error("plugin {} is not a file under the directories deploys may read ({dirs}); deploy it with `sluice plugin deploy` (which copies it into the plugin store), or add its directory to [control] plugin_dirs", .path.display())]
+    Outside { path: PathBuf, dirs: String },
+    /// Reading a file inside the allowed directories failed.
+    #[error("plugin {}: {source}", .path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A FIFO, a device or a directory.
+    #[error("plugin {} is not a regular file (a FIFO, device or directory cannot be deployed)", .path.display())]
+    NotRegular { path: PathBuf },
+    /// Larger than `max_plugin_mb`.
+    #[error("plugin {} is larger than [control] max_plugin_mb = {mib} MiB", .path.display())]
+    TooLarge { path: PathBuf, mib: u64 },
+    /// A URL outside `plugin_urls`.
+    #[error("plugin URL {url} is not allowed (allowed: {allowed}); add its prefix to [control] plugin_urls, or deploy a file with `sluice plugin deploy`")]
+    UrlNotAllowed { url: String, allowed: String },
+    /// The request failed.
+    #[error("fetching {url}: {source}")]
+    Request { url: String, source: Box<ureq::Error> },
+    /// The server did not answer 200.
+    #[error("fetching {url}: HTTP {status} (redirects are not followed)")]
+    Status { url: String, status: ureq::http::StatusCode },
+    /// The body is larger than `max_plugin_mb`.
+    #[error("fetching {url}: larger than [control] max_plugin_mb = {mib} MiB")]
+    BodyTooLarge { url: String, mib: u64 },
+    /// Reading the body failed.
+    #[error("fetching {url}: {source} (within [control] fetch_timeout = {timeout:?})")]
+    Body { url: String, source: Box<ureq::Error>, timeout: Duration },
+}
+
 /// Where and how much a deploy may fetch.
 #[derive(Clone, Debug)]
 pub(crate) struct FetchPolicy {
@@ -41,7 +74,7 @@ impl FetchPolicy {
     }
 
     /// The bytes of the component at `location`: a path, or an `http://` URL.
-    pub(crate) fn fetch(&self, location: &Path) -> Result<Vec<u8>, String> {
+    pub(crate) fn fetch(&self, location: &Path) -> Result<Vec<u8>, FetchError> {
         let text = location.to_string_lossy();
         if text.starts_with("http://") || text.starts_with("https://") {
             return self.fetch_url(&text);
@@ -53,26 +86,26 @@ impl FetchPolicy {
         self.max_bytes >> 20
     }
 
-    fn read_file(&self, path: &Path) -> Result<Vec<u8>, String> {
+    fn read_file(&self, path: &Path) -> Result<Vec<u8>, FetchError> {
         let outside = || {
             let dirs: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
-            format!("plugin {} is not a file under the directories deploys may read ({}); deploy it with `sluice plugin deploy` (which copies it into the plugin store), or add its directory to [control] plugin_dirs", path.display(), dirs.join(", "))
+            FetchError::Outside { path: path.to_path_buf(), dirs: dirs.join(", ") }
         };
         let absolute = std::path::absolute(path).map_err(|_| outside())?;
         // Symlinks and `..` are resolved first: the file itself must be inside.
         let canonical = match std::fs::canonicalize(&absolute) {
             Ok(c) => c,
             // Only inside the allowed directories does the reason say more.
-            Err(e) if self.allows(&normalize(&absolute)) => return Err(format!("plugin {}: {e}", path.display())),
+            Err(source) if self.allows(&normalize(&absolute)) => return Err(FetchError::Io { path: path.to_path_buf(), source }),
             Err(_) => return Err(outside()),
         };
         if !self.allows(&canonical) {
             return Err(outside());
         }
         read_regular(&canonical, self.max_bytes).map_err(|e| match e {
-            ReadError::NotRegular => format!("plugin {} is not a regular file (a FIFO, device or directory cannot be deployed)", path.display()),
-            ReadError::TooLarge(_) => format!("plugin {} is larger than [control] max_plugin_mb = {} MiB", path.display(), self.mib()),
-            ReadError::Io(e) => format!("plugin {}: {e}", path.display()),
+            ReadError::NotRegular => FetchError::NotRegular { path: path.to_path_buf() },
+            ReadError::TooLarge(_) => FetchError::TooLarge { path: path.to_path_buf(), mib: self.mib() },
+            ReadError::Io(source) => FetchError::Io { path: path.to_path_buf(), source },
         })
     }
 
@@ -80,14 +113,14 @@ impl FetchPolicy {
         self.dirs.iter().any(|d| path.starts_with(d))
     }
 
-    fn fetch_url(&self, url: &str) -> Result<Vec<u8>, String> {
+    fn fetch_url(&self, url: &str) -> Result<Vec<u8>, FetchError> {
         if !self.url_allowed(url) {
             let allowed = match &self.urls {
                 None => "http:// on a loopback host (the default)".to_string(),
                 Some(v) if v.is_empty() => "none: [control] plugin_urls = []".to_string(),
                 Some(v) => v.join(", "),
             };
-            return Err(format!("plugin URL {url} is not allowed (allowed: {allowed}); add its prefix to [control] plugin_urls, or deploy a file with `sluice plugin deploy`"));
+            return Err(FetchError::UrlNotAllowed { url: url.to_string(), allowed });
         }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(self.timeout))
@@ -96,13 +129,13 @@ impl FetchPolicy {
             .http_status_as_error(false)
             .build()
             .into();
-        let mut response = agent.get(url).call().map_err(|e| format!("fetching {url}: {e}"))?;
+        let mut response = agent.get(url).call().map_err(|e| FetchError::Request { url: url.to_string(), source: Box::new(e) })?;
         if response.status() != 200 {
-            return Err(format!("fetching {url}: HTTP {} (redirects are not followed)", response.status()));
+            return Err(FetchError::Status { url: url.to_string(), status: response.status() });
         }
         response.body_mut().with_config().limit(self.max_bytes).read_to_vec().map_err(|e| match e {
-            ureq::Error::BodyExceedsLimit(_) => format!("fetching {url}: larger than [control] max_plugin_mb = {} MiB", self.mib()),
-            e => format!("fetching {url}: {e} (within [control] fetch_timeout = {:?})", self.timeout),
+            ureq::Error::BodyExceedsLimit(_) => FetchError::BodyTooLarge { url: url.to_string(), mib: self.mib() },
+            e => FetchError::Body { url: url.to_string(), source: Box::new(e), timeout: self.timeout },
         })
     }
 
@@ -183,12 +216,12 @@ mod tests {
         std::fs::write(other.path().join("secret"), b"secret").unwrap();
         assert_eq!(p.fetch(&allowed.path().join("ok.wasm")).unwrap(), b"ok");
         for path in [other.path().join("secret"), allowed.path().join("../").join(other.path().file_name().unwrap()).join("secret"), other.path().join("missing")] {
-            let e = p.fetch(&path).unwrap_err();
+            let e = p.fetch(&path).unwrap_err().to_string();
             assert!(e.contains("not a file under the directories") && !e.contains("No such file"), "{e}");
         }
         std::os::unix::fs::symlink(other.path().join("secret"), allowed.path().join("link.wasm")).unwrap();
-        assert!(p.fetch(&allowed.path().join("link.wasm")).unwrap_err().contains("not a file under"));
-        assert!(p.fetch(&allowed.path().join("missing.wasm")).unwrap_err().contains("No such file"));
-        assert!(p.fetch(allowed.path()).unwrap_err().contains("not a regular file"));
+        assert!(p.fetch(&allowed.path().join("link.wasm")).unwrap_err().to_string().contains("not a file under"));
+        assert!(p.fetch(&allowed.path().join("missing.wasm")).unwrap_err().to_string().contains("No such file"));
+        assert!(p.fetch(allowed.path()).unwrap_err().to_string().contains("not a regular file"));
     }
 }

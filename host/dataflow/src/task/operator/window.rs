@@ -10,7 +10,7 @@
 //!   accumulator bytes;
 //! - `\0sessions`: value per key, the key's open session windows (session
 //!   windows only, so that a merge does not scan RocksDB);
-//! - timers (see [`crate::timers`]) whose namespace is the window, one to
+//! - timers (see `super::timers`) whose namespace is the window, one to
 //!   fire it at `end - 1` and, with allowed lateness, one to purge it at
 //!   `end - 1 + lateness`.
 
@@ -22,9 +22,9 @@ use sluice_state::{OperatorState, StateError, StateId, StateKind};
 use sluice_types::Position;
 use sluice_runtime::{now_ms, wit, Instance};
 
-use crate::operator::OperatorTask;
-use crate::timers::Timer;
-use crate::DataflowError;
+use super::collector::Collector;
+use super::timers::{Timer, Timers};
+use crate::error::DataflowError;
 
 const ACC_STATE: &str = "\0window";
 const SESSIONS_STATE: &str = "\0sessions";
@@ -80,6 +80,8 @@ impl Window {
 /// The window logic of one operator subtask.
 pub(crate) struct Windows {
     spec: WindowSpec,
+    /// Windows fired per `finish` call (the operator's batch size).
+    batch_size: usize,
     acc: StateId,
     sessions: StateId,
     domain: wit::TimeDomain,
@@ -99,11 +101,11 @@ struct Group {
 }
 
 impl Windows {
-    pub(crate) fn new(spec: WindowSpec, state: &mut OperatorState) -> Result<Self, StateError> {
+    pub(crate) fn new(spec: WindowSpec, batch_size: usize, state: &mut OperatorState) -> Result<Self, StateError> {
         let acc = state.declare(ACC_STATE, StateKind::Map)?;
         let sessions = state.declare(SESSIONS_STATE, StateKind::Value)?;
         let domain = if spec.time == TimeCharacteristic::Event { wit::TimeDomain::EventTime } else { wit::TimeDomain::ProcessingTime };
-        Ok(Windows { spec, acc, sessions, domain })
+        Ok(Windows { spec, batch_size, acc, sessions, domain })
     }
 
     pub(crate) fn is_event_time(&self) -> bool {
@@ -160,29 +162,13 @@ impl Windows {
     fn is_session(&self) -> bool {
         matches!(self.spec.kind, WindowKind::Session { .. })
     }
-}
-
-impl OperatorTask {
-    fn state_err(&self, source: StateError) -> DataflowError {
-        DataflowError::State { node: self.spec.name.clone(), source }
-    }
-
-    fn broken(&self, what: String) -> DataflowError {
-        DataflowError::RecordFailed {
-            operator: self.spec.name.clone(),
-            plugin: self.plugin.info().path.display().to_string(),
-            position: "a window".into(),
-            message: format!("{what}; the plugin is broken"),
-        }
-    }
 
     /// Assign a span of keyed records to windows and fold them in, each
     /// judged against the watermark as of that record (`wms`). Returns how
     /// many records it consumed, or `None` if a guest call failed and the
     /// records must go one by one.
-    pub(crate) fn window_batch(&mut self, instance: &mut Instance, batch: &mut [wit::Record], positions: &[Option<Position>], wms: &[i64]) -> Result<Option<usize>, DataflowError> {
-        let windows = self.windows.as_ref().expect("window operator");
-        let (time, late_output) = (windows.spec.time, windows.spec.late_output.clone());
+    pub(crate) fn add(&self, instance: &mut Instance, timers: &mut Timers, out: &mut Collector, batch: &mut [wit::Record], positions: &[Option<Position>], wms: &[i64]) -> Result<Option<usize>, DataflowError> {
+        let (time, late_output) = (self.spec.time, self.spec.late_output.as_str());
         let wm = wms.last().copied().unwrap_or(i64::MIN);
         let now = now_ms();
         // Records too late for every window they belong to, in input order.
@@ -206,12 +192,11 @@ impl OperatorTask {
                     now
                 }
             };
-            let windows = self.windows.as_ref().expect("window operator");
-            windows.assign(ts, &mut scratch);
+            self.assign(ts, &mut scratch);
             let before = assigned.len();
             // Sessions merge first and judge lateness on the merged window (as Flink).
-            let session = windows.is_session();
-            assigned.extend(scratch.iter().filter(|w| session || !windows.is_late(**w, wms[i])).map(|w| (i, *w)));
+            let session = self.is_session();
+            assigned.extend(scratch.iter().filter(|w| session || !self.is_late(**w, wms[i])).map(|w| (i, *w)));
             if assigned.len() == before {
                 late.push(i);
             }
@@ -222,10 +207,9 @@ impl OperatorTask {
         let mut merges: Vec<Vec<Vec<u8>>> = Vec::new();
         let mut session_lists: Vec<(u16, usize, Vec<Window>)> = Vec::new();
         {
-            let windows = self.windows.as_ref().expect("window operator");
             let state = instance.state_mut().expect("window operators are keyed");
             let key = |i: usize| batch[i].key.as_deref().expect("keyed records have keys");
-            if windows.is_session() {
+            if self.is_session() {
                 let mut by_key: HashMap<&[u8], Vec<(usize, Window)>> = HashMap::new();
                 let mut order: Vec<&[u8]> = Vec::new();
                 for (i, w) in &assigned {
@@ -238,13 +222,13 @@ impl OperatorTask {
                 }
                 for k in order {
                     let kg = key_group(k, MAX_PARALLELISM);
-                    let existing = windows.sessions_of(state, kg, k).map_err(|e| DataflowError::State { node: self.spec.name.clone(), source: e })?;
+                    let existing = self.sessions_of(state, kg, k).map_err(|e| out.state_error(e))?;
                     // (window, absorbed existing windows, inputs)
                     let mut open: Vec<(Window, Vec<Window>, Vec<u32>)> = existing.iter().map(|w| (*w, vec![*w], Vec::new())).collect();
                     for (i, w) in &by_key[k] {
                         // Late only if it is late alone: one that extends or
                         // bridges an open session joins it.
-                        if windows.is_late(*w, wms[*i]) && !open.iter().any(|o| o.0.intersects(*w)) {
+                        if self.is_late(*w, wms[*i]) && !open.iter().any(|o| o.0.intersects(*w)) {
                             late.push(*i);
                             continue;
                         }
@@ -273,7 +257,7 @@ impl OperatorTask {
                         let merged = if absorbed.len() > 1 {
                             let mut accs = Vec::with_capacity(absorbed.len());
                             for a in &absorbed {
-                                if let Some(acc) = state.map_get(kg, windows.acc, k, &a.encode()).map_err(|e| DataflowError::State { node: self.spec.name.clone(), source: e })? {
+                                if let Some(acc) = state.map_get(kg, self.acc, k, &a.encode()).map_err(|e| out.state_error(e))? {
                                     accs.push(acc.to_vec());
                                 }
                             }
@@ -301,18 +285,17 @@ impl OperatorTask {
         }
 
         if groups.is_empty() {
-            self.route_late(batch, positions, wms, late, &late_output)?;
+            route_late(out, batch, positions, wms, late, late_output)?;
             return Ok(Some(batch.len()));
         }
         // Guest calls: merge bridged sessions, then add.
         let merged = match if merges.is_empty() { Ok(Vec::new()) } else { instance.merge(&merges) } {
             Ok(m) if m.len() == merges.len() => m,
-            Ok(m) => return Err(self.broken(format!("merge returned {} accumulators for {} groups", m.len(), merges.len()))),
-            Err(e) => return self.failed_span(instance, e, batch, positions),
+            Ok(m) => return Err(out.broken(format!("merge returned {} accumulators for {} groups", m.len(), merges.len()))),
+            Err(e) => return out.failed_span(instance, e, batch, positions),
         };
         let mut accumulate = Vec::with_capacity(groups.len());
         {
-            let windows = self.windows.as_ref().expect("window operator");
             let state = instance.state_mut().expect("window operators are keyed");
             for g in &groups {
                 let accumulator = match g.merged {
@@ -320,7 +303,7 @@ impl OperatorTask {
                     None => {
                         let k = batch[g.key_of].key.as_deref().expect("keyed");
                         let w = g.absorbed.first().copied().unwrap_or(g.window);
-                        state.map_get(g.kg, windows.acc, k, &w.encode()).map_err(|e| DataflowError::State { node: self.spec.name.clone(), source: e })?.map(<[u8]>::to_vec)
+                        state.map_get(g.kg, self.acc, k, &w.encode()).map_err(|e| out.state_error(e))?.map(<[u8]>::to_vec)
                     }
                 };
                 accumulate.push(wit::Accumulate { accumulator, inputs: g.inputs.clone() });
@@ -328,19 +311,17 @@ impl OperatorTask {
         }
         let result = match instance.add(batch, &accumulate) {
             Ok(r) if r.accumulators.len() == groups.len() => r,
-            Ok(r) => return Err(self.broken(format!("add returned {} accumulators for {} groups", r.accumulators.len(), groups.len()))),
-            Err(e) => return self.failed_span(instance, e, batch, positions),
+            Ok(r) => return Err(out.broken(format!("add returned {} accumulators for {} groups", r.accumulators.len(), groups.len()))),
+            Err(e) => return out.failed_span(instance, e, batch, positions),
         };
-        self.route_late(batch, positions, wms, late, &late_output)?;
+        route_late(out, batch, positions, wms, late, late_output)?;
 
         // Store accumulators, move merged sessions, register timers.
         let mut refire: Vec<(u16, Vec<u8>, Window)> = Vec::new();
         {
-            let windows = self.windows.as_ref().expect("window operator");
-            let lateness = windows.spec.allowed_lateness;
-            let (acc_id, domain, event_time) = (windows.acc, windows.domain, windows.is_event_time());
+            let lateness = self.spec.allowed_lateness;
+            let (acc_id, domain, event_time) = (self.acc, self.domain, self.is_event_time());
             let state = instance.state_mut().expect("window operators are keyed");
-            let timers = self.timers.as_mut().expect("window operators have timers");
             for ((g, acc), before) in groups.iter().zip(result.accumulators).zip(&accumulate) {
                 let k = batch[g.key_of].key.as_deref().expect("keyed");
                 for old in g.absorbed.iter().filter(|w| **w != g.window) {
@@ -351,7 +332,7 @@ impl OperatorTask {
                     }
                 }
                 // A window that already had an accumulator already has its timers.
-                let existed = if windows.is_session() { g.absorbed.contains(&g.window) } else { before.accumulator.is_some() };
+                let existed = if self.is_session() { g.absorbed.contains(&g.window) } else { before.accumulator.is_some() };
                 state.map_put(g.kg, acc_id, k, &g.window.encode(), &acc);
                 // Late but within the allowed lateness: the window fires right
                 // after this span, not again on a timer (as Flink's trigger).
@@ -371,7 +352,7 @@ impl OperatorTask {
             }
             for (kg, key_of, list) in &session_lists {
                 let k = batch[*key_of].key.as_deref().expect("keyed");
-                windows.set_sessions(state, *kg, k, list);
+                self.set_sessions(state, *kg, k, list);
             }
         }
         let mut failed: Vec<u32> = result.errors.iter().map(|e| e.input).collect();
@@ -380,47 +361,25 @@ impl OperatorTask {
         for err in result.errors {
             let i = err.input as usize;
             let Some(original) = batch.get(i) else {
-                return Err(self.bad_index(err.input, batch.len(), &err.message));
+                return Err(out.bad_index(err.input, batch.len(), &err.message));
             };
             if failed.binary_search(&err.input).is_ok() {
                 failed.retain(|f| *f != err.input);
-                self.on_error(original.clone(), positions[i], err.message)?;
+                out.on_error(original.clone(), positions[i], err.message)?;
             }
         }
         if !refire.is_empty() {
-            let fired = self.collect_fired(instance, refire, false)?;
-            self.finish_windows(instance, fired)?;
+            let fired = self.collect_fired(instance, out, refire, false)?;
+            self.finish(instance, out, fired)?;
         }
         Ok(Some(batch.len()))
     }
 
-    /// Late records go to the late output, in input order.
-    fn route_late(&mut self, batch: &[wit::Record], positions: &[Option<Position>], wms: &[i64], mut late: Vec<usize>, output: &str) -> Result<(), DataflowError> {
-        late.sort_unstable();
-        for i in late {
-            self.counters.late_records_dropped.inc();
-            let record = sluice_runtime::from_wit(batch[i].clone(), positions[i]);
-            self.router.push(Some(output), record, wms[i])?;
-        }
-        Ok(())
-    }
-
-    /// A merge or add call failed (its state writes were rolled back): a
-    /// lone record goes to the error policy; a span is retried one by one.
-    fn failed_span(&mut self, instance: &mut Instance, e: sluice_runtime::CallError, batch: &[wit::Record], positions: &[Option<Position>]) -> Result<Option<usize>, DataflowError> {
-        self.trapped(instance, &e)?;
-        if batch.len() > 1 {
-            return Ok(None);
-        }
-        self.on_error(batch[0].clone(), positions[0], e.to_string())?;
-        Ok(Some(1))
-    }
-
     /// Fire the windows whose timers of `domain` are due at `upto`.
-    pub(crate) fn fire_windows(&mut self, instance: &mut Instance, domain: wit::TimeDomain, upto: i64) -> Result<(), DataflowError> {
+    pub(crate) fn fire(&self, instance: &mut Instance, timers: &mut Timers, out: &mut Collector, domain: wit::TimeDomain, upto: i64) -> Result<(), DataflowError> {
         loop {
             let due = {
-                let (Some(timers), Some(state)) = (&mut self.timers, instance.state_mut()) else { return Ok(()) };
+                let Some(state) = instance.state_mut() else { return Ok(()) };
                 timers.pop_due(state, domain, upto, self.batch_size)
             };
             if due.is_empty() {
@@ -435,24 +394,23 @@ impl OperatorTask {
                     _ => purge.push((t.key_group, t.key.into_vec(), w)),
                 }
             }
-            let purge_on_fire = self.windows.as_ref().is_some_and(|w| !w.is_event_time() || w.spec.allowed_lateness == 0);
-            let fired = self.collect_fired(instance, fire, purge_on_fire)?;
-            self.finish_windows(instance, fired)?;
+            let purge_on_fire = !self.is_event_time() || self.spec.allowed_lateness == 0;
+            let fired = self.collect_fired(instance, out, fire, purge_on_fire)?;
+            self.finish(instance, out, fired)?;
             for (kg, key, w) in purge {
-                self.purge(instance, kg, &key, w)?;
+                self.purge(instance, out, kg, &key, w)?;
             }
         }
     }
 
     /// Read the accumulators of windows about to fire (purging them if asked).
-    fn collect_fired(&mut self, instance: &mut Instance, windows: Vec<(u16, Vec<u8>, Window)>, purge: bool) -> Result<Vec<wit::FiredWindow>, DataflowError> {
-        let acc_id = self.windows.as_ref().expect("window operator").acc;
+    fn collect_fired(&self, instance: &mut Instance, out: &Collector, windows: Vec<(u16, Vec<u8>, Window)>, purge: bool) -> Result<Vec<wit::FiredWindow>, DataflowError> {
         let mut fired = Vec::with_capacity(windows.len());
         for (kg, key, w) in windows {
             let state = instance.state_mut().expect("window operators are keyed");
-            let acc = state.map_get(kg, acc_id, &key, &w.encode()).map_err(|e| self.state_err(e))?.map(<[u8]>::to_vec);
+            let acc = state.map_get(kg, self.acc, &key, &w.encode()).map_err(|e| out.state_error(e))?.map(<[u8]>::to_vec);
             if purge {
-                self.purge(instance, kg, &key, w)?;
+                self.purge(instance, out, kg, &key, w)?;
             }
             if let Some(accumulator) = acc {
                 fired.push(wit::FiredWindow { key, window: w.to_wit(), accumulator });
@@ -462,20 +420,19 @@ impl OperatorTask {
     }
 
     /// Drop a window's accumulator (and its entry in the session list).
-    fn purge(&mut self, instance: &mut Instance, kg: u16, key: &[u8], w: Window) -> Result<(), DataflowError> {
-        let windows = self.windows.as_ref().expect("window operator");
+    fn purge(&self, instance: &mut Instance, out: &Collector, kg: u16, key: &[u8], w: Window) -> Result<(), DataflowError> {
         let state = instance.state_mut().expect("window operators are keyed");
-        state.map_remove(kg, windows.acc, key, &w.encode());
-        if windows.is_session() {
-            let mut list = windows.sessions_of(state, kg, key).map_err(|e| DataflowError::State { node: self.spec.name.clone(), source: e })?;
+        state.map_remove(kg, self.acc, key, &w.encode());
+        if self.is_session() {
+            let mut list = self.sessions_of(state, kg, key).map_err(|e| out.state_error(e))?;
             list.retain(|s| *s != w);
-            windows.set_sessions(state, kg, key, &list);
+            self.set_sessions(state, kg, key, &list);
         }
         Ok(())
     }
 
     /// Call `finish` on fired windows (in batches) and route the results.
-    fn finish_windows(&mut self, instance: &mut Instance, fired: Vec<wit::FiredWindow>) -> Result<(), DataflowError> {
+    fn finish(&self, instance: &mut Instance, out: &mut Collector, fired: Vec<wit::FiredWindow>) -> Result<(), DataflowError> {
         for chunk in fired.chunks(self.batch_size.max(1)) {
             let originals: Vec<wit::Record> = chunk
                 .iter()
@@ -486,36 +443,47 @@ impl OperatorTask {
                 .collect();
             let positions = vec![None; chunk.len()];
             match instance.finish(chunk) {
-                Ok(result) => self.route_window_results(result, chunk, &positions, &originals)?,
+                Ok(result) => route_window_results(out, result, chunk, &positions, &originals)?,
                 Err(e) => {
-                    self.trapped(instance, &e)?;
+                    out.trapped(instance, &e)?;
                     for i in 0..chunk.len() {
                         match instance.finish(&chunk[i..i + 1]) {
-                            Ok(result) => self.route_window_results(result, &chunk[i..i + 1], &positions[i..i + 1], &originals[i..i + 1])?,
+                            Ok(result) => route_window_results(out, result, &chunk[i..i + 1], &positions[i..i + 1], &originals[i..i + 1])?,
                             Err(e) => {
-                                self.trapped(instance, &e)?;
-                                self.on_error(originals[i].clone(), None, format!("finish: {e}"))?;
+                                out.trapped(instance, &e)?;
+                                out.on_error(originals[i].clone(), None, format!("finish: {e}"))?;
                             }
                         }
                     }
                 }
             }
         }
-        self.router.flush()
+        out.router.flush()
     }
+}
 
-    /// Results get the window's key and last millisecond unless they set their own.
-    fn route_window_results(&mut self, mut result: wit::BatchResult, fired: &[wit::FiredWindow], positions: &[Option<Position>], originals: &[wit::Record]) -> Result<(), DataflowError> {
-        for emit in &mut result.emits {
-            if let Some(f) = fired.get(emit.input as usize) {
-                if emit.record.key.is_none() {
-                    emit.record.key = Some(f.key.clone());
-                }
-                if emit.record.event_time.is_none() {
-                    emit.record.event_time = Some(f.window.end.saturating_sub(1));
-                }
+/// Late records go to the late output, in input order.
+fn route_late(out: &mut Collector, batch: &[wit::Record], positions: &[Option<Position>], wms: &[i64], mut late: Vec<usize>, output: &str) -> Result<(), DataflowError> {
+    late.sort_unstable();
+    for i in late {
+        out.counters.late_records_dropped.inc();
+        let record = sluice_runtime::from_wit(batch[i].clone(), positions[i]);
+        out.router.push(Some(output), record, wms[i])?;
+    }
+    Ok(())
+}
+
+/// Results get the window's key and last millisecond unless they set their own.
+fn route_window_results(out: &mut Collector, mut result: wit::BatchResult, fired: &[wit::FiredWindow], positions: &[Option<Position>], originals: &[wit::Record]) -> Result<(), DataflowError> {
+    for emit in &mut result.emits {
+        if let Some(f) = fired.get(emit.input as usize) {
+            if emit.record.key.is_none() {
+                emit.record.key = Some(f.key.clone());
+            }
+            if emit.record.event_time.is_none() {
+                emit.record.event_time = Some(f.window.end.saturating_sub(1));
             }
         }
-        self.route(result, positions, originals, None)
     }
+    out.route(result, positions, originals, None)
 }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use sluice_config::ControlSpec;
 
-use crate::control::ControlDir;
+use super::dir::ControlDir;
+pub use crate::error::TokenError;
 
 /// The environment variable that gives the token to a run and to the CLI.
 pub const TOKEN_ENV: &str = "SLUICE_ADMIN_TOKEN";
@@ -37,24 +38,25 @@ fn origin(spec: &ControlSpec, control: &ControlDir) -> Origin {
     }
 }
 
-fn check(token: &str, from: &str) -> Result<String, String> {
+
+fn check(token: &str, from: &str) -> Result<String, TokenError> {
     let token = token.trim();
     if token.len() < MIN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!("the admin token from {from} must be at least {MIN_LEN} printable characters without spaces"));
+        return Err(TokenError::Weak { from: from.to_string(), min: MIN_LEN });
     }
     Ok(token.to_string())
 }
 
-fn read(path: &Path) -> Result<String, String> {
-    let bytes = crate::private::read_regular(path, 4096).map_err(|e| format!("reading the admin token {}: {e}", path.display()))?;
-    let text = String::from_utf8(bytes).map_err(|_| format!("the admin token {} is not text", path.display()))?;
+fn read(path: &Path) -> Result<String, TokenError> {
+    let bytes = crate::private::read_regular(path, 4096).map_err(|source| TokenError::Read { path: path.to_path_buf(), source })?;
+    let text = String::from_utf8(bytes).map_err(|_| TokenError::NotText { path: path.to_path_buf() })?;
     check(&text, &path.display().to_string())
 }
 
 /// The token a run's admin endpoint accepts: from the environment, the
 /// configured file, or the control directory (generated there on first
 /// use, and again if other users could read it).
-pub fn server_token(spec: &ControlSpec, control: &ControlDir) -> Result<String, String> {
+pub fn server_token(spec: &ControlSpec, control: &ControlDir) -> Result<String, TokenError> {
     match origin(spec, control) {
         Origin::Env => check(&std::env::var(TOKEN_ENV).unwrap_or_default(), TOKEN_ENV),
         Origin::File(path) => {
@@ -74,7 +76,7 @@ pub fn server_token(spec: &ControlSpec, control: &ControlDir) -> Result<String, 
                 tracing::warn!("the admin token {} was readable by other users; generating a new one", path.display());
             }
             let token = generate()?;
-            crate::private::write_atomic(&path, token.as_bytes()).map_err(|e| format!("writing the admin token {}: {e}", path.display()))?;
+            crate::private::write_atomic(&path, token.as_bytes()).map_err(|source| TokenError::Write { path: path.clone(), source })?;
             Ok(token)
         }
     }
@@ -82,18 +84,18 @@ pub fn server_token(spec: &ControlSpec, control: &ControlDir) -> Result<String, 
 
 /// The token the CLI sends to a pipeline's admin endpoint, or why there is
 /// none (naming where it looked).
-pub fn client_token(spec: &ControlSpec, control: &ControlDir) -> Result<String, String> {
+pub fn client_token(spec: &ControlSpec, control: &ControlDir) -> Result<String, TokenError> {
     match origin(spec, control) {
         Origin::Env => check(&std::env::var(TOKEN_ENV).unwrap_or_default(), TOKEN_ENV),
-        Origin::File(path) | Origin::Generated(path) => read(&path).map_err(|e| format!("{e}\n  help: run as the user that runs `sluice run` (with the same --state-dir), or set {TOKEN_ENV}")),
+        Origin::File(path) | Origin::Generated(path) => read(&path).map_err(|e| TokenError::Client { source: Box::new(e), env: TOKEN_ENV }),
     }
 }
 
 /// 32 random bytes from the kernel, hex.
-fn generate() -> Result<String, String> {
+fn generate() -> Result<String, TokenError> {
     use std::io::Read as _;
     let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).map_err(|e| format!("generating the admin token from /dev/urandom: {e}"))?;
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).map_err(TokenError::Generate)?;
     Ok(hex::encode(bytes))
 }
 

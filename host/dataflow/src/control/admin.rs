@@ -6,7 +6,7 @@
 //! - `GET /commands/<id>`: the command's outcome, or `404`.
 //!
 //! Every request needs `Authorization: Bearer <token>` (see
-//! [`crate::token`]); without it the answer is `401` and nothing else. The
+//! [`super::token`]); without it the answer is `401` and nothing else. The
 //! endpoint binds loopback only (there is no TLS). A few workers serve one
 //! connection each; a connection that does not deliver its whole request
 //! within [`REQUEST_DEADLINE`] is answered `408` and closed, so a client
@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::control::{Command, ControlDir};
+use super::command::Command;
+use super::dir::ControlDir;
+use crate::error::AdminError;
 
 /// Connections served at once.
 const WORKERS: usize = 4;
@@ -33,6 +35,7 @@ const MAX_BODY: usize = 64 << 10;
 pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// Time a client has to take the answer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 
 /// A running admin endpoint; stops when dropped.
 pub(crate) struct AdminServer {
@@ -51,17 +54,17 @@ struct Context {
 impl AdminServer {
     /// Listen on `addr` (loopback) for the pipeline named `pipeline`,
     /// accepting `token`.
-    pub(crate) fn start(addr: SocketAddr, pipeline: String, control: ControlDir, token: String) -> Result<Self, String> {
+    pub(crate) fn start(addr: SocketAddr, pipeline: String, control: ControlDir, token: String) -> Result<Self, AdminError> {
         if !addr.ip().is_loopback() {
-            return Err(format!("[control] http {addr}: the admin endpoint binds loopback only (it has no TLS)"));
+            return Err(AdminError::NotLoopback { addr });
         }
-        let listener = TcpListener::bind(addr).map_err(|e| format!("[control] http {addr}: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| format!("[control] http {addr}: {e}"))?;
+        let listener = TcpListener::bind(addr).map_err(|source| AdminError::Io { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| AdminError::Io { addr, source })?;
         let context = Arc::new(Context { pipeline, control, token });
         let stopping = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::sync_channel::<TcpStream>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
-        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| std::thread::Builder::new().name(name).spawn(f).map_err(|e| format!("[control] http {addr}: {e}"));
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| std::thread::Builder::new().name(name).spawn(f).map_err(|source| AdminError::Io { addr, source });
         for i in 0..WORKERS {
             let (rx, context, stop) = (rx.clone(), context.clone(), stopping.clone());
             // Not joined: a worker ends with its connection (within the
@@ -131,7 +134,7 @@ fn serve(mut stream: TcpStream, context: &Context) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let deadline = Instant::now() + REQUEST_DEADLINE;
     let (code, body) = match read_request(&mut stream, deadline) {
-        Ok(request) if !crate::token::authorized(&context.token, request.authorization.as_deref()) => {
+        Ok(request) if !super::token::authorized(&context.token, request.authorization.as_deref()) => {
             (401, error_body("missing or wrong bearer token: send `Authorization: Bearer <token>`; the token is in the pipeline's control directory (admin.token), readable only by the user running it, or in SLUICE_ADMIN_TOKEN"))
         }
         Ok(request) => handle(&request, context),
@@ -236,7 +239,7 @@ fn handle(request: &Request, context: &Context) -> (u16, String) {
             }
             match context.control.submit(&command) {
                 Ok(_) => (202, serde_json::json!({ "id": command.id }).to_string()),
-                Err(e) => (500, error_body(&e)),
+                Err(e) => (500, error_body(&e.to_string())),
             }
         }
         ("GET", Some(rest)) if rest.len() > 1 => match context.control.read(&rest[1..]) {

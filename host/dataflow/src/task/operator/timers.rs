@@ -5,11 +5,21 @@
 //! one lookup) and is mirrored into the subtask's keyed state under a
 //! host-internal map state, so that timers are part of every RocksDB
 //! checkpoint and follow their key group when an operator is rescaled.
+//! Due timers of a keyed process function go to its `on-timer` handler here
+//! (window timers fire windows instead: see the window module).
 
 use std::collections::BTreeSet;
 
 use sluice_state::{OperatorState, StateError, StateId, StateKind};
-use sluice_runtime::wit::TimeDomain;
+use sluice_runtime::wit::{self, TimeDomain};
+use sluice_runtime::{Instance, TimerOp};
+
+use super::collector::Collector;
+use crate::error::DataflowError;
+
+/// Rounds of timer firing per watermark: a handler that keeps registering
+/// due timers cannot stall the subtask forever.
+const MAX_TIMER_ROUNDS: usize = 1000;
 
 /// Host-internal state holding the timers (names starting with NUL are
 /// reserved for the host).
@@ -128,5 +138,67 @@ impl Timers {
     /// The earliest processing-time timer.
     pub(crate) fn next_processing(&self) -> Option<i64> {
         self.processing.first().map(|t| t.timestamp)
+    }
+
+    /// Apply the timer changes of a successful guest call.
+    pub(crate) fn apply(&mut self, instance: &mut Instance, ops: Vec<TimerOp>) {
+        let Some(state) = instance.state_mut() else { return };
+        for op in ops {
+            let timer = Timer { timestamp: op.timestamp, key_group: op.key_group, key: op.key.into(), namespace: Box::default() };
+            if op.delete {
+                self.delete(state, op.domain, &timer);
+            } else {
+                self.register(state, op.domain, timer);
+            }
+        }
+    }
+
+    /// Deliver the guest's timers of `domain` due at `upto`, in order, in
+    /// batches of `batch_size`; timers they register that are already due
+    /// fire too.
+    pub(crate) fn fire(&mut self, instance: &mut Instance, out: &mut Collector, domain: TimeDomain, upto: i64, batch_size: usize) -> Result<(), DataflowError> {
+        for _ in 0..MAX_TIMER_ROUNDS {
+            let Some(state) = instance.state_mut() else { return Ok(()) };
+            let due = self.pop_due(state, domain, upto, batch_size);
+            if due.is_empty() {
+                return Ok(());
+            }
+            let fired: Vec<wit::FiredTimer> = due.into_iter().map(|t| wit::FiredTimer { key: t.key.into_vec(), timestamp: t.timestamp, domain }).collect();
+            // What the error policy sees for a timer that fails.
+            let originals: Vec<wit::Record> = fired
+                .iter()
+                .map(|t| {
+                    let kind = if domain == TimeDomain::EventTime { "event" } else { "processing" };
+                    let value = serde_json::json!({ "timer": t.timestamp, "domain": kind });
+                    wit::Record { key: Some(t.key.clone()), value: value.to_string().into_bytes(), event_time: Some(t.timestamp), headers: Vec::new() }
+                })
+                .collect();
+            let positions = vec![None; fired.len()];
+            match instance.on_timer(&fired) {
+                Ok(result) => {
+                    let ops = instance.take_timer_ops();
+                    self.apply(instance, ops);
+                    out.route(result, &positions, &originals, None)?;
+                }
+                Err(e) => {
+                    out.trapped(instance, &e)?;
+                    for i in 0..fired.len() {
+                        match instance.on_timer(&fired[i..i + 1]) {
+                            Ok(result) => {
+                                let ops = instance.take_timer_ops();
+                                self.apply(instance, ops);
+                                out.route(result, &positions[i..i + 1], &originals[i..i + 1], None)?;
+                            }
+                            Err(e) => {
+                                out.trapped(instance, &e)?;
+                                out.on_error(originals[i].clone(), None, format!("on-timer: {e}"))?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        tracing::warn!(operator = %out.operator(), "timers kept firing for {MAX_TIMER_ROUNDS} rounds at one watermark; the rest fire later");
+        Ok(())
     }
 }

@@ -7,15 +7,19 @@
 //! through a bounded queue and picks up finished preparations on its loop.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 
 use sluice_config::Pipeline;
 use sluice_types::metrics::Metrics;
-use sluice_runtime::{Plugin, Runtime};
+use sluice_runtime::{CallError, LoadError, Plugin, Runtime};
 
-use crate::control::{Command, ControlDir};
-use crate::fetch::FetchPolicy;
+use super::command::Command;
+use super::dir::{sha256_hex, ControlDir};
+use crate::error::ControlDirError;
+use super::fetch::{FetchError, FetchPolicy};
+use crate::plugins::{instance_config, load_operator, THREAD_STACK_BYTES};
 
 /// Deploys waiting for the worker, at most.
 const QUEUE: usize = 4;
@@ -29,8 +33,36 @@ pub(crate) struct DeployContext {
     pub(crate) policy: FetchPolicy,
 }
 
+/// Why a deploy was rejected; the command's outcome gives the reason.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DeployError {
+    #[error("the command is for pipeline `{command}`, this is `{this}`")]
+    OtherPipeline { command: String, this: String },
+    #[error("pipeline `{pipeline}` has no operator `{operator}`")]
+    NoOperator { pipeline: String, operator: String },
+    #[error("a deploy needs `plugin` (a path) and `sha256`")]
+    Incomplete,
+    #[error("params must be a JSON object, not {0}")]
+    Params(serde_json::Value),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// Never the actual digest: it would reveal a file the sender may not read.
+    #[error("digest mismatch: {} does not have the sha256 the command names ({want}); check the file and the digest", .path.display())]
+    Digest { path: PathBuf, want: String },
+    #[error(transparent)]
+    Store(#[from] ControlDirError),
+    #[error("this run has no plugin runtime for deploys (start it with `sluice run`)")]
+    NoRuntime,
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("the new plugin failed to start or to migrate the state; the old one keeps running: {0}")]
+    Start(CallError),
+    #[error("preparing the deploy of operator `{operator}` failed unexpectedly (see the log); nothing changed")]
+    Panicked { operator: String },
+}
+
 /// A prepared deploy: the started plugin and its digest, or why not.
-pub(crate) type Prepared = Result<(Arc<Plugin>, String), String>;
+pub(crate) type Prepared = Result<(Arc<Plugin>, String), DeployError>;
 
 /// Where a command given to the worker came from: (control source, token).
 type Origin = (usize, u64);
@@ -48,11 +80,11 @@ impl Preparer {
     pub(crate) fn start(context: DeployContext) -> Preparer {
         let (jobs, queue) = mpsc::sync_channel::<(Command, Origin)>(QUEUE);
         let (finished, done) = mpsc::channel();
-        let spawned = std::thread::Builder::new().name("sluice-deploys".into()).stack_size(crate::THREAD_STACK_BYTES).spawn(move || {
+        let spawned = std::thread::Builder::new().name("sluice-deploys".into()).stack_size(THREAD_STACK_BYTES).spawn(move || {
             for (command, origin) in queue {
                 // A panic must not leave the command (and its operator) waiting forever.
                 let prepared =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(&context, &command))).unwrap_or_else(|_| Err(format!("preparing the deploy of operator `{}` failed unexpectedly (see the log); nothing changed", command.operator)));
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(&context, &command))).unwrap_or_else(|_| Err(DeployError::Panicked { operator: command.operator.clone() }));
                 if finished.send((command, origin, prepared)).is_err() {
                     return;
                 }
@@ -110,35 +142,35 @@ impl Preparer {
 fn prepare(context: &DeployContext, command: &Command) -> Prepared {
     let pipeline = &context.pipeline;
     if command.pipeline != pipeline.name {
-        return Err(format!("the command is for pipeline `{}`, this is `{}`", command.pipeline, pipeline.name));
+        return Err(DeployError::OtherPipeline { command: command.pipeline.clone(), this: pipeline.name.clone() });
     }
     let Some(op) = pipeline.operator(&command.operator) else {
-        return Err(format!("pipeline `{}` has no operator `{}`", pipeline.name, command.operator));
+        return Err(DeployError::NoOperator { pipeline: pipeline.name.clone(), operator: command.operator.clone() });
     };
     let (Some(path), Some(want)) = (&command.plugin, &command.sha256) else {
-        return Err("a deploy needs `plugin` (a path) and `sha256`".into());
+        return Err(DeployError::Incomplete);
     };
     if let Some(p) = command.params.as_ref().filter(|p| !p.is_object()) {
-        return Err(format!("params must be a JSON object, not {p}"));
+        return Err(DeployError::Params(p.clone()));
     }
     let bytes = context.policy.fetch(path)?;
-    let digest = crate::control::sha256_hex(&bytes);
+    let digest = sha256_hex(&bytes);
     if !digest.eq_ignore_ascii_case(want.trim_start_matches("sha256:")) {
         // Never the actual digest: it would reveal a file the sender may not read.
-        return Err(format!("digest mismatch: {} does not have the sha256 the command names ({want}); check the file and the digest", path.display()));
+        return Err(DeployError::Digest { path: path.clone(), want: want.clone() });
     }
     let stored = context.control.store_plugin(&digest, &bytes)?;
     let Some(runtime) = &context.runtime else {
-        return Err("this run has no plugin runtime for deploys (start it with `sluice run`)".into());
+        return Err(DeployError::NoRuntime);
     };
     let mut spec = op.clone();
     spec.plugin = stored;
     if let Some(p) = &command.params {
         spec.params = p.clone();
     }
-    let plugin = crate::load_operator(runtime, &spec).map_err(|e| e.to_string())?;
+    let plugin = load_operator(runtime, &spec)?;
     // Start it once here, without state, so that a plugin whose `init`
     // fails (or refuses its params) is rejected before any subtask switches.
-    plugin.instantiate(crate::instance_config(&spec, 0), None, context.metrics.clone()).map_err(|e| format!("the new plugin failed to start or to migrate the state; the old one keeps running: {e}"))?;
+    plugin.instantiate(instance_config(&spec, 0), None, context.metrics.clone()).map_err(DeployError::Start)?;
     Ok((plugin, digest))
 }
