@@ -130,14 +130,21 @@ impl Manifest {
 fn manifests(state_dir: &Path, pipeline: &str) -> Vec<Manifest> {
     let root = state_dir.join(pipeline).join("checkpoints");
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(&root) else { return out };
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return out;
+    };
     for e in entries.flatten() {
         if !e.file_name().to_string_lossy().starts_with("chk-") {
             continue;
         }
-        let Ok(text) = std::fs::read_to_string(e.path().join("manifest.json")) else { continue };
+        let Ok(text) = std::fs::read_to_string(e.path().join("manifest.json")) else {
+            continue;
+        };
         let line = text.lines().next().unwrap_or_default();
-        out.push(serde_json::from_str::<Manifest>(line).unwrap_or_else(|err| panic!("{}: bad manifest: {err}", e.path().display())));
+        out.push(
+            serde_json::from_str::<Manifest>(line)
+                .unwrap_or_else(|err| panic!("{}: bad manifest: {err}", e.path().display())),
+        );
     }
     out.sort_by_key(|m| m.id);
     out
@@ -178,18 +185,41 @@ fn parse_duration(s: &str) -> Option<f64> {
 fn run_sluice(dir: &Path, pipeline: &Path, name: &str, cache_mb: u64, label: &str) -> Run {
     let state = dir.join("state");
     let mut cmd = Command::new(sluice_bin());
-    cmd.arg("run").arg("--quiet").arg("--state-dir").arg(&state).arg("--state-cache-mb").arg(cache_mb.to_string()).arg(pipeline);
-    cmd.env("SLUICE_COMPILE_CACHE", compile_cache()).env("SLUICE_LOG", "warn").current_dir(dir);
+    cmd.arg("run")
+        .arg("--quiet")
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--state-cache-mb")
+        .arg(cache_mb.to_string())
+        .arg(pipeline);
+    cmd.env("SLUICE_COMPILE_CACHE", compile_cache())
+        .env("SLUICE_LOG", "warn")
+        .current_dir(dir);
     let (busy0, _) = machine_cpu();
     let child = run_child(cmd, dir, label);
     let (busy1, _) = machine_cpu();
-    let summary = child.stderr.lines().find(|l| l.contains("finished in")).unwrap_or_else(|| panic!("no summary from sluice:\n{}", child.stderr));
+    let summary = child
+        .stderr
+        .lines()
+        .find(|l| l.contains("finished in"))
+        .unwrap_or_else(|| panic!("no summary from sluice:\n{}", child.stderr));
     // pipeline `x` finished in 12.34s: 3000000 records in, 3000000 written, 0 dead letters
-    let after = summary.split(" finished in ").nth(1).expect("summary format");
+    let after = summary
+        .split(" finished in ")
+        .nth(1)
+        .expect("summary format");
     let (time, rest) = after.split_once(": ").expect("summary format");
-    let elapsed = parse_duration(time).unwrap_or_else(|| panic!("cannot read the elapsed time in {summary:?}"));
-    let records_in: u64 = rest.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no record count in {summary:?}"));
-    assert!(summary.ends_with(" 0 dead letters"), "dead letters: {summary}");
+    let elapsed = parse_duration(time)
+        .unwrap_or_else(|| panic!("cannot read the elapsed time in {summary:?}"));
+    let records_in: u64 = rest
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no record count in {summary:?}"));
+    assert!(
+        summary.ends_with(" 0 dead letters"),
+        "dead letters: {summary}"
+    );
     Run {
         elapsed,
         wall: child.wall.as_secs_f64(),
@@ -204,7 +234,9 @@ fn run_sluice(dir: &Path, pipeline: &Path, name: &str, cache_mb: u64, label: &st
 fn checkpoints_toml(interval: Option<&str>) -> String {
     match interval {
         None => "[checkpoints]\nenabled = false\n".to_string(),
-        Some(i) => format!("[checkpoints]\nenabled = true\ninterval = \"{i}\"\nretain = {RETAIN}\n"),
+        Some(i) => {
+            format!("[checkpoints]\nenabled = true\ninterval = \"{i}\"\nretain = {RETAIN}\n")
+        }
     }
 }
 
@@ -304,11 +336,16 @@ fn mib(bytes: u64) -> f64 {
 
 /// `/proc/loadavg`'s first three fields: was the machine busy?
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_else(|_| "?".into())
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.trim().replace('_', "").parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().replace('_', "").parse().ok())
+        .unwrap_or(default)
 }
 
 /// With `SLUICE_BENCH_VERBOSE`, every manifest of a run on stderr.
@@ -317,7 +354,10 @@ fn dump(run: &Run, keys: u64) {
         return;
     }
     for m in &run.manifests {
-        let (up, total) = m.state.as_ref().map_or((0, 0), |s| (s.uploaded_bytes, s.total_bytes));
+        let (up, total) = m
+            .state
+            .as_ref()
+            .map_or((0, 0), |s| (s.uploaded_bytes, s.total_bytes));
         eprintln!(
             "  chk {:>3}: emitted {:>9} duration {:>5} ms alignment {:>4} ms sync {:>4} ms uploaded {:>7.1} MiB of {:>7.1} MiB{}",
             m.id,
@@ -335,7 +375,14 @@ fn dump(run: &Run, keys: u64) {
 /// Busy and total CPU time of the whole machine so far, s (`/proc/stat`).
 fn machine_cpu() -> (f64, f64) {
     let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<f64> = text.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<f64> = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     if v.len() < 5 {
         return (0.0, 0.0);
     }
@@ -367,15 +414,37 @@ struct Pair {
 fn throughput(tmp: &Path, records: u64, rounds: usize, cache_mb: u64) -> Vec<Pair> {
     type Make = Box<dyn Fn(Option<&str>) -> (String, &'static str)>;
     let pipelines: Vec<(&str, Make)> = vec![
-        ("taxi (265 keys)", Box::new(move |i| (taxi_pipeline(records, i), "bench-chk-taxi"))),
-        ("state fill (1M keys)", Box::new(move |i| (state_pipeline(records, 1_000_000, "each", i), "bench-chk-state"))),
+        (
+            "taxi (265 keys)",
+            Box::new(move |i| (taxi_pipeline(records, i), "bench-chk-taxi")),
+        ),
+        (
+            "state fill (1M keys)",
+            Box::new(move |i| {
+                (
+                    state_pipeline(records, 1_000_000, "each", i),
+                    "bench-chk-state",
+                )
+            }),
+        ),
     ];
-    let mut pairs: Vec<Pair> = pipelines.iter().map(|(n, _)| Pair { name: n.to_string(), off: vec![], on: vec![] }).collect();
+    let mut pairs: Vec<Pair> = pipelines
+        .iter()
+        .map(|(n, _)| Pair {
+            name: n.to_string(),
+            off: vec![],
+            on: vec![],
+        })
+        .collect();
     let mut n = 0;
     for round in 1..=rounds {
         for (p, (name, make)) in pipelines.iter().enumerate() {
             // Alternate which goes first, so that drift hits both alike.
-            let order: [Option<&str>; 2] = if round % 2 == 1 { [None, Some("1s")] } else { [Some("1s"), None] };
+            let order: [Option<&str>; 2] = if round % 2 == 1 {
+                [None, Some("1s")]
+            } else {
+                [Some("1s"), None]
+            };
             for interval in order {
                 n += 1;
                 let dir = tmp.join(format!("tp-{n}"));
@@ -437,24 +506,39 @@ struct StateResult {
     split: Option<(i64, i64, i64)>,
 }
 
-fn state_run(tmp: &Path, keys: u64, passes: Option<f64>, cache_mb: u64, interval: Option<&'static str>) -> StateResult {
+fn state_run(
+    tmp: &Path,
+    keys: u64,
+    passes: Option<f64>,
+    cache_mb: u64,
+    interval: Option<&'static str>,
+) -> StateResult {
     // Enough records after the first pass for several checkpoints, in about two minutes at most.
     let passes = passes.unwrap_or(if keys >= 5_000_000 { 2.0 } else { 5.0 });
     let records = (keys as f64 * passes).round() as u64;
     let interval = interval.unwrap_or(if keys >= 5_000_000 { "2s" } else { "1s" });
     let dir = tmp.join(format!("state-{keys}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let file = write_pipeline(&dir, &state_pipeline(records, keys, "stamp", Some(interval)));
+    let file = write_pipeline(
+        &dir,
+        &state_pipeline(records, keys, "stamp", Some(interval)),
+    );
     let run = run_sluice(&dir, &file, "bench-chk-state", cache_mb, "sluice");
     assert_eq!(run.records_in, records);
     let all = run.manifests.iter().filter(|m| !m.finished).count();
-    let measured: Vec<Manifest> = run.manifests.iter().filter(|m| !m.finished && m.emitted() >= keys).cloned().collect();
+    let measured: Vec<Manifest> = run
+        .manifests
+        .iter()
+        .filter(|m| !m.finished && m.emitted() >= keys)
+        .cloned()
+        .collect();
     dump(&run, keys);
     // Stamps per subtask, in time order.
     let text = std::fs::read_to_string(dir.join("out.jsonl")).expect("the stamps");
     let mut per: Vec<Vec<i64>> = Vec::new();
     for line in text.lines() {
-        let s: Stamp = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad stamp {line:?}: {e}"));
+        let s: Stamp =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("bad stamp {line:?}: {e}"));
         if per.len() <= s.s as usize {
             per.resize_with(s.s as usize + 1, Vec::new);
         }
@@ -463,7 +547,10 @@ fn state_run(tmp: &Path, keys: u64, passes: Option<f64>, cache_mb: u64, interval
     for v in &mut per {
         v.sort_unstable();
     }
-    let windows: Vec<(i64, i64)> = measured.iter().map(|m| (m.started_ms(), m.completed_ms)).collect();
+    let windows: Vec<(i64, i64)> = measured
+        .iter()
+        .map(|m| (m.started_ms(), m.completed_ms))
+        .collect();
     let (mut during_max, mut outside_max) = (0i64, 0i64);
     let mut per_checkpoint_gap = vec![0i64; windows.len()];
     // Per checkpoint: earliest stop and latest resume of the longest gap of each subtask in it.
@@ -514,16 +601,28 @@ fn state_run(tmp: &Path, keys: u64, passes: Option<f64>, cache_mb: u64, interval
             rest.push((m.completed_ms - b).max(0) as u64);
         }
     }
-    let split = (!to_stop.is_empty()).then(|| (median_u(to_stop) as i64, median_u(paused) as i64, median_u(rest) as i64));
-    let baseline = std::env::var_os("SLUICE_BENCH_STATE_BASELINE").is_some().then(|| {
-        let dir = tmp.join(format!("state-{keys}-off"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = write_pipeline(&dir, &state_pipeline(records, keys, "stamp", None));
-        let off = run_sluice(&dir, &file, "bench-chk-state", cache_mb, "sluice-off");
-        eprintln!("state {keys} keys, checkpoints off: {:.0} records/s, other processes' CPU {:.1} s", off.rate(), off.others_cpu);
-        let _ = std::fs::remove_dir_all(&dir);
-        off.rate()
+    let split = (!to_stop.is_empty()).then(|| {
+        (
+            median_u(to_stop) as i64,
+            median_u(paused) as i64,
+            median_u(rest) as i64,
+        )
     });
+    let baseline = std::env::var_os("SLUICE_BENCH_STATE_BASELINE")
+        .is_some()
+        .then(|| {
+            let dir = tmp.join(format!("state-{keys}-off"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let file = write_pipeline(&dir, &state_pipeline(records, keys, "stamp", None));
+            let off = run_sluice(&dir, &file, "bench-chk-state", cache_mb, "sluice-off");
+            eprintln!(
+                "state {keys} keys, checkpoints off: {:.0} records/s, other processes' CPU {:.1} s",
+                off.rate(),
+                off.others_cpu
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            off.rate()
+        });
     let result = StateResult {
         keys,
         interval,
@@ -547,19 +646,45 @@ fn print_state(results: &[StateResult], cache_mb: u64) {
     );
     println!(
         "  {:>10} {:>9} {:>5} {:>9} {:>10} {:>11} {:>14} {:>14} {:>16} {:>10} {:>8}",
-        "keys", "records", "every", "records/s", "chk (meas)", "duration ms", "pause ms", "align+sync ms", "uploaded/total", "peak RSS", "others'"
+        "keys",
+        "records",
+        "every",
+        "records/s",
+        "chk (meas)",
+        "duration ms",
+        "pause ms",
+        "align+sync ms",
+        "uploaded/total",
+        "peak RSS",
+        "others'"
     );
     println!(
         "  {:>10} {:>9} {:>5} {:>9} {:>10} {:>11} {:>14} {:>14} {:>16} {:>10} {:>8}",
-        "", "", "", "", "", "median/max", "median/max", "(at max pause)", "median MiB", "MiB", "CPU s"
+        "",
+        "",
+        "",
+        "",
+        "",
+        "median/max",
+        "median/max",
+        "(at max pause)",
+        "median MiB",
+        "MiB",
+        "CPU s"
     );
     for r in results {
         let m = &r.measured;
         let dur: Vec<u64> = m.iter().map(|m| m.duration_ms).collect();
         let pause: Vec<u64> = m.iter().map(Manifest::pause_ms).collect();
         let worst = m.iter().max_by_key(|m| m.pause_ms());
-        let up: Vec<u64> = m.iter().filter_map(|m| m.state.as_ref().map(|s| s.uploaded_bytes)).collect();
-        let total: Vec<u64> = m.iter().filter_map(|m| m.state.as_ref().map(|s| s.total_bytes)).collect();
+        let up: Vec<u64> = m
+            .iter()
+            .filter_map(|m| m.state.as_ref().map(|s| s.uploaded_bytes))
+            .collect();
+        let total: Vec<u64> = m
+            .iter()
+            .filter_map(|m| m.state.as_ref().map(|s| s.total_bytes))
+            .collect();
         println!(
             "  {:>10} {:>9} {:>5} {:>9.0} {:>10} {:>11} {:>14} {:>14} {:>16} {:>10.0} {:>8.1}",
             r.keys,
@@ -567,8 +692,16 @@ fn print_state(results: &[StateResult], cache_mb: u64) {
             r.interval,
             r.run.rate(),
             format!("{} ({})", r.all, m.len()),
-            format!("{}/{}", median_u(dur.clone()), dur.iter().max().copied().unwrap_or(0)),
-            format!("{}/{}", median_u(pause.clone()), pause.iter().max().copied().unwrap_or(0)),
+            format!(
+                "{}/{}",
+                median_u(dur.clone()),
+                dur.iter().max().copied().unwrap_or(0)
+            ),
+            format!(
+                "{}/{}",
+                median_u(pause.clone()),
+                pause.iter().max().copied().unwrap_or(0)
+            ),
             worst.map_or("-".into(), |w| format!("{}+{}", w.alignment_ms, w.sync_ms)),
             format!("{:.1}/{:.1}", mib(median_u(up)), mib(median_u(total))),
             r.run.rss_mib,
@@ -578,7 +711,10 @@ fn print_state(results: &[StateResult], cache_mb: u64) {
     println!("  from the keyed subtasks' wall-clock stamps (ms; a gap is the time between two records of one subtask):");
     println!(
         "  {:>10} {:>22} {:>22} {:>40}",
-        "keys", "max gap in checkpoint", "max gap outside", "duration split, medians: to stop/stopped/rest"
+        "keys",
+        "max gap in checkpoint",
+        "max gap outside",
+        "duration split, medians: to stop/stopped/rest"
     );
     for r in results {
         println!(
@@ -586,7 +722,8 @@ fn print_state(results: &[StateResult], cache_mb: u64) {
             r.keys,
             format!("{} (median {})", r.gap_during_max, r.gap_during_median),
             r.gap_outside_max,
-            r.split.map_or("-".into(), |(a, b, c)| format!("{a} / {b} / {c}")),
+            r.split
+                .map_or("-".into(), |(a, b, c)| format!("{a} / {b} / {c}")),
         );
     }
     for r in results {
@@ -600,14 +737,19 @@ fn print_state(results: &[StateResult], cache_mb: u64) {
         let mut per_key = vec![];
         let mut dirty = vec![];
         for m in &r.measured {
-            let Some(prev) = r.run.manifests.iter().find(|p| p.id + 1 == m.id) else { continue };
+            let Some(prev) = r.run.manifests.iter().find(|p| p.id + 1 == m.id) else {
+                continue;
+            };
             let d = (m.emitted() - prev.emitted()).min(r.keys) / 2;
             dirty.push(d);
             per_key.push((m.sync_ms * 1000) as f64 / d.max(1) as f64);
         }
         let sync: Vec<u64> = r.measured.iter().map(|m| m.sync_ms).collect();
         if per_key.is_empty() {
-            println!("  {} keys: no checkpoint after every key was written: raise SLUICE_BENCH_PASSES", r.keys);
+            println!(
+                "  {} keys: no checkpoint after every key was written: raise SLUICE_BENCH_PASSES",
+                r.keys
+            );
             continue;
         }
         println!(
@@ -661,15 +803,27 @@ fn flush_micro(tmp: &Path, keys: u64, per_interval: u64) -> Vec<FlushRow> {
     let dir = tmp.join(format!("flush-{keys}"));
     let _ = std::fs::remove_dir_all(&dir);
     let backend = StateBackend::open(&dir.join("db"), true).unwrap();
-    let mut subtasks: Vec<_> = (0..2).map(|_| backend.operator("fill", usize::MAX / 4).unwrap()).collect();
-    let ids: Vec<_> = subtasks.iter_mut().map(|s| s.declare("last", StateKind::Value).unwrap()).collect();
+    let mut subtasks: Vec<_> = (0..2)
+        .map(|_| backend.operator("fill", usize::MAX / 4).unwrap())
+        .collect();
+    let ids: Vec<_> = subtasks
+        .iter_mut()
+        .map(|s| s.declare("last", StateKind::Value).unwrap())
+        .collect();
     let mut previous = Vec::new();
     let mut n_snap = 0;
     let mut snapshot = |backend: &StateBackend| {
         n_snap += 1;
         let work = dir.join(format!(".work-{n_snap}"));
         let started = Instant::now();
-        let info = backend.snapshot(&work, &dir.join(format!("chk-{n_snap}")), &dir.join("shared"), &previous).unwrap();
+        let info = backend
+            .snapshot(
+                &work,
+                &dir.join(format!("chk-{n_snap}")),
+                &dir.join("shared"),
+                &previous,
+            )
+            .unwrap();
         let ms = started.elapsed().as_secs_f64() * 1e3;
         previous = info.files.clone();
         (ms, info.uploaded_bytes, info.total_bytes)
@@ -695,7 +849,11 @@ fn flush_micro(tmp: &Path, keys: u64, per_interval: u64) -> Vec<FlushRow> {
             write(&mut subtasks, i);
             i += 1;
         }
-        let dirty = subtasks.iter().map(|s| s.dirty_entries() as u64).max().unwrap_or(0);
+        let dirty = subtasks
+            .iter()
+            .map(|s| s.dirty_entries() as u64)
+            .max()
+            .unwrap_or(0);
         let started = Instant::now();
         for s in &mut subtasks {
             s.flush().unwrap();
@@ -723,14 +881,26 @@ fn flush_micro(tmp: &Path, keys: u64, per_interval: u64) -> Vec<FlushRow> {
     for j in 0..few {
         write(&mut subtasks, i + j * 7919 % keys);
     }
-    let dirty = subtasks.iter().map(|s| s.dirty_entries() as u64).max().unwrap_or(0);
+    let dirty = subtasks
+        .iter()
+        .map(|s| s.dirty_entries() as u64)
+        .max()
+        .unwrap_or(0);
     let started = Instant::now();
     for s in &mut subtasks {
         s.flush().unwrap();
     }
     let flush_ms = started.elapsed().as_secs_f64() * 1e3 / 2.0;
     let (snap_ms, up, total) = snapshot(&backend);
-    out.push(FlushRow { keys, dirty_per_subtask: dirty, cached_per_subtask: cached, flush_ms, snapshot_ms: snap_ms, uploaded: up, total });
+    out.push(FlushRow {
+        keys,
+        dirty_per_subtask: dirty,
+        cached_per_subtask: cached,
+        flush_ms,
+        snapshot_ms: snap_ms,
+        uploaded: up,
+        total,
+    });
     drop(subtasks);
     drop(backend);
     let _ = std::fs::remove_dir_all(&dir);
@@ -744,7 +914,13 @@ fn print_flush(rows: &[FlushRow], per_interval: u64) {
     );
     println!(
         "  {:>10} {:>14} {:>14} {:>16} {:>13} {:>16} {:>18}",
-        "keys", "dirty/subtask", "cached/subtask", "flush ms/subtask", "µs/dirty key", "snapshot ms", "uploaded/total MiB"
+        "keys",
+        "dirty/subtask",
+        "cached/subtask",
+        "flush ms/subtask",
+        "µs/dirty key",
+        "snapshot ms",
+        "uploaded/total MiB"
     );
     for r in rows {
         println!(
@@ -765,7 +941,10 @@ fn main() {
     let part = std::env::var("SLUICE_BENCH_PART").unwrap_or_default();
     let records: u64 = env_or("SLUICE_BENCH_RECORDS", 3_000_000);
     let rounds: usize = env_or("SLUICE_BENCH_ROUNDS", 3usize).max(1);
-    let passes: Option<f64> = std::env::var("SLUICE_BENCH_PASSES").ok().and_then(|v| v.parse::<f64>().ok()).map(|p| p.max(1.0));
+    let passes: Option<f64> = std::env::var("SLUICE_BENCH_PASSES")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|p| p.max(1.0));
     let cache_mb: u64 = env_or("SLUICE_BENCH_CACHE_MB", 2048);
     let keys: Vec<u64> = std::env::var("SLUICE_BENCH_KEYS")
         .unwrap_or_else(|_| "1000000,10000000".into())
@@ -773,7 +952,9 @@ fn main() {
         .filter_map(|k| k.trim().replace('_', "").parse().ok())
         .collect();
     // A fixed interval for every N (default: 1 s, 2 s from 5M keys).
-    let state_interval: Option<&'static str> = std::env::var("SLUICE_BENCH_INTERVAL").ok().map(|s| &*s.leak());
+    let state_interval: Option<&'static str> = std::env::var("SLUICE_BENCH_INTERVAL")
+        .ok()
+        .map(|s| &*s.leak());
     let tmp = tempfile::tempdir().unwrap();
     let load_before = loadavg();
     let cores = std::thread::available_parallelism().map_or(0, |p| p.get());
@@ -789,7 +970,11 @@ fn main() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    let pairs = if part.is_empty() || part == "throughput" { throughput(tmp.path(), records, rounds, cache_mb) } else { vec![] };
+    let pairs = if part.is_empty() || part == "throughput" {
+        throughput(tmp.path(), records, rounds, cache_mb)
+    } else {
+        vec![]
+    };
     let mut states = vec![];
     if part.is_empty() || part == "state" {
         for &n in &keys {
@@ -823,22 +1008,41 @@ fn main() {
         flush_others = (machine_cpu().0 - busy0 - (own_cpu() - own0)).max(0.0);
     }
 
-    println!("load average (1, 5, 15 min) before: {load_before}, after: {}", loadavg());
+    println!(
+        "load average (1, 5, 15 min) before: {load_before}, after: {}",
+        loadavg()
+    );
     if !pairs.is_empty() {
         println!(
             "checkpoint throughput cost: {records} records, checkpoints off vs every 1 s, median of {rounds} alternating rounds, --state-cache-mb {cache_mb} ({cores} cores)"
         );
         println!(
             "  {:<22} {:>14} {:>14} {:>9} {:>11} {:>15} {:>13} {:>19}",
-            "pipeline", "off records/s", "1s records/s", "on/off", "cost", "checkpoints", "RSS off/on", "others' CPU s max"
+            "pipeline",
+            "off records/s",
+            "1s records/s",
+            "on/off",
+            "cost",
+            "checkpoints",
+            "RSS off/on",
+            "others' CPU s max"
         );
         for p in &pairs {
             let off = median(p.off.iter().map(Run::rate).collect());
             let on = median(p.on.iter().map(Run::rate).collect());
-            let chk = median_u(p.on.iter().map(|r| r.manifests.iter().filter(|m| !m.finished).count() as u64).collect());
+            let chk = median_u(
+                p.on.iter()
+                    .map(|r| r.manifests.iter().filter(|m| !m.finished).count() as u64)
+                    .collect(),
+            );
             let rss_off = median(p.off.iter().map(|r| r.rss_mib).collect());
             let rss_on = median(p.on.iter().map(|r| r.rss_mib).collect());
-            let others = p.off.iter().chain(p.on.iter()).map(|r| r.others_cpu).fold(0.0, f64::max);
+            let others = p
+                .off
+                .iter()
+                .chain(p.on.iter())
+                .map(|r| r.others_cpu)
+                .fold(0.0, f64::max);
             println!(
                 "  {:<22} {off:>14.0} {on:>14.0} {:>8.3}x {:>10.1}% {chk:>15} {:>13} {others:>19.1}",
                 p.name,
@@ -848,7 +1052,10 @@ fn main() {
             );
         }
         for p in &pairs {
-            let all: Vec<&Manifest> = p.on.iter().flat_map(|r| r.manifests.iter().filter(|m| !m.finished)).collect();
+            let all: Vec<&Manifest> =
+                p.on.iter()
+                    .flat_map(|r| r.manifests.iter().filter(|m| !m.finished))
+                    .collect();
             let dur: Vec<u64> = all.iter().map(|m| m.duration_ms).collect();
             let pause: Vec<u64> = all.iter().map(|m| m.pause_ms()).collect();
             println!(

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_connectors::{taxi_records, GeneratorConfig};
 use sluice_tests::kafka::{bootstrap, unique_topic, Topics};
@@ -40,7 +40,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const PARTITIONS: usize = 4;
 
 /// A plain loop over every record of `input`, `f` deciding what to write.
-fn plain_loop(topics: &mut Topics, bs: &str, input: &str, f: impl Fn(&[u8]) -> Option<(Vec<u8>, Vec<u8>)>) -> (f64, u64) {
+fn plain_loop(
+    topics: &mut Topics,
+    bs: &str,
+    input: &str,
+    f: impl Fn(&[u8]) -> Option<(Vec<u8>, Vec<u8>)>,
+) -> (f64, u64) {
     let output = topics.create("bench-plain-out", PARTITIONS);
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bs)
@@ -62,19 +67,30 @@ fn plain_loop(topics: &mut Topics, bs: &str, input: &str, f: impl Fn(&[u8]) -> O
     let mut tpl = TopicPartitionList::new();
     let mut ends = HashMap::new();
     for p in 0..PARTITIONS as i32 {
-        tpl.add_partition_offset(input, p, Offset::Beginning).unwrap();
-        ends.insert(p, consumer.fetch_watermarks(input, p, Duration::from_secs(30)).unwrap().1);
+        tpl.add_partition_offset(input, p, Offset::Beginning)
+            .unwrap();
+        ends.insert(
+            p,
+            consumer
+                .fetch_watermarks(input, p, Duration::from_secs(30))
+                .unwrap()
+                .1,
+        );
     }
     let mut remaining: i64 = ends.values().sum();
     let started = Instant::now();
     consumer.assign(&tpl).unwrap();
     let (mut read, mut written) = (0u64, 0u64);
     while remaining > 0 {
-        let Some(m) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
         let m = m.unwrap();
         remaining -= 1;
         read += 1;
-        let Some((key, value)) = f(m.payload().unwrap_or_default()) else { continue };
+        let Some((key, value)) = f(m.payload().unwrap_or_default()) else {
+            continue;
+        };
         let mut record = BaseRecord::to(&output).key(&key).payload(&value);
         loop {
             match producer.send(record) {
@@ -95,7 +111,14 @@ fn plain_loop(topics: &mut Topics, bs: &str, input: &str, f: impl Fn(&[u8]) -> O
 /// (from the first read until the output is acknowledged or committed), and
 /// over the whole run (plus loading the plugins, connecting and fencing the
 /// transactional ids).
-fn sluice(topics: &mut Topics, bs: &str, input: &str, trips: u64, delivery: &str, dir: &std::path::Path) -> (f64, f64) {
+fn sluice(
+    topics: &mut Topics,
+    bs: &str,
+    input: &str,
+    trips: u64,
+    delivery: &str,
+    dir: &std::path::Path,
+) -> (f64, f64) {
     let output = topics.create("bench-sluice-out", PARTITIONS);
     let pipeline = write_pipeline(
         dir,
@@ -138,22 +161,41 @@ delivery = "{delivery}"
             name = unique_topic("bench")
         ),
     );
-    let (summary, _) = run_in_process(&pipeline, &dir.join("state"), 1024).expect("the benchmark pipeline runs");
-    assert_eq!(summary.records_in, trips, "sluice read {} of the {trips} trips in `{input}` ({delivery})", summary.records_in);
+    let (summary, _) =
+        run_in_process(&pipeline, &dir.join("state"), 1024).expect("the benchmark pipeline runs");
+    assert_eq!(
+        summary.records_in, trips,
+        "sluice read {} of the {trips} trips in `{input}` ({delivery})",
+        summary.records_in
+    );
     let reading = summary.elapsed - summary.startup.unwrap_or_default();
-    (trips as f64 / reading.as_secs_f64(), trips as f64 / summary.elapsed.as_secs_f64())
+    (
+        trips as f64 / reading.as_secs_f64(),
+        trips as f64 / summary.elapsed.as_secs_f64(),
+    )
 }
 
 fn main() {
-    let trips: u64 = std::env::var("SLUICE_BENCH_TRIPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let rounds: usize = std::env::var("SLUICE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let trips: u64 = std::env::var("SLUICE_BENCH_TRIPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let rounds: usize = std::env::var("SLUICE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let bs = bootstrap();
     let mut topics = Topics::on(&bs);
     let input = topics.create("bench-in", PARTITIONS);
-    let config: GeneratorConfig = serde_json::from_value(serde_json::json!({ "seed": 42, "count": trips })).unwrap();
+    let config: GeneratorConfig =
+        serde_json::from_value(serde_json::json!({ "seed": 42, "count": trips })).unwrap();
     let loaded = Instant::now();
-    sluice_kafka::admin::produce(&bs, &input, taxi_records(&config, 0), |_| {}).expect("load the input topic (is the broker up? scripts/kafka start)");
-    eprintln!("loaded {trips} trips into `{input}` in {:?}", loaded.elapsed());
+    sluice_kafka::admin::produce(&bs, &input, taxi_records(&config, 0), |_| {})
+        .expect("load the input topic (is the broker up? scripts/kafka start)");
+    eprintln!(
+        "loaded {trips} trips into `{input}` in {:?}",
+        loaded.elapsed()
+    );
     let dir = tempfile::tempdir().unwrap();
 
     let copy = |v: &[u8]| Some((Vec::new(), v.to_vec()));
@@ -161,14 +203,19 @@ fn main() {
         let t = parse(v)?;
         plausible(&t).then(|| {
             let key = t.pickup_zone.to_string().into_bytes();
-            let value = format!("{{\"trip_id\":{},\"pickup_ms\":{},\"zone\":{},\"total\":{}}}", t.trip_id, t.pickup_ms, t.pickup_zone, t.total_amount).into_bytes();
+            let value = format!(
+                "{{\"trip_id\":{},\"pickup_ms\":{},\"zone\":{},\"total\":{}}}",
+                t.trip_id, t.pickup_ms, t.pickup_zone, t.total_amount
+            )
+            .into_bytes();
             (key, value)
         })
     };
     // Warm up: compile the components into the cache, open connections once.
     sluice(&mut topics, &bs, &input, trips, "at-least-once", dir.path());
 
-    let (mut c, mut n, mut eos, mut alo, mut eos_all, mut alo_all) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut c, mut n, mut eos, mut alo, mut eos_all, mut alo_all) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for round in 0..rounds {
         c.push(plain_loop(&mut topics, &bs, &input, copy).0);
         n.push(plain_loop(&mut topics, &bs, &input, native).0);
@@ -185,10 +232,20 @@ fn main() {
             n[round]
         );
     }
-    let (c, n, eos, alo, eos_all, alo_all) = (median(c), median(n), median(eos), median(alo), median(eos_all), median(alo_all));
+    let (c, n, eos, alo, eos_all, alo_all) = (
+        median(c),
+        median(n),
+        median(eos),
+        median(alo),
+        median(eos_all),
+        median(alo_all),
+    );
     println!("kafka → parse/filter/map → kafka, {trips} trips, {PARTITIONS} partitions, median of {rounds} rounds ({} cores, broker on the same machine)", std::thread::available_parallelism().map_or(0, |p| p.get()));
     println!("  plain rdkafka copy loop          {c:>10.0} records/s");
-    println!("  plain rdkafka native parse/filter {n:>9.0} records/s   ratio {:.2}x copy", n / c);
+    println!(
+        "  plain rdkafka native parse/filter {n:>9.0} records/s   ratio {:.2}x copy",
+        n / c
+    );
     println!("  sluice exactly-once (p=2)        {eos:>10.0} records/s   ratio {:.2}x copy, {:.2}x native", eos / c, eos / n);
     println!("  sluice at-least-once (p=2)       {alo:>10.0} records/s   ratio {:.2}x copy, {:.2}x native", alo / c, alo / n);
     println!("  (sluice timed from the first read, like the loops; with its start-up: exactly-once {eos_all:.0}/s = {:.2}x copy, at-least-once {alo_all:.0}/s = {:.2}x copy)", eos_all / c, alo_all / c);

@@ -23,10 +23,17 @@ use sluice_tests::{median, run_in_process, write_pipeline};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn native(trips: u64, dir: &std::path::Path) -> f64 {
-    let config: GeneratorConfig = serde_json::from_value(serde_json::json!({ "seed": 42, "count": trips })).unwrap();
+    let config: GeneratorConfig =
+        serde_json::from_value(serde_json::json!({ "seed": 42, "count": trips })).unwrap();
     let started = Instant::now();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(dir.join("native-totals.jsonl")).unwrap());
-    let mut dead = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(dir.join("native-dead.jsonl")).unwrap());
+    let mut out = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(dir.join("native-totals.jsonl")).unwrap(),
+    );
+    let mut dead = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(dir.join("native-dead.jsonl")).unwrap(),
+    );
     let mut zones: HashMap<Vec<u8>, (u64, i64)> = HashMap::new();
     for r in taxi_records(&config, 0) {
         let trip = match parse(&r.value) {
@@ -45,7 +52,12 @@ fn native(trips: u64, dir: &std::path::Path) -> f64 {
         let e = zones.entry(key).or_default();
         e.0 += 1;
         e.1 += (trip.total_amount * 100.0).round() as i64;
-        writeln!(out, "{{\"zone\":{},\"trips\":{},\"revenue_cents\":{}}}", trip.pickup_zone, e.0, e.1).unwrap();
+        writeln!(
+            out,
+            "{{\"zone\":{},\"trips\":{},\"revenue_cents\":{}}}",
+            trip.pickup_zone, e.0, e.1
+        )
+        .unwrap();
     }
     out.flush().unwrap();
     dead.flush().unwrap();
@@ -100,14 +112,18 @@ path = "sluice-dead.jsonl"
 "#
         ),
     );
-    let (summary, _) = run_in_process(&pipeline, &dir.join("state"), 1024).expect("the benchmark pipeline runs");
+    let (summary, _) =
+        run_in_process(&pipeline, &dir.join("state"), 1024).expect("the benchmark pipeline runs");
     assert_eq!(summary.records_in, trips);
     trips as f64 / summary.elapsed.as_secs_f64()
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
-    let trips: u64 = std::env::var("SLUICE_BENCH_TRIPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let trips: u64 = std::env::var("SLUICE_BENCH_TRIPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let rounds = 3;
     let dir = tempfile::tempdir().unwrap();
     // Warm up: compile the components into the cache, fault in the code.
@@ -120,11 +136,26 @@ fn main() {
         n.push(native(trips, dir.path()));
         s1.push(sluice(trips, 1, dir.path()));
         s2.push(sluice(trips, 2, dir.path()));
-        eprintln!("round {}: native {:.0}/s, sluice p=1 {:.0}/s, sluice p=2 {:.0}/s", round + 1, n[round], s1[round], s2[round]);
+        eprintln!(
+            "round {}: native {:.0}/s, sluice p=1 {:.0}/s, sluice p=2 {:.0}/s",
+            round + 1,
+            n[round],
+            s1[round],
+            s2[round]
+        );
     }
     let (n, s1, s2) = (median(n), median(s1), median(s2));
-    println!("taxi parse+filter+count, {trips} trips, median of {rounds} rounds ({} cores)", std::thread::available_parallelism().map_or(0, |p| p.get()));
+    println!(
+        "taxi parse+filter+count, {trips} trips, median of {rounds} rounds ({} cores)",
+        std::thread::available_parallelism().map_or(0, |p| p.get())
+    );
     println!("  native Rust (1 thread)        {n:>12.0} records/s");
-    println!("  sluice Wasm, parallelism 1    {s1:>12.0} records/s   ratio {:.2}x native", s1 / n);
-    println!("  sluice Wasm, parallelism 2    {s2:>12.0} records/s   ratio {:.2}x native", s2 / n);
+    println!(
+        "  sluice Wasm, parallelism 1    {s1:>12.0} records/s   ratio {:.2}x native",
+        s1 / n
+    );
+    println!(
+        "  sluice Wasm, parallelism 2    {s2:>12.0} records/s   ratio {:.2}x native",
+        s2 / n
+    );
 }

@@ -83,14 +83,24 @@ params = { delay_ms = 1500 }"#;
 fn run(dir: &Path, per_batch: bool) -> (f64, Vec<String>) {
     let _ = std::fs::remove_dir_all(dir.join("state"));
     let mut cmd = Command::new(sluice_bin());
-    cmd.args(["run", "--quiet", "--state-dir", "state", "pipeline.toml"]).current_dir(dir);
-    cmd.env("SLUICE_COMPILE_CACHE", compile_cache()).env("SLUICE_LOG", "warn");
+    cmd.args(["run", "--quiet", "--state-dir", "state", "pipeline.toml"])
+        .current_dir(dir);
+    cmd.env("SLUICE_COMPILE_CACHE", compile_cache())
+        .env("SLUICE_LOG", "warn");
     if per_batch {
         cmd.env("SLUICE_BENCH_PER_BATCH_WATERMARKS", "1");
     }
     let child = run_child(cmd, dir, if per_batch { "per-batch" } else { "per-record" });
-    assert!(child.stderr.contains("finished in"), "sluice failed:\n{}", child.stderr);
-    let mut lines: Vec<String> = std::fs::read_to_string(dir.join("out.jsonl")).unwrap_or_default().lines().map(str::to_string).collect();
+    assert!(
+        child.stderr.contains("finished in"),
+        "sluice failed:\n{}",
+        child.stderr
+    );
+    let mut lines: Vec<String> = std::fs::read_to_string(dir.join("out.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
     lines.sort_unstable();
     (child.wall.as_secs_f64(), lines)
 }
@@ -99,8 +109,14 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let records: u64 = std::env::var("SLUICE_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let rounds: usize = std::env::var("SLUICE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let records: u64 = std::env::var("SLUICE_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let rounds: usize = std::env::var("SLUICE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     println!("per-record against per-batch watermarks, {records} records, {rounds} rounds each, alternating");
     for (name, operator, same_output) in [("windows", WINDOWS, true), ("timers", TIMERS, false)] {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -113,7 +129,10 @@ fn main() {
             let (t, b) = run(dir.path(), true);
             batch.push(t);
             if same_output {
-                assert!(a == b, "{name}: the two modes disagree on input with no late records");
+                assert!(
+                    a == b,
+                    "{name}: the two modes disagree on input with no late records"
+                );
             }
         }
         let (e, b) = (median(exact), median(batch));

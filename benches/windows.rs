@@ -81,10 +81,18 @@ fn turbines(records: u64) -> TurbineConfig {
 // The native side (runs in a child process: `<this binary> __native <records> <out>`).
 
 /// Append `{"key":..,"start":..,"end":..,"count":..}` and a newline, as the plugin does.
-fn write_result(out: &mut impl Write, key: &[u8], start: i64, end: i64, count: u64) -> std::io::Result<()> {
+fn write_result(
+    out: &mut impl Write,
+    key: &[u8],
+    start: i64,
+    end: i64,
+    count: u64,
+) -> std::io::Result<()> {
     out.write_all(b"{\"key\":\"")?;
     match std::str::from_utf8(key) {
-        Ok(k) if k.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') => out.write_all(k.as_bytes())?,
+        Ok(k) if k.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') => {
+            out.write_all(k.as_bytes())?
+        }
         _ => {
             for c in String::from_utf8_lossy(key).chars() {
                 match c {
@@ -96,7 +104,10 @@ fn write_result(out: &mut impl Write, key: &[u8], start: i64, end: i64, count: u
             }
         }
     }
-    writeln!(out, "\",\"start\":{start},\"end\":{end},\"count\":{count}}}")
+    writeln!(
+        out,
+        "\",\"start\":{start},\"end\":{end},\"count\":{count}}}"
+    )
 }
 
 /// Open windows by end: per window, count per key.
@@ -162,7 +173,9 @@ fn native(records: u64, out_path: &Path) -> std::io::Result<()> {
 /// Only generate the input (the floor under both sides), in a child too.
 fn generate_only(records: u64) {
     let started = Instant::now();
-    let sum = turbine_records(&turbines(records), 0).fold(0i64, |acc, r| acc.wrapping_add(r.event_time.unwrap_or(0)) ^ r.key.map_or(0, |k| k.len() as i64));
+    let sum = turbine_records(&turbines(records), 0).fold(0i64, |acc, r| {
+        acc.wrapping_add(r.event_time.unwrap_or(0)) ^ r.key.map_or(0, |k| k.len() as i64)
+    });
     std::hint::black_box(sum);
     println!("{} 0", started.elapsed().as_secs_f64());
 }
@@ -175,8 +188,16 @@ fn run_native(records: u64, dir: &Path) -> (Child, PathBuf) {
     let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
     cmd.arg("__native").arg(records.to_string()).arg(&out);
     let child = run_child(cmd, dir, "native");
-    let late: u64 = child.stdout.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("native prints its late count");
-    assert_eq!(late, 0, "the native side dropped late records: the input should have none");
+    let late: u64 = child
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("native prints its late count");
+    assert_eq!(
+        late, 0,
+        "the native side dropped late records: the input should have none"
+    );
     (child, out)
 }
 
@@ -224,12 +245,30 @@ path = "sluice-windows.jsonl"
     );
     let state = dir.join("state");
     let mut cmd = Command::new(sluice_bin());
-    cmd.arg("run").arg("--quiet").arg("--state-dir").arg(&state).arg("--batch-size").arg(BATCH.to_string()).arg(&pipeline);
-    cmd.env("SLUICE_COMPILE_CACHE", compile_cache()).env("SLUICE_LOG", "warn").current_dir(dir);
+    cmd.arg("run")
+        .arg("--quiet")
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--batch-size")
+        .arg(BATCH.to_string())
+        .arg(&pipeline);
+    cmd.env("SLUICE_COMPILE_CACHE", compile_cache())
+        .env("SLUICE_LOG", "warn")
+        .current_dir(dir);
     let child = run_child(cmd, dir, "sluice");
-    let summary = child.stderr.lines().find(|l| l.contains("finished in")).unwrap_or_else(|| panic!("no summary from sluice:\n{}", child.stderr));
-    assert!(summary.contains(&format!(": {records} records in,")), "sluice read the wrong number of records: {summary}");
-    assert!(summary.ends_with(" 0 dead letters"), "sluice had dead letters: {summary}");
+    let summary = child
+        .stderr
+        .lines()
+        .find(|l| l.contains("finished in"))
+        .unwrap_or_else(|| panic!("no summary from sluice:\n{}", child.stderr));
+    assert!(
+        summary.contains(&format!(": {records} records in,")),
+        "sluice read the wrong number of records: {summary}"
+    );
+    assert!(
+        summary.ends_with(" 0 dead letters"),
+        "sluice had dead letters: {summary}"
+    );
     (child, dir.join("sluice-windows.jsonl"))
 }
 
@@ -246,8 +285,15 @@ struct WindowCount {
 }
 
 fn results(path: &Path) -> Vec<WindowCount> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let mut v: Vec<WindowCount> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: bad line {l:?}: {e}", path.display()))).collect();
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut v: Vec<WindowCount> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: bad line {l:?}: {e}", path.display()))
+        })
+        .collect();
     v.sort_unstable();
     v
 }
@@ -256,16 +302,31 @@ fn results(path: &Path) -> Vec<WindowCount> {
 /// compared in a child process (`__check`), which prints the number of windows.
 fn check(records: u64, native: &Path, sluice: &Path, dir: &Path) -> usize {
     let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
-    cmd.arg("__check").arg(records.to_string()).arg(native).arg(sluice);
+    cmd.arg("__check")
+        .arg(records.to_string())
+        .arg(native)
+        .arg(sluice);
     let child = run_child(cmd, dir, "check");
-    child.stdout.trim().parse().expect("the check prints the number of windows")
+    child
+        .stdout
+        .trim()
+        .parse()
+        .expect("the check prints the number of windows")
 }
 
 fn compare(records: u64, native: &Path, sluice: &Path) -> usize {
     let (n, s) = (results(native), results(sluice));
     if n != s {
-        let only_n: Vec<_> = n.iter().filter(|x| s.binary_search(x).is_err()).take(5).collect();
-        let only_s: Vec<_> = s.iter().filter(|x| n.binary_search(x).is_err()).take(5).collect();
+        let only_n: Vec<_> = n
+            .iter()
+            .filter(|x| s.binary_search(x).is_err())
+            .take(5)
+            .collect();
+        let only_s: Vec<_> = s
+            .iter()
+            .filter(|x| n.binary_search(x).is_err())
+            .take(5)
+            .collect();
         panic!(
             "RESULTS DIFFER: native {} windows, sluice {} windows\n  only native (first 5): {only_n:?}\n  only sluice (first 5): {only_s:?}",
             n.len(),
@@ -273,8 +334,13 @@ fn compare(records: u64, native: &Path, sluice: &Path) -> usize {
         );
     }
     let total: u64 = n.iter().map(|w| w.count).sum();
-    assert_eq!(total, records, "every record is counted in exactly one window");
-    assert!(n.iter().all(|w| w.end - w.start == WINDOW_MS && w.start.rem_euclid(WINDOW_MS) == 0));
+    assert_eq!(
+        total, records,
+        "every record is counted in exactly one window"
+    );
+    assert!(n
+        .iter()
+        .all(|w| w.end - w.start == WINDOW_MS && w.start.rem_euclid(WINDOW_MS) == 0));
     n.len()
 }
 
@@ -287,7 +353,11 @@ struct Side {
 
 impl Side {
     fn of(c: &Child) -> Side {
-        Side { wall: c.wall.as_secs_f64(), cpu: c.cpu.as_secs_f64(), rss_mib: c.max_rss_kib as f64 / 1024.0 }
+        Side {
+            wall: c.wall.as_secs_f64(),
+            cpu: c.cpu.as_secs_f64(),
+            rss_mib: c.max_rss_kib as f64 / 1024.0,
+        }
     }
 }
 
@@ -299,7 +369,11 @@ fn main() {
         return;
     }
     if args.get(1).map(String::as_str) == Some("__check") {
-        let windows = compare(args[2].parse().expect("record count"), Path::new(&args[3]), Path::new(&args[4]));
+        let windows = compare(
+            args[2].parse().expect("record count"),
+            Path::new(&args[3]),
+            Path::new(&args[4]),
+        );
         println!("{windows}");
         return;
     }
@@ -308,8 +382,15 @@ fn main() {
         return;
     }
     // Otherwise `cargo bench` ran us (with `--bench`); nothing else to parse.
-    let records: u64 = std::env::var("SLUICE_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3_000_000);
-    let rounds: usize = std::env::var("SLUICE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+    let records: u64 = std::env::var("SLUICE_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3_000_000);
+    let rounds: usize = std::env::var("SLUICE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let tmp = tempfile::tempdir().unwrap();
     let fresh = |name: &str| {
         let d = tmp.path().join(name);
@@ -346,8 +427,16 @@ fn main() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     let med = |v: &[Side], f: fn(&Side) -> f64| median(v.iter().map(f).collect());
-    let summarize = |v: &[Side]| Side { wall: med(v, |s| s.wall), cpu: med(v, |s| s.cpu), rss_mib: med(v, |s| s.rss_mib) };
-    let (g, n, s) = (summarize(&generator_sides), summarize(&native_sides), summarize(&sluice_sides));
+    let summarize = |v: &[Side]| Side {
+        wall: med(v, |s| s.wall),
+        cpu: med(v, |s| s.cpu),
+        rss_mib: med(v, |s| s.rss_mib),
+    };
+    let (g, n, s) = (
+        summarize(&generator_sides),
+        summarize(&native_sides),
+        summarize(&sluice_sides),
+    );
     let rate = |side: &Side| records as f64 / side.wall;
 
     let cores = std::thread::available_parallelism().map_or(0, |p| p.get());
@@ -355,9 +444,21 @@ fn main() {
         "keyed 1-minute tumbling count, event time: {records} records, {KEYS} keys, {windows} windows; {} ({cores} cores)",
         if rounds == 1 { "1 round".to_string() } else { format!("median of {rounds} rounds") }
     );
-    println!("  {:<28} {:>10} {:>9} {:>13} {:>9} {:>14}", "", "records", "wall s", "records/s", "CPU s", "peak RSS MiB");
-    for (name, side) in [("native Rust (1 thread)", &n), ("sluice (Wasm aggregate, p=1)", &s)] {
-        println!("  {name:<28} {records:>10} {:>9.2} {:>13.0} {:>9.2} {:>14.1}", side.wall, rate(side), side.cpu, side.rss_mib);
+    println!(
+        "  {:<28} {:>10} {:>9} {:>13} {:>9} {:>14}",
+        "", "records", "wall s", "records/s", "CPU s", "peak RSS MiB"
+    );
+    for (name, side) in [
+        ("native Rust (1 thread)", &n),
+        ("sluice (Wasm aggregate, p=1)", &s),
+    ] {
+        println!(
+            "  {name:<28} {records:>10} {:>9.2} {:>13.0} {:>9.2} {:>14.1}",
+            side.wall,
+            rate(side),
+            side.cpu,
+            side.rss_mib
+        );
     }
     println!(
         "  (generating the input alone, 1 thread: {:.2} s, {:.0} records/s, {:.1} MiB; both sides include it)",
@@ -365,6 +466,13 @@ fn main() {
         rate(&g),
         g.rss_mib
     );
-    println!("  (peak RSS of this bench process, a floor under the children's: {:.1} MiB)", self_max_rss_kib() as f64 / 1024.0);
-    println!("  sluice/native throughput {:.3}x   sluice/native peak RSS {:.2}x", rate(&s) / rate(&n), s.rss_mib / n.rss_mib);
+    println!(
+        "  (peak RSS of this bench process, a floor under the children's: {:.1} MiB)",
+        self_max_rss_kib() as f64 / 1024.0
+    );
+    println!(
+        "  sluice/native throughput {:.3}x   sluice/native peak RSS {:.2}x",
+        rate(&s) / rate(&n),
+        s.rss_mib / n.rss_mib
+    );
 }

@@ -8,12 +8,15 @@ use std::sync::Arc;
 
 use sluice_config::Pipeline;
 use sluice_dataflow::{RunSummary, Settings, StopHandle};
-use sluice_types::metrics::Metrics;
 use sluice_runtime::Runtime;
+use sluice_types::metrics::Metrics;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// A plugin crate of `plugins/`, named by the constants of [`plugins`].
@@ -34,24 +37,45 @@ pub mod plugins {
 
 /// The built component `plugins/dist/<name>.wasm` of `p`.
 pub fn plugin(p: Plugin) -> PathBuf {
-    let path = repo_root().join("plugins/dist").join(format!("{}.wasm", p.name));
-    assert!(path.is_file(), "{} is missing: run scripts/build-plugins (scripts/test does)", path.display());
+    let path = repo_root()
+        .join("plugins/dist")
+        .join(format!("{}.wasm", p.name));
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-plugins (scripts/test does)",
+        path.display()
+    );
     path
 }
 
 /// The `sluice` binary next to this test binary (built by `scripts/test`).
 pub fn sluice_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) }).expect("target dir");
+    let dir = exe
+        .parent()
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
+        .expect("target dir");
     let bin = dir.join("sluice");
-    assert!(bin.is_file(), "{} is missing: build it with `cargo build --release -p sluice-cli` (scripts/test does)", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --release -p sluice-cli` (scripts/test does)",
+        bin.display()
+    );
     bin
 }
 
 /// A shared compile cache for tests, so each component compiles once per run.
 pub fn compile_cache() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().expect("deps dir").join("sluice-test-compile-cache")
+    exe.parent()
+        .expect("deps dir")
+        .join("sluice-test-compile-cache")
 }
 
 /// Run `sluice <args>` with the test compile cache; stdin closed.
@@ -82,19 +106,34 @@ pub fn write_pipeline(dir: &Path, text: &str) -> PathBuf {
 pub fn write_pipeline_naming_anything(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("pipeline.toml");
     let dist = repo_root().join("plugins/dist");
-    std::fs::write(&path, text.replace("{plugins}", &dist.display().to_string())).expect("write pipeline");
+    std::fs::write(
+        &path,
+        text.replace("{plugins}", &dist.display().to_string()),
+    )
+    .expect("write pipeline");
     path
 }
 
 /// Run a pipeline in-process (library API), returning the summary and metrics.
-pub fn run_in_process(pipeline_file: &Path, state_dir: &Path, batch_size: usize) -> Result<(RunSummary, Arc<Metrics>), String> {
+pub fn run_in_process(
+    pipeline_file: &Path,
+    state_dir: &Path,
+    batch_size: usize,
+) -> Result<(RunSummary, Arc<Metrics>), String> {
     let pipeline = Pipeline::from_file(pipeline_file).map_err(|e| e.to_string())?;
     let runtime = Runtime::new(Some(compile_cache())).map_err(|e| e.to_string())?;
     let mut plugins = HashMap::new();
     for op in &pipeline.operators {
-        plugins.insert(op.name.clone(), sluice_dataflow::load_operator(&runtime, op).map_err(|e| e.to_string())?);
+        plugins.insert(
+            op.name.clone(),
+            sluice_dataflow::load_operator(&runtime, op).map_err(|e| e.to_string())?,
+        );
     }
-    let settings = Settings { state_dir: state_dir.to_path_buf(), batch_size: Some(batch_size), ..Settings::default() };
+    let settings = Settings {
+        state_dir: state_dir.to_path_buf(),
+        batch_size: Some(batch_size),
+        ..Settings::default()
+    };
     let metrics = Arc::new(Metrics::default());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -103,7 +142,13 @@ pub fn run_in_process(pipeline_file: &Path, state_dir: &Path, batch_size: usize)
         .build()
         .map_err(|e| e.to_string())?;
     let summary = rt
-        .block_on(sluice_dataflow::run(&pipeline, &plugins, &settings, metrics.clone(), StopHandle::default()))
+        .block_on(sluice_dataflow::run(
+            &pipeline,
+            &plugins,
+            &settings,
+            metrics.clone(),
+            StopHandle::default(),
+        ))
         .map_err(|e| e.to_string())?;
     Ok((summary, metrics))
 }
@@ -118,8 +163,7 @@ pub fn spawn_run(dir: &Path, extra: &[&str]) -> std::process::Child {
 /// injection through the environment).
 pub fn run_command(dir: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(sluice_bin());
-    c
-        .args(["run", "--quiet", "--state-dir", "state"])
+    c.args(["run", "--quiet", "--state-dir", "state"])
         .args(extra)
         .arg("pipeline.toml")
         .current_dir(dir)
@@ -133,7 +177,9 @@ pub fn run_command(dir: &Path, extra: &[&str]) -> Command {
 
 /// Run to completion ([`spawn_run`]), asserting success; returns stderr.
 pub fn finish_run(dir: &Path, extra: &[&str]) -> String {
-    let out = spawn_run(dir, extra).wait_with_output().expect("sluice runs");
+    let out = spawn_run(dir, extra)
+        .wait_with_output()
+        .expect("sluice runs");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "sluice failed:\n{err}");
     err
@@ -171,8 +217,11 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 
 /// Read a JSON-lines file into values.
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
 }
 
 /// The taxi example's expected semantics, written down again from the spec
@@ -237,7 +286,10 @@ pub mod kafka {
 
     /// A topic name no other test or run uses.
     pub fn unique_topic(prefix: &str) -> String {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         format!("{prefix}-{}-{nanos}", std::process::id())
     }
 
@@ -251,7 +303,10 @@ pub mod kafka {
     impl Topics {
         /// Nothing yet, on `bootstrap`.
         pub fn on(bootstrap: &str) -> Self {
-            Topics { bootstrap: bootstrap.to_string(), names: Vec::new() }
+            Topics {
+                bootstrap: bootstrap.to_string(),
+                names: Vec::new(),
+            }
         }
 
         /// Create a uniquely named topic starting with `prefix`.
@@ -284,14 +339,25 @@ pub mod kafka {
         let config = KafkaSourceConfig {
             bootstrap: bootstrap.to_string(),
             topic: topic.to_string(),
-            group: Some(format!("sluice-tests.reader.{}", super::kafka::unique_topic("g"))),
+            group: Some(format!(
+                "sluice-tests.reader.{}",
+                super::kafka::unique_topic("g")
+            )),
             start: Default::default(),
             stop_at_end: true,
             read_committed,
             timestamps: true,
             properties: Default::default(),
         };
-        let mut source = sluice_kafka::KafkaSource::new(&config, "tests", "reader", 0, sluice_kafka::Subtask::default(), Arc::default()).expect("reader");
+        let mut source = sluice_kafka::KafkaSource::new(
+            &config,
+            "tests",
+            "reader",
+            0,
+            sluice_kafka::Subtask::default(),
+            Arc::default(),
+        )
+        .expect("reader");
         let mut all = Vec::new();
         while let Some(batch) = source.poll_batch(4096).expect("read") {
             all.extend(batch);

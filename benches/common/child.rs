@@ -41,10 +41,14 @@ pub fn self_max_rss_kib() -> u64 {
 pub fn run_child(mut cmd: Command, dir: &Path, name: &str) -> Child {
     let out = dir.join(format!("{name}.stdout"));
     let err = dir.join(format!("{name}.stderr"));
-    cmd.stdin(Stdio::null()).stdout(std::fs::File::create(&out).unwrap()).stderr(std::fs::File::create(&err).unwrap());
+    cmd.stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
     let parent_max_rss_kib = self_max_rss_kib();
     let started = Instant::now();
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: rusage is plain data; all-zero is a valid value.
@@ -56,12 +60,18 @@ pub fn run_child(mut cmd: Command, dir: &Path, name: &str) -> Child {
             break;
         }
         let e = std::io::Error::last_os_error();
-        assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "wait4 for {name}: {e}");
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::Interrupted,
+            "wait4 for {name}: {e}"
+        );
     }
     let wall = started.elapsed();
     // Reaped already: `Child` must not wait again (dropping it does not).
     drop(child);
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
     let stdout = std::fs::read_to_string(&out).unwrap_or_default();
     let stderr = std::fs::read_to_string(&err).unwrap_or_default();
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
@@ -70,6 +80,11 @@ pub fn run_child(mut cmd: Command, dir: &Path, name: &str) -> Child {
     if max_rss_kib <= parent_max_rss_kib {
         eprintln!("warning: the peak RSS of {name} ({max_rss_kib} KiB) is not above this process's ({parent_max_rss_kib} KiB), which it inherits on Linux: it may be wrong");
     }
-    Child { wall, cpu: tv(usage.ru_utime) + tv(usage.ru_stime), max_rss_kib, stdout, stderr }
+    Child {
+        wall,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss_kib,
+        stdout,
+        stderr,
+    }
 }
-

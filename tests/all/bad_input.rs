@@ -2,9 +2,9 @@
 //! the file and line (or the plugin) and says what to do. Never a panic.
 
 use sluice_config::Pipeline;
+use sluice_runtime::Runtime;
 use sluice_tests::plugins::{examples, fixtures};
 use sluice_tests::*;
-use sluice_runtime::Runtime;
 
 const GOOD: &str = r#"manifest_version = 1
 name = "p"
@@ -46,19 +46,108 @@ fn the_reference_pipeline_is_valid() {
 
 /// (what is changed, replace this, by this, expected line, expected words)
 const CASES: &[(&str, &str, &str, usize, &[&str])] = &[
-    ("unknown top-level field", "name = \"p\"", "name = \"p\"\nlog_level = 3", 3, &["unknown field `log_level`"]),
-    ("unknown source field", "count = 10", "count = 10\nsede = 4", 8, &["source `trips` (generator)", "unknown field `sede`", "seed"]),
-    ("unknown operator field", "input = \"trips\"", "input = \"trips\"\nparalelism = 2", 13, &["unknown field `paralelism`", "parallelism"]),
-    ("wrong type", "on_error = \"dead-letter\"", "on_error = \"dead-letter\"\nparallelism = \"two\"", 14, &["invalid type: string \"two\""]),
-    ("missing plugin file", "taxi_parse.wasm", "no_such_plugin.wasm", 11, &["plugin file", "no_such_plugin.wasm", "does not exist", "scripts/build-plugins"]),
-    ("unsupported manifest version", "manifest_version = 1", "manifest_version = 2", 1, &["manifest_version 2 is not supported", "manifest_version = 1"]),
-    ("unknown input stream", "input = \"parse\"\n", "input = \"prase\"\n", 18, &["reads `prase`", "known streams: parse, trips"]),
-    ("dead letters without a reader", "input = \"parse.dead-letter\"", "input = \"parse\"", 10, &["dead-letters, but nothing reads `parse.dead-letter`", "[[sinks]]"]),
-    ("dead letters of a fail operator", "on_error = \"dead-letter\"", "on_error = \"fail\"", 23, &["does not dead-letter", "on_error = \\\"dead-letter\\\""]),
-    ("parallelism out of range", "on_error = \"dead-letter\"", "on_error = \"dead-letter\"\nparallelism = 0", 14, &["parallelism 0 is out of range", "1 to 128"]),
-    ("bad error policy", "on_error = \"dead-letter\"", "on_error = \"retry\"", 13, &["unknown variant `retry`", "dead-letter"]),
-    ("unknown source type", "type = \"generator\"", "type = \"kafka2\"", 6, &["unknown type `kafka2`", "generator, turbines, clicks, file"]),
-    ("duplicate name", "name = \"out\"", "name = \"parse\"", 16, &["name `parse` is already used on line 10"]),
+    (
+        "unknown top-level field",
+        "name = \"p\"",
+        "name = \"p\"\nlog_level = 3",
+        3,
+        &["unknown field `log_level`"],
+    ),
+    (
+        "unknown source field",
+        "count = 10",
+        "count = 10\nsede = 4",
+        8,
+        &["source `trips` (generator)", "unknown field `sede`", "seed"],
+    ),
+    (
+        "unknown operator field",
+        "input = \"trips\"",
+        "input = \"trips\"\nparalelism = 2",
+        13,
+        &["unknown field `paralelism`", "parallelism"],
+    ),
+    (
+        "wrong type",
+        "on_error = \"dead-letter\"",
+        "on_error = \"dead-letter\"\nparallelism = \"two\"",
+        14,
+        &["invalid type: string \"two\""],
+    ),
+    (
+        "missing plugin file",
+        "taxi_parse.wasm",
+        "no_such_plugin.wasm",
+        11,
+        &[
+            "plugin file",
+            "no_such_plugin.wasm",
+            "does not exist",
+            "scripts/build-plugins",
+        ],
+    ),
+    (
+        "unsupported manifest version",
+        "manifest_version = 1",
+        "manifest_version = 2",
+        1,
+        &[
+            "manifest_version 2 is not supported",
+            "manifest_version = 1",
+        ],
+    ),
+    (
+        "unknown input stream",
+        "input = \"parse\"\n",
+        "input = \"prase\"\n",
+        18,
+        &["reads `prase`", "known streams: parse, trips"],
+    ),
+    (
+        "dead letters without a reader",
+        "input = \"parse.dead-letter\"",
+        "input = \"parse\"",
+        10,
+        &[
+            "dead-letters, but nothing reads `parse.dead-letter`",
+            "[[sinks]]",
+        ],
+    ),
+    (
+        "dead letters of a fail operator",
+        "on_error = \"dead-letter\"",
+        "on_error = \"fail\"",
+        23,
+        &["does not dead-letter", "on_error = \\\"dead-letter\\\""],
+    ),
+    (
+        "parallelism out of range",
+        "on_error = \"dead-letter\"",
+        "on_error = \"dead-letter\"\nparallelism = 0",
+        14,
+        &["parallelism 0 is out of range", "1 to 128"],
+    ),
+    (
+        "bad error policy",
+        "on_error = \"dead-letter\"",
+        "on_error = \"retry\"",
+        13,
+        &["unknown variant `retry`", "dead-letter"],
+    ),
+    (
+        "unknown source type",
+        "type = \"generator\"",
+        "type = \"kafka2\"",
+        6,
+        &["unknown type `kafka2`", "generator, turbines, clicks, file"],
+    ),
+    (
+        "duplicate name",
+        "name = \"out\"",
+        "name = \"parse\"",
+        16,
+        &["name `parse` is already used on line 10"],
+    ),
 ];
 
 #[test]
@@ -66,7 +155,10 @@ fn bad_pipelines_name_the_line_and_the_fix() {
     for (what, from, to, line, words) in CASES {
         assert!(GOOD.contains(from), "{what}: test case does not apply");
         let err = check(&GOOD.replacen(from, to, 1)).expect_err(what);
-        assert!(err.contains(&format!("pipeline.toml:{line}:")), "{what}: expected line {line} in: {err}");
+        assert!(
+            err.contains(&format!("pipeline.toml:{line}:")),
+            "{what}: expected line {line} in: {err}"
+        );
         for w in *words {
             let w = w.replace("\\\"", "\"");
             assert!(err.contains(&w), "{what}: expected `{w}` in: {err}");
@@ -85,11 +177,17 @@ fn a_cycle_is_refused() {
 #[test]
 fn the_cli_reports_pipeline_errors_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_pipeline(dir.path(), &GOOD.replace("count = 10", "count = 10\nsede = 4"));
+    let path = write_pipeline(
+        dir.path(),
+        &GOOD.replace("count = 10", "count = 10\nsede = 4"),
+    );
     let out = sluice(&["validate", path.to_str().unwrap()], dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("pipeline.toml:8: source `trips` (generator): unknown field `sede`"), "{stderr}");
+    assert!(
+        stderr.contains("pipeline.toml:8: source `trips` (generator): unknown field `sede`"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -110,20 +208,34 @@ fn bad_components_are_refused_with_what_is_missing() {
     assert!(err.contains("not a WebAssembly file"), "{err}");
 
     let err = load_err(b"\0asm\x01\0\0\0");
-    assert!(err.contains("core WebAssembly module, not a component"), "{err}");
+    assert!(
+        err.contains("core WebAssembly module, not a component"),
+        "{err}"
+    );
 
     let real = std::fs::read(plugin(examples::TAXI_FILTER)).unwrap();
     let err = load_err(&real[..real.len() / 3]);
     assert!(err.contains("invalid component"), "{err}");
 
     let runtime = Runtime::new(None).unwrap();
-    let err = runtime.load(&plugin(fixtures::NO_EXPORTS)).err().expect("no-exports component refused").to_string();
+    let err = runtime
+        .load(&plugin(fixtures::NO_EXPORTS))
+        .err()
+        .expect("no-exports component refused")
+        .to_string();
     assert!(err.contains("not a sluice:operator component"), "{err}");
     assert!(err.contains("sluice:operator/processor@0.1.3"), "{err}");
 
-    let err = runtime.load(&plugin(fixtures::FUTURE_VERSION)).err().expect("0.9 component refused").to_string();
+    let err = runtime
+        .load(&plugin(fixtures::FUTURE_VERSION))
+        .err()
+        .expect("0.9 component refused")
+        .to_string();
     assert!(err.contains("sluice:operator/processor@0.9.0"), "{err}");
-    assert!(err.contains("this host runs sluice:operator@0.1.3"), "{err}");
+    assert!(
+        err.contains("this host runs sluice:operator@0.1.3"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -143,7 +255,9 @@ fn random_bytes_never_panic_the_loader() {
     };
     for i in 0..40 {
         let mut bytes = if i % 2 == 0 {
-            (0..(next() % 4096)).map(|_| next() as u8).collect::<Vec<u8>>()
+            (0..(next() % 4096))
+                .map(|_| next() as u8)
+                .collect::<Vec<u8>>()
         } else {
             real.clone()
         };
@@ -165,13 +279,40 @@ fn random_bytes_never_panic_the_loader() {
 #[test]
 fn inspect_prints_the_contract_facts() {
     let dir = tempfile::tempdir().unwrap();
-    let out = sluice(&["plugin", "inspect", plugin(examples::TAXI_ZONE_COUNT).to_str().unwrap()], dir.path());
+    let out = sluice(
+        &[
+            "plugin",
+            "inspect",
+            plugin(examples::TAXI_ZONE_COUNT).to_str().unwrap(),
+        ],
+        dir.path(),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    for w in ["package:  sluice:operator", "world:    process-operator", "version:  0.1.3", "sluice:operator/processor@0.1.3", "sluice:operator/state@0.1.3", "sha256:", "size:", "verdict:  loadable"] {
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for w in [
+        "package:  sluice:operator",
+        "world:    process-operator",
+        "version:  0.1.3",
+        "sluice:operator/processor@0.1.3",
+        "sluice:operator/state@0.1.3",
+        "sha256:",
+        "size:",
+        "verdict:  loadable",
+    ] {
         assert!(stdout.contains(w), "expected `{w}` in:\n{stdout}");
     }
-    let out = sluice(&["plugin", "inspect", plugin(fixtures::NO_EXPORTS).to_str().unwrap()], dir.path());
+    let out = sluice(
+        &[
+            "plugin",
+            "inspect",
+            plugin(fixtures::NO_EXPORTS).to_str().unwrap(),
+        ],
+        dir.path(),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout.contains("verdict:  refused: "), "{stdout}");
@@ -199,16 +340,25 @@ fn validate_refuses_what_run_refuses_with_the_line() {
         assert!(GOOD.contains(from), "{what}: test case does not apply");
         let err = check(&GOOD.replacen(from, to, 1)).expect_err(what);
         let want = format!("pipeline.toml:{line}: {error}");
-        assert!(err.contains(&want), "{what}: expected\n  {want}\nin\n  {err}");
+        assert!(
+            err.contains(&want),
+            "{what}: expected\n  {want}\nin\n  {err}"
+        );
     }
     // Through the CLI: `validate` and `run` refuse alike, before anything runs.
     let dir = tempfile::tempdir().unwrap();
-    let path = write_pipeline(dir.path(), &GOOD.replacen("count = 10", "count = 10\nrate = 0.0", 1));
+    let path = write_pipeline(
+        dir.path(),
+        &GOOD.replacen("count = 10", "count = 10\nrate = 0.0", 1),
+    );
     for command in ["validate", "run"] {
         let out = sluice(&[command, path.to_str().unwrap()], dir.path());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
-        assert!(stderr.contains("pipeline.toml:8: source `trips` (generator): `rate` is 0"), "{command}: {stderr}");
+        assert!(
+            stderr.contains("pipeline.toml:8: source `trips` (generator): `rate` is 0"),
+            "{command}: {stderr}"
+        );
     }
 }
 
@@ -241,7 +391,9 @@ fn file_sinks_that_collide_are_refused_with_the_line() {
     std::fs::create_dir_all(dir.path().join("out/dir")).unwrap();
     let check_files = |text: &str| {
         let path = write_pipeline(dir.path(), text);
-        Pipeline::from_file(&path).map(|_| ()).map_err(|e| e.to_string())
+        Pipeline::from_file(&path)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     };
     check_files(FILES).expect("the reference pipeline is valid");
     let p = |rel: &str| dir.path().join(rel).display().to_string();
@@ -254,7 +406,10 @@ fn file_sinks_that_collide_are_refused_with_the_line() {
     ];
     for (what, from, to, want) in cases {
         let err = check_files(&FILES.replacen(from, to, 1)).expect_err(what);
-        assert!(err.contains(&want), "{what}: expected\n  {want}\nin\n  {err}");
+        assert!(
+            err.contains(&want),
+            "{what}: expected\n  {want}\nin\n  {err}"
+        );
     }
 }
 
@@ -270,7 +425,8 @@ fn a_pipeline_file_that_is_not_utf8_is_refused_with_the_line() {
     assert!(err.contains("pipeline.toml:5: the pipeline file is not UTF-8: byte 0xff at column 11 is not valid\n  help: save the file as UTF-8"), "{err}");
     let out = sluice(&["validate", path.to_str().unwrap()], dir.path());
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pipeline.toml:5: the pipeline file is not UTF-8"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("pipeline.toml:5: the pipeline file is not UTF-8"));
 }
 
 #[test]
@@ -279,12 +435,31 @@ fn a_line_longer_than_the_file_sources_cap_stops_the_run_with_the_file_and_line(
     // the file and the line (no silent drop), holding at most the cap of it.
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    std::fs::write(&input, format!("{{\"a\":1}}\n\"{}\"\n{{\"a\":2}}\n", "x".repeat(8 << 20))).unwrap();
+    std::fs::write(
+        &input,
+        format!("{{\"a\":1}}\n\"{}\"\n{{\"a\":2}}\n", "x".repeat(8 << 20)),
+    )
+    .unwrap();
     let one_sink = FILES.split("\n[[sinks]]\nname = \"b\"").next().unwrap();
     let path = write_pipeline(dir.path(), one_sink);
-    let out = sluice(&["run", "--quiet", "--state-dir", "state", path.to_str().unwrap()], dir.path());
+    let out = sluice(
+        &[
+            "run",
+            "--quiet",
+            "--state-dir",
+            "state",
+            path.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&format!("{}: line 2 is longer than the source's max_record_kb = 1024 KiB", input.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: line 2 is longer than the source's max_record_kb = 1024 KiB",
+            input.display()
+        )),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

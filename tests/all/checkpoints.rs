@@ -83,7 +83,11 @@ fn finish(dir: &Path, extra: &[&str]) -> String {
 }
 
 fn sorted_lines(path: &Path) -> Vec<String> {
-    let mut lines: Vec<String> = std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect();
+    let mut lines: Vec<String> = std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
     lines.sort();
     lines
 }
@@ -95,7 +99,12 @@ fn checkpoints_dir(dir: &Path) -> PathBuf {
 /// A checkpoint directory without a manifest: one is being taken now.
 fn checkpoint_in_progress(dir: &Path) -> bool {
     std::fs::read_dir(checkpoints_dir(dir))
-        .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("chk-") && !e.path().join("manifest.json").exists()))
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name().to_string_lossy().starts_with("chk-")
+                    && !e.path().join("manifest.json").exists()
+            })
+        })
         .unwrap_or(false)
 }
 
@@ -105,7 +114,12 @@ fn complete_checkpoints(dir: &Path) -> Vec<u64> {
             entries
                 .flatten()
                 .filter(|e| e.path().join("manifest.json").exists())
-                .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("chk-").and_then(|n| n.parse().ok()))
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .strip_prefix("chk-")
+                        .and_then(|n| n.parse().ok())
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -165,16 +179,36 @@ fn killed_twenty_times_the_output_is_still_exactly_once() {
             restores += 1;
         }
         assert!(!log.contains("panicked"), "{log}");
-        assert!(started.elapsed() < Duration::from_secs(240), "the fault loop takes too long");
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "the fault loop takes too long"
+        );
     }
     let log = finish(dir.path(), &[]);
     eprintln!("{kills} kills ({during_checkpoint} during a checkpoint), {restores} restarts restored a checkpoint, in {:?}", started.elapsed());
-    assert!(log.contains("restoring checkpoint"), "the last run resumes: {log}");
-    assert!(restores >= 15, "only {restores} of {kills} restarts restored a checkpoint");
-    assert!(during_checkpoint >= 5, "only {during_checkpoint} kills landed during a checkpoint");
+    assert!(
+        log.contains("restoring checkpoint"),
+        "the last run resumes: {log}"
+    );
+    assert!(
+        restores >= 15,
+        "only {restores} of {kills} restarts restored a checkpoint"
+    );
+    assert!(
+        during_checkpoint >= 5,
+        "only {during_checkpoint} kills landed during a checkpoint"
+    );
 
-    assert_eq!(sorted_lines(&dir.path().join("counts.jsonl")), want_counts, "keyed counts differ from the uninterrupted run");
-    assert_eq!(sorted_lines(&dir.path().join("windows.jsonl")), want_windows, "window results differ from the uninterrupted run");
+    assert_eq!(
+        sorted_lines(&dir.path().join("counts.jsonl")),
+        want_counts,
+        "keyed counts differ from the uninterrupted run"
+    );
+    assert_eq!(
+        sorted_lines(&dir.path().join("windows.jsonl")),
+        want_windows,
+        "window results differ from the uninterrupted run"
+    );
     assert_counts_step_by_one(&dir.path().join("counts.jsonl"));
 }
 
@@ -186,7 +220,10 @@ fn run_until_checkpoints(dir: &Path, n: usize) {
         std::thread::sleep(Duration::from_millis(20));
     }
     kill_run(child);
-    assert!(complete_checkpoints(dir).len() >= n, "no checkpoints were taken");
+    assert!(
+        complete_checkpoints(dir).len() >= n,
+        "no checkpoints were taken"
+    );
 }
 
 #[test]
@@ -197,14 +234,21 @@ fn a_source_that_starts_after_the_first_checkpoint_was_asked_for_joins_it() {
     // after it wait for the 10-minute timeout.
     let dir = tempfile::tempdir().unwrap();
     write_pipeline(dir.path(), &pipeline_text(2_000_000, 20_000, 2, "100ms"));
-    let child = run_command(dir.path(), &["--state-cache-mb", "16"]).env("SLUICE_FAULT_SOURCE_START_DELAY_MS", "1500").spawn().expect("sluice starts");
+    let child = run_command(dir.path(), &["--state-cache-mb", "16"])
+        .env("SLUICE_FAULT_SOURCE_START_DELAY_MS", "1500")
+        .spawn()
+        .expect("sluice starts");
     let t0 = Instant::now();
     while complete_checkpoints(dir.path()).len() < 3 && t0.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let log = kill_run(child);
     let done = complete_checkpoints(dir.path());
-    assert!(done.len() >= 3, "{} checkpoints completed within 30 s of a late start (want 3):\n{log}", done.len());
+    assert!(
+        done.len() >= 3,
+        "{} checkpoints completed within 30 s of a late start (want 3):\n{log}",
+        done.len()
+    );
 }
 
 #[test]
@@ -219,23 +263,52 @@ fn corrupt_or_partial_checkpoints_are_detected_and_skipped() {
     let cdir = checkpoints_dir(dir.path());
     // Newest: a missing file. Second: a bit flip in the manifest.
     let db = cdir.join(format!("chk-{newest}/db"));
-    let victim = std::fs::read_dir(&db).unwrap().flatten().find(|e| e.file_name().to_string_lossy().starts_with("MANIFEST")).unwrap().path();
+    let victim = std::fs::read_dir(&db)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("MANIFEST"))
+        .unwrap()
+        .path();
     std::fs::remove_file(victim).unwrap();
     let manifest = cdir.join(format!("chk-{second}/manifest.json"));
     let mut bytes = std::fs::read(&manifest).unwrap();
     bytes[20] ^= 0x01;
     std::fs::write(&manifest, bytes).unwrap();
 
-    let out = sluice(&["checkpoint", "list", "--state-dir", "state", "pipeline.toml"], dir.path());
+    let out = sluice(
+        &[
+            "checkpoint",
+            "list",
+            "--state-dir",
+            "state",
+            "pipeline.toml",
+        ],
+        dir.path(),
+    );
     let list = String::from_utf8_lossy(&out.stdout);
-    assert!(list.contains("unusable: the manifest does not match its checksum"), "{list}");
+    assert!(
+        list.contains("unusable: the manifest does not match its checksum"),
+        "{list}"
+    );
 
     let log = finish(dir.path(), &[]);
-    assert!(log.contains(&format!("checkpoint {newest} is unusable")), "{log}");
-    assert!(log.contains(&format!("checkpoint {second} is unusable")) && log.contains("checksum"), "{log}");
-    assert!(log.contains(&format!("restoring checkpoint {third}")), "{log}");
+    assert!(
+        log.contains(&format!("checkpoint {newest} is unusable")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("checkpoint {second} is unusable")) && log.contains("checksum"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("restoring checkpoint {third}")),
+        "{log}"
+    );
     assert_eq!(sorted_lines(&dir.path().join("counts.jsonl")), want_counts);
-    assert_eq!(sorted_lines(&dir.path().join("windows.jsonl")), want_windows);
+    assert_eq!(
+        sorted_lines(&dir.path().join("windows.jsonl")),
+        want_windows
+    );
 
     // A truncated shared SST makes every checkpoint that holds it unusable.
     let dir = tempfile::tempdir().unwrap();
@@ -244,7 +317,12 @@ fn corrupt_or_partial_checkpoints_are_detected_and_skipped() {
     let shared = checkpoints_dir(dir.path()).join("shared");
     for e in std::fs::read_dir(&shared).unwrap().flatten() {
         let len = e.metadata().unwrap().len();
-        std::fs::OpenOptions::new().write(true).open(e.path()).unwrap().set_len(len / 2).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(e.path())
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
     }
     let log = finish(dir.path(), &[]);
     assert!(log.contains("is unusable"), "{log}");
@@ -258,20 +336,37 @@ fn rescaling_2_to_4_to_1_gives_the_same_results() {
     let dir = tempfile::tempdir().unwrap();
     write_pipeline(dir.path(), &pipeline_text(RECORDS, 5_000, 2, "100ms"));
     run_until_checkpoints(dir.path(), 3);
-    write_pipeline(dir.path(), &pipeline_text(RECORDS, 5_000, 4, "100ms").replace("parallelism = 2\non_error", "parallelism = 4\non_error"));
+    write_pipeline(
+        dir.path(),
+        &pipeline_text(RECORDS, 5_000, 4, "100ms")
+            .replace("parallelism = 2\non_error", "parallelism = 4\non_error"),
+    );
     let before = complete_checkpoints(dir.path()).len();
     let child = spawn(dir.path(), &[]);
     let t0 = Instant::now();
-    while complete_checkpoints(dir.path()).iter().filter(|id| **id as usize > before).count() < 3 && t0.elapsed() < Duration::from_secs(30) {
+    while complete_checkpoints(dir.path())
+        .iter()
+        .filter(|id| **id as usize > before)
+        .count()
+        < 3
+        && t0.elapsed() < Duration::from_secs(30)
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     let log = kill_run(child);
     assert!(log.contains("restoring checkpoint"), "{log}");
-    write_pipeline(dir.path(), &pipeline_text(RECORDS, 1_000_000, 1, "100ms").replace("parallelism = 2\non_error", "parallelism = 1\non_error"));
+    write_pipeline(
+        dir.path(),
+        &pipeline_text(RECORDS, 1_000_000, 1, "100ms")
+            .replace("parallelism = 2\non_error", "parallelism = 1\non_error"),
+    );
     let log = finish(dir.path(), &[]);
     assert!(log.contains("restoring checkpoint"), "{log}");
     assert_eq!(sorted_lines(&dir.path().join("counts.jsonl")), want_counts);
-    assert_eq!(sorted_lines(&dir.path().join("windows.jsonl")), want_windows);
+    assert_eq!(
+        sorted_lines(&dir.path().join("windows.jsonl")),
+        want_windows
+    );
     assert_counts_step_by_one(&dir.path().join("counts.jsonl"));
 }
 
@@ -283,33 +378,87 @@ fn savepoints_stop_and_resume_and_removed_state_is_refused_unless_dropped() {
     write_pipeline(dir.path(), &pipeline_text(RECORDS, 5_000, 2, "1s"));
     let child = spawn(dir.path(), &[]);
     std::thread::sleep(Duration::from_millis(1500));
-    let out = sluice(&["savepoint", "--state-dir", "state", "pipeline.toml"], dir.path());
+    let out = sluice(
+        &["savepoint", "--state-dir", "state", "pipeline.toml"],
+        dir.path(),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("savepoint written to"), "{text}");
-    let out = sluice(&["stop", "--savepoint", "--state-dir", "state", "pipeline.toml"], dir.path());
+    let out = sluice(
+        &[
+            "stop",
+            "--savepoint",
+            "--state-dir",
+            "state",
+            "pipeline.toml",
+        ],
+        dir.path(),
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stopped = child.wait_with_output().unwrap();
-    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
-    let savepoint = text.trim().strip_prefix("savepoint written to ").expect("a savepoint path").to_string();
+    assert!(
+        stopped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    let savepoint = text
+        .trim()
+        .strip_prefix("savepoint written to ")
+        .expect("a savepoint path")
+        .to_string();
 
-    let out = sluice(&["checkpoint", "list", "--state-dir", "state", "pipeline.toml"], dir.path());
+    let out = sluice(
+        &[
+            "checkpoint",
+            "list",
+            "--state-dir",
+            "state",
+            "pipeline.toml",
+        ],
+        dir.path(),
+    );
     let list = String::from_utf8_lossy(&out.stdout);
     assert!(list.matches("savepoint ").count() >= 2, "{list}");
 
     // Without the keyed count, its state would be lost: refused.
     let without = std::fs::read_to_string(dir.path().join("pipeline.toml")).unwrap();
     let start = without.find("[[operators]]\nname = \"count\"").unwrap();
-    let end = without[start..].find("[[operators]]\nname = \"win\"").unwrap() + start;
+    let end = without[start..]
+        .find("[[operators]]\nname = \"win\"")
+        .unwrap()
+        + start;
     let mut changed = without.clone();
     changed.replace_range(start..end, "");
     let changed = changed.replace("input = \"count\"", "input = \"keyed\"");
     std::fs::write(dir.path().join("pipeline.toml"), &changed).unwrap();
-    let out = sluice(&["run", "--quiet", "--state-dir", "state", "--from", &savepoint, "pipeline.toml"], dir.path());
+    let out = sluice(
+        &[
+            "run",
+            "--quiet",
+            "--state-dir",
+            "state",
+            "--from",
+            &savepoint,
+            "pipeline.toml",
+        ],
+        dir.path(),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("operator `count` has keyed state") && err.contains("--allow-dropped-state"), "{err}");
+    assert!(
+        err.contains("operator `count` has keyed state") && err.contains("--allow-dropped-state"),
+        "{err}"
+    );
 
     // Resuming the savepoint with the pipeline as it was gives the exact output.
     std::fs::write(dir.path().join("pipeline.toml"), &without).unwrap();

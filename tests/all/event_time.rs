@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_runtime::{wit, InstanceConfig, Runtime};
 use sluice_state::{BackendOptions, StateBackend, StateClock};
 use sluice_tests::plugins::fixtures;
 use sluice_tests::*;
 use sluice_types::metrics::Metrics;
-use sluice_runtime::{wit, InstanceConfig, Runtime};
 
 /// `(key, start, end) -> (count, sum)`.
 type Windows = BTreeMap<(String, i64, i64), (u64, f64)>;
@@ -24,7 +24,15 @@ fn line(key: &str, time: i64, v: i64) -> String {
 /// 6,000 records over 20 keys, 100 ms apart, with a 60 s pause after every
 /// 1,000 (so session windows with a 30 s gap close), in time order.
 fn in_order() -> Vec<(String, i64, i64)> {
-    (0..6000i64).map(|i| (format!("k{}", i % 20), 1_767_225_600_000 + i * 100 + (i / 1000) * 60_000, i % 7)).collect()
+    (0..6000i64)
+        .map(|i| {
+            (
+                format!("k{}", i % 20),
+                1_767_225_600_000 + i * 100 + (i / 1000) * 60_000,
+                i % 7,
+            )
+        })
+        .collect()
 }
 
 /// The same records, shuffled within blocks of 50 (at most 5 s apart).
@@ -93,7 +101,13 @@ path = "late.jsonl"
     )
 }
 
-fn run_windows(dir: &Path, records: &[(String, i64, i64)], window: &str, ooo: &str, batch: usize) -> (Vec<serde_json::Value>, Arc<Metrics>) {
+fn run_windows(
+    dir: &Path,
+    records: &[(String, i64, i64)],
+    window: &str,
+    ooo: &str,
+    batch: usize,
+) -> (Vec<serde_json::Value>, Arc<Metrics>) {
     write_input(dir, records);
     let p = window_pipeline(dir, window, ooo);
     let (_, metrics) = run_in_process(&p, &dir.join("state"), batch).expect("pipeline runs");
@@ -104,8 +118,15 @@ fn run_windows(dir: &Path, records: &[(String, i64, i64)], window: &str, ooo: &s
 fn results(out: &[serde_json::Value]) -> Windows {
     out.iter()
         .map(|v| {
-            let key = (v["key"].as_str().unwrap().to_string(), v["start"].as_i64().unwrap(), v["end"].as_i64().unwrap());
-            (key, (v["count"].as_u64().unwrap(), v["sum"].as_f64().unwrap()))
+            let key = (
+                v["key"].as_str().unwrap().to_string(),
+                v["start"].as_i64().unwrap(),
+                v["end"].as_i64().unwrap(),
+            );
+            (
+                key,
+                (v["count"].as_u64().unwrap(), v["sum"].as_f64().unwrap()),
+            )
         })
         .collect()
 }
@@ -153,15 +174,27 @@ fn window_results_on_shuffled_input_equal_those_on_ordered_input() {
     let ordered = in_order();
     let mixed = shuffled(&ordered);
     let cases: [(&str, Windows); 3] = [
-        (r#"{ kind = "tumbling", size = "1m" }"#, expected(&ordered, |t| vec![(t - t.rem_euclid(60_000), t - t.rem_euclid(60_000) + 60_000)])),
+        (
+            r#"{ kind = "tumbling", size = "1m" }"#,
+            expected(&ordered, |t| {
+                vec![(t - t.rem_euclid(60_000), t - t.rem_euclid(60_000) + 60_000)]
+            }),
+        ),
         (
             r#"{ kind = "sliding", size = "1m", slide = "20s" }"#,
             expected(&ordered, |t| {
                 let last = t - t.rem_euclid(20_000);
-                (0..3).map(|i| last - i * 20_000).filter(|s| *s > t - 60_000).map(|s| (s, s + 60_000)).collect()
+                (0..3)
+                    .map(|i| last - i * 20_000)
+                    .filter(|s| *s > t - 60_000)
+                    .map(|s| (s, s + 60_000))
+                    .collect()
             }),
         ),
-        (r#"{ kind = "session", gap = "30s" }"#, expected_sessions(&ordered, 30_000)),
+        (
+            r#"{ kind = "session", gap = "30s" }"#,
+            expected_sessions(&ordered, 30_000),
+        ),
     ];
     for (window, want) in cases {
         let a = tempfile::tempdir().unwrap();
@@ -171,8 +204,16 @@ fn window_results_on_shuffled_input_equal_those_on_ordered_input() {
         assert_eq!(m1.node("win").late_records_dropped.get(), 0, "{window}");
         assert_eq!(m2.node("win").late_records_dropped.get(), 0, "{window}");
         // Each window fires exactly once, and the results agree with each other and with a native computation.
-        assert_eq!(in_order_out.len(), want.len(), "{window}: one result per window");
-        assert_eq!(shuffled_out.len(), want.len(), "{window}: one result per window");
+        assert_eq!(
+            in_order_out.len(),
+            want.len(),
+            "{window}: one result per window"
+        );
+        assert_eq!(
+            shuffled_out.len(),
+            want.len(),
+            "{window}: one result per window"
+        );
         assert_eq!(results(&in_order_out), want, "{window}: in order");
         assert_eq!(results(&shuffled_out), want, "{window}: shuffled");
     }
@@ -182,12 +223,26 @@ fn window_results_on_shuffled_input_equal_those_on_ordered_input() {
 fn late_records_go_to_the_side_output_and_the_counter_and_allowed_lateness_refires() {
     let dir = tempfile::tempdir().unwrap();
     let base = 1_767_225_600_000i64;
-    let mut records: Vec<(String, i64, i64)> = (0..1200i64).map(|i| (if i % 2 == 0 { "a" } else { "b" }.to_string(), base + (i / 2) * 1000, 1)).collect();
+    let mut records: Vec<(String, i64, i64)> = (0..1200i64)
+        .map(|i| {
+            (
+                if i % 2 == 0 { "a" } else { "b" }.to_string(),
+                base + (i / 2) * 1000,
+                1,
+            )
+        })
+        .collect();
     // Appended after time reached ~600 s: 3 records of [0, 60 s) and 2 of
     // [300 s, 360 s) are past the 2 minutes of allowed lateness; 4 of
     // [480 s, 540 s) are within it, so that window fires again after each.
-    let late: Vec<(String, i64, i64)> = [10, 20, 30, 300, 310].iter().map(|s| ("a".to_string(), base + s * 1000, 100)).collect();
-    let allowed: Vec<(String, i64, i64)> = [500, 501, 502, 503].iter().map(|s| ("a".to_string(), base + s * 1000, 10)).collect();
+    let late: Vec<(String, i64, i64)> = [10, 20, 30, 300, 310]
+        .iter()
+        .map(|s| ("a".to_string(), base + s * 1000, 100))
+        .collect();
+    let allowed: Vec<(String, i64, i64)> = [500, 501, 502, 503]
+        .iter()
+        .map(|s| ("a".to_string(), base + s * 1000, 10))
+        .collect();
     records.extend(late.iter().cloned());
     records.extend(allowed.iter().cloned());
     let window = r#"{ kind = "tumbling", size = "1m", allowed_lateness = "2m" }"#;
@@ -196,7 +251,10 @@ fn late_records_go_to_the_side_output_and_the_counter_and_allowed_lateness_refir
     assert_eq!(metrics.node("win").late_records_dropped.get(), 5);
     let late_out = read_jsonl(&dir.path().join("late.jsonl"));
     assert_eq!(late_out.len(), 5, "{late_out:?}");
-    let times: Vec<i64> = late_out.iter().map(|v| v["time"].as_i64().unwrap()).collect();
+    let times: Vec<i64> = late_out
+        .iter()
+        .map(|v| v["time"].as_i64().unwrap())
+        .collect();
     assert_eq!(times, late.iter().map(|r| r.1).collect::<Vec<_>>());
 
     let refired: Vec<u64> = out
@@ -206,7 +264,11 @@ fn late_records_go_to_the_side_output_and_the_counter_and_allowed_lateness_refir
         .collect();
     assert_eq!(refired, [60, 61, 62, 63, 64], "the window fired on time, then again after each of the 4 allowed late records (as Flink's event-time trigger)");
     let r = results(&out);
-    assert_eq!(r[&("a".to_string(), base, base + 60_000)], (60, 60.0), "the late records are not in the closed window");
+    assert_eq!(
+        r[&("a".to_string(), base, base + 60_000)],
+        (60, 60.0),
+        "the late records are not in the closed window"
+    );
     assert_eq!(r.len(), 20, "10 minutes x 2 keys");
 }
 
@@ -217,20 +279,55 @@ fn a_late_record_that_bridges_two_sessions_merges_them() {
         let dir = tempfile::tempdir().unwrap();
         // Sessions [0, 40 s) and [60 s, 100 s) with a 30 s gap; the record at
         // 35 s arrives last and overlaps both.
-        let mut records: Vec<(String, i64, i64)> = [0, 10, 60, 70].iter().map(|s| ("u".to_string(), base + s * 1000, 1)).collect();
+        let mut records: Vec<(String, i64, i64)> = [0, 10, 60, 70]
+            .iter()
+            .map(|s| ("u".to_string(), base + s * 1000, 1))
+            .collect();
         records.push(("other".to_string(), base + 5_000, 1));
-        let (out, _) = run_windows(dir.path(), &records, r#"{ kind = "session", gap = "30s" }"#, "1m", batch);
+        let (out, _) = run_windows(
+            dir.path(),
+            &records,
+            r#"{ kind = "session", gap = "30s" }"#,
+            "1m",
+            batch,
+        );
         let r = results(&out);
-        assert_eq!(r.get(&("u".to_string(), base, base + 40_000)), Some(&(2, 2.0)), "batch {batch}: {out:?}");
-        assert_eq!(r.get(&("u".to_string(), base + 60_000, base + 100_000)), Some(&(2, 2.0)), "batch {batch}: {out:?}");
+        assert_eq!(
+            r.get(&("u".to_string(), base, base + 40_000)),
+            Some(&(2, 2.0)),
+            "batch {batch}: {out:?}"
+        );
+        assert_eq!(
+            r.get(&("u".to_string(), base + 60_000, base + 100_000)),
+            Some(&(2, 2.0)),
+            "batch {batch}: {out:?}"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         records.push(("u".to_string(), base + 35_000, 1));
-        let (out, _) = run_windows(dir.path(), &records, r#"{ kind = "session", gap = "30s" }"#, "1m", batch);
+        let (out, _) = run_windows(
+            dir.path(),
+            &records,
+            r#"{ kind = "session", gap = "30s" }"#,
+            "1m",
+            batch,
+        );
         let r = results(&out);
-        assert_eq!(out.len(), 2, "batch {batch}: one merged session for u, one for other: {out:?}");
-        assert_eq!(r.get(&("u".to_string(), base, base + 100_000)), Some(&(5, 5.0)), "batch {batch}: {out:?}");
-        assert_eq!(r.get(&("other".to_string(), base + 5_000, base + 35_000)), Some(&(1, 1.0)), "batch {batch}");
+        assert_eq!(
+            out.len(),
+            2,
+            "batch {batch}: one merged session for u, one for other: {out:?}"
+        );
+        assert_eq!(
+            r.get(&("u".to_string(), base, base + 100_000)),
+            Some(&(5, 5.0)),
+            "batch {batch}: {out:?}"
+        );
+        assert_eq!(
+            r.get(&("other".to_string(), base + 5_000, base + 35_000)),
+            Some(&(1, 1.0)),
+            "batch {batch}"
+        );
     }
 }
 
@@ -242,10 +339,17 @@ fn processing_time_windows_fire_on_the_wall_clock_and_lose_nothing() {
     let out = read_jsonl(&dir.path().join("out.jsonl"));
     let total: u64 = out.iter().map(|v| v["count"].as_u64().unwrap()).sum();
     assert_eq!(total, 3000, "every record is in exactly one window");
-    let starts: std::collections::BTreeSet<i64> = out.iter().map(|v| v["start"].as_i64().unwrap()).collect();
-    assert!(starts.len() >= 3, "about a second of input spans several 200 ms windows: {starts:?}");
+    let starts: std::collections::BTreeSet<i64> =
+        out.iter().map(|v| v["start"].as_i64().unwrap()).collect();
+    assert!(
+        starts.len() >= 3,
+        "about a second of input spans several 200 ms windows: {starts:?}"
+    );
     for v in &out {
-        assert_eq!(v["end"].as_i64().unwrap() - v["start"].as_i64().unwrap(), 200);
+        assert_eq!(
+            v["end"].as_i64().unwrap() - v["start"].as_i64().unwrap(),
+            200
+        );
     }
 }
 
@@ -298,21 +402,38 @@ path = "out.jsonl"
     // One timer per (key, record time + 1.5 s): each fires exactly once.
     let mut fired: BTreeMap<(String, i64), u32> = BTreeMap::new();
     for v in &out {
-        *fired.entry((v["key"].as_str().unwrap().to_string(), v["timestamp"].as_i64().unwrap())).or_default() += 1;
+        *fired
+            .entry((
+                v["key"].as_str().unwrap().to_string(),
+                v["timestamp"].as_i64().unwrap(),
+            ))
+            .or_default() += 1;
         assert_eq!(v["domain"], "event");
         // Not before its time: the watermark had reached it (the last ones fire at the end of input).
         if let Some(wm) = v["watermark"].as_i64() {
             assert!(wm >= v["timestamp"].as_i64().unwrap(), "{v}");
         }
     }
-    let with_watermark = out.iter().filter(|v| v["watermark"].as_i64().is_some_and(|w| w < i64::MAX)).count();
+    let with_watermark = out
+        .iter()
+        .filter(|v| v["watermark"].as_i64().is_some_and(|w| w < i64::MAX))
+        .count();
     // Only timers within out_of_orderness + delay (21.5 s, 5 keys) of the last record wait for the end of input.
-    assert!(with_watermark >= 500 - 5 * 23, "timers fire on watermarks before the end of input, got {with_watermark}");
+    assert!(
+        with_watermark >= 500 - 5 * 23,
+        "timers fire on watermarks before the end of input, got {with_watermark}"
+    );
     assert_eq!(fired.len(), 500, "{} timers fired", fired.len());
     assert!(fired.values().all(|n| *n == 1), "a timer fired twice");
     // In timestamp order.
-    let ts: Vec<i64> = out.iter().map(|v| v["timestamp"].as_i64().unwrap()).collect();
-    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "timers fired out of order");
+    let ts: Vec<i64> = out
+        .iter()
+        .map(|v| v["timestamp"].as_i64().unwrap())
+        .collect();
+    assert!(
+        ts.windows(2).all(|w| w[0] <= w[1]),
+        "timers fired out of order"
+    );
     // A timer clears the key's count; every record was counted exactly once.
     let counted: u64 = out.iter().map(|v| v["count"].as_u64().unwrap()).sum();
     assert_eq!(counted, 500);
@@ -322,15 +443,39 @@ path = "out.jsonl"
 fn state_with_a_ttl_is_not_returned_after_it_expires_and_cleanup_shrinks_rocksdb() {
     let dir = tempfile::tempdir().unwrap();
     let clock = StateClock::manual(1_000_000);
-    let backend = StateBackend::open_with(dir.path(), true, BackendOptions { clock: clock.clone(), ttl_cleanup_interval: Duration::from_secs(3600) }).unwrap();
+    let backend = StateBackend::open_with(
+        dir.path(),
+        true,
+        BackendOptions {
+            clock: clock.clone(),
+            ttl_cleanup_interval: Duration::from_secs(3600),
+        },
+    )
+    .unwrap();
     let runtime = Runtime::new(Some(compile_cache())).unwrap();
     let plugin = runtime.load(&plugin(fixtures::TTL)).unwrap();
-    let config = InstanceConfig { params: r#"{"ttl_ms": 1000}"#.into(), ..InstanceConfig::new("ttl") };
+    let config = InstanceConfig {
+        params: r#"{"ttl_ms": 1000}"#.into(),
+        ..InstanceConfig::new("ttl")
+    };
     let state = backend.operator("ttl", 1 << 20).unwrap();
-    let mut instance = plugin.instantiate(config, Some(state), Arc::new(Metrics::default())).unwrap();
-    let rec = |k: &str, v: &str| wit::Record { key: Some(k.as_bytes().to_vec()), value: v.as_bytes().to_vec(), event_time: None, headers: vec![] };
+    let mut instance = plugin
+        .instantiate(config, Some(state), Arc::new(Metrics::default()))
+        .unwrap();
+    let rec = |k: &str, v: &str| wit::Record {
+        key: Some(k.as_bytes().to_vec()),
+        value: v.as_bytes().to_vec(),
+        event_time: None,
+        headers: vec![],
+    };
     let previous = |r: &wit::BatchResult| -> Vec<serde_json::Value> {
-        r.emits.iter().map(|e| serde_json::from_slice::<serde_json::Value>(&e.record.value).unwrap()["previous"].clone()).collect()
+        r.emits
+            .iter()
+            .map(|e| {
+                serde_json::from_slice::<serde_json::Value>(&e.record.value).unwrap()["previous"]
+                    .clone()
+            })
+            .collect()
     };
 
     let keys: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
@@ -339,29 +484,62 @@ fn state_with_a_ttl_is_not_returned_after_it_expires_and_cleanup_shrinks_rocksdb
     assert!(previous(&out).iter().all(|p| p.is_null()));
     clock.advance(500);
     let out = instance.process(&[rec("k0", "y")]).unwrap();
-    assert_eq!(previous(&out), ["x"], "still alive after 500 ms of a 1 s TTL");
+    assert_eq!(
+        previous(&out),
+        ["x"],
+        "still alive after 500 ms of a 1 s TTL"
+    );
     instance.state_mut().unwrap().flush().unwrap();
     backend.cleanup_expired().unwrap();
     assert_eq!(backend.count_keys(), 2000, "nothing expired yet");
 
     clock.advance(600);
     let out = instance.process(&[rec("k1", "z"), rec("k0", "w")]).unwrap();
-    assert_eq!(previous(&out), [serde_json::Value::Null, "y".into()], "k1 expired; k0 was rewritten 600 ms ago");
+    assert_eq!(
+        previous(&out),
+        [serde_json::Value::Null, "y".into()],
+        "k1 expired; k0 was rewritten 600 ms ago"
+    );
     instance.state_mut().unwrap().flush().unwrap();
     clock.advance(5_000);
     backend.cleanup_expired().unwrap();
-    assert_eq!(backend.count_keys(), 0, "every entry expired and was removed from RocksDB");
+    assert_eq!(
+        backend.count_keys(),
+        0,
+        "every entry expired and was removed from RocksDB"
+    );
 }
 
 #[test]
 fn components_of_contract_0_1_0_still_load_and_run() {
     let runtime = Runtime::new(Some(compile_cache())).unwrap();
-    let plugin = runtime.load(&plugin(fixtures::CONTRACT_0_1_0)).expect("a 0.1.0 component loads on a 0.1.3 host");
+    let plugin = runtime
+        .load(&plugin(fixtures::CONTRACT_0_1_0))
+        .expect("a 0.1.0 component loads on a 0.1.3 host");
     assert_eq!(plugin.info().version, "0.1.0");
-    assert!(plugin.info().exports.iter().any(|e| e == "sluice:operator/processor@0.1.0"), "{:?}", plugin.info().exports);
-    let mut instance = plugin.instantiate(InstanceConfig::new("old"), None, Arc::new(Metrics::default())).unwrap();
+    assert!(
+        plugin
+            .info()
+            .exports
+            .iter()
+            .any(|e| e == "sluice:operator/processor@0.1.0"),
+        "{:?}",
+        plugin.info().exports
+    );
+    let mut instance = plugin
+        .instantiate(
+            InstanceConfig::new("old"),
+            None,
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
     let out = instance
-        .process(&[wit::Record { key: Some(b"k".to_vec()), value: b"hello".to_vec(), event_time: Some(7), headers: vec![] }])
+        .process(&[wit::Record {
+            key: Some(b"k".to_vec()),
+            value: b"hello".to_vec(),
+            event_time: Some(7),
+            headers: vec![],
+        }])
         .unwrap();
     assert_eq!(out.emits.len(), 1);
     assert_eq!(out.emits[0].record.value, b"HELLO");
@@ -398,13 +576,30 @@ type = "stdout"
 input = "win"
 "#,
     );
-    let err = run_in_process(&p, &dir.path().join("state"), 16).err().expect("refused");
-    assert!(err.contains("operator `win` has no [operators.window]") && err.contains("window-aggregate"), "{err}");
+    let err = run_in_process(&p, &dir.path().join("state"), 16)
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("operator `win` has no [operators.window]")
+            && err.contains("window-aggregate"),
+        "{err}"
+    );
     // A process operator with one.
-    let text = std::fs::read_to_string(&p).unwrap().replace("fixture_window_count", "fixture_keyed_count").replace("key_by = \"key\"", "key_by = \"key\"\nwindow = { kind = \"tumbling\", size = \"1m\" }");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("fixture_window_count", "fixture_keyed_count")
+        .replace(
+            "key_by = \"key\"",
+            "key_by = \"key\"\nwindow = { kind = \"tumbling\", size = \"1m\" }",
+        );
     std::fs::write(&p, text).unwrap();
-    let err = run_in_process(&p, &dir.path().join("state"), 16).err().expect("refused");
-    assert!(err.contains("has a [operators.window]") && err.contains("process-operator"), "{err}");
+    let err = run_in_process(&p, &dir.path().join("state"), 16)
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("has a [operators.window]") && err.contains("process-operator"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -415,17 +610,31 @@ fn ingestion_time_windows_use_the_arrival_clock() {
     run_in_process(&p, &dir.path().join("state"), 64).expect("pipeline runs");
     let after = sluice_runtime::now_ms();
     let out = read_jsonl(&dir.path().join("out.jsonl"));
-    assert_eq!(out.iter().map(|v| v["count"].as_u64().unwrap()).sum::<u64>(), 2000);
+    assert_eq!(
+        out.iter()
+            .map(|v| v["count"].as_u64().unwrap())
+            .sum::<u64>(),
+        2000
+    );
     for v in &out {
         // The generator's event times are in 2026-01-01; ingestion time is now.
         let start = v["start"].as_i64().unwrap();
-        assert!(start >= before - 100 && start <= after, "window {start} outside the run [{before}, {after}]");
+        assert!(
+            start >= before - 100 && start <= after,
+            "window {start} outside the run [{before}, {after}]"
+        );
     }
 }
 
 /// turbines (rate limited) → tumbling count of `speed_mph` on a wall clock
 /// (`time` = processing or ingestion) → out.jsonl.
-fn wall_clock_window_pipeline(dir: &Path, records: u64, rate: u64, size: &str, time: &str) -> std::path::PathBuf {
+fn wall_clock_window_pipeline(
+    dir: &Path,
+    records: u64,
+    rate: u64,
+    size: &str,
+    time: &str,
+) -> std::path::PathBuf {
     write_pipeline(
         dir,
         &format!(

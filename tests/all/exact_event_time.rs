@@ -42,7 +42,11 @@ fn watermarks(input: &Input) -> Vec<i64> {
     input
         .iter()
         .map(|(_, t, _)| {
-            let wm = if max == i64::MIN { i64::MIN } else { max - OOO - 1 };
+            let wm = if max == i64::MIN {
+                i64::MIN
+            } else {
+                max - OOO - 1
+            };
             max = max.max(*t);
             wm
         })
@@ -110,20 +114,36 @@ params = { delay_ms = 1500 }
 /// Run `operator` over `input` at every batch size; assert the outputs are
 /// byte-identical and return them (`out.jsonl`, `late.jsonl`).
 fn run_all_batch_sizes(input: &Input, operator: &str) -> (String, String) {
-    let text: String = input.iter().map(|(k, t, v)| format!("{{\"key\":\"{k}\",\"time\":{t},\"v\":{v}}}\n")).collect();
+    let text: String = input
+        .iter()
+        .map(|(k, t, v)| format!("{{\"key\":\"{k}\",\"time\":{t},\"v\":{v}}}\n"))
+        .collect();
     let mut first: Option<(String, String)> = None;
     for batch in BATCHES {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("input.jsonl"), &text).unwrap();
         pipeline(dir.path(), operator);
-        run_in_process(&dir.path().join("pipeline.toml"), &dir.path().join("state"), batch).expect("pipeline runs");
+        run_in_process(
+            &dir.path().join("pipeline.toml"),
+            &dir.path().join("state"),
+            batch,
+        )
+        .expect("pipeline runs");
         let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
         let late = std::fs::read_to_string(dir.path().join("late.jsonl")).unwrap_or_default();
         match &first {
             None => first = Some((out, late)),
             Some((o, l)) => {
-                assert!(*o == out, "batch size {batch}: the output differs from batch size 1 ({} vs {} bytes)", out.len(), o.len());
-                assert!(*l == late, "batch size {batch}: the late output differs from batch size 1");
+                assert!(
+                    *o == out,
+                    "batch size {batch}: the output differs from batch size 1 ({} vs {} bytes)",
+                    out.len(),
+                    o.len()
+                );
+                assert!(
+                    *l == late,
+                    "batch size {batch}: the late output differs from batch size 1"
+                );
             }
         }
     }
@@ -134,22 +154,42 @@ fn results(out: &str) -> Results {
     out.lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let key = (v["key"].as_str().unwrap().to_string(), v["start"].as_i64().unwrap(), v["end"].as_i64().unwrap());
-            (key, (v["count"].as_u64().unwrap(), v["sum"].as_i64().unwrap()))
+            let key = (
+                v["key"].as_str().unwrap().to_string(),
+                v["start"].as_i64().unwrap(),
+                v["end"].as_i64().unwrap(),
+            );
+            (
+                key,
+                (v["count"].as_u64().unwrap(), v["sum"].as_i64().unwrap()),
+            )
         })
         .collect()
 }
 
 fn late_times(late: &str) -> Vec<i64> {
-    late.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["time"].as_i64().unwrap()).collect()
+    late.lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["time"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect()
 }
 
 /// Tumbling and sliding windows: a record goes into each of its windows
 /// not past `last + lateness` at its watermark; late for all, it is late.
-fn native_windows(input: &Input, lateness: i64, assign: impl Fn(i64) -> Vec<(i64, i64)>) -> (Results, Vec<i64>) {
+fn native_windows(
+    input: &Input,
+    lateness: i64,
+    assign: impl Fn(i64) -> Vec<(i64, i64)>,
+) -> (Results, Vec<i64>) {
     let (mut results, mut late) = (Results::new(), Vec::new());
     for ((k, t, v), wm) in input.iter().zip(watermarks(input)) {
-        let open: Vec<(i64, i64)> = assign(*t).into_iter().filter(|(_, e)| e - 1 + lateness > wm).collect();
+        let open: Vec<(i64, i64)> = assign(*t)
+            .into_iter()
+            .filter(|(_, e)| e - 1 + lateness > wm)
+            .collect();
         if open.is_empty() {
             late.push(*t);
         }
@@ -197,7 +237,13 @@ fn native_sessions(input: &Input, gap: i64, lateness: i64) -> (Results, Vec<i64>
             advance(&mut open, &mut results, wm);
         }
         let list = open.entry(k.clone()).or_default();
-        let own = Session { start: *t, end: t + gap, count: 1, sum: *v, fired: false };
+        let own = Session {
+            start: *t,
+            end: t + gap,
+            count: 1,
+            sum: *v,
+            fired: false,
+        };
         let touches = |s: &Session| s.start <= own.end && own.start <= s.end;
         if !list.iter().any(touches) && own.end - 1 + lateness <= wm {
             late.push(*t);
@@ -206,7 +252,13 @@ fn native_sessions(input: &Input, gap: i64, lateness: i64) -> (Results, Vec<i64>
         let mut merged = own;
         list.retain(|s| {
             if touches(s) || (s.start <= merged.end && merged.start <= s.end) {
-                merged = Session { start: merged.start.min(s.start), end: merged.end.max(s.end), count: merged.count + s.count, sum: merged.sum + s.sum, fired: false };
+                merged = Session {
+                    start: merged.start.min(s.start),
+                    end: merged.end.max(s.end),
+                    count: merged.count + s.count,
+                    sum: merged.sum + s.sum,
+                    fired: false,
+                };
                 false
             } else {
                 true
@@ -229,7 +281,9 @@ fn native_timers(input: &Input) -> String {
     let mut counts: HashMap<&str, u64> = HashMap::new();
     let mut timers: BTreeSet<(i64, u16, &str)> = BTreeSet::new();
     let mut out = String::new();
-    let mut fire = |counts: &mut HashMap<&str, u64>, timers: &mut BTreeSet<(i64, u16, &str)>, wm: i64| {
+    let mut fire = |counts: &mut HashMap<&str, u64>,
+                    timers: &mut BTreeSet<(i64, u16, &str)>,
+                    wm: i64| {
         while timers.first().is_some_and(|t| t.0 <= wm) {
             let (ts, _, k) = timers.pop_first().unwrap();
             let n = counts.remove(k).unwrap_or(0);
@@ -243,7 +297,11 @@ fn native_timers(input: &Input) -> String {
             fire(&mut counts, &mut timers, wm);
         }
         *counts.entry(k.as_str()).or_default() += 1;
-        timers.insert((t + 1500, key_group(k.as_bytes(), MAX_PARALLELISM), k.as_str()));
+        timers.insert((
+            t + 1500,
+            key_group(k.as_bytes(), MAX_PARALLELISM),
+            k.as_str(),
+        ));
     }
     fire(&mut counts, &mut timers, i64::MAX);
     out
@@ -252,20 +310,40 @@ fn native_timers(input: &Input) -> String {
 #[test]
 fn tumbling_windows_with_allowed_lateness_are_exact_at_every_batch_size() {
     let input = input();
-    let (out, late) = run_all_batch_sizes(&input, &window_op(r#"{ kind = "tumbling", size = "1m", allowed_lateness = "30s" }"#));
-    let (want, want_late) = native_windows(&input, 30_000, |t| vec![(t - t.rem_euclid(60_000), t - t.rem_euclid(60_000) + 60_000)]);
-    assert!(want_late.len() > 20 && want_late.len() < 120, "the input has late records: {}", want_late.len());
-    assert_eq!(late_times(&late), want_late, "the late records, in input order");
+    let (out, late) = run_all_batch_sizes(
+        &input,
+        &window_op(r#"{ kind = "tumbling", size = "1m", allowed_lateness = "30s" }"#),
+    );
+    let (want, want_late) = native_windows(&input, 30_000, |t| {
+        vec![(t - t.rem_euclid(60_000), t - t.rem_euclid(60_000) + 60_000)]
+    });
+    assert!(
+        want_late.len() > 20 && want_late.len() < 120,
+        "the input has late records: {}",
+        want_late.len()
+    );
+    assert_eq!(
+        late_times(&late),
+        want_late,
+        "the late records, in input order"
+    );
     assert_eq!(results(&out), want);
 }
 
 #[test]
 fn sliding_windows_are_exact_at_every_batch_size() {
     let input = input();
-    let (out, late) = run_all_batch_sizes(&input, &window_op(r#"{ kind = "sliding", size = "1m", slide = "20s" }"#));
+    let (out, late) = run_all_batch_sizes(
+        &input,
+        &window_op(r#"{ kind = "sliding", size = "1m", slide = "20s" }"#),
+    );
     let (want, want_late) = native_windows(&input, 0, |t| {
         let last = t - t.rem_euclid(20_000);
-        (0..3).map(|i| last - i * 20_000).filter(|s| *s > t - 60_000).map(|s| (s, s + 60_000)).collect()
+        (0..3)
+            .map(|i| last - i * 20_000)
+            .filter(|s| *s > t - 60_000)
+            .map(|s| (s, s + 60_000))
+            .collect()
     });
     assert_eq!(late_times(&late), want_late);
     assert_eq!(results(&out), want);
@@ -274,7 +352,10 @@ fn sliding_windows_are_exact_at_every_batch_size() {
 #[test]
 fn session_windows_merge_first_then_judge_lateness_at_every_batch_size() {
     let input = input();
-    let (out, late) = run_all_batch_sizes(&input, &window_op(r#"{ kind = "session", gap = "30s", allowed_lateness = "20s" }"#));
+    let (out, late) = run_all_batch_sizes(
+        &input,
+        &window_op(r#"{ kind = "session", gap = "30s", allowed_lateness = "20s" }"#),
+    );
     let (want, want_late) = native_sessions(&input, 30_000, 20_000);
     assert_eq!(late_times(&late), want_late);
     assert_eq!(results(&out), want);
@@ -286,11 +367,23 @@ fn a_record_that_extends_a_session_within_the_allowed_lateness_joins_it() {
     // watermark 81.999 s: its own window [31 s, 61 s) is past the 20 s
     // lateness alone (61 − 0.001 + 20 < 82), but it extends the session,
     // which is not, so it joins it: one session [31 s, 90 s) of 2.
-    let input: Input = vec![("u".into(), BASE + 60_000, 1), ("v".into(), BASE + 87_000, 1), ("u".into(), BASE + 31_000, 1), ("v".into(), BASE + 300_000, 1)];
-    let (out, late) = run_all_batch_sizes(&input, &window_op(r#"{ kind = "session", gap = "30s", allowed_lateness = "20s" }"#));
+    let input: Input = vec![
+        ("u".into(), BASE + 60_000, 1),
+        ("v".into(), BASE + 87_000, 1),
+        ("u".into(), BASE + 31_000, 1),
+        ("v".into(), BASE + 300_000, 1),
+    ];
+    let (out, late) = run_all_batch_sizes(
+        &input,
+        &window_op(r#"{ kind = "session", gap = "30s", allowed_lateness = "20s" }"#),
+    );
     assert_eq!(late, "", "nothing is late");
     let r = results(&out);
-    assert_eq!(r.get(&("u".to_string(), BASE + 31_000, BASE + 90_000)), Some(&(2, 2)), "{out}");
+    assert_eq!(
+        r.get(&("u".to_string(), BASE + 31_000, BASE + 90_000)),
+        Some(&(2, 2)),
+        "{out}"
+    );
     assert_eq!(results(&out), native_sessions(&input, 30_000, 20_000).0);
 }
 
@@ -300,7 +393,10 @@ fn keyed_timers_fire_exactly_where_the_watermark_reaches_them_at_every_batch_siz
     let (out, _) = run_all_batch_sizes(&input, TIMER_OP);
     let want = native_timers(&input);
     assert_eq!(out.lines().count(), want.lines().count());
-    assert!(out == want, "the timer output differs from the native computation");
+    assert!(
+        out == want,
+        "the timer output differs from the native computation"
+    );
 }
 
 /// A rate-limited taxi stream with event-time windows and timers, killed
@@ -370,13 +466,19 @@ path = "timers.jsonl"
 "#
         )
     };
-    let read = |dir: &Path| ["windows.jsonl", "late.jsonl", "timers.jsonl"].map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default());
+    let read = |dir: &Path| {
+        ["windows.jsonl", "late.jsonl", "timers.jsonl"]
+            .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
+    };
 
     let reference = tempfile::tempdir().unwrap();
     write_pipeline(reference.path(), &text(1_000_000));
     finish_run(reference.path(), &[]);
     let want = read(reference.path());
-    assert!(!want[0].is_empty() && !want[2].is_empty(), "windows and timers fired");
+    assert!(
+        !want[0].is_empty() && !want[2].is_empty(),
+        "windows and timers fired"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     write_pipeline(dir.path(), &text(6_000));
@@ -385,19 +487,34 @@ path = "timers.jsonl"
     let checkpoints = dir.path().join("state/exact-kill/checkpoints");
     let started = std::time::Instant::now();
     while started.elapsed() < std::time::Duration::from_secs(20) {
-        let complete = std::fs::read_dir(&checkpoints).map(|d| d.flatten().filter(|e| e.path().join("manifest.json").exists()).count()).unwrap_or(0);
+        let complete = std::fs::read_dir(&checkpoints)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().join("manifest.json").exists())
+                    .count()
+            })
+            .unwrap_or(0);
         if complete >= 3 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let log = kill_run(child);
-    assert!(!log.contains("finished"), "the run was killed before it finished:\n{log}");
+    assert!(
+        !log.contains("finished"),
+        "the run was killed before it finished:\n{log}"
+    );
     let log = finish_run(dir.path(), &[]);
-    assert!(log.contains("restor"), "the restart restored a checkpoint:\n{log}");
+    assert!(
+        log.contains("restor"),
+        "the restart restored a checkpoint:\n{log}"
+    );
     let got = read(dir.path());
     for (i, name) in ["windows", "late", "timers"].iter().enumerate() {
-        assert!(got[i] == want[i], "{name}: the output after a SIGKILL and restore differs from an uninterrupted run");
+        assert!(
+            got[i] == want[i],
+            "{name}: the output after a SIGKILL and restore differs from an uninterrupted run"
+        );
     }
 }
 
@@ -446,26 +563,60 @@ path = "out.jsonl"
         std::fs::write(dir.path().join("input.jsonl"), "").unwrap();
         write_pipeline(dir.path(), text);
         let out = sluice(&["validate", "pipeline.toml"], dir.path());
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout),
+        )
     };
     let (ok, text) = validate(&with("watermarks = { out_of_orderness = \"1s\" }", "", ""));
     assert!(ok, "{text}");
     let (ok, text) = validate(&with("", "", ""));
     assert!(!ok);
-    assert!(text.contains("pipeline.toml:21: operator `op`") && text.contains("no watermark reaches it: source `input` declares none") && text.contains("out_of_orderness"), "{text}");
+    assert!(
+        text.contains("pipeline.toml:21: operator `op`")
+            && text.contains("no watermark reaches it: source `input` declares none")
+            && text.contains("out_of_orderness"),
+        "{text}"
+    );
     // A union with watermarks on one input only: the other holds it back forever.
     let (ok, text) = validate(&with("", ", \"more\"", "").replace("type = \"file\"\npath = \"input.jsonl\"\n\n[[sources]]", "type = \"file\"\npath = \"input.jsonl\"\n[sources.watermarks]\nout_of_orderness = \"1s\"\n\n[[sources]]"));
     assert!(!ok);
-    assert!(text.contains("`keyed` unites `more`, which carries none"), "{text}");
-    assert!(!text.contains("\u{1b}["), "no colour codes when stderr is not a terminal: {text:?}");
+    assert!(
+        text.contains("`keyed` unites `more`, which carries none"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("\u{1b}["),
+        "no colour codes when stderr is not a terminal: {text:?}"
+    );
     // Batch settings live in the file and are checked there.
-    let (ok, text) = validate(&with("watermarks = { out_of_orderness = \"1s\" }", "", "batch_size = 0\n"));
-    assert!(!ok && text.contains("pipeline.toml:3") && text.contains("batch_size = 0 is out of range"), "{text}");
-    let (ok, text) = validate(&with("watermarks = { out_of_orderness = \"1s\" }", "", "batch_size = 64\nbatch_timeout = \"5ms\"\n"));
+    let (ok, text) = validate(&with(
+        "watermarks = { out_of_orderness = \"1s\" }",
+        "",
+        "batch_size = 0\n",
+    ));
+    assert!(
+        !ok && text.contains("pipeline.toml:3") && text.contains("batch_size = 0 is out of range"),
+        "{text}"
+    );
+    let (ok, text) = validate(&with(
+        "watermarks = { out_of_orderness = \"1s\" }",
+        "",
+        "batch_size = 64\nbatch_timeout = \"5ms\"\n",
+    ));
     assert!(ok, "{text}");
     // Alignment is between sources; an operator cannot wait for its inputs.
-    let (ok, text) = validate(&with("watermarks = { out_of_orderness = \"1s\", alignment_group = \"g\" }", "", ""));
-    assert!(!ok && text.contains("alignment_group and max_drift apply to sources only") && text.contains("[sources.watermarks]"), "{text}");
+    let (ok, text) = validate(&with(
+        "watermarks = { out_of_orderness = \"1s\", alignment_group = \"g\" }",
+        "",
+        "",
+    ));
+    assert!(
+        !ok && text.contains("alignment_group and max_drift apply to sources only")
+            && text.contains("[sources.watermarks]"),
+        "{text}"
+    );
 }
 
 /// A plain process operator (no timers) reads the watermark as of each
@@ -490,8 +641,15 @@ path = "late.jsonl"
     let mut want_on_time = Vec::new();
     let mut want_late = Vec::new();
     for (i, ((_, t, _), wm)) in input.iter().zip(&wms).enumerate() {
-        let wm = if *wm == i64::MIN { "null".to_string() } else { wm.to_string() };
-        let line = format!("{{\"offset\":{},\"source\":\"input\",\"split\":0,\"time\":{t},\"watermark\":{wm}}}", i + 1);
+        let wm = if *wm == i64::MIN {
+            "null".to_string()
+        } else {
+            wm.to_string()
+        };
+        let line = format!(
+            "{{\"offset\":{},\"source\":\"input\",\"split\":0,\"time\":{t},\"watermark\":{wm}}}",
+            i + 1
+        );
         if wm != "null" && *t <= wms[i] {
             want_late.push(line);
         } else {
@@ -516,7 +674,11 @@ fn reading_a_side_output_the_plugin_does_not_declare_is_refused() {
     };
     write_pipeline(dir.path(), &text("late"));
     let out = sluice(&["validate", "pipeline.toml"], dir.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     write_pipeline(dir.path(), &text("lates"));
     let out = sluice(&["validate", "pipeline.toml"], dir.path());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -542,14 +704,23 @@ fn sources_of_an_alignment_group_wait_for_the_slowest() {
             source("slow", "rate = 4000.0")
         );
         write_pipeline(dir.path(), &text);
-        run_in_process(&dir.path().join("pipeline.toml"), &dir.path().join("state"), 16).expect("pipeline runs");
+        run_in_process(
+            &dir.path().join("pipeline.toml"),
+            &dir.path().join("state"),
+            16,
+        )
+        .expect("pipeline runs");
         // How far ahead of the union's watermark the fast source's records were.
         let mut ahead = 0i64;
         let mut n = 0;
         for file in ["out.jsonl", "late.jsonl"] {
             for v in read_jsonl(&dir.path().join(file)) {
                 n += 1;
-                if let (Some("fast"), Some(t), Some(w)) = (v["source"].as_str(), v["time"].as_i64(), v["watermark"].as_i64()) {
+                if let (Some("fast"), Some(t), Some(w)) = (
+                    v["source"].as_str(),
+                    v["time"].as_i64(),
+                    v["watermark"].as_i64(),
+                ) {
                     ahead = ahead.max(t - w);
                 }
             }
@@ -559,9 +730,15 @@ fn sources_of_an_alignment_group_wait_for_the_slowest() {
     };
     let racing = run("");
     let aligned = run("alignment_group = \"inputs\"\nmax_drift = \"10s\"");
-    assert!(racing > 120_000, "without alignment the fast source races ahead: {racing} ms");
+    assert!(
+        racing > 120_000,
+        "without alignment the fast source races ahead: {racing} ms"
+    );
     // max_drift (10 s) + out-of-orderness (1 s) + one batch read past the
     // check (16 records, 0.8 s) + the slow source's records still in flight
     // to the operator (a few seconds on a loaded machine).
-    assert!(aligned <= 20_000, "aligned, the fast source stays near max_drift: {aligned} ms ahead");
+    assert!(
+        aligned <= 20_000,
+        "aligned, the fast source stays near max_drift: {aligned} ms ahead"
+    );
 }

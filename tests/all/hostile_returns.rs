@@ -39,9 +39,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use sluice_runtime::{wit, CallError, InstanceConfig, Runtime};
 use sluice_tests::*;
 use sluice_types::metrics::Metrics;
-use sluice_runtime::{wit, CallError, InstanceConfig, Runtime};
 
 // ---- the canonical ABI layout written out above -------------------------
 
@@ -194,7 +194,13 @@ fn write_valid(mem: &mut Mem, base: u32) -> Image {
     mem.u32(errors_at + ER_MSG_PTR, message.0);
     mem.u32(errors_at + ER_MSG_LEN, message.1);
 
-    Image { ret, emits: [e0, e1], header, error: errors_at, free: (pool + 7) & !7 }
+    Image {
+        ret,
+        emits: [e0, e1],
+        header,
+        error: errors_at,
+        free: (pool + 7) & !7,
+    }
 }
 
 /// What the valid image lifts to.
@@ -207,17 +213,28 @@ fn expected_valid() -> wit::BatchResult {
                     key: Some(KEY0.to_vec()),
                     value: VALUE0.to_vec(),
                     event_time: Some(TIME0),
-                    headers: vec![wit::Header { name: "h".into(), value: HVALUE.to_vec() }],
+                    headers: vec![wit::Header {
+                        name: "h".into(),
+                        value: HVALUE.to_vec(),
+                    }],
                 },
                 input: 0,
             },
             wit::Emit {
                 output: wit::Output::Side("alerts".into()),
-                record: wit::Record { key: None, value: VALUE1.to_vec(), event_time: None, headers: vec![] },
+                record: wit::Record {
+                    key: None,
+                    value: VALUE1.to_vec(),
+                    event_time: None,
+                    headers: vec![],
+                },
                 input: 0,
             },
         ],
-        errors: vec![wit::RecordError { input: 0, message: "bad input".into() }],
+        errors: vec![wit::RecordError {
+            input: 0,
+            message: "bad input".into(),
+        }],
     }
 }
 
@@ -246,7 +263,13 @@ impl Guest {
         let mut mem = Mem::new();
         let valid = write_valid(&mut mem, VALID_BASE);
         let hostile = write_valid(&mut mem, HOSTILE_BASE);
-        Guest { mem, valid, hostile_ret: hostile.ret, hostile, realloc: Realloc::Honest }
+        Guest {
+            mem,
+            valid,
+            hostile_ret: hostile.ret,
+            hostile,
+            realloc: Realloc::Honest,
+        }
     }
 
     fn wat(&self) -> String {
@@ -256,7 +279,12 @@ impl Guest {
             Realloc::Misaligned => "(if (result i32) (i32.gt_u (local.get $align) (i32.const 1)) (then (i32.add (local.get $p) (i32.const 1))) (else (local.get $p)))".to_string(),
         };
         // One data segment from VALID_BASE up to the last non-zero byte.
-        let end = self.mem.0.iter().rposition(|&b| b != 0).map_or(VALID_BASE as usize, |i| i + 1);
+        let end = self
+            .mem
+            .0
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(VALID_BASE as usize, |i| i + 1);
         let mut data = String::with_capacity((end - VALID_BASE as usize) * 3);
         for b in &self.mem.0[VALID_BASE as usize..end] {
             data.push_str(&format!("\\{b:02x}"));
@@ -293,9 +321,19 @@ impl Guest {
     fn component(&self) -> Vec<u8> {
         let mut module = wat::parse_str(self.wat()).expect("the generated WAT parses");
         let mut resolve = wit_parser::Resolve::default();
-        let (pkg, _) = resolve.push_dir(repo_root().join("wit")).expect("wit/ parses");
-        let world = resolve.select_world(&[pkg], Some("process-operator")).expect("the world exists");
-        wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8).expect("metadata embeds");
+        let (pkg, _) = resolve
+            .push_dir(repo_root().join("wit"))
+            .expect("wit/ parses");
+        let world = resolve
+            .select_world(&[pkg], Some("process-operator"))
+            .expect("the world exists");
+        wit_component::embed_component_metadata(
+            &mut module,
+            &resolve,
+            world,
+            wit_component::StringEncoding::UTF8,
+        )
+        .expect("metadata embeds");
         wit_component::ComponentEncoder::default()
             .validate(true)
             .module(&module)
@@ -313,13 +351,24 @@ impl Guest {
 }
 
 fn record() -> wit::Record {
-    wit::Record { key: Some(b"in".to_vec()), value: b"input".to_vec(), event_time: Some(7), headers: vec![] }
+    wit::Record {
+        key: Some(b"in".to_vec()),
+        value: b"input".to_vec(),
+        event_time: Some(7),
+        headers: vec![],
+    }
 }
 
 fn instantiate(runtime: &Runtime, path: &Path) -> sluice_runtime::Instance {
-    let plugin = runtime.load(path).unwrap_or_else(|e| panic!("{} is refused: {e}", path.display()));
+    let plugin = runtime
+        .load(path)
+        .unwrap_or_else(|e| panic!("{} is refused: {e}", path.display()));
     plugin
-        .instantiate(InstanceConfig::new("hostile"), None, Arc::new(Metrics::default()))
+        .instantiate(
+            InstanceConfig::new("hostile"),
+            None,
+            Arc::new(Metrics::default()),
+        )
         .unwrap_or_else(|e| panic!("{} does not instantiate: {e}", path.display()))
 }
 
@@ -335,12 +384,16 @@ fn a_crafted_valid_result_is_lifted_exactly() {
     let runtime = Runtime::new(None).unwrap();
     let mut instance = instantiate(&runtime, &path);
     // The crafted image (non-empty batch) and the valid one (empty batch) are the same.
-    let got = instance.process(&[record()]).expect("a valid result is accepted");
+    let got = instance
+        .process(&[record()])
+        .expect("a valid result is accepted");
     assert_eq!(show(&got), show(&expected_valid()));
     let got = instance.process(&[]).expect("a valid result is accepted");
     assert_eq!(show(&got), show(&expected_valid()));
     // The host lowered a record into guest memory and called again: still fine.
-    let got = instance.process(&[record(), record()]).expect("a valid result is accepted");
+    let got = instance
+        .process(&[record(), record()])
+        .expect("a valid result is accepted");
     assert_eq!(show(&got), show(&expected_valid()));
 }
 
@@ -353,72 +406,212 @@ fn cases() -> Vec<(&'static str, Patch, &'static [&'static str])> {
     const UTF8: &[&str] = &["utf-8"];
     vec![
         // Lengths and pointers out of bounds.
-        ("huge emits length", |g| g.mem.u32(g.hostile.ret + R_EMITS_LEN, 0x0fff_ffff), OOB),
-        ("u32::MAX emits length", |g| g.mem.u32(g.hostile.ret + R_EMITS_LEN, u32::MAX), OOB),
-        ("emits pointer past memory", |g| g.mem.u32(g.hostile.ret + R_EMITS_PTR, 0xffff_fff8), OOB),
-        ("emits ending 8 bytes past memory", |g| {
-            g.mem.u32(g.hostile.ret + R_EMITS_PTR, MEM_SIZE - 2 * EMIT_SIZE + 8);
-        }, OOB),
-        ("huge record value length", |g| g.mem.u32(g.hostile.emits[0] + E_VALUE_LEN, 0x7fff_ffff), OOB),
-        ("u32::MAX record value length", |g| g.mem.u32(g.hostile.emits[1] + E_VALUE_LEN, u32::MAX), OOB),
-        ("record value pointer past memory", |g| g.mem.u32(g.hostile.emits[0] + E_VALUE_PTR, 0xffff_fff0), OOB),
-        ("record value ending one byte past memory", |g| {
-            g.mem.u32(g.hostile.emits[0] + E_VALUE_PTR, MEM_SIZE - VALUE0.len() as u32 + 1);
-        }, OOB),
-        ("huge key length", |g| g.mem.u32(g.hostile.emits[0] + E_KEY_LEN, 0x8000_0000), OOB),
-        ("huge headers length", |g| g.mem.u32(g.hostile.emits[0] + E_HEADERS_LEN, 0x1000_0000), OOB),
-        ("header value pointer past memory", |g| g.mem.u32(g.hostile.header + H_VALUE_PTR, MEM_SIZE), OOB),
-        ("huge header name length", |g| g.mem.u32(g.hostile.header + H_NAME_LEN, u32::MAX), OOB),
-        ("huge errors length", |g| g.mem.u32(g.hostile.ret + R_ERRORS_LEN, 0x1555_5556), OOB),
-        ("errors pointer past memory", |g| g.mem.u32(g.hostile.ret + R_ERRORS_PTR, 0xffff_fffc), OOB),
-        ("huge error message length", |g| g.mem.u32(g.hostile.error + ER_MSG_LEN, 0xffff_0000), OOB),
-        ("error message pointer past memory", |g| g.mem.u32(g.hostile.error + ER_MSG_PTR, 0x8000_0000), OOB),
-        ("side output name pointer past memory", |g| g.mem.u32(g.hostile.emits[1] + E_SIDE_PTR, MEM_SIZE + 1), OOB),
-        ("return area past memory", |g| g.hostile_ret = 0xffff_fff0, OOB),
-        ("return area ending past memory", |g| g.hostile_ret = MEM_SIZE - RESULT_SIZE + 4, OOB),
+        (
+            "huge emits length",
+            |g| g.mem.u32(g.hostile.ret + R_EMITS_LEN, 0x0fff_ffff),
+            OOB,
+        ),
+        (
+            "u32::MAX emits length",
+            |g| g.mem.u32(g.hostile.ret + R_EMITS_LEN, u32::MAX),
+            OOB,
+        ),
+        (
+            "emits pointer past memory",
+            |g| g.mem.u32(g.hostile.ret + R_EMITS_PTR, 0xffff_fff8),
+            OOB,
+        ),
+        (
+            "emits ending 8 bytes past memory",
+            |g| {
+                g.mem
+                    .u32(g.hostile.ret + R_EMITS_PTR, MEM_SIZE - 2 * EMIT_SIZE + 8);
+            },
+            OOB,
+        ),
+        (
+            "huge record value length",
+            |g| g.mem.u32(g.hostile.emits[0] + E_VALUE_LEN, 0x7fff_ffff),
+            OOB,
+        ),
+        (
+            "u32::MAX record value length",
+            |g| g.mem.u32(g.hostile.emits[1] + E_VALUE_LEN, u32::MAX),
+            OOB,
+        ),
+        (
+            "record value pointer past memory",
+            |g| g.mem.u32(g.hostile.emits[0] + E_VALUE_PTR, 0xffff_fff0),
+            OOB,
+        ),
+        (
+            "record value ending one byte past memory",
+            |g| {
+                g.mem.u32(
+                    g.hostile.emits[0] + E_VALUE_PTR,
+                    MEM_SIZE - VALUE0.len() as u32 + 1,
+                );
+            },
+            OOB,
+        ),
+        (
+            "huge key length",
+            |g| g.mem.u32(g.hostile.emits[0] + E_KEY_LEN, 0x8000_0000),
+            OOB,
+        ),
+        (
+            "huge headers length",
+            |g| g.mem.u32(g.hostile.emits[0] + E_HEADERS_LEN, 0x1000_0000),
+            OOB,
+        ),
+        (
+            "header value pointer past memory",
+            |g| g.mem.u32(g.hostile.header + H_VALUE_PTR, MEM_SIZE),
+            OOB,
+        ),
+        (
+            "huge header name length",
+            |g| g.mem.u32(g.hostile.header + H_NAME_LEN, u32::MAX),
+            OOB,
+        ),
+        (
+            "huge errors length",
+            |g| g.mem.u32(g.hostile.ret + R_ERRORS_LEN, 0x1555_5556),
+            OOB,
+        ),
+        (
+            "errors pointer past memory",
+            |g| g.mem.u32(g.hostile.ret + R_ERRORS_PTR, 0xffff_fffc),
+            OOB,
+        ),
+        (
+            "huge error message length",
+            |g| g.mem.u32(g.hostile.error + ER_MSG_LEN, 0xffff_0000),
+            OOB,
+        ),
+        (
+            "error message pointer past memory",
+            |g| g.mem.u32(g.hostile.error + ER_MSG_PTR, 0x8000_0000),
+            OOB,
+        ),
+        (
+            "side output name pointer past memory",
+            |g| g.mem.u32(g.hostile.emits[1] + E_SIDE_PTR, MEM_SIZE + 1),
+            OOB,
+        ),
+        (
+            "return area past memory",
+            |g| g.hostile_ret = 0xffff_fff0,
+            OOB,
+        ),
+        (
+            "return area ending past memory",
+            |g| g.hostile_ret = MEM_SIZE - RESULT_SIZE + 4,
+            OOB,
+        ),
         // Misaligned pointers.
-        ("emits pointer 4 off its alignment of 8", |g| {
-            let p = g.mem.get_u32(g.hostile.ret + R_EMITS_PTR);
-            g.mem.u32(g.hostile.ret + R_EMITS_PTR, p + 4);
-        }, ALIGN),
-        ("headers pointer 2 off its alignment of 4", |g| {
-            let p = g.mem.get_u32(g.hostile.emits[0] + E_HEADERS_PTR);
-            g.mem.u32(g.hostile.emits[0] + E_HEADERS_PTR, p + 2);
-        }, ALIGN),
-        ("errors pointer 1 off its alignment of 4", |g| {
-            let p = g.mem.get_u32(g.hostile.ret + R_ERRORS_PTR);
-            g.mem.u32(g.hostile.ret + R_ERRORS_PTR, p + 1);
-        }, ALIGN),
-        ("return area 2 off its alignment of 4", |g| g.hostile_ret += 2, ALIGN),
+        (
+            "emits pointer 4 off its alignment of 8",
+            |g| {
+                let p = g.mem.get_u32(g.hostile.ret + R_EMITS_PTR);
+                g.mem.u32(g.hostile.ret + R_EMITS_PTR, p + 4);
+            },
+            ALIGN,
+        ),
+        (
+            "headers pointer 2 off its alignment of 4",
+            |g| {
+                let p = g.mem.get_u32(g.hostile.emits[0] + E_HEADERS_PTR);
+                g.mem.u32(g.hostile.emits[0] + E_HEADERS_PTR, p + 2);
+            },
+            ALIGN,
+        ),
+        (
+            "errors pointer 1 off its alignment of 4",
+            |g| {
+                let p = g.mem.get_u32(g.hostile.ret + R_ERRORS_PTR);
+                g.mem.u32(g.hostile.ret + R_ERRORS_PTR, p + 1);
+            },
+            ALIGN,
+        ),
+        (
+            "return area 2 off its alignment of 4",
+            |g| g.hostile_ret += 2,
+            ALIGN,
+        ),
         // Invalid discriminants.
-        ("output variant tag 7", |g| g.mem.u8(g.hostile.emits[0] + E_OUTPUT_TAG, 7), &["discriminant"]),
-        ("output variant tag 255", |g| g.mem.u8(g.hostile.emits[1] + E_OUTPUT_TAG, 255), &["discriminant"]),
-        ("option<list<u8>> key tag 2", |g| g.mem.u8(g.hostile.emits[0] + E_KEY_TAG, 2), &["discriminant"]),
-        ("option<s64> event-time tag 2", |g| g.mem.u8(g.hostile.emits[0] + E_TIME_TAG, 2), &["discriminant"]),
-        ("option<s64> event-time tag 128", |g| g.mem.u8(g.hostile.emits[1] + E_TIME_TAG, 128), &["discriminant"]),
+        (
+            "output variant tag 7",
+            |g| g.mem.u8(g.hostile.emits[0] + E_OUTPUT_TAG, 7),
+            &["discriminant"],
+        ),
+        (
+            "output variant tag 255",
+            |g| g.mem.u8(g.hostile.emits[1] + E_OUTPUT_TAG, 255),
+            &["discriminant"],
+        ),
+        (
+            "option<list<u8>> key tag 2",
+            |g| g.mem.u8(g.hostile.emits[0] + E_KEY_TAG, 2),
+            &["discriminant"],
+        ),
+        (
+            "option<s64> event-time tag 2",
+            |g| g.mem.u8(g.hostile.emits[0] + E_TIME_TAG, 2),
+            &["discriminant"],
+        ),
+        (
+            "option<s64> event-time tag 128",
+            |g| g.mem.u8(g.hostile.emits[1] + E_TIME_TAG, 128),
+            &["discriminant"],
+        ),
         // Invalid UTF-8.
-        ("invalid UTF-8 in a side output name", |g| {
-            let p = g.mem.get_u32(g.hostile.emits[1] + E_SIDE_PTR);
-            g.mem.bytes(p + 2, &[0xff, 0xfe]);
-        }, UTF8),
-        ("a lone continuation byte in an error message", |g| {
-            let p = g.mem.get_u32(g.hostile.error + ER_MSG_PTR);
-            g.mem.u8(p, 0x80);
-        }, UTF8),
-        ("a truncated 3-byte sequence ending an error message", |g| {
-            let p = g.mem.get_u32(g.hostile.error + ER_MSG_PTR);
-            let len = g.mem.get_u32(g.hostile.error + ER_MSG_LEN);
-            g.mem.bytes(p + len - 2, &[0xe2, 0x82]);
-        }, UTF8),
-        ("a UTF-16 surrogate encoded in a header name", |g| {
-            let at = g.hostile.free;
-            g.mem.bytes(at, &[0xed, 0xa0, 0x80]);
-            g.mem.u32(g.hostile.header + H_NAME_PTR, at);
-            g.mem.u32(g.hostile.header + H_NAME_LEN, 3);
-        }, UTF8),
+        (
+            "invalid UTF-8 in a side output name",
+            |g| {
+                let p = g.mem.get_u32(g.hostile.emits[1] + E_SIDE_PTR);
+                g.mem.bytes(p + 2, &[0xff, 0xfe]);
+            },
+            UTF8,
+        ),
+        (
+            "a lone continuation byte in an error message",
+            |g| {
+                let p = g.mem.get_u32(g.hostile.error + ER_MSG_PTR);
+                g.mem.u8(p, 0x80);
+            },
+            UTF8,
+        ),
+        (
+            "a truncated 3-byte sequence ending an error message",
+            |g| {
+                let p = g.mem.get_u32(g.hostile.error + ER_MSG_PTR);
+                let len = g.mem.get_u32(g.hostile.error + ER_MSG_LEN);
+                g.mem.bytes(p + len - 2, &[0xe2, 0x82]);
+            },
+            UTF8,
+        ),
+        (
+            "a UTF-16 surrogate encoded in a header name",
+            |g| {
+                let at = g.hostile.free;
+                g.mem.bytes(at, &[0xed, 0xa0, 0x80]);
+                g.mem.u32(g.hostile.header + H_NAME_PTR, at);
+                g.mem.u32(g.hostile.header + H_NAME_LEN, 3);
+            },
+            UTF8,
+        ),
         // The guest's allocator lies to the host lowering the batch.
-        ("cabi_realloc returning a pointer past memory", |g| g.realloc = Realloc::OutOfBounds, &["realloc"]),
-        ("cabi_realloc returning a misaligned pointer", |g| g.realloc = Realloc::Misaligned, &["realloc"]),
+        (
+            "cabi_realloc returning a pointer past memory",
+            |g| g.realloc = Realloc::OutOfBounds,
+            &["realloc"],
+        ),
+        (
+            "cabi_realloc returning a misaligned pointer",
+            |g| g.realloc = Realloc::Misaligned,
+            &["realloc"],
+        ),
     ]
 }
 
@@ -435,23 +628,40 @@ fn hostile_results_are_refused_and_the_host_keeps_going() {
         match instance.process(&[record()]) {
             Ok(r) => failures.push(format!("{what}: accepted as {}", show(&r))),
             Err(CallError::Trap(msg)) => {
-                if let Some(w) = words.iter().find(|w| !msg.to_lowercase().contains(&w.to_lowercase())) {
+                if let Some(w) = words
+                    .iter()
+                    .find(|w| !msg.to_lowercase().contains(&w.to_lowercase()))
+                {
                     failures.push(format!("{what}: expected `{w}` in: {msg}"));
                 }
             }
             Err(e) => failures.push(format!("{what}: refused, but not as a trap: {e}")),
         }
         // The instance is replaced and the host goes on.
-        instance.reset().unwrap_or_else(|e| panic!("{what}: reset fails: {e}"));
+        instance
+            .reset()
+            .unwrap_or_else(|e| panic!("{what}: reset fails: {e}"));
         if guest.realloc == Realloc::Honest {
-            let got = instance.process(&[]).unwrap_or_else(|e| panic!("{what}: the follow-up call fails: {e}"));
-            assert_eq!(show(&got), show(&expected_valid()), "{what}: the follow-up call");
+            let got = instance
+                .process(&[])
+                .unwrap_or_else(|e| panic!("{what}: the follow-up call fails: {e}"));
+            assert_eq!(
+                show(&got),
+                show(&expected_valid()),
+                "{what}: the follow-up call"
+            );
         } else {
             // Every list lowering hits the lying allocator; the call must still return.
             assert!(instance.process(&[]).is_err(), "{what}: the follow-up call");
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases:\n{}", failures.len(), cases().len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases:\n{}",
+        failures.len(),
+        cases().len(),
+        failures.join("\n")
+    );
 }
 
 // ---- ABI-valid but meaningless: input indexes outside the batch ---------
@@ -502,7 +712,12 @@ path = "dead.jsonl"
 
 fn assert_bad_index(err: &str, index: u32) {
     assert!(err.contains("operator `hostile`"), "{err}");
-    assert!(err.contains(&format!("the plugin referred to input {index} of a batch of 1")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the plugin referred to input {index} of a batch of 1"
+        )),
+        "{err}"
+    );
     assert!(!err.contains("panic"), "{err}");
 }
 
@@ -511,8 +726,14 @@ fn the_crafted_valid_result_runs_through_a_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = Guest::new().write(dir.path(), "valid");
     run_pipeline(dir.path(), &plugin, "").expect("the pipeline runs");
-    assert_eq!(std::fs::read_to_string(dir.path().join("out.txt")).unwrap(), "hello\n");
-    assert_eq!(std::fs::read_to_string(dir.path().join("side.txt")).unwrap(), "world\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.txt")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("side.txt")).unwrap(),
+        "world\n"
+    );
     let dead = read_jsonl(&dir.path().join("dead.jsonl"));
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["error"], "bad input");
@@ -543,7 +764,8 @@ fn an_oversized_emit_naming_an_input_outside_the_batch_fails_the_run_cleanly() {
     guest.mem.u32(e0 + E_VALUE_LEN, 2048);
     guest.mem.u32(e0 + E_INPUT, 9);
     let plugin = guest.write(dir.path(), "bad-emit-index-oversized");
-    let err = run_pipeline(dir.path(), &plugin, "limits = { max_record_kb = 1 }").expect_err("the run must fail");
+    let err = run_pipeline(dir.path(), &plugin, "limits = { max_record_kb = 1 }")
+        .expect_err("the run must fail");
     assert_bad_index(&err, 9);
 }
 
@@ -622,7 +844,14 @@ fn mutate(guest: &mut Guest, rng: &mut XorShift) -> Vec<String> {
         h.error + ER_MSG_PTR,
         h.error + ER_MSG_LEN,
     ];
-    let tags = [h.emits[0] + E_OUTPUT_TAG, h.emits[0] + E_KEY_TAG, h.emits[0] + E_TIME_TAG, h.emits[1] + E_OUTPUT_TAG, h.emits[1] + E_KEY_TAG, h.emits[1] + E_TIME_TAG];
+    let tags = [
+        h.emits[0] + E_OUTPUT_TAG,
+        h.emits[0] + E_KEY_TAG,
+        h.emits[0] + E_TIME_TAG,
+        h.emits[1] + E_OUTPUT_TAG,
+        h.emits[1] + E_KEY_TAG,
+        h.emits[1] + E_TIME_TAG,
+    ];
     let mut done = vec![];
     for _ in 0..1 + rng.below(4) {
         match rng.below(8) {
@@ -634,7 +863,11 @@ fn mutate(guest: &mut Guest, rng: &mut XorShift) -> Vec<String> {
             }
             5 | 6 => {
                 let at = tags[rng.below(tags.len() as u64) as usize];
-                let v = if rng.below(2) == 0 { rng.below(4) as u8 } else { rng.next() as u8 };
+                let v = if rng.below(2) == 0 {
+                    rng.below(4) as u8
+                } else {
+                    rng.next() as u8
+                };
                 guest.mem.u8(at, v);
                 done.push(format!("tag at {at} = {v}"));
             }
@@ -658,26 +891,39 @@ fn mutate(guest: &mut Guest, rng: &mut XorShift) -> Vec<String> {
 fn random_hostile_results_never_panic_or_stop_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::new(None).unwrap();
-    let mut rng = XorShift(0x5eed_0f_5a1c_e0u64);
+    let mut rng = XorShift(0x5eed_0f5a_1ce0_u64);
     let (mut accepted, mut refused) = (0, 0);
     for i in 0..64 {
         let mut guest = Guest::new();
         let done = mutate(&mut guest, &mut rng);
         let path = guest.write(dir.path(), &format!("prop{i}"));
         let mut instance = instantiate(&runtime, &path);
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| instance.process(&[record()])));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            instance.process(&[record()])
+        }));
         match outcome {
             Ok(Ok(_)) => accepted += 1,
             Ok(Err(_)) => refused += 1,
             Err(_) => panic!("iteration {i}: the host panicked on a guest result with {done:?}"),
         }
-        instance.reset().unwrap_or_else(|e| panic!("iteration {i} ({done:?}): reset fails: {e}"));
-        let got = instance.process(&[]).unwrap_or_else(|e| panic!("iteration {i} ({done:?}): the follow-up call fails: {e}"));
-        assert_eq!(show(&got), show(&expected_valid()), "iteration {i} ({done:?}): the follow-up call");
+        instance
+            .reset()
+            .unwrap_or_else(|e| panic!("iteration {i} ({done:?}): reset fails: {e}"));
+        let got = instance
+            .process(&[])
+            .unwrap_or_else(|e| panic!("iteration {i} ({done:?}): the follow-up call fails: {e}"));
+        assert_eq!(
+            show(&got),
+            show(&expected_valid()),
+            "iteration {i} ({done:?}): the follow-up call"
+        );
     }
     assert_eq!(accepted + refused, 64);
     // The mutations are biased to break things: most must be refused.
-    assert!(refused >= 32, "only {refused} of 64 random results were refused");
+    assert!(
+        refused >= 32,
+        "only {refused} of 64 random results were refused"
+    );
 }
 
 // ---- aliasing: a small guest result that lifts to a huge host value -----
@@ -710,8 +956,17 @@ fn an_aliased_result_cannot_amplify_host_memory_past_the_hostcall_fuel() {
     let mut instance = instantiate(&runtime, &path);
     match instance.process(&[record()]) {
         Ok(r) => {
-            let bytes: usize = r.emits.iter().flat_map(|e| &e.record.headers).map(|h| h.value.len()).sum();
-            panic!("accepted: {} MiB lifted from a guest of {} KiB of memory", bytes >> 20, MEM_SIZE >> 10);
+            let bytes: usize = r
+                .emits
+                .iter()
+                .flat_map(|e| &e.record.headers)
+                .map(|h| h.value.len())
+                .sum();
+            panic!(
+                "accepted: {} MiB lifted from a guest of {} KiB of memory",
+                bytes >> 20,
+                MEM_SIZE >> 10
+            );
         }
         Err(CallError::Trap(msg)) => assert!(msg.contains("too much data"), "{msg}"),
         Err(e) => panic!("refused, but not as a trap: {e}"),

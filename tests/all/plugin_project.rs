@@ -18,14 +18,22 @@ fn mentions_sluice(record: &Record) -> Result<bool, Error> {
 
 fn run(cmd: &mut Command, what: &str) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(out.status.success(), "{what} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn a_plugin_project_outside_the_repository_builds_with_the_documented_commands() {
     let project = tempfile::tempdir().unwrap();
     let dir = project.path();
-    assert!(!dir.starts_with(repo_root()), "the project is outside the repository");
+    assert!(
+        !dir.starts_with(repo_root()),
+        "the project is outside the repository"
+    );
     let sdk = repo_root().join("sdk/rust");
     std::fs::write(
         dir.join("Cargo.toml"),
@@ -42,15 +50,33 @@ fn a_plugin_project_outside_the_repository_builds_with_the_documented_commands()
 
     // A target directory kept between runs (beside the test binaries), so
     // that only the first run compiles the SDK's dependencies.
-    let target = sluice_bin().parent().and_then(Path::parent).expect("target dir").join("outside-plugin");
-    run(Command::new("cargo").args(["build", "--release", "--target", "wasm32-wasip2"]).current_dir(dir).env("CARGO_TARGET_DIR", &target), "cargo build");
+    let target = sluice_bin()
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("outside-plugin");
+    run(
+        Command::new("cargo")
+            .args(["build", "--release", "--target", "wasm32-wasip2"])
+            .current_dir(dir)
+            .env("CARGO_TARGET_DIR", &target),
+        "cargo build",
+    );
     let wasm = target.join("wasm32-wasip2/release/hello_filter.wasm");
     let out = sluice(&["plugin", "inspect", wasm.to_str().unwrap()], dir);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && text.contains("process-operator"), "{text}");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("process-operator"),
+        "{text}"
+    );
 
     // And it runs.
-    std::fs::write(dir.join("in.txt"), "hello\nsluice streams\nbye\nmore sluice\n").unwrap();
+    std::fs::write(
+        dir.join("in.txt"),
+        "hello\nsluice streams\nbye\nmore sluice\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.join("pipeline.toml"),
         format!(
@@ -60,5 +86,8 @@ fn a_plugin_project_outside_the_repository_builds_with_the_documented_commands()
     )
     .unwrap();
     finish_run(dir, &[]);
-    assert_eq!(std::fs::read_to_string(dir.join("out.txt")).unwrap(), "sluice streams\nmore sluice\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out.txt")).unwrap(),
+        "sluice streams\nmore sluice\n"
+    );
 }

@@ -62,11 +62,23 @@ path = "out.txt"
 fn dead_letter_gets_exactly_the_poison_records_with_provenance() {
     let dir = tempfile::tempdir().unwrap();
     let (_, traps, errors) = input();
-    let (summary, metrics) = run_in_process(&pipeline(dir.path(), "dead-letter"), &dir.path().join("state"), 64).unwrap();
+    let (summary, metrics) = run_in_process(
+        &pipeline(dir.path(), "dead-letter"),
+        &dir.path().join("state"),
+        64,
+    )
+    .unwrap();
 
     let out = std::fs::read_to_string(dir.path().join("out.txt")).unwrap();
-    let expected: Vec<String> = (1..=300u64).filter(|i| !traps.contains(i) && !errors.contains(i)).map(|i| format!("line {i} ok")).collect();
-    assert_eq!(out.lines().collect::<Vec<_>>(), expected, "every other record is processed, in order");
+    let expected: Vec<String> = (1..=300u64)
+        .filter(|i| !traps.contains(i) && !errors.contains(i))
+        .map(|i| format!("line {i} ok"))
+        .collect();
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        expected,
+        "every other record is processed, in order"
+    );
 
     let dead = read_jsonl(&dir.path().join("dead.jsonl"));
     let mut offsets: Vec<u64> = dead.iter().map(|d| d["offset"].as_u64().unwrap()).collect();
@@ -83,7 +95,10 @@ fn dead_letter_gets_exactly_the_poison_records_with_provenance() {
         assert!(value.starts_with(&format!("line {offset} ")), "{value}");
         let error = d["error"].as_str().unwrap();
         if traps.contains(&offset) {
-            assert!(error.contains("fixture trap on line"), "trap message carries the guest's panic: {error}");
+            assert!(
+                error.contains("fixture trap on line"),
+                "trap message carries the guest's panic: {error}"
+            );
         } else {
             assert_eq!(error, format!("fixture error on line {offset} error"));
         }
@@ -91,7 +106,11 @@ fn dead_letter_gets_exactly_the_poison_records_with_provenance() {
     assert_eq!(summary.dead_letters, poison.len() as u64);
     let c = metrics.node("trap");
     // Each batch with a trap traps once whole, then once per poison record in the retry.
-    assert!(c.traps.get() >= traps.len() as u64, "traps counted: {}", c.traps.get());
+    assert!(
+        c.traps.get() >= traps.len() as u64,
+        "traps counted: {}",
+        c.traps.get()
+    );
     assert_eq!(c.dead_letters.get(), poison.len() as u64);
 }
 
@@ -99,17 +118,33 @@ fn dead_letter_gets_exactly_the_poison_records_with_provenance() {
 fn skip_drops_and_counts_the_poison_records() {
     let dir = tempfile::tempdir().unwrap();
     let (_, traps, errors) = input();
-    let (summary, metrics) = run_in_process(&pipeline(dir.path(), "skip"), &dir.path().join("state"), 64).unwrap();
-    assert_eq!(summary.records_out, 300 - (traps.len() + errors.len()) as u64);
-    assert_eq!(metrics.node("trap").skipped.get(), (traps.len() + errors.len()) as u64);
+    let (summary, metrics) =
+        run_in_process(&pipeline(dir.path(), "skip"), &dir.path().join("state"), 64).unwrap();
+    assert_eq!(
+        summary.records_out,
+        300 - (traps.len() + errors.len()) as u64
+    );
+    assert_eq!(
+        metrics.node("trap").skipped.get(),
+        (traps.len() + errors.len()) as u64
+    );
 }
 
 #[test]
 fn fail_stops_the_pipeline_naming_operator_plugin_and_record() {
     let dir = tempfile::tempdir().unwrap();
-    let Err(err) = run_in_process(&pipeline(dir.path(), "fail"), &dir.path().join("state"), 64) else { panic!("the pipeline should fail") };
+    let Err(err) = run_in_process(&pipeline(dir.path(), "fail"), &dir.path().join("state"), 64)
+    else {
+        panic!("the pipeline should fail")
+    };
     assert!(err.contains("operator `trap`"), "{err}");
     assert!(err.contains("fixture_trap.wasm sha256:"), "{err}");
-    assert!(err.contains("source `lines` split 0 offset 37"), "the first poison record is line 37: {err}");
-    assert!(err.contains("on_error = \"skip\" or \"dead-letter\""), "{err}");
+    assert!(
+        err.contains("source `lines` split 0 offset 37"),
+        "the first poison record is line 37: {err}"
+    );
+    assert!(
+        err.contains("on_error = \"skip\" or \"dead-letter\""),
+        "{err}"
+    );
 }

@@ -48,7 +48,17 @@ pub struct ControlSpec {
 
 impl Default for ControlSpec {
     fn default() -> Self {
-        ControlSpec { probation_records: 1000, max_error_rate: 0.05, kafka: None, http: None, token_file: None, plugin_dirs: None, plugin_urls: None, max_plugin_mb: 64, fetch_timeout: Millis(30_000) }
+        ControlSpec {
+            probation_records: 1000,
+            max_error_rate: 0.05,
+            kafka: None,
+            http: None,
+            token_file: None,
+            plugin_dirs: None,
+            plugin_urls: None,
+            max_plugin_mb: 64,
+            fetch_timeout: Millis(30_000),
+        }
     }
 }
 
@@ -58,7 +68,10 @@ pub const MAX_PLUGIN_MB: u64 = 1024;
 impl ControlSpec {
     /// Check the section and make its paths absolute with `resolve`; on
     /// failure (message, help).
-    pub(crate) fn check(&mut self, resolve: impl Fn(&Path) -> PathBuf) -> Result<(), (String, String)> {
+    pub(crate) fn check(
+        &mut self,
+        resolve: impl Fn(&Path) -> PathBuf,
+    ) -> Result<(), (String, String)> {
         if let Some(addr) = self.http.filter(|a| !a.ip().is_loopback()) {
             return Err((
                 format!("[control]: http = \"{addr}\" is not a loopback address; the admin endpoint has no TLS, so its bearer token and the commands would cross the network in clear"),
@@ -69,16 +82,33 @@ impl ControlSpec {
             return Err(("[control]: max_error_rate must be between 0 and 1 and probation_records at least 1".into(), "e.g. probation_records = 1000, max_error_rate = 0.05".into()));
         }
         if self.max_plugin_mb == 0 || self.max_plugin_mb > MAX_PLUGIN_MB {
-            return Err((format!("[control]: max_plugin_mb = {} is out of range", self.max_plugin_mb), format!("use 1 to {MAX_PLUGIN_MB} (default 64)")));
+            return Err((
+                format!(
+                    "[control]: max_plugin_mb = {} is out of range",
+                    self.max_plugin_mb
+                ),
+                format!("use 1 to {MAX_PLUGIN_MB} (default 64)"),
+            ));
         }
         if self.fetch_timeout.0 <= 0 {
-            return Err(("[control]: fetch_timeout must be positive".into(), "e.g. fetch_timeout = \"30s\"".into()));
+            return Err((
+                "[control]: fetch_timeout must be positive".into(),
+                "e.g. fetch_timeout = \"30s\"".into(),
+            ));
         }
         for url in self.plugin_urls.iter().flatten() {
-            url_prefix_problem(url).map_or(Ok(()), |p| Err((format!("[control]: plugin_urls entry `{url}` {p}"), "write a prefix such as \"http://10.0.0.5:8080/plugins/\"".into())))?;
+            url_prefix_problem(url).map_or(Ok(()), |p| {
+                Err((
+                    format!("[control]: plugin_urls entry `{url}` {p}"),
+                    "write a prefix such as \"http://10.0.0.5:8080/plugins/\"".into(),
+                ))
+            })?;
         }
         self.token_file = self.token_file.as_deref().map(&resolve);
-        self.plugin_dirs = self.plugin_dirs.take().map(|dirs| dirs.iter().map(|d| resolve(d)).collect());
+        self.plugin_dirs = self
+            .plugin_dirs
+            .take()
+            .map(|dirs| dirs.iter().map(|d| resolve(d)).collect());
         Ok(())
     }
 }
@@ -86,7 +116,9 @@ impl ControlSpec {
 /// Why `prefix` cannot be an allowlisted URL prefix, if it cannot.
 fn url_prefix_problem(prefix: &str) -> Option<&'static str> {
     let Some(rest) = prefix.strip_prefix("http://") else {
-        return Some("does not start with http:// (this build fetches plugins over plain http only)");
+        return Some(
+            "does not start with http:// (this build fetches plugins over plain http only)",
+        );
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     if authority.is_empty() {
@@ -112,8 +144,14 @@ mod tests {
 
     #[test]
     fn a_non_loopback_admin_address_is_refused_with_the_reason() {
-        let mut spec = ControlSpec { http: Some("0.0.0.0:9464".parse().unwrap()), ..ControlSpec::default() };
+        let mut spec = ControlSpec {
+            http: Some("0.0.0.0:9464".parse().unwrap()),
+            ..ControlSpec::default()
+        };
         let (message, help) = spec.check(Path::to_path_buf).unwrap_err();
-        assert!(message.contains("no TLS") && help.contains("loopback"), "{message} / {help}");
+        assert!(
+            message.contains("no TLS") && help.contains("loopback"),
+            "{message} / {help}"
+        );
     }
 }

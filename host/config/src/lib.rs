@@ -26,7 +26,10 @@ use toml::Spanned;
 mod control;
 mod time;
 pub use control::ControlSpec;
-pub use time::{CheckpointSpec, Millis, TimeCharacteristic, Timestamps, WatermarkSpec, WindowKind, WindowSpec, LATE_OUTPUT};
+pub use time::{
+    CheckpointSpec, Millis, TimeCharacteristic, Timestamps, WatermarkSpec, WindowKind, WindowSpec,
+    LATE_OUTPUT,
+};
 
 /// The only manifest version this host reads.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -106,7 +109,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_mb: 64, deadline_ms: 1000, stack_kb: 512, max_record_kb: 1024, fuel: None }
+        Limits {
+            memory_mb: 64,
+            deadline_ms: 1000,
+            stack_kb: 512,
+            max_record_kb: 1024,
+            fuel: None,
+        }
     }
 }
 
@@ -336,10 +345,19 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|b| *b == b'\n')
+            .count()
+            + 1
     }
 
-    fn err(&self, offset: Option<usize>, message: impl Into<String>, help: Option<String>) -> ConfigError {
+    fn err(
+        &self,
+        offset: Option<usize>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> ConfigError {
         ConfigError {
             file: self.file.to_path_buf(),
             line: offset.map(|o| self.line_of(o)),
@@ -354,12 +372,17 @@ impl Reader<'_> {
     fn line_of_key(&self, span: &std::ops::Range<usize>, key: Option<&str>) -> usize {
         if let Some(key) = key {
             let mut offset = span.start;
-            for (i, line) in self.text[span.start.min(self.text.len())..].split_inclusive('\n').enumerate() {
+            for (i, line) in self.text[span.start.min(self.text.len())..]
+                .split_inclusive('\n')
+                .enumerate()
+            {
                 if i > 0 && line.trim_start().starts_with('[') {
                     break;
                 }
                 let t = line.trim_start();
-                if t.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')) {
+                if t.strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+                {
                     return self.line_of(offset);
                 }
                 offset += line.len();
@@ -389,7 +412,10 @@ impl Reader<'_> {
     ) -> Result<T, ConfigError> {
         rest.try_into::<T>().map_err(|e| {
             let message = e.message().trim_end().to_string();
-            let key = message.split('`').nth(1).filter(|_| message.contains("field"));
+            let key = message
+                .split('`')
+                .nth(1)
+                .filter(|_| message.contains("field"));
             ConfigError {
                 file: self.file.to_path_buf(),
                 line: Some(self.line_of_key(span, key)),
@@ -408,8 +434,16 @@ impl Reader<'_> {
         let at = Some(span.start);
         let name = match table.remove("name") {
             Some(toml::Value::String(s)) => s,
-            Some(_) => return Err(self.err(at, format!("{section}: `name` must be a string"), None)),
-            None => return Err(self.err(at, format!("{section}: missing field `name`"), Some("give every entry a unique name".into()))),
+            Some(_) => {
+                return Err(self.err(at, format!("{section}: `name` must be a string"), None))
+            }
+            None => {
+                return Err(self.err(
+                    at,
+                    format!("{section}: missing field `name`"),
+                    Some("give every entry a unique name".into()),
+                ))
+            }
         };
         let kind = match table.remove("type") {
             Some(toml::Value::String(s)) => s,
@@ -418,7 +452,9 @@ impl Reader<'_> {
                     at,
                     format!("{section} `{name}`: missing or non-string field `type`"),
                     Some(match section {
-                        "source" => "set type = \"generator\", \"turbines\", \"clicks\" or \"file\"".into(),
+                        "source" => {
+                            "set type = \"generator\", \"turbines\", \"clicks\" or \"file\"".into()
+                        }
                         _ => "set type = \"file\" or type = \"stdout\"".into(),
                     }),
                 ))
@@ -429,11 +465,20 @@ impl Reader<'_> {
 
     /// Map what a connector's `validate` refuses to an error on the line of
     /// the key it names (the first one in backquotes).
-    fn connector_check<E: fmt::Display>(&self, section: &str, name: &str, kind: &str, span: &std::ops::Range<usize>, checked: Result<(), E>) -> Result<(), ConfigError> {
+    fn connector_check<E: fmt::Display>(
+        &self,
+        section: &str,
+        name: &str,
+        kind: &str,
+        span: &std::ops::Range<usize>,
+        checked: Result<(), E>,
+    ) -> Result<(), ConfigError> {
         checked.map_err(|e| {
             let message = e.to_string();
             let key = message.split('`').nth(1);
-            let message = message.strip_prefix(&format!("{kind}: ")).unwrap_or(&message);
+            let message = message
+                .strip_prefix(&format!("{kind}: "))
+                .unwrap_or(&message);
             ConfigError {
                 file: self.file.to_path_buf(),
                 line: Some(self.line_of_key(span, key)),
@@ -445,22 +490,50 @@ impl Reader<'_> {
 
     /// A file sink's path must name a file that is not a directory, that no
     /// file source reads and that no other sink writes.
-    fn check_sink_file(&self, name: &str, span: &std::ops::Range<usize>, path: &Path, sources: &[(PathBuf, String)], sinks: &mut Vec<(PathBuf, String, usize)>) -> Result<(), ConfigError> {
+    fn check_sink_file(
+        &self,
+        name: &str,
+        span: &std::ops::Range<usize>,
+        path: &Path,
+        sources: &[(PathBuf, String)],
+        sinks: &mut Vec<(PathBuf, String, usize)>,
+    ) -> Result<(), ConfigError> {
         let line = self.line_of_key(span, Some("path"));
-        let at = |message: String, help: &str| ConfigError { file: self.file.to_path_buf(), line: Some(line), message: format!("sink `{name}`: {message}"), help: Some(help.to_string()) };
-        let name_a_file = "name a file, e.g. path = \"out/results.jsonl\" (relative to the pipeline file)";
+        let at = |message: String, help: &str| ConfigError {
+            file: self.file.to_path_buf(),
+            line: Some(line),
+            message: format!("sink `{name}`: {message}"),
+            help: Some(help.to_string()),
+        };
+        let name_a_file =
+            "name a file, e.g. path = \"out/results.jsonl\" (relative to the pipeline file)";
         if path.is_dir() {
-            return Err(at(format!("path {} is a directory", path.display()), name_a_file));
+            return Err(at(
+                format!("path {} is a directory", path.display()),
+                name_a_file,
+            ));
         }
         if path.file_name().is_none() {
-            return Err(at(format!("path {} does not name a file", path.display()), name_a_file));
+            return Err(at(
+                format!("path {} does not name a file", path.display()),
+                name_a_file,
+            ));
         }
         let key = normalized(path);
         if let Some((_, source)) = sources.iter().find(|(p, _)| *p == key) {
-            return Err(at(format!("writes {}, which source `{source}` reads", path.display()), "write the output to another file"));
+            return Err(at(
+                format!("writes {}, which source `{source}` reads", path.display()),
+                "write the output to another file",
+            ));
         }
         if let Some((_, other, other_line)) = sinks.iter().find(|(p, _, _)| *p == key) {
-            return Err(at(format!("writes {}, which sink `{other}` (line {other_line}) writes too", path.display()), "give each file sink its own file"));
+            return Err(at(
+                format!(
+                    "writes {}, which sink `{other}` (line {other_line}) writes too",
+                    path.display()
+                ),
+                "give each file sink its own file",
+            ));
         }
         sinks.push((key, name.to_string(), line));
         Ok(())
@@ -479,12 +552,21 @@ impl Reader<'_> {
         if *raw.manifest_version.get_ref() != MANIFEST_VERSION {
             return Err(self.err(
                 Some(raw.manifest_version.span().start),
-                format!("manifest_version {} is not supported", raw.manifest_version.get_ref()),
-                Some(format!("this sluice reads manifest_version = {MANIFEST_VERSION}")),
+                format!(
+                    "manifest_version {} is not supported",
+                    raw.manifest_version.get_ref()
+                ),
+                Some(format!(
+                    "this sluice reads manifest_version = {MANIFEST_VERSION}"
+                )),
             ));
         }
         let name = raw.name.get_ref().clone();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(self.err(
                 Some(raw.name.span().start),
                 format!("pipeline name `{name}` is not valid"),
@@ -507,7 +589,9 @@ impl Reader<'_> {
                     file: reader.file.to_path_buf(),
                     line: Some(line),
                     message: format!("name `{n}` is already used on line {first}"),
-                    help: Some("sources, operators and sinks share one namespace; rename one".into()),
+                    help: Some(
+                        "sources, operators and sinks share one namespace; rename one".into(),
+                    ),
                 });
             }
             Ok(())
@@ -527,7 +611,11 @@ impl Reader<'_> {
             let watermarks = match table.remove("watermarks") {
                 Some(v) => Some(v.try_into::<WatermarkSpec>().map_err(|e| ConfigError {
                     line: Some(self.line_of_key(&span, Some("watermarks"))),
-                    ..self.err(None, format!("source `{name}`: watermarks: {}", e.message().trim_end()), Some("see \"Event time\" in README.md".into()))
+                    ..self.err(
+                        None,
+                        format!("source `{name}`: watermarks: {}", e.message().trim_end()),
+                        Some("see \"Event time\" in README.md".into()),
+                    )
                 })?),
                 None => None,
             };
@@ -542,7 +630,16 @@ impl Reader<'_> {
                     if kind != "kafka" && n != 1 {
                         return Err(ConfigError {
                             line,
-                            ..self.err(None, format!("source `{name}`: a `{kind}` source reads with one subtask"), Some("remove `parallelism`, or set it on the operators that follow".into()))
+                            ..self.err(
+                                None,
+                                format!(
+                                    "source `{name}`: a `{kind}` source reads with one subtask"
+                                ),
+                                Some(
+                                    "remove `parallelism`, or set it on the operators that follow"
+                                        .into(),
+                                ),
+                            )
                         });
                     }
                     n as u32
@@ -557,24 +654,30 @@ impl Reader<'_> {
                     SourceKind::Generator(c)
                 }
                 "turbines" => {
-                    let c: sluice_connectors::TurbineConfig = self.entry("source", &name, &kind, &span, table)?;
+                    let c: sluice_connectors::TurbineConfig =
+                        self.entry("source", &name, &kind, &span, table)?;
                     valid(c.validate())?;
                     SourceKind::Turbines(c)
                 }
                 "clicks" => {
-                    let c: sluice_connectors::ClickConfig = self.entry("source", &name, &kind, &span, table)?;
+                    let c: sluice_connectors::ClickConfig =
+                        self.entry("source", &name, &kind, &span, table)?;
                     valid(c.validate())?;
                     SourceKind::Clicks(c)
                 }
                 "kafka" => SourceKind::Kafka(self.entry("source", &name, &kind, &span, table)?),
                 "file" => {
-                    let mut c: FileSourceConfig = self.entry("source", &name, &kind, &span, table)?;
+                    let mut c: FileSourceConfig =
+                        self.entry("source", &name, &kind, &span, table)?;
                     valid(c.validate())?;
                     c.path = self.resolve(&c.path);
                     if !c.path.is_file() {
                         return Err(self.err(
                             Some(span.start),
-                            format!("source `{name}`: input file {} does not exist", c.path.display()),
+                            format!(
+                                "source `{name}`: input file {} does not exist",
+                                c.path.display()
+                            ),
                             Some("paths are relative to the pipeline file; fix `path`".into()),
                         ));
                     }
@@ -584,16 +687,26 @@ impl Reader<'_> {
                     return Err(ConfigError {
                         line: Some(self.line_of_key(&span, Some("type"))),
                         ..self.err(
-                        None,
-                        format!("source `{name}`: unknown type `{other}`"),
-                        Some("known source types: generator, turbines, clicks, file, kafka".into()),
-                    )})
+                            None,
+                            format!("source `{name}`: unknown type `{other}`"),
+                            Some(
+                                "known source types: generator, turbines, clicks, file, kafka"
+                                    .into(),
+                            ),
+                        )
+                    })
                 }
             };
             if let SourceKind::File(c) = &kind {
                 source_files.push((normalized(&c.path), name.clone()));
             }
-            sources.push(SourceSpec { name, kind, watermarks, parallelism, line });
+            sources.push(SourceSpec {
+                name,
+                kind,
+                watermarks,
+                parallelism,
+                line,
+            });
         }
 
         let mut operators = Vec::new();
@@ -615,7 +728,10 @@ impl Reader<'_> {
             if parallelism == 0 || parallelism > MAX_PARALLELISM {
                 return Err(self.err(
                     Some(op.parallelism.span().start.max(span.start)),
-                    format!("operator `{}`: parallelism {parallelism} is out of range", op.name),
+                    format!(
+                        "operator `{}`: parallelism {parallelism} is out of range",
+                        op.name
+                    ),
                     Some(format!("use 1 to {MAX_PARALLELISM}")),
                 ));
             }
@@ -627,11 +743,23 @@ impl Reader<'_> {
                 ));
             };
             let params = serde_json::to_value(&op.params).map_err(|e| {
-                self.err(Some(span.start), format!("operator `{}`: params cannot be passed as JSON: {e}", op.name), None)
+                self.err(
+                    Some(span.start),
+                    format!(
+                        "operator `{}`: params cannot be passed as JSON: {e}",
+                        op.name
+                    ),
+                    None,
+                )
             })?;
             let limits_line = Some(self.line_of_key(&span, Some("limits")));
             let l = &op.limits;
-            if l.memory_mb == 0 || l.deadline_ms == 0 || l.stack_kb == 0 || l.max_record_kb == 0 || l.fuel == Some(0) {
+            if l.memory_mb == 0
+                || l.deadline_ms == 0
+                || l.stack_kb == 0
+                || l.max_record_kb == 0
+                || l.fuel == Some(0)
+            {
                 return Err(ConfigError {
                     line: limits_line,
                     ..self.err(
@@ -642,18 +770,36 @@ impl Reader<'_> {
                 });
             }
             // Larger values would overflow (or wrap) when turned into bytes.
-            for (key, value, max, unit) in [("memory_mb", l.memory_mb, MAX_MEMORY_MB, "MiB"), ("max_record_kb", l.max_record_kb, MAX_RECORD_KB, "KiB"), ("deadline_ms", l.deadline_ms, MAX_DEADLINE_MS, "ms")] {
+            for (key, value, max, unit) in [
+                ("memory_mb", l.memory_mb, MAX_MEMORY_MB, "MiB"),
+                ("max_record_kb", l.max_record_kb, MAX_RECORD_KB, "KiB"),
+                ("deadline_ms", l.deadline_ms, MAX_DEADLINE_MS, "ms"),
+            ] {
                 if value > max {
                     return Err(ConfigError {
                         line: limits_line,
-                        ..self.err(None, format!("operator `{}`: limits.{key} = {value} is too large", op.name), Some(format!("use at most {max} ({unit})")))
+                        ..self.err(
+                            None,
+                            format!(
+                                "operator `{}`: limits.{key} = {value} is too large",
+                                op.name
+                            ),
+                            Some(format!("use at most {max} ({unit})")),
+                        )
                     });
                 }
             }
             if l.stack_kb > MAX_STACK_KB {
                 return Err(ConfigError {
                     line: limits_line,
-                    ..self.err(None, format!("operator `{}`: limits.stack_kb = {} is too large", op.name, l.stack_kb), Some(format!("use at most {MAX_STACK_KB}")))
+                    ..self.err(
+                        None,
+                        format!(
+                            "operator `{}`: limits.stack_kb = {} is too large",
+                            op.name, l.stack_kb
+                        ),
+                        Some(format!("use at most {MAX_STACK_KB}")),
+                    )
                 });
             }
             let mut grants = op.grants;
@@ -673,27 +819,55 @@ impl Reader<'_> {
             }
             let op_err = |key: &str, message: String, help: String| ConfigError {
                 line: Some(self.line_of_key(&span, Some(key))),
-                ..self.err(None, format!("operator `{}`: {message}", op.name), Some(help))
+                ..self.err(
+                    None,
+                    format!("operator `{}`: {message}", op.name),
+                    Some(help),
+                )
             };
             let window = match op.window {
                 Some(w) => Some(w.into_spec().map_err(|(m, h)| op_err("window", m, h))?),
                 None => None,
             };
             if window.is_some() && op.key_by.is_none() {
-                return Err(op_err("window", "windows are keyed, but the operator has no key_by".into(), "add key_by = \"key\"; the upstream operator sets each record's key".into()));
+                return Err(op_err(
+                    "window",
+                    "windows are keyed, but the operator has no key_by".into(),
+                    "add key_by = \"key\"; the upstream operator sets each record's key".into(),
+                ));
             }
-            if op.watermarks.as_ref().is_some_and(|w| w.alignment_group.is_some() || w.max_drift.is_some()) {
+            if op
+                .watermarks
+                .as_ref()
+                .is_some_and(|w| w.alignment_group.is_some() || w.max_drift.is_some())
+            {
                 return Err(op_err("watermarks", "alignment_group and max_drift apply to sources only".into(), "set them in [sources.watermarks] of the sources that should wait for each other".into()));
             }
             if let Some(w) = &op.watermarks {
                 if w.timestamps == Timestamps::Ingestion {
-                    return Err(op_err("watermarks", "timestamps = \"ingestion\" applies to sources only".into(), "set it on the source, or use a window with time = \"ingestion\"".into()));
+                    return Err(op_err(
+                        "watermarks",
+                        "timestamps = \"ingestion\" applies to sources only".into(),
+                        "set it on the source, or use a window with time = \"ingestion\"".into(),
+                    ));
                 }
             }
             let state_ttl = match op.state_ttl {
-                Some(Millis(0)) => return Err(op_err("state_ttl", "state_ttl must be positive".into(), "e.g. state_ttl = \"1h\", or leave it out to keep state forever".into())),
+                Some(Millis(0)) => {
+                    return Err(op_err(
+                        "state_ttl",
+                        "state_ttl must be positive".into(),
+                        "e.g. state_ttl = \"1h\", or leave it out to keep state forever".into(),
+                    ))
+                }
                 Some(Millis(ms)) if op.key_by.is_none() => {
-                    return Err(op_err("state_ttl", format!("state_ttl = {ms} ms, but the operator has no keyed state (no key_by)"), "add key_by = \"key\", or remove state_ttl".into()))
+                    return Err(op_err(
+                        "state_ttl",
+                        format!(
+                            "state_ttl = {ms} ms, but the operator has no keyed state (no key_by)"
+                        ),
+                        "add key_by = \"key\", or remove state_ttl".into(),
+                    ))
                 }
                 Some(Millis(ms)) => Some(ms),
                 None => None,
@@ -726,7 +900,11 @@ impl Reader<'_> {
             let mut table = entry.into_inner();
             let inputs = match table.remove("input") {
                 Some(v) => Inputs::deserialize(v).map_err(|_| {
-                    self.err(Some(span.start), "sink: `input` must be a string or a list of strings", None)
+                    self.err(
+                        Some(span.start),
+                        "sink: `input` must be a string or a list of strings",
+                        None,
+                    )
                 })?,
                 None => {
                     return Err(self.err(
@@ -752,25 +930,65 @@ impl Reader<'_> {
                 other => {
                     return Err(ConfigError {
                         line: Some(self.line_of_key(&span, Some("type"))),
-                        ..self.err(None, format!("sink `{name}`: unknown type `{other}`"), Some("known sink types: file, stdout, kafka".into()))
+                        ..self.err(
+                            None,
+                            format!("sink `{name}`: unknown type `{other}`"),
+                            Some("known sink types: file, stdout, kafka".into()),
+                        )
                     })
                 }
             };
-            sinks.push(SinkSpec { name, inputs: inputs.into_vec(), input_line, kind, line });
+            sinks.push(SinkSpec {
+                name,
+                inputs: inputs.into_vec(),
+                input_line,
+                kind,
+                line,
+            });
         }
 
         let mut checkpoints = raw.checkpoints;
         if checkpoints.interval.0 < 10 || checkpoints.retain == 0 {
-            return Err(self.err(None, "[checkpoints]: interval must be at least 10ms and retain at least 1", Some("e.g. interval = \"10s\", retain = 3".into())));
+            return Err(self.err(
+                None,
+                "[checkpoints]: interval must be at least 10ms and retain at least 1",
+                Some("e.g. interval = \"10s\", retain = 3".into()),
+            ));
         }
         checkpoints.dir = checkpoints.dir.map(|d| self.resolve(&d));
         let mut control = raw.control;
-        control.check(|p| self.resolve(p)).map_err(|(message, help)| self.err(None, message, Some(help)))?;
-        if let Some(n) = raw.batch_size.as_ref().filter(|n| !(1..=MAX_BATCH_SIZE).contains(n.get_ref())) {
-            return Err(self.err(Some(n.span().start), format!("batch_size = {} is out of range", n.get_ref()), Some(format!("use 1 to {MAX_BATCH_SIZE} records per batch (default 1024)"))));
+        control
+            .check(|p| self.resolve(p))
+            .map_err(|(message, help)| self.err(None, message, Some(help)))?;
+        if let Some(n) = raw
+            .batch_size
+            .as_ref()
+            .filter(|n| !(1..=MAX_BATCH_SIZE).contains(n.get_ref()))
+        {
+            return Err(self.err(
+                Some(n.span().start),
+                format!("batch_size = {} is out of range", n.get_ref()),
+                Some(format!(
+                    "use 1 to {MAX_BATCH_SIZE} records per batch (default 1024)"
+                )),
+            ));
         }
-        if let Some(t) = raw.batch_timeout.as_ref().filter(|t| t.get_ref().0 > 60_000) {
-            return Err(self.err(Some(t.span().start), format!("batch_timeout = {} ms is longer than a minute", t.get_ref().0), Some("it bounds the latency added to fill a batch: e.g. batch_timeout = \"10ms\"".into())));
+        if let Some(t) = raw
+            .batch_timeout
+            .as_ref()
+            .filter(|t| t.get_ref().0 > 60_000)
+        {
+            return Err(self.err(
+                Some(t.span().start),
+                format!(
+                    "batch_timeout = {} ms is longer than a minute",
+                    t.get_ref().0
+                ),
+                Some(
+                    "it bounds the latency added to fill a batch: e.g. batch_timeout = \"10ms\""
+                        .into(),
+                ),
+            ));
         }
         let mut pipeline = Pipeline {
             batch_size: raw.batch_size.map(Spanned::into_inner),
@@ -792,8 +1010,14 @@ impl Reader<'_> {
     /// letters must go somewhere. Orders operators topologically.
     fn check_graph(&self, p: &mut Pipeline) -> Result<(), ConfigError> {
         let sources: HashSet<&str> = p.sources.iter().map(|s| s.name.as_str()).collect();
-        let ops: HashMap<&str, &OperatorSpec> = p.operators.iter().map(|o| (o.name.as_str(), o)).collect();
-        let at = |line: usize| ConfigError { file: self.file.to_path_buf(), line: Some(line), message: String::new(), help: None };
+        let ops: HashMap<&str, &OperatorSpec> =
+            p.operators.iter().map(|o| (o.name.as_str(), o)).collect();
+        let at = |line: usize| ConfigError {
+            file: self.file.to_path_buf(),
+            line: Some(line),
+            message: String::new(),
+            help: None,
+        };
 
         let check = |consumer: &str, input: &str, line: usize| -> Result<(), ConfigError> {
             let (head, side) = match input.split_once('.') {
@@ -803,7 +1027,9 @@ impl Reader<'_> {
             if sources.contains(head) {
                 if side.is_some() {
                     return Err(ConfigError {
-                        message: format!("`{consumer}` reads `{input}`, but source `{head}` has no side outputs"),
+                        message: format!(
+                            "`{consumer}` reads `{input}`, but source `{head}` has no side outputs"
+                        ),
                         help: Some(format!("use input = \"{head}\"")),
                         ..at(line)
                     });
@@ -822,10 +1048,13 @@ impl Reader<'_> {
                     Ok(())
                 }
                 None => {
-                    let mut known: Vec<&str> = sources.iter().copied().chain(ops.keys().copied()).collect();
+                    let mut known: Vec<&str> =
+                        sources.iter().copied().chain(ops.keys().copied()).collect();
                     known.sort();
                     Err(ConfigError {
-                        message: format!("`{consumer}` reads `{input}`, which no source or operator produces"),
+                        message: format!(
+                            "`{consumer}` reads `{input}`, which no source or operator produces"
+                        ),
                         help: Some(format!("known streams: {}", known.join(", "))),
                         ..at(line)
                     })
@@ -844,10 +1073,14 @@ impl Reader<'_> {
         }
         for op in &p.operators {
             let dl = format!("{}.{DEAD_LETTER_OUTPUT}", op.name);
-            let consumed = p.operators.iter().any(|o| o.inputs.contains(&dl)) || p.sinks.iter().any(|s| s.inputs.contains(&dl));
+            let consumed = p.operators.iter().any(|o| o.inputs.contains(&dl))
+                || p.sinks.iter().any(|s| s.inputs.contains(&dl));
             if op.on_error == ErrorPolicy::DeadLetter && !consumed {
                 return Err(ConfigError {
-                    message: format!("operator `{}` dead-letters, but nothing reads `{dl}`", op.name),
+                    message: format!(
+                        "operator `{}` dead-letters, but nothing reads `{dl}`",
+                        op.name
+                    ),
                     help: Some(format!("add a [[sinks]] entry with input = \"{dl}\"")),
                     ..at(op.line)
                 });
@@ -871,7 +1104,10 @@ impl Reader<'_> {
                     let names: Vec<&str> = remaining.iter().map(|o| o.name.as_str()).collect();
                     return Err(ConfigError {
                         message: format!("operators {} form a cycle", names.join(", ")),
-                        help: Some("a pipeline is a DAG: remove one of the inputs that close the loop".into()),
+                        help: Some(
+                            "a pipeline is a DAG: remove one of the inputs that close the loop"
+                                .into(),
+                        ),
                         ..at(remaining[0].line)
                     });
                 }
@@ -879,10 +1115,18 @@ impl Reader<'_> {
         }
         p.operators = ordered;
         if p.sources.is_empty() {
-            return Err(self.err(Some(0), "the pipeline has no [[sources]]", Some("add a source, e.g. type = \"generator\"".into())));
+            return Err(self.err(
+                Some(0),
+                "the pipeline has no [[sources]]",
+                Some("add a source, e.g. type = \"generator\"".into()),
+            ));
         }
         if p.sinks.is_empty() {
-            return Err(self.err(Some(0), "the pipeline has no [[sinks]]", Some("add a sink, e.g. type = \"stdout\"".into())));
+            return Err(self.err(
+                Some(0),
+                "the pipeline has no [[sinks]]",
+                Some("add a sink, e.g. type = \"stdout\"".into()),
+            ));
         }
         self.check_watermarks(p)
     }
@@ -892,9 +1136,32 @@ impl Reader<'_> {
     /// Operators are in topological order here.
     fn check_watermarks(&self, p: &Pipeline) -> Result<(), ConfigError> {
         // Per stream head: `None` if a watermark reaches it, else why not.
-        let mut missing: HashMap<&str, Option<String>> = p.sources.iter().map(|s| (s.name.as_str(), s.watermarks.is_none().then(|| format!("source `{}` declares none", s.name)))).collect();
+        let mut missing: HashMap<&str, Option<String>> = p
+            .sources
+            .iter()
+            .map(|s| {
+                (
+                    s.name.as_str(),
+                    s.watermarks
+                        .is_none()
+                        .then(|| format!("source `{}` declares none", s.name)),
+                )
+            })
+            .collect();
         for op in &p.operators {
-            let why: Vec<(&String, Option<String>)> = op.inputs.iter().map(|i| (i, missing.get(i.split('.').next().unwrap_or(i)).cloned().flatten())).collect();
+            let why: Vec<(&String, Option<String>)> = op
+                .inputs
+                .iter()
+                .map(|i| {
+                    (
+                        i,
+                        missing
+                            .get(i.split('.').next().unwrap_or(i))
+                            .cloned()
+                            .flatten(),
+                    )
+                })
+                .collect();
             let lacking = match why.iter().find(|(_, w)| w.is_some()) {
                 Some((input, _)) if why.iter().any(|(_, w)| w.is_none()) => {
                     Some(format!("`{}` unites `{input}`, which carries none, with inputs that do (a union's watermark is the lowest of its inputs')", op.name))
@@ -912,7 +1179,14 @@ impl Reader<'_> {
                     });
                 }
             }
-            missing.insert(op.name.as_str(), if op.watermarks.is_some() { None } else { lacking });
+            missing.insert(
+                op.name.as_str(),
+                if op.watermarks.is_some() {
+                    None
+                } else {
+                    lacking
+                },
+            );
         }
         Ok(())
     }
@@ -954,11 +1228,18 @@ impl Pipeline {
         let text = String::from_utf8(bytes).map_err(|e| {
             let bytes = e.as_bytes();
             let at = e.utf8_error().valid_up_to();
-            let line_start = bytes[..at].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let line_start = bytes[..at]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
             ConfigError {
                 file: file.to_path_buf(),
                 line: Some(bytes[..at].iter().filter(|b| **b == b'\n').count() + 1),
-                message: format!("the pipeline file is not UTF-8: byte 0x{:02x} at column {} is not valid", bytes[at], at - line_start + 1),
+                message: format!(
+                    "the pipeline file is not UTF-8: byte 0x{:02x} at column {} is not valid",
+                    bytes[at],
+                    at - line_start + 1
+                ),
                 help: Some("save the file as UTF-8".into()),
             }
         })?;

@@ -19,12 +19,18 @@ impl<'de> Deserialize<'de> for Millis {
         }
         match Raw::deserialize(d)? {
             Raw::Ms(ms) if ms >= 0 => Ok(Millis(ms)),
-            Raw::Ms(ms) => Err(serde::de::Error::custom(format!("duration {ms} is negative"))),
+            Raw::Ms(ms) => Err(serde::de::Error::custom(format!(
+                "duration {ms} is negative"
+            ))),
             Raw::Text(s) => humantime::parse_duration(&s)
                 .ok()
                 .and_then(|d| i64::try_from(d.as_millis()).ok())
                 .map(Millis)
-                .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a duration; write e.g. \"500ms\", \"30s\", \"10m\" or \"1h\""))),
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "`{s}` is not a duration; write e.g. \"500ms\", \"30s\", \"10m\" or \"1h\""
+                    ))
+                }),
         }
     }
 }
@@ -161,13 +167,22 @@ impl RawWindow {
         let need = |v: Option<Millis>, what: &str| -> Result<i64, (String, String)> {
             match v {
                 Some(Millis(ms)) if ms > 0 => Ok(ms),
-                Some(_) => Err((format!("window `{what}` must be positive"), format!("e.g. {what} = \"1m\""))),
-                None => Err((format!("a {} window needs `{what}`", self.kind), format!("e.g. {what} = \"1m\""))),
+                Some(_) => Err((
+                    format!("window `{what}` must be positive"),
+                    format!("e.g. {what} = \"1m\""),
+                )),
+                None => Err((
+                    format!("a {} window needs `{what}`", self.kind),
+                    format!("e.g. {what} = \"1m\""),
+                )),
             }
         };
         let unused = |v: &Option<Millis>, what: &str| -> Result<(), (String, String)> {
             match v {
-                Some(_) => Err((format!("a {} window has no `{what}`", self.kind), format!("remove `{what}`"))),
+                Some(_) => Err((
+                    format!("a {} window has no `{what}`", self.kind),
+                    format!("remove `{what}`"),
+                )),
                 None => Ok(()),
             }
         };
@@ -175,31 +190,58 @@ impl RawWindow {
             "tumbling" => {
                 unused(&self.slide, "slide")?;
                 unused(&self.gap, "gap")?;
-                WindowKind::Tumbling { size: need(self.size, "size")? }
+                WindowKind::Tumbling {
+                    size: need(self.size, "size")?,
+                }
             }
             "sliding" => {
                 unused(&self.gap, "gap")?;
                 let (size, slide) = (need(self.size, "size")?, need(self.slide, "slide")?);
                 if slide > size {
-                    return Err((format!("window slide ({slide} ms) is larger than its size ({size} ms)"), "records between windows would be lost; use a slide of at most the size".into()));
+                    return Err((
+                        format!("window slide ({slide} ms) is larger than its size ({size} ms)"),
+                        "records between windows would be lost; use a slide of at most the size"
+                            .into(),
+                    ));
                 }
                 WindowKind::Sliding { size, slide }
             }
             "session" => {
                 unused(&self.size, "size")?;
                 unused(&self.slide, "slide")?;
-                WindowKind::Session { gap: need(self.gap, "gap")? }
+                WindowKind::Session {
+                    gap: need(self.gap, "gap")?,
+                }
             }
-            other => return Err((format!("unknown window kind `{other}`"), "use kind = \"tumbling\", \"sliding\" or \"session\"".into())),
+            other => {
+                return Err((
+                    format!("unknown window kind `{other}`"),
+                    "use kind = \"tumbling\", \"sliding\" or \"session\"".into(),
+                ))
+            }
         };
         if self.time != TimeCharacteristic::Event && self.allowed_lateness.0 > 0 {
-            return Err(("allowed_lateness applies to event-time windows only".into(), "remove allowed_lateness, or use time = \"event\"".into()));
+            return Err((
+                "allowed_lateness applies to event-time windows only".into(),
+                "remove allowed_lateness, or use time = \"event\"".into(),
+            ));
         }
         let late_output = self.late_output.unwrap_or_else(|| LATE_OUTPUT.to_string());
-        if late_output.is_empty() || late_output.contains('.') || late_output == crate::DEAD_LETTER_OUTPUT {
-            return Err((format!("late_output `{late_output}` is not a valid side-output name"), "use a name without `.`, other than `dead-letter`".into()));
+        if late_output.is_empty()
+            || late_output.contains('.')
+            || late_output == crate::DEAD_LETTER_OUTPUT
+        {
+            return Err((
+                format!("late_output `{late_output}` is not a valid side-output name"),
+                "use a name without `.`, other than `dead-letter`".into(),
+            ));
         }
-        Ok(WindowSpec { kind, time: self.time, allowed_lateness: self.allowed_lateness.0, late_output })
+        Ok(WindowSpec {
+            kind,
+            time: self.time,
+            allowed_lateness: self.allowed_lateness.0,
+            late_output,
+        })
     }
 }
 
@@ -231,7 +273,13 @@ pub struct CheckpointSpec {
 
 impl Default for CheckpointSpec {
     fn default() -> Self {
-        CheckpointSpec { enabled: true, interval: Millis(10_000), retain: 3, dir: None, timeout: Millis(600_000) }
+        CheckpointSpec {
+            enabled: true,
+            interval: Millis(10_000),
+            retain: 3,
+            dir: None,
+            timeout: Millis(600_000),
+        }
     }
 }
 
@@ -245,7 +293,9 @@ mod tests {
         assert_eq!(m, Millis(90_000));
         let m: Millis = toml::Value::Integer(250).try_into().unwrap();
         assert_eq!(m, Millis(250));
-        let e = toml::Value::String("ten minutes".into()).try_into::<Millis>().unwrap_err();
+        let e = toml::Value::String("ten minutes".into())
+            .try_into::<Millis>()
+            .unwrap_err();
         assert!(e.to_string().contains("is not a duration"), "{e}");
     }
 }

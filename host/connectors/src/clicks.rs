@@ -67,7 +67,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 use sluice_types::{ConnectorError, Record};
 
-use crate::synth::{below, between, check_common, check_count, unit, Delay, Delivery, Generated, Synthetic};
+use crate::synth::{
+    below, between, check_common, check_count, unit, Delay, Delivery, Generated, Synthetic,
+};
 
 /// Configuration of a `clicks` source (`type = "clicks"`), which produces
 /// synthetic web-analytics clicks as JSON (see the [module docs](self)).
@@ -149,7 +151,14 @@ impl ClickConfig {
     /// `0..60000`, a session gap of at least 20000.
     pub fn validate(&self) -> Result<(), ConnectorError> {
         check_count("clicks", "users", self.users, "1000")?;
-        check_common("clicks", self.rate, self.splits, self.out_of_order_ms, LATE_MIN_MS, self.late_ratio)?;
+        check_common(
+            "clicks",
+            self.rate,
+            self.splits,
+            self.out_of_order_ms,
+            LATE_MIN_MS,
+            self.late_ratio,
+        )?;
         if !(MIN_SESSION_GAP_MS..=i64::MAX / 4).contains(&self.session_gap_ms) {
             return Err(ConnectorError::Config(format!(
                 "clicks: `session_gap_ms` is {}, but it must be at least {MIN_SESSION_GAP_MS} \
@@ -172,7 +181,10 @@ impl ClickGenerator {
     /// if the config does not [validate](ClickConfig::validate).
     pub fn new(config: &ClickConfig, source_index: u16) -> Result<Self, ConnectorError> {
         config.validate()?;
-        Ok(Generated::with_rate(Clicks::new(config, source_index), config.rate))
+        Ok(Generated::with_rate(
+            Clicks::new(config, source_index),
+            config.rate,
+        ))
     }
 }
 
@@ -253,10 +265,20 @@ impl Clicks {
         let mut users = Vec::with_capacity(n as usize);
         let mut next = BinaryHeap::with_capacity(n as usize);
         for i in 0..n {
-            let mut user =
-                User { key: format!("u{i:04}").into_bytes(), split: i % splits, session: 0, left: 0, first: true };
+            let mut user = User {
+                key: format!("u{i:04}").into_bytes(),
+                split: i % splits,
+                session: 0,
+                left: 0,
+                first: true,
+            };
             user.left = session_length(&mut rng) - 1;
-            next.push(Reverse((config.start_ms.saturating_add(below(&mut rng, FIRST_SESSION_MS) as i64), i)));
+            next.push(Reverse((
+                config
+                    .start_ms
+                    .saturating_add(below(&mut rng, FIRST_SESSION_MS) as i64),
+                i,
+            )));
             users.push(user);
         }
         Clicks {
@@ -316,10 +338,18 @@ impl Clicks {
         out.extend_from_slice(b"\",\"page\":\"");
         write_page(&mut out, rng, user.first);
         write!(out, "\",\"time\":{time}}}").expect("write to a Vec");
-        let record =
-            Record { key: Some(user.key.clone()), value: out.clone(), event_time: Some(time), headers: Vec::new(), position: None };
+        let record = Record {
+            key: Some(user.key.clone()),
+            value: out.clone(),
+            event_time: Some(time),
+            headers: Vec::new(),
+            position: None,
+        };
         self.scratch = out;
-        let truth = Truth { user: i, session: user.session };
+        let truth = Truth {
+            user: i,
+            session: user.session,
+        };
         let split = user.split;
 
         // Schedule the user's next click.
@@ -328,7 +358,8 @@ impl Clicks {
             user.first = false;
             // Log-uniform between the least and largest gap.
             let ratio = self.click_gap_max_ms as f64 / CLICK_GAP_MIN_MS as f64;
-            ((CLICK_GAP_MIN_MS as f64 * ratio.powf(unit(rng))).round() as i64).clamp(CLICK_GAP_MIN_MS, self.click_gap_max_ms)
+            ((CLICK_GAP_MIN_MS as f64 * ratio.powf(unit(rng))).round() as i64)
+                .clamp(CLICK_GAP_MIN_MS, self.click_gap_max_ms)
         } else {
             user.session += 1;
             user.left = session_length(rng) - 1;
@@ -427,12 +458,30 @@ mod tests {
     fn config_defaults_and_unknown_fields() {
         let c: ClickConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(c, ClickConfig::default());
-        assert_eq!((c.seed, c.users, c.records, c.rate, c.splits), (42, 1_000, 100_000, None, 1));
-        assert_eq!((c.start_ms, c.session_gap_ms, c.out_of_order_ms, c.late_ratio), (1_767_225_600_000, 1_800_000, 5_000, 0.005));
+        assert_eq!(
+            (c.seed, c.users, c.records, c.rate, c.splits),
+            (42, 1_000, 100_000, None, 1)
+        );
+        assert_eq!(
+            (
+                c.start_ms,
+                c.session_gap_ms,
+                c.out_of_order_ms,
+                c.late_ratio
+            ),
+            (1_767_225_600_000, 1_800_000, 5_000, 0.005)
+        );
         c.validate().unwrap();
-        let c: ClickConfig = serde_json::from_str(r#"{"seed": 1, "records": 5, "rate": 10.5, "splits": 3}"#).unwrap();
+        let c: ClickConfig =
+            serde_json::from_str(r#"{"seed": 1, "records": 5, "rate": 10.5, "splits": 3}"#)
+                .unwrap();
         assert_eq!((c.seed, c.records, c.rate, c.splits), (1, 5, Some(10.5), 3));
-        for bad in [r#"{"name": "x"}"#, r#"{"type": "clicks"}"#, r#"{"count": 1}"#, r#"{"gust_ratio": 0.1}"#] {
+        for bad in [
+            r#"{"name": "x"}"#,
+            r#"{"type": "clicks"}"#,
+            r#"{"count": 1}"#,
+            r#"{"gust_ratio": 0.1}"#,
+        ] {
             assert!(serde_json::from_str::<ClickConfig>(bad).is_err(), "{bad}");
         }
     }
@@ -440,44 +489,117 @@ mod tests {
     #[test]
     fn validation_names_field_and_fix() {
         let check = |c: ClickConfig, field: &str| {
-            let err = ClickGenerator::new(&c, 0).err().expect("invalid config accepted");
+            let err = ClickGenerator::new(&c, 0)
+                .err()
+                .expect("invalid config accepted");
             assert!(matches!(err, ConnectorError::Config(_)));
             let msg = err.to_string();
             assert!(msg.starts_with("clicks: ") && msg.contains(field), "{msg}");
         };
-        check(ClickConfig { users: 0, ..Default::default() }, "`users`");
-        check(ClickConfig { users: 2_000_000, ..Default::default() }, "`users`");
-        check(ClickConfig { splits: 0, ..Default::default() }, "`splits`");
-        check(ClickConfig { late_ratio: -0.1, ..Default::default() }, "`late_ratio`");
-        check(ClickConfig { rate: Some(f64::INFINITY), ..Default::default() }, "`rate`");
-        check(ClickConfig { out_of_order_ms: 60_000, ..Default::default() }, "`out_of_order_ms`");
-        check(ClickConfig { session_gap_ms: 19_999, ..Default::default() }, "`session_gap_ms`");
-        ClickGenerator::new(&ClickConfig { session_gap_ms: 20_000, out_of_order_ms: 59_999, ..Default::default() }, 0).unwrap();
+        check(
+            ClickConfig {
+                users: 0,
+                ..Default::default()
+            },
+            "`users`",
+        );
+        check(
+            ClickConfig {
+                users: 2_000_000,
+                ..Default::default()
+            },
+            "`users`",
+        );
+        check(
+            ClickConfig {
+                splits: 0,
+                ..Default::default()
+            },
+            "`splits`",
+        );
+        check(
+            ClickConfig {
+                late_ratio: -0.1,
+                ..Default::default()
+            },
+            "`late_ratio`",
+        );
+        check(
+            ClickConfig {
+                rate: Some(f64::INFINITY),
+                ..Default::default()
+            },
+            "`rate`",
+        );
+        check(
+            ClickConfig {
+                out_of_order_ms: 60_000,
+                ..Default::default()
+            },
+            "`out_of_order_ms`",
+        );
+        check(
+            ClickConfig {
+                session_gap_ms: 19_999,
+                ..Default::default()
+            },
+            "`session_gap_ms`",
+        );
+        ClickGenerator::new(
+            &ClickConfig {
+                session_gap_ms: 20_000,
+                out_of_order_ms: 59_999,
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
     }
 
     #[test]
     fn deterministic_per_seed() {
-        let config = ClickConfig { records: 20_000, ..Default::default() };
+        let config = ClickConfig {
+            records: 20_000,
+            ..Default::default()
+        };
         let a: Vec<Record> = click_records(&config, 0).collect();
         let b: Vec<Record> = click_records(&config, 0).collect();
         assert_eq!(a.len(), 20_000);
         assert_eq!(a, b);
-        let c: Vec<Record> = click_records(&ClickConfig { seed: 43, ..config.clone() }, 0).collect();
+        let c: Vec<Record> = click_records(
+            &ClickConfig {
+                seed: 43,
+                ..config.clone()
+            },
+            0,
+        )
+        .collect();
         assert_eq!(c.len(), 20_000);
         let same = a.iter().zip(&c).filter(|(x, y)| x.value == y.value).count();
         assert!(same < 10, "{same} identical records for different seeds");
         let d: Vec<Record> = click_records(&config, 5).collect();
-        assert!(a.iter().zip(&d).all(|(x, y)| x.value == y.value && y.position.unwrap().source == 5));
+        assert!(a
+            .iter()
+            .zip(&d)
+            .all(|(x, y)| x.value == y.value && y.position.unwrap().source == 5));
         // A pinned value guards against accidental changes of the sequence
         // (update it deliberately if the generator changes).
         let first = String::from_utf8(a[0].value.clone()).unwrap();
         assert!(first.starts_with("{\"user\":\"u0"), "{first}");
-        assert!(a[0].event_time.unwrap() - config.start_ms < 60_000, "{first}");
+        assert!(
+            a[0].event_time.unwrap() - config.start_ms < 60_000,
+            "{first}"
+        );
     }
 
     #[test]
     fn source_matches_click_records_and_stops_at_count() {
-        let config = ClickConfig { records: 2_500, seed: 9, splits: 3, ..Default::default() };
+        let config = ClickConfig {
+            records: 2_500,
+            seed: 9,
+            splits: 3,
+            ..Default::default()
+        };
         let expected: Vec<Record> = click_records(&config, 2).collect();
         assert_eq!(expected.len(), 2_500);
         let mut source = ClickGenerator::new(&config, 2).unwrap();
@@ -488,7 +610,15 @@ mod tests {
         }
         assert!(source.poll_batch(1000).unwrap().is_none());
         assert_eq!(got, expected);
-        let mut endless = ClickGenerator::new(&ClickConfig { records: 0, users: 3, ..Default::default() }, 0).unwrap();
+        let mut endless = ClickGenerator::new(
+            &ClickConfig {
+                records: 0,
+                users: 3,
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
         for _ in 0..150 {
             assert_eq!(endless.poll_batch(1_000).unwrap().unwrap().len(), 1_000);
         }
@@ -496,7 +626,12 @@ mod tests {
 
     #[test]
     fn records_keys_json_and_positions() {
-        let config = ClickConfig { splits: 4, users: 999, records: 30_000, ..Default::default() };
+        let config = ClickConfig {
+            splits: 4,
+            users: 999,
+            records: 30_000,
+            ..Default::default()
+        };
         let records: Vec<Record> = click_records(&config, 1).collect();
         assert_eq!(records.len(), 30_000);
         let mut next_offset = [0u64; 4];
@@ -505,7 +640,13 @@ mod tests {
         for r in &records {
             let click = parse(r);
             let text = String::from_utf8(r.value.clone()).unwrap();
-            assert_eq!(text, format!("{{\"user\":\"{}\",\"page\":\"{}\",\"time\":{}}}", click.user, click.page, click.time));
+            assert_eq!(
+                text,
+                format!(
+                    "{{\"user\":\"{}\",\"page\":\"{}\",\"time\":{}}}",
+                    click.user, click.page, click.time
+                )
+            );
             assert_eq!(r.event_time, Some(click.time));
             assert_eq!(r.key.as_deref(), Some(click.user.as_bytes()));
             assert_eq!(click.user.len(), 5);
@@ -514,10 +655,17 @@ mod tests {
             users.insert(id);
             let p = r.position.unwrap();
             assert_eq!((p.source, p.split), (1, id % 4));
-            assert_eq!(p.offset, next_offset[p.split as usize], "offsets contiguous per split");
+            assert_eq!(
+                p.offset, next_offset[p.split as usize],
+                "offsets contiguous per split"
+            );
             next_offset[p.split as usize] += 1;
             let kind = click.page.split('/').nth(1).unwrap();
-            assert!(["", "products", "category", "search", "cart", "checkout", "blog", "account"].contains(&kind), "{text}");
+            assert!(
+                ["", "products", "category", "search", "cart", "checkout", "blog", "account"]
+                    .contains(&kind),
+                "{text}"
+            );
             *pages.entry(kind.to_string()).or_default() += 1;
         }
         assert_eq!(users.len(), 999);
@@ -528,10 +676,17 @@ mod tests {
     #[test]
     fn lateness_matches_definition_and_ratio() {
         for splits in [1, 4] {
-            let config = ClickConfig { splits, ..Default::default() };
+            let config = ClickConfig {
+                splits,
+                ..Default::default()
+            };
             let records = labeled(&config);
             assert_eq!(records.len(), 100_000);
-            let last_time = records.iter().map(|(_, r, _)| r.event_time.unwrap()).max().unwrap();
+            let last_time = records
+                .iter()
+                .map(|(_, r, _)| r.event_time.unwrap())
+                .max()
+                .unwrap();
             let mut max_seen = i64::MIN;
             let mut split_max: HashMap<u32, i64> = HashMap::new();
             let (mut late, mut labeled_late) = (0, 0);
@@ -547,11 +702,16 @@ mod tests {
                 if *was_late {
                     labeled_late += 1;
                     if t < last_time - LATE_MAX_MS - 600_000 {
-                        assert!(split_behind >= LATE_MIN_MS, "late click only {split_behind} ms behind in its split");
+                        assert!(
+                            split_behind >= LATE_MIN_MS,
+                            "late click only {split_behind} ms behind in its split"
+                        );
                         assert!(behind >= LATE_MIN_MS);
                     }
                 } else {
-                    assert!(split_behind <= config.out_of_order_ms && behind <= config.out_of_order_ms);
+                    assert!(
+                        split_behind <= config.out_of_order_ms && behind <= config.out_of_order_ms
+                    );
                 }
                 max_seen = max_seen.max(t);
                 let m = split_max.entry(split).or_insert(i64::MIN);
@@ -559,10 +719,20 @@ mod tests {
             }
             let share = late as f64 / records.len() as f64;
             assert!((share - 0.005).abs() < 0.001, "late share {share}");
-            assert!(labeled_late - late <= 5, "{labeled_late} generated late, {late} late");
+            assert!(
+                labeled_late - late <= 5,
+                "{labeled_late} generated late, {late} late"
+            );
         }
-        let config = ClickConfig { records: 10_000, late_ratio: 0.0, out_of_order_ms: 0, ..Default::default() };
-        let times: Vec<i64> = click_records(&config, 0).map(|r| r.event_time.unwrap()).collect();
+        let config = ClickConfig {
+            records: 10_000,
+            late_ratio: 0.0,
+            out_of_order_ms: 0,
+            ..Default::default()
+        };
+        let times: Vec<i64> = click_records(&config, 0)
+            .map(|r| r.event_time.unwrap())
+            .collect();
         assert!(times.windows(2).all(|w| w[0] <= w[1]));
     }
 
@@ -572,12 +742,21 @@ mod tests {
     #[test]
     fn sessions_respect_the_gap() {
         for session_gap_ms in [1_800_000, 300_000] {
-            let config = ClickConfig { session_gap_ms, ..Default::default() };
+            let config = ClickConfig {
+                session_gap_ms,
+                ..Default::default()
+            };
             let within_max = (session_gap_ms / 2).min(CLICK_GAP_MAX_MS);
             let mut per_user: HashMap<u32, Vec<(i64, u32)>> = HashMap::new();
             for (_, r, truth) in labeled(&config) {
-                assert_eq!(r.key.as_deref(), Some(format!("u{:04}", truth.user).as_bytes()));
-                per_user.entry(truth.user).or_default().push((r.event_time.unwrap(), truth.session));
+                assert_eq!(
+                    r.key.as_deref(),
+                    Some(format!("u{:04}", truth.user).as_bytes())
+                );
+                per_user
+                    .entry(truth.user)
+                    .or_default()
+                    .push((r.event_time.unwrap(), truth.session));
             }
             let (mut within, mut between, mut sessions) = (Vec::new(), 0usize, 0usize);
             for clicks in per_user.values_mut() {
@@ -587,7 +766,10 @@ mod tests {
                     let ((t0, s0), (t1, s1)) = (w[0], w[1]);
                     let gap = t1 - t0;
                     if s0 == s1 {
-                        assert!((CLICK_GAP_MIN_MS..=within_max).contains(&gap), "gap {gap} within a session");
+                        assert!(
+                            (CLICK_GAP_MIN_MS..=within_max).contains(&gap),
+                            "gap {gap} within a session"
+                        );
                         assert!(gap < session_gap_ms);
                         within.push(gap);
                     } else {
@@ -600,11 +782,17 @@ mod tests {
             }
             // Sessions of about 6.7 clicks; a minute or so between clicks.
             let mean_length = 100_000.0 / sessions as f64;
-            assert!((4.0..9.0).contains(&mean_length), "{mean_length} clicks per session");
+            assert!(
+                (4.0..9.0).contains(&mean_length),
+                "{mean_length} clicks per session"
+            );
             assert!(between > 5_000, "{between}");
             within.sort();
             let median = within[within.len() / 2];
-            assert!((2 * CLICK_GAP_MIN_MS..within_max / 2).contains(&median), "median gap {median}");
+            assert!(
+                (2 * CLICK_GAP_MIN_MS..within_max / 2).contains(&median),
+                "median gap {median}"
+            );
         }
     }
 
@@ -630,7 +818,11 @@ mod tests {
 
     #[test]
     fn rate_limited() {
-        let config = ClickConfig { records: 1_000, rate: Some(2_000.0), ..Default::default() };
+        let config = ClickConfig {
+            records: 1_000,
+            rate: Some(2_000.0),
+            ..Default::default()
+        };
         let mut source = ClickGenerator::new(&config, 0).unwrap();
         let start = Instant::now();
         let mut total = 0;
@@ -650,17 +842,33 @@ mod tests {
         for name in ["clicks", "turbines"] {
             let start = Instant::now();
             let bytes: usize = match name {
-                "clicks" => click_records(&ClickConfig { records: 0, ..Default::default() }, 0)
-                    .take(N)
-                    .map(|r| r.value.len())
-                    .sum(),
-                _ => crate::turbine_records(&crate::TurbineConfig { records: 0, ..Default::default() }, 0)
-                    .take(N)
-                    .map(|r| r.value.len())
-                    .sum(),
+                "clicks" => click_records(
+                    &ClickConfig {
+                        records: 0,
+                        ..Default::default()
+                    },
+                    0,
+                )
+                .take(N)
+                .map(|r| r.value.len())
+                .sum(),
+                _ => crate::turbine_records(
+                    &crate::TurbineConfig {
+                        records: 0,
+                        ..Default::default()
+                    },
+                    0,
+                )
+                .take(N)
+                .map(|r| r.value.len())
+                .sum(),
             };
             let secs = start.elapsed().as_secs_f64();
-            println!("{name}: {N} records in {secs:.3} s = {:.2} M records/s, {:.0} bytes/record", N as f64 / secs / 1e6, bytes as f64 / N as f64);
+            println!(
+                "{name}: {N} records in {secs:.3} s = {:.2} M records/s, {:.0} bytes/record",
+                N as f64 / secs / 1e6,
+                bytes as f64 / N as f64
+            );
         }
     }
 }

@@ -57,7 +57,10 @@ fn default_max_record_kb() -> u64 {
 impl FileSourceConfig {
     /// A config reading `path` with the default limits.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileSourceConfig { path: path.into(), max_record_kb: DEFAULT_MAX_RECORD_KB }
+        FileSourceConfig {
+            path: path.into(),
+            max_record_kb: DEFAULT_MAX_RECORD_KB,
+        }
     }
 
     /// Check what deserialization alone cannot: `max_record_kb` from 1 to
@@ -121,11 +124,14 @@ impl Source for FileSource {
             // Never more than the longest line accepted plus its `\r\n`
             // (and one byte to tell that it is longer).
             let cap = self.max_line + 3;
-            let n = (&mut self.reader).take(cap).read_until(b'\n', &mut self.buf).map_err(|source| ConnectorError::Io {
-                what: "reading source file",
-                path: self.path.display().to_string(),
-                source,
-            })?;
+            let n = (&mut self.reader)
+                .take(cap)
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|source| ConnectorError::Io {
+                    what: "reading source file",
+                    path: self.path.display().to_string(),
+                    source,
+                })?;
             if n == 0 {
                 self.done = true;
                 break;
@@ -152,7 +158,11 @@ impl Source for FileSource {
             }
             batch.push(Record {
                 value: line.to_vec(),
-                position: Some(Position { source: self.source_index, split: 0, offset: self.line }),
+                position: Some(Position {
+                    source: self.source_index,
+                    split: 0,
+                    offset: self.line,
+                }),
                 ..Default::default()
             });
         }
@@ -370,7 +380,11 @@ fn create_parent(path: &Path) -> Result<(), ConnectorError> {
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ConnectorError + 'a {
-    move |source| ConnectorError::Io { what, path: path.display().to_string(), source }
+    move |source| ConnectorError::Io {
+        what,
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Make the creations, renames and deletions in `dir` durable.
@@ -398,7 +412,8 @@ impl FileSink {
     /// parent directories. See [`FileSink`].
     pub fn new(config: &FileSinkConfig) -> Result<Self, ConnectorError> {
         create_parent(&config.path)?;
-        let file = File::create(&config.path).map_err(io_err("creating sink file", &config.path))?;
+        let file =
+            File::create(&config.path).map_err(io_err("creating sink file", &config.path))?;
         Ok(FileSink {
             path: config.path.clone(),
             format: config.format,
@@ -415,10 +430,19 @@ impl FileSink {
         let path = config.path.clone();
         let file_name = path
             .file_name()
-            .ok_or_else(|| ConnectorError::Config(format!("file sink {}: the path must name a file", path.display())))?
+            .ok_or_else(|| {
+                ConnectorError::Config(format!(
+                    "file sink {}: the path must name a file",
+                    path.display()
+                ))
+            })?
             .to_os_string();
         create_parent(&path)?;
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
         let mut name = file_name.clone();
         name.push(".inprogress");
         let inprogress = dir.join(name);
@@ -451,7 +475,10 @@ impl Txn {
     }
 
     /// Run `op` unless an earlier operation failed; remember a failure.
-    fn guard<T>(&mut self, op: impl FnOnce(&mut Self) -> Result<T, ConnectorError>) -> Result<T, ConnectorError> {
+    fn guard<T>(
+        &mut self,
+        op: impl FnOnce(&mut Self) -> Result<T, ConnectorError>,
+    ) -> Result<T, ConnectorError> {
         if self.failed {
             return Err(self.config_err(
                 "an earlier error left the exactly-once sink in an unknown state; \
@@ -459,7 +486,9 @@ impl Txn {
             ));
         }
         if !self.started {
-            return Err(self.config_err("start must be called before any other operation of the exactly-once sink"));
+            return Err(self.config_err(
+                "start must be called before any other operation of the exactly-once sink",
+            ));
         }
         let result = op(self);
         if result.is_err() {
@@ -485,12 +514,20 @@ impl Txn {
         prefix.push(".pending-");
         let prefix = prefix.as_encoded_bytes();
         let mut found = Vec::new();
-        let entries = std::fs::read_dir(&self.dir).map_err(io_err("listing the directory of sink file", &self.dir))?;
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(io_err("listing the directory of sink file", &self.dir))?;
         for entry in entries {
             let entry = entry.map_err(io_err("listing the directory of sink file", &self.dir))?;
             let name = entry.file_name();
-            let Some(rest) = name.as_encoded_bytes().strip_prefix(prefix) else { continue };
-            let Some(id) = std::str::from_utf8(rest).ok().and_then(|s| s.parse::<u64>().ok()) else { continue };
+            let Some(rest) = name.as_encoded_bytes().strip_prefix(prefix) else {
+                continue;
+            };
+            let Some(id) = std::str::from_utf8(rest)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                continue;
+            };
             if id.to_string().as_bytes() == rest {
                 found.push((id, self.dir.join(&name)));
             }
@@ -511,28 +548,43 @@ impl Txn {
         };
         let mut file = match OpenOptions::new().write(true).open(&self.path) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && keep > 0 => return Err(lost(&"missing")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && keep > 0 => {
+                return Err(lost(&"missing"))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 File::create(&self.path).map_err(io_err("creating sink file", &self.path))?
             }
             Err(e) => return Err(io_err("opening sink file", &self.path)(e)),
         };
-        let len = file.metadata().map_err(io_err("reading the size of sink file", &self.path))?.len();
+        let len = file
+            .metadata()
+            .map_err(io_err("reading the size of sink file", &self.path))?
+            .len();
         if len < keep {
             return Err(lost(&format_args!("{len} bytes long")));
         }
         if len > keep {
-            file.set_len(keep).map_err(io_err("truncating sink file", &self.path))?;
+            file.set_len(keep)
+                .map_err(io_err("truncating sink file", &self.path))?;
         }
-        file.seek(SeekFrom::Start(keep)).map_err(io_err("seeking in sink file", &self.path))?;
+        file.seek(SeekFrom::Start(keep))
+            .map_err(io_err("seeking in sink file", &self.path))?;
         Ok(file)
     }
 
     /// Append the `len` bytes of the pending file `pending` to `out`, make
     /// them durable, then delete the pending file.
-    fn append_pending(&self, out: &mut File, pending: &Path, len: u64) -> Result<(), ConnectorError> {
+    fn append_pending(
+        &self,
+        out: &mut File,
+        pending: &Path,
+        len: u64,
+    ) -> Result<(), ConnectorError> {
         let src = File::open(pending).map_err(io_err("opening pending sink file", pending))?;
-        let actual = src.metadata().map_err(io_err("reading the size of pending sink file", pending))?.len();
+        let actual = src
+            .metadata()
+            .map_err(io_err("reading the size of pending sink file", pending))?
+            .len();
         if actual != len {
             return Err(self.config_err(format_args!(
                 "the pending file {} is {actual} bytes long instead of {len}: it was modified outside Sluice",
@@ -542,17 +594,22 @@ impl Txn {
         #[cfg(test)]
         if let Some(room) = self.room_for_test.filter(|room| *room < len) {
             // A disk that fills up after `room` more bytes.
-            io::copy(&mut (&src).take(room), out).map_err(io_err("appending to sink file", &self.path))?;
-            return Err(io_err("appending to sink file", &self.path)(io::Error::from_raw_os_error(28)));
+            io::copy(&mut (&src).take(room), out)
+                .map_err(io_err("appending to sink file", &self.path))?;
+            return Err(io_err("appending to sink file", &self.path)(
+                io::Error::from_raw_os_error(28),
+            ));
         }
-        let copied = io::copy(&mut src.take(len), out).map_err(io_err("appending to sink file", &self.path))?;
+        let copied = io::copy(&mut src.take(len), out)
+            .map_err(io_err("appending to sink file", &self.path))?;
         if copied != len {
             return Err(self.config_err(format_args!(
                 "the pending file {} ended after {copied} of {len} bytes",
                 pending.display()
             )));
         }
-        out.sync_all().map_err(io_err("syncing sink file", &self.path))?;
+        out.sync_all()
+            .map_err(io_err("syncing sink file", &self.path))?;
         std::fs::remove_file(pending).map_err(io_err("deleting pending sink file", pending))
     }
 
@@ -561,7 +618,13 @@ impl Txn {
     /// `out` back to `at` before returning the error, so that `<path>` is
     /// never left holding part of an epoch (shrinking a file needs no
     /// space). The pending file stays, and the restart appends it again.
-    fn append_pending_or_cut(&self, out: &mut File, pending: &Path, len: u64, at: u64) -> Result<(), ConnectorError> {
+    fn append_pending_or_cut(
+        &self,
+        out: &mut File,
+        pending: &Path,
+        len: u64,
+        at: u64,
+    ) -> Result<(), ConnectorError> {
         let result = self.append_pending(out, pending, len);
         if result.is_err() {
             if let Err(e) = out.set_len(at).and_then(|_| out.sync_all()) {
@@ -600,7 +663,8 @@ impl Txn {
         }
         remove_if_exists(&self.inprogress)?;
         let file = File::create(&self.path).map_err(io_err("creating sink file", &self.path))?;
-        file.sync_all().map_err(io_err("syncing sink file", &self.path))?;
+        file.sync_all()
+            .map_err(io_err("syncing sink file", &self.path))?;
         sync_dir(&self.dir)?;
         self.reset(0, None);
         Ok(())
@@ -644,15 +708,19 @@ impl Txn {
             }
         }
         let pending_total: u64 = replay.iter().map(|(_, len)| len).sum();
-        let keep = snap.committed_len.checked_sub(pending_total).ok_or_else(|| {
-            self.config_err(format_args!(
+        let keep = snap
+            .committed_len
+            .checked_sub(pending_total)
+            .ok_or_else(|| {
+                self.config_err(format_args!(
                 "the pending files hold {pending_total} bytes, more than the {} bytes of output of \
                  checkpoint {checkpoint}: they were modified outside Sluice",
                 snap.committed_len
             ))
-        })?;
+            })?;
         let mut out = self.open_output_at(keep)?;
-        out.sync_all().map_err(io_err("syncing sink file", &self.path))?;
+        out.sync_all()
+            .map_err(io_err("syncing sink file", &self.path))?;
         let mut at = keep;
         for (pending, len) in &replay {
             self.append_pending_or_cut(&mut out, pending, *len, at)?;
@@ -675,18 +743,23 @@ impl Txn {
         let writer = match &mut self.writer {
             Some(writer) => writer,
             None => {
-                let file = File::create(&self.inprogress).map_err(io_err("creating sink file", &self.inprogress))?;
+                let file = File::create(&self.inprogress)
+                    .map_err(io_err("creating sink file", &self.inprogress))?;
                 self.writer.insert(BufWriter::with_capacity(1 << 20, file))
             }
         };
-        writer.write_all(bytes).map_err(io_err("writing sink file", &self.inprogress))?;
+        writer
+            .write_all(bytes)
+            .map_err(io_err("writing sink file", &self.inprogress))?;
         self.inprogress_len += bytes.len() as u64;
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), ConnectorError> {
         match &mut self.writer {
-            Some(writer) => writer.flush().map_err(io_err("flushing sink file", &self.inprogress)),
+            Some(writer) => writer
+                .flush()
+                .map_err(io_err("flushing sink file", &self.inprogress)),
             None => Ok(()),
         }
     }
@@ -700,11 +773,15 @@ impl Txn {
         let len = self.inprogress_len;
         let mut pending = None;
         if let Some(writer) = self.writer.take() {
-            let file = writer.into_inner().map_err(|e| io_err("flushing sink file", &self.inprogress)(e.into_error()))?;
-            file.sync_all().map_err(io_err("syncing sink file", &self.inprogress))?;
+            let file = writer
+                .into_inner()
+                .map_err(|e| io_err("flushing sink file", &self.inprogress)(e.into_error()))?;
+            file.sync_all()
+                .map_err(io_err("syncing sink file", &self.inprogress))?;
             drop(file);
             let pending_path = self.pending_path(checkpoint);
-            std::fs::rename(&self.inprogress, &pending_path).map_err(io_err("renaming sink file", &self.inprogress))?;
+            std::fs::rename(&self.inprogress, &pending_path)
+                .map_err(io_err("renaming sink file", &self.inprogress))?;
             sync_dir(&self.dir)?;
             self.pending.insert(checkpoint, len);
             pending = Some(self.pending_name(checkpoint).to_string_lossy().into_owned());
@@ -720,7 +797,11 @@ impl Txn {
     }
 
     fn commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
-        let due: Vec<(u64, u64)> = self.pending.range(..=checkpoint).map(|(&id, &len)| (id, len)).collect();
+        let due: Vec<(u64, u64)> = self
+            .pending
+            .range(..=checkpoint)
+            .map(|(&id, &len)| (id, len))
+            .collect();
         if due.is_empty() {
             return Ok(());
         }
@@ -749,14 +830,18 @@ impl Sink for FileSink {
             encode_record(self.format, record, &mut self.buf);
         }
         match &mut self.mode {
-            Mode::Plain(writer) => writer.write_all(&self.buf).map_err(io_err("writing sink file", &self.path)),
+            Mode::Plain(writer) => writer
+                .write_all(&self.buf)
+                .map_err(io_err("writing sink file", &self.path)),
             Mode::ExactlyOnce(txn) => txn.guard(|txn| txn.write(&self.buf)),
         }
     }
 
     fn flush(&mut self) -> Result<(), ConnectorError> {
         match &mut self.mode {
-            Mode::Plain(writer) => writer.flush().map_err(io_err("flushing sink file", &self.path)),
+            Mode::Plain(writer) => writer
+                .flush()
+                .map_err(io_err("flushing sink file", &self.path)),
             Mode::ExactlyOnce(txn) => txn.guard(Txn::flush),
         }
     }
@@ -802,13 +887,25 @@ mod tests {
     fn source_line_numbers_and_empty_lines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.jsonl");
-        std::fs::write(&path, b"{\"a\":1}\n\n{\"a\":2}\r\n\r\nnot json\n\n{\"a\":3}").unwrap();
+        std::fs::write(
+            &path,
+            b"{\"a\":1}\n\n{\"a\":2}\r\n\r\nnot json\n\n{\"a\":3}",
+        )
+        .unwrap();
         let mut source = FileSource::new(&FileSourceConfig::new(path), 3).unwrap();
         let records = read_all(&mut source, 2);
-        let got: Vec<(&[u8], u64)> = records.iter().map(|r| (&r.value[..], r.position.unwrap().offset)).collect();
+        let got: Vec<(&[u8], u64)> = records
+            .iter()
+            .map(|r| (&r.value[..], r.position.unwrap().offset))
+            .collect();
         assert_eq!(
             got,
-            vec![(&b"{\"a\":1}"[..], 1), (&b"{\"a\":2}"[..], 3), (&b"not json"[..], 5), (&b"{\"a\":3}"[..], 7)]
+            vec![
+                (&b"{\"a\":1}"[..], 1),
+                (&b"{\"a\":2}"[..], 3),
+                (&b"not json"[..], 5),
+                (&b"{\"a\":3}"[..], 7)
+            ]
         );
         for r in &records {
             let pos = r.position.unwrap();
@@ -833,19 +930,47 @@ mod tests {
         let exact = "x".repeat(1024);
         let long = "y".repeat(64 << 10);
         std::fs::write(&path, format!("a\n{exact}\r\n{exact}\n{long}\nb\n")).unwrap();
-        let config = FileSourceConfig { path: path.clone(), max_record_kb: 1 };
+        let config = FileSourceConfig {
+            path: path.clone(),
+            max_record_kb: 1,
+        };
         let mut source = FileSource::new(&config, 0).unwrap();
         let batch = source.poll_batch(3).unwrap().unwrap();
-        assert_eq!(batch.iter().map(|r| r.value.len()).collect::<Vec<_>>(), vec![1, 1024, 1024], "a line of exactly max_record_kb is accepted");
+        assert_eq!(
+            batch.iter().map(|r| r.value.len()).collect::<Vec<_>>(),
+            vec![1, 1024, 1024],
+            "a line of exactly max_record_kb is accepted"
+        );
         let err = source.poll_batch(3).unwrap_err().to_string();
-        assert!(err.contains(&path.display().to_string()) && err.contains("line 4 is longer than the source's max_record_kb = 1 KiB"), "{err}");
+        assert!(
+            err.contains(&path.display().to_string())
+                && err.contains("line 4 is longer than the source's max_record_kb = 1 KiB"),
+            "{err}"
+        );
         // The reader held at most the limit of the long line.
-        assert!(source.buf.capacity() < 8 << 10, "{} bytes buffered", source.buf.capacity());
+        assert!(
+            source.buf.capacity() < 8 << 10,
+            "{} bytes buffered",
+            source.buf.capacity()
+        );
         // Without a line ending at the end of the file too.
         std::fs::write(&path, "y".repeat(1025)).unwrap();
-        let err = FileSource::new(&config, 0).unwrap().poll_batch(3).unwrap_err().to_string();
+        let err = FileSource::new(&config, 0)
+            .unwrap()
+            .poll_batch(3)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 1 is longer"), "{err}");
-        let err = FileSource::new(&FileSourceConfig { path, max_record_kb: 0 }, 0).err().unwrap().to_string();
+        let err = FileSource::new(
+            &FileSourceConfig {
+                path,
+                max_record_kb: 0,
+            },
+            0,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(err.contains("`max_record_kb` is 0"), "{err}");
     }
 
@@ -853,7 +978,9 @@ mod tests {
     fn source_missing_file_names_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nope.jsonl");
-        let err = FileSource::new(&FileSourceConfig::new(path.clone()), 0).err().unwrap();
+        let err = FileSource::new(&FileSourceConfig::new(path.clone()), 0)
+            .err()
+            .unwrap();
         assert!(matches!(err, ConnectorError::Io { .. }));
         let message = err.to_string();
         assert!(message.contains(&path.display().to_string()), "{message}");
@@ -863,10 +990,15 @@ mod tests {
     fn config_parsing() {
         let c: FileSinkConfig = serde_json::from_str(r#"{"path": "x.jsonl"}"#).unwrap();
         assert_eq!(c.format, SinkFormat::Value);
-        let c: FileSinkConfig = serde_json::from_str(r#"{"path": "x.jsonl", "format": "envelope"}"#).unwrap();
+        let c: FileSinkConfig =
+            serde_json::from_str(r#"{"path": "x.jsonl", "format": "envelope"}"#).unwrap();
         assert_eq!(c.format, SinkFormat::Envelope);
-        assert!(serde_json::from_str::<FileSinkConfig>(r#"{"path": "x", "format": "csv"}"#).is_err());
-        assert!(serde_json::from_str::<FileSinkConfig>(r#"{"path": "x", "fromat": "value"}"#).is_err());
+        assert!(
+            serde_json::from_str::<FileSinkConfig>(r#"{"path": "x", "format": "csv"}"#).is_err()
+        );
+        assert!(
+            serde_json::from_str::<FileSinkConfig>(r#"{"path": "x", "fromat": "value"}"#).is_err()
+        );
         assert!(serde_json::from_str::<FileSourceConfig>(r#"{"path": "x", "name": "s"}"#).is_err());
         assert!(serde_json::from_str::<FileSourceConfig>(r#"{}"#).is_err());
     }
@@ -876,11 +1008,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a/b/out.jsonl");
         let records: Vec<Record> = crate::taxi_records(
-            &crate::GeneratorConfig { count: Some(1000), malformed_ratio: 0.0, ..Default::default() },
+            &crate::GeneratorConfig {
+                count: Some(1000),
+                malformed_ratio: 0.0,
+                ..Default::default()
+            },
             0,
         )
         .collect();
-        let mut sink = FileSink::new(&FileSinkConfig { path: path.clone(), format: SinkFormat::Value }).unwrap();
+        let mut sink = FileSink::new(&FileSinkConfig {
+            path: path.clone(),
+            format: SinkFormat::Value,
+        })
+        .unwrap();
         for chunk in records.chunks(77) {
             sink.write(chunk).unwrap();
         }
@@ -894,7 +1034,11 @@ mod tests {
         }
 
         // Reopening truncates.
-        let mut sink = FileSink::new(&FileSinkConfig { path: path.clone(), format: SinkFormat::Value }).unwrap();
+        let mut sink = FileSink::new(&FileSinkConfig {
+            path: path.clone(),
+            format: SinkFormat::Value,
+        })
+        .unwrap();
         sink.write(&[Record::from_value("x")]).unwrap();
         drop(sink);
         assert_eq!(std::fs::read(&path).unwrap(), b"x\n");
@@ -904,13 +1048,20 @@ mod tests {
     fn sink_envelope_with_binary_values() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("env.jsonl");
-        let mut sink = FileSink::new(&FileSinkConfig { path: path.clone(), format: SinkFormat::Envelope }).unwrap();
+        let mut sink = FileSink::new(&FileSinkConfig {
+            path: path.clone(),
+            format: SinkFormat::Envelope,
+        })
+        .unwrap();
         let records = vec![
             Record {
                 key: Some(b"k".to_vec()),
                 value: b"{\"n\": 1.50}".to_vec(),
                 event_time: Some(7),
-                headers: vec![Header { name: "h".into(), value: b"v".to_vec() }],
+                headers: vec![Header {
+                    name: "h".into(),
+                    value: b"v".to_vec(),
+                }],
                 position: None,
             },
             Record::from_value("plain text"),
@@ -935,12 +1086,18 @@ mod tests {
     const OUT: &str = "out.jsonl";
 
     fn eo_sink(dir: &Path) -> FileSink {
-        FileSink::exactly_once(&FileSinkConfig { path: dir.join(OUT), format: SinkFormat::Value }).unwrap()
+        FileSink::exactly_once(&FileSinkConfig {
+            path: dir.join(OUT),
+            format: SinkFormat::Value,
+        })
+        .unwrap()
     }
 
     /// The records of epoch `epoch`: `e<epoch>-<i>` for `i` in `0..n`.
     fn epoch_records(epoch: u64, n: usize) -> Vec<Record> {
-        (0..n).map(|i| Record::from_value(format!("e{epoch}-{i}"))).collect()
+        (0..n)
+            .map(|i| Record::from_value(format!("e{epoch}-{i}")))
+            .collect()
     }
 
     /// What the output holds once the epochs are committed (`n` records each).
@@ -997,7 +1154,10 @@ mod tests {
         let len = (expected.len() + output_of([(next, 3)]).len()) as u64;
         assert_eq!(snap["committed_len"], len);
         sink.commit(next).unwrap();
-        assert_eq!(read_out(dir), format!("{expected}{}", output_of([(next, 3)])));
+        assert_eq!(
+            read_out(dir),
+            format!("{expected}{}", output_of([(next, 3)]))
+        );
         assert!(others(dir).is_empty(), "{:?}", others(dir));
     }
 
@@ -1013,11 +1173,17 @@ mod tests {
             run_epoch(&mut sink, 1, 4);
             sink.commit(1).unwrap();
             let snap = run_epoch(&mut sink, 2, 50);
-            let Mode::ExactlyOnce(txn) = &mut sink.mode else { unreachable!() };
+            let Mode::ExactlyOnce(txn) = &mut sink.mode else {
+                unreachable!()
+            };
             txn.room_for_test = Some(room);
             let err = sink.commit(2).expect_err("the disk is full");
             assert!(err.to_string().contains("appending to sink file"), "{err}");
-            assert_eq!(read_out(d), committed, "room for {room} bytes: the output holds committed epochs only");
+            assert_eq!(
+                read_out(d),
+                committed,
+                "room for {room} bytes: the output holds committed epochs only"
+            );
             assert_eq!(others(d), vec!["out.jsonl.pending-2"]);
             assert!(sink.commit(2).is_err(), "failed until restarted");
             crash(sink);
@@ -1030,11 +1196,21 @@ mod tests {
     fn exactly_once_fresh_start_truncates_and_cleans_leftovers() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        for name in [OUT, "out.jsonl.inprogress", "out.jsonl.pending-3", "out.jsonl.pending-17"] {
+        for name in [
+            OUT,
+            "out.jsonl.inprogress",
+            "out.jsonl.pending-3",
+            "out.jsonl.pending-17",
+        ] {
             std::fs::write(d.join(name), b"old\n").unwrap();
         }
         // Not ours: left alone.
-        for name in ["out.jsonl.pending-x", "out.jsonl.pending-007", "other.jsonl.pending-1", "notes.txt"] {
+        for name in [
+            "out.jsonl.pending-x",
+            "out.jsonl.pending-007",
+            "other.jsonl.pending-1",
+            "notes.txt",
+        ] {
             std::fs::write(d.join(name), b"keep\n").unwrap();
         }
         let mut sink = eo_sink(d);
@@ -1044,13 +1220,21 @@ mod tests {
         assert_eq!(read_out(d), "");
         assert_eq!(
             others(d),
-            vec!["notes.txt", "other.jsonl.pending-1", "out.jsonl.pending-007", "out.jsonl.pending-x"]
+            vec![
+                "notes.txt",
+                "other.jsonl.pending-1",
+                "out.jsonl.pending-007",
+                "out.jsonl.pending-x"
+            ]
         );
 
         // Missing file and directories are created.
         let path = d.join("a/b/new.jsonl");
-        let mut sink =
-            FileSink::exactly_once(&FileSinkConfig { path: path.clone(), format: SinkFormat::Value }).unwrap();
+        let mut sink = FileSink::exactly_once(&FileSinkConfig {
+            path: path.clone(),
+            format: SinkFormat::Value,
+        })
+        .unwrap();
         sink.start(None).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"");
     }
@@ -1065,11 +1249,17 @@ mod tests {
         sink.flush().unwrap();
         assert_eq!(read_out(d), "");
         assert_eq!(others(d), vec!["out.jsonl.inprogress"]);
-        assert_eq!(std::fs::read_to_string(d.join("out.jsonl.inprogress")).unwrap(), output_of([(1, 4)]));
+        assert_eq!(
+            std::fs::read_to_string(d.join("out.jsonl.inprogress")).unwrap(),
+            output_of([(1, 4)])
+        );
 
         let snap = sink.pre_commit(1).unwrap();
         let n = output_of([(1, 4)]).len() as u64;
-        assert_eq!(snap, serde_json::json!({"committed_len": n, "pending": "out.jsonl.pending-1", "pending_len": n}));
+        assert_eq!(
+            snap,
+            serde_json::json!({"committed_len": n, "pending": "out.jsonl.pending-1", "pending_len": n})
+        );
         assert_eq!(read_out(d), "");
         assert_eq!(others(d), vec!["out.jsonl.pending-1"]);
 
@@ -1091,10 +1281,20 @@ mod tests {
         let s5 = run_epoch(&mut sink, 5, 2);
         let len = |e: &[(u64, usize)]| output_of(e.iter().copied()).len() as u64;
         assert_eq!(s1["committed_len"], len(&[(1, 3)]));
-        assert_eq!(s2, serde_json::json!({"committed_len": len(&[(1, 3)]), "pending": null, "pending_len": 0}));
+        assert_eq!(
+            s2,
+            serde_json::json!({"committed_len": len(&[(1, 3)]), "pending": null, "pending_len": 0})
+        );
         assert_eq!(s3["committed_len"], len(&[(1, 3), (3, 5)]));
         assert_eq!(s5["committed_len"], len(&[(1, 3), (3, 5), (5, 2)]));
-        assert_eq!(others(d), vec!["out.jsonl.pending-1", "out.jsonl.pending-3", "out.jsonl.pending-5"]);
+        assert_eq!(
+            others(d),
+            vec![
+                "out.jsonl.pending-1",
+                "out.jsonl.pending-3",
+                "out.jsonl.pending-5"
+            ]
+        );
         assert_eq!(read_out(d), "");
 
         // A commit commits every epoch up to it, in order.
@@ -1110,7 +1310,10 @@ mod tests {
 
         // The end of a bounded input: a final pre-commit and commit.
         let snap = run_epoch(&mut sink, 6, 1);
-        assert_eq!(snap["committed_len"], len(&[(1, 3), (3, 5), (5, 2), (6, 1)]));
+        assert_eq!(
+            snap["committed_len"],
+            len(&[(1, 3), (3, 5), (5, 2), (6, 1)])
+        );
         sink.commit(6).unwrap();
         assert_eq!(read_out(d), output_of([(1, 3), (3, 5), (5, 2), (6, 1)]));
     }
@@ -1200,7 +1403,12 @@ mod tests {
     #[test]
     fn exactly_once_restart_with_later_epochs_pre_committed() {
         // (commit of 3 done?, how much of epoch 4 reached the output by hand)
-        for (commit_3, epoch_4_bytes) in [(false, None), (true, None), (true, Some(0.5)), (true, Some(1.0))] {
+        for (commit_3, epoch_4_bytes) in [
+            (false, None),
+            (true, None),
+            (true, Some(0.5)),
+            (true, Some(1.0)),
+        ] {
             let dir = tempfile::tempdir().unwrap();
             let d = dir.path();
             let (mut sink, snap) = setup_checkpoint_3(d);
@@ -1289,11 +1497,19 @@ mod tests {
     #[test]
     fn exactly_once_restart_fails_on_shortened_output() {
         let expect_lost = |d: &Path, snap: &SinkSnapshot| {
-            let err = eo_sink(d).start(Some((3, snap))).expect_err("start must fail");
+            let err = eo_sink(d)
+                .start(Some((3, snap)))
+                .expect_err("start must fail");
             assert!(matches!(err, ConnectorError::Config(_)), "{err:?}");
             let message = err.to_string();
-            assert!(message.contains(&d.join(OUT).display().to_string()), "{message}");
-            assert!(message.contains("modified or lost outside Sluice"), "{message}");
+            assert!(
+                message.contains(&d.join(OUT).display().to_string()),
+                "{message}"
+            );
+            assert!(
+                message.contains("modified or lost outside Sluice"),
+                "{message}"
+            );
         };
         // Committed output, then shortened.
         let dir = tempfile::tempdir().unwrap();
@@ -1302,7 +1518,12 @@ mod tests {
         sink.commit(3).unwrap();
         crash(sink);
         let len = std::fs::metadata(d.join(OUT)).unwrap().len();
-        OpenOptions::new().write(true).open(d.join(OUT)).unwrap().set_len(len - 1).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(d.join(OUT))
+            .unwrap()
+            .set_len(len - 1)
+            .unwrap();
         expect_lost(d, &snap);
         // Deleted.
         std::fs::remove_file(d.join(OUT)).unwrap();
@@ -1314,9 +1535,17 @@ mod tests {
         let (sink, snap) = setup_checkpoint_3(d);
         crash(sink);
         let len = std::fs::metadata(d.join(OUT)).unwrap().len();
-        OpenOptions::new().write(true).open(d.join(OUT)).unwrap().set_len(len - 3).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(d.join(OUT))
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
         expect_lost(d, &snap);
-        assert!(d.join("out.jsonl.pending-3").exists(), "nothing is deleted on failure");
+        assert!(
+            d.join("out.jsonl.pending-3").exists(),
+            "nothing is deleted on failure"
+        );
 
         // A pending file changed size.
         std::fs::write(d.join("out.jsonl.pending-3"), b"x\n").unwrap();
@@ -1324,7 +1553,10 @@ mod tests {
         assert!(err.to_string().contains("modified outside Sluice"), "{err}");
 
         // Not a file sink snapshot.
-        let err = eo_sink(d).start(Some((3, &SinkSnapshot::Null))).err().unwrap();
+        let err = eo_sink(d)
+            .start(Some((3, &SinkSnapshot::Null)))
+            .err()
+            .unwrap();
         assert!(matches!(err, ConnectorError::Config(_)), "{err:?}");
     }
 
@@ -1333,7 +1565,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let mut sink = eo_sink(d);
-        assert!(sink.write(&epoch_records(1, 1)).is_err(), "write before start");
+        assert!(
+            sink.write(&epoch_records(1, 1)).is_err(),
+            "write before start"
+        );
         sink.start(None).unwrap();
         run_epoch(&mut sink, 5, 1);
         let err = sink.pre_commit(5).err().unwrap();
@@ -1351,7 +1586,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(OUT);
         std::fs::write(&path, b"old\n").unwrap();
-        let mut sink = FileSink::new(&FileSinkConfig { path: path.clone(), format: SinkFormat::Value }).unwrap();
+        let mut sink = FileSink::new(&FileSinkConfig {
+            path: path.clone(),
+            format: SinkFormat::Value,
+        })
+        .unwrap();
         assert!(!sink.exactly_once());
         assert_eq!(std::fs::read(&path).unwrap(), b"", "truncated on open");
         sink.start(None).unwrap();
@@ -1361,7 +1600,10 @@ mod tests {
         sink.commit(1).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"a\n");
         assert_eq!(others(dir.path()), Vec::<String>::new());
-        let config = FileSinkConfig { path, format: SinkFormat::Value };
+        let config = FileSinkConfig {
+            path,
+            format: SinkFormat::Value,
+        };
         let boxed: Box<dyn Sink> = Box::new(FileSink::exactly_once(&config).unwrap());
         assert!(boxed.exactly_once());
     }

@@ -164,7 +164,11 @@ mod tests {
         let mut out = Vec::new();
         encode_record(SinkFormat::Envelope, record, &mut out);
         assert_eq!(out.last(), Some(&b'\n'));
-        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1, "one line per record");
+        assert_eq!(
+            out.iter().filter(|&&b| b == b'\n').count(),
+            1,
+            "one line per record"
+        );
         serde_json::from_slice(&out).unwrap()
     }
 
@@ -172,7 +176,11 @@ mod tests {
     fn value_format_appends_newline() {
         let mut out = Vec::new();
         encode_record(SinkFormat::Value, &Record::from_value("abc"), &mut out);
-        encode_record(SinkFormat::Value, &Record::from_value(vec![0xff, 0]), &mut out);
+        encode_record(
+            SinkFormat::Value,
+            &Record::from_value(vec![0xff, 0]),
+            &mut out,
+        );
         assert_eq!(out, b"abc\n\xff\x00\n");
     }
 
@@ -182,7 +190,10 @@ mod tests {
             key: Some(b"k1".to_vec()),
             value: b" {\"a\" : 12.50,\n \"s\": \"x y\\\" z\"} ".to_vec(),
             event_time: Some(1767225600000),
-            headers: vec![Header { name: "h".into(), value: b"v".to_vec() }],
+            headers: vec![Header {
+                name: "h".into(),
+                value: b"v".to_vec(),
+            }],
             position: None,
         };
         let mut out = Vec::new();
@@ -208,18 +219,34 @@ mod tests {
             value: bytes.clone(),
             event_time: Some(-5),
             headers: vec![
-                Header { name: "bin".into(), value: vec![0xc3] },
-                Header { name: "txt".into(), value: b"ok".to_vec() },
+                Header {
+                    name: "bin".into(),
+                    value: vec![0xc3],
+                },
+                Header {
+                    name: "txt".into(),
+                    value: b"ok".to_vec(),
+                },
             ],
             position: None,
         };
         let bin = envelope(&record);
         let b64 = &base64::engine::general_purpose::STANDARD;
         assert!(bin.get("value").is_none());
-        assert_eq!(b64.decode(bin["value_base64"].as_str().unwrap()).unwrap(), bytes);
-        assert_eq!(b64.decode(bin["key_base64"].as_str().unwrap()).unwrap(), vec![0x80]);
+        assert_eq!(
+            b64.decode(bin["value_base64"].as_str().unwrap()).unwrap(),
+            bytes
+        );
+        assert_eq!(
+            b64.decode(bin["key_base64"].as_str().unwrap()).unwrap(),
+            vec![0x80]
+        );
         assert_eq!(bin["event_time"], -5);
         assert_eq!(bin["headers"], serde_json::json!({"txt": "ok"}));
-        assert_eq!(b64.decode(bin["headers_base64"]["bin"].as_str().unwrap()).unwrap(), vec![0xc3]);
+        assert_eq!(
+            b64.decode(bin["headers_base64"]["bin"].as_str().unwrap())
+                .unwrap(),
+            vec![0xc3]
+        );
     }
 }

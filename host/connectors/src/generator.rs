@@ -43,7 +43,6 @@
 //! same config produce the same trips (with different `Position::source`);
 //! give them different seeds for different data.
 
-
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
@@ -179,7 +178,10 @@ impl TaxiGenerator {
     /// [validate](GeneratorConfig::validate).
     pub fn new(config: &GeneratorConfig, source_index: u16) -> Result<Self, ConnectorError> {
         config.validate()?;
-        Ok(Generated::with_rate(Trips::new(config, source_index), config.rate))
+        Ok(Generated::with_rate(
+            Trips::new(config, source_index),
+            config.rate,
+        ))
     }
 }
 
@@ -340,8 +342,14 @@ impl Trips {
                 (JFK, _) => (-73_782_200, 40_641_300),
                 (LGA, _) => (-73_874_000, 40_776_900),
                 // Manhattan.
-                (_, Some(_)) => (-74_012_000 + ((a as i64 * 70_000) >> 16), 40_705_000 + ((b as i64 * 95_000) >> 16)),
-                _ => (LON_MIN + 10_000 + ((a as i64 * 280_000) >> 16), LAT_MIN + 10_000 + ((b as i64 * 280_000) >> 16)),
+                (_, Some(_)) => (
+                    -74_012_000 + ((a as i64 * 70_000) >> 16),
+                    40_705_000 + ((b as i64 * 95_000) >> 16),
+                ),
+                _ => (
+                    LON_MIN + 10_000 + ((a as i64 * 280_000) >> 16),
+                    LAT_MIN + 10_000 + ((b as i64 * 280_000) >> 16),
+                ),
             };
             zone_centres.push(centre);
         }
@@ -386,7 +394,10 @@ impl Trips {
         let (lon, lat) = self.zone_centres[zone as usize];
         let dlon = self.below(2 * JITTER as u64 + 1) as i64 - JITTER;
         let dlat = self.below(2 * JITTER as u64 + 1) as i64 - JITTER;
-        ((lon + dlon).clamp(LON_MIN, LON_MAX), (lat + dlat).clamp(LAT_MIN, LAT_MAX))
+        (
+            (lon + dlon).clamp(LON_MIN, LON_MAX),
+            (lat + dlat).clamp(LAT_MIN, LAT_MAX),
+        )
     }
 
     /// The next record and what kind it is.
@@ -431,7 +442,11 @@ impl Trips {
             value: out.clone(),
             event_time: Some(pickup_ms),
             headers: Vec::new(),
-            position: Some(Position { source: self.source_index, split: 0, offset: trip_id }),
+            position: Some(Position {
+                source: self.source_index,
+                split: 0,
+                offset: trip_id,
+            }),
         };
         self.scratch = out;
         Some((kind, out_of_order, record))
@@ -458,9 +473,15 @@ impl Trips {
         let miles = (dx * dx + dy * dy).sqrt() * detour + 0.2 * self.unit();
         let distance_c = ((miles * 100.0).round() as i64).clamp(30, 3000);
         let mph = 7.0 + 15.0 * self.unit();
-        let duration_ms = (distance_c as f64 / 100.0 / mph * 3_600_000.0) as i64 + 60_000 + self.below(180_000) as i64;
+        let duration_ms = (distance_c as f64 / 100.0 / mph * 3_600_000.0) as i64
+            + 60_000
+            + self.below(180_000) as i64;
         let fare_c = 300 + (5 * distance_c + 1) / 2;
-        let tip_c = if self.unit() < 0.2 { 0 } else { (fare_c as f64 * (0.10 + 0.20 * self.unit())).round() as i64 };
+        let tip_c = if self.unit() < 0.2 {
+            0
+        } else {
+            (fare_c as f64 * (0.10 + 0.20 * self.unit())).round() as i64
+        };
         Trip {
             trip_id,
             vendor_id,
@@ -499,7 +520,10 @@ impl Trips {
                 trip.total_c = trip.fare_c + trip.tip_c + 100;
             }
             3 => trip.dropoff_ms = trip.pickup_ms - self.below(3_600_000) as i64,
-            4 => trip.dropoff_ms = trip.pickup_ms + SIX_HOURS_MS + 1 + self.below(42 * 3_600_000) as i64,
+            4 => {
+                trip.dropoff_ms =
+                    trip.pickup_ms + SIX_HOURS_MS + 1 + self.below(42 * 3_600_000) as i64
+            }
             _ => trip.total_c = trip.fare_c - 1 - self.below(trip.fare_c as u64) as i64,
         }
     }
@@ -723,9 +747,9 @@ fn splitmix64(mut x: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use sluice_types::Source;
     use std::time::Instant;
-    use super::*;
 
     /// The schema a downstream operator would parse, with exactly these
     /// fields and types.
@@ -795,58 +819,140 @@ mod tests {
         assert_eq!((c.seed, c.count, c.rate, c.zones), (42, None, None, 265));
         assert_eq!(c.start_ms, 1_767_225_600_000);
         c.validate().unwrap();
-        let c: GeneratorConfig = serde_json::from_str(r#"{"seed": 1, "count": 5, "rate": 10.5}"#).unwrap();
-        assert_eq!((c.seed, c.count, c.rate, c.malformed_ratio), (1, Some(5), Some(10.5), 0.01));
-        for bad in [r#"{"name": "x"}"#, r#"{"type": "generator"}"#, r#"{"sead": 1}"#] {
-            assert!(serde_json::from_str::<GeneratorConfig>(bad).is_err(), "{bad}");
+        let c: GeneratorConfig =
+            serde_json::from_str(r#"{"seed": 1, "count": 5, "rate": 10.5}"#).unwrap();
+        assert_eq!(
+            (c.seed, c.count, c.rate, c.malformed_ratio),
+            (1, Some(5), Some(10.5), 0.01)
+        );
+        for bad in [
+            r#"{"name": "x"}"#,
+            r#"{"type": "generator"}"#,
+            r#"{"sead": 1}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<GeneratorConfig>(bad).is_err(),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn validation_names_field_and_fix() {
         let check = |c: GeneratorConfig, field: &str| {
-            let err = TaxiGenerator::new(&c, 0).err().expect("invalid config accepted");
+            let err = TaxiGenerator::new(&c, 0)
+                .err()
+                .expect("invalid config accepted");
             assert!(matches!(err, ConnectorError::Config(_)));
             let msg = err.to_string();
             assert!(msg.contains(field), "{msg}");
             msg
         };
-        let msg = check(GeneratorConfig { malformed_ratio: 1.5, ..Default::default() }, "`malformed_ratio`");
+        let msg = check(
+            GeneratorConfig {
+                malformed_ratio: 1.5,
+                ..Default::default()
+            },
+            "`malformed_ratio`",
+        );
         assert!(msg.contains("between 0 and 1"), "{msg}");
-        check(GeneratorConfig { implausible_ratio: -0.1, ..Default::default() }, "`implausible_ratio`");
-        check(GeneratorConfig { out_of_order_ratio: f64::NAN, ..Default::default() }, "`out_of_order_ratio`");
-        check(GeneratorConfig { malformed_ratio: 0.6, implausible_ratio: 0.6, ..Default::default() }, "sum");
-        let msg = check(GeneratorConfig { rate: Some(0.0), ..Default::default() }, "`rate`");
+        check(
+            GeneratorConfig {
+                implausible_ratio: -0.1,
+                ..Default::default()
+            },
+            "`implausible_ratio`",
+        );
+        check(
+            GeneratorConfig {
+                out_of_order_ratio: f64::NAN,
+                ..Default::default()
+            },
+            "`out_of_order_ratio`",
+        );
+        check(
+            GeneratorConfig {
+                malformed_ratio: 0.6,
+                implausible_ratio: 0.6,
+                ..Default::default()
+            },
+            "sum",
+        );
+        let msg = check(
+            GeneratorConfig {
+                rate: Some(0.0),
+                ..Default::default()
+            },
+            "`rate`",
+        );
         assert!(msg.contains("positive"), "{msg}");
-        check(GeneratorConfig { rate: Some(f64::INFINITY), ..Default::default() }, "`rate`");
-        check(GeneratorConfig { max_out_of_order_ms: -1, ..Default::default() }, "`max_out_of_order_ms`");
-        check(GeneratorConfig { zones: 0, ..Default::default() }, "`zones`");
+        check(
+            GeneratorConfig {
+                rate: Some(f64::INFINITY),
+                ..Default::default()
+            },
+            "`rate`",
+        );
+        check(
+            GeneratorConfig {
+                max_out_of_order_ms: -1,
+                ..Default::default()
+            },
+            "`max_out_of_order_ms`",
+        );
+        check(
+            GeneratorConfig {
+                zones: 0,
+                ..Default::default()
+            },
+            "`zones`",
+        );
     }
 
     #[test]
     fn deterministic_per_seed() {
-        let config = GeneratorConfig { count: Some(20_000), ..Default::default() };
+        let config = GeneratorConfig {
+            count: Some(20_000),
+            ..Default::default()
+        };
         let a: Vec<Record> = taxi_records(&config, 0).collect();
         let b: Vec<Record> = taxi_records(&config, 0).collect();
         assert_eq!(a.len(), 20_000);
         assert_eq!(a, b);
-        let c: Vec<Record> = taxi_records(&GeneratorConfig { seed: 43, ..config.clone() }, 0).collect();
+        let c: Vec<Record> = taxi_records(
+            &GeneratorConfig {
+                seed: 43,
+                ..config.clone()
+            },
+            0,
+        )
+        .collect();
         assert_eq!(c.len(), 20_000);
         let same = a.iter().zip(&c).filter(|(x, y)| x.value == y.value).count();
         assert!(same < 10, "{same} identical records for different seeds");
         // The source index only changes the position.
         let d: Vec<Record> = taxi_records(&config, 5).collect();
-        assert!(a.iter().zip(&d).all(|(x, y)| x.value == y.value && y.position.unwrap().source == 5));
+        assert!(a
+            .iter()
+            .zip(&d)
+            .all(|(x, y)| x.value == y.value && y.position.unwrap().source == 5));
         // A pinned value guards against accidental changes of the sequence
         // (update it deliberately if the generator changes).
         let first = String::from_utf8(a[0].value.clone()).unwrap();
-        assert!(first.starts_with("{\"trip_id\":0,\"vendor_id\":"), "{first}");
+        assert!(
+            first.starts_with("{\"trip_id\":0,\"vendor_id\":"),
+            "{first}"
+        );
         assert!(first.contains("\"pickup_ms\":1767225600000,"), "{first}");
     }
 
     #[test]
     fn source_matches_taxi_records_and_stops_at_count() {
-        let config = GeneratorConfig { count: Some(2_500), seed: 9, ..Default::default() };
+        let config = GeneratorConfig {
+            count: Some(2_500),
+            seed: 9,
+            ..Default::default()
+        };
         let expected: Vec<Record> = taxi_records(&config, 2).collect();
         let mut source = TaxiGenerator::new(&config, 2).unwrap();
         let mut got = Vec::new();
@@ -857,10 +963,24 @@ mod tests {
         assert!(source.poll_batch(1000).unwrap().is_none());
         assert_eq!(got, expected);
         for (i, r) in got.iter().enumerate() {
-            assert_eq!(r.position, Some(Position { source: 2, split: 0, offset: i as u64 }));
+            assert_eq!(
+                r.position,
+                Some(Position {
+                    source: 2,
+                    split: 0,
+                    offset: i as u64
+                })
+            );
             assert!(r.key.is_none() && r.headers.is_empty());
         }
-        let mut empty = TaxiGenerator::new(&GeneratorConfig { count: Some(0), ..Default::default() }, 0).unwrap();
+        let mut empty = TaxiGenerator::new(
+            &GeneratorConfig {
+                count: Some(0),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
         assert!(empty.poll_batch(10).unwrap().is_none());
     }
 
@@ -869,18 +989,39 @@ mod tests {
         const N: usize = 100_000;
         let config = GeneratorConfig::default();
         let records = labeled(&config, N);
-        let share = |k: Kind| records.iter().filter(|(kind, _, _)| *kind == k).count() as f64 / N as f64;
+        let share =
+            |k: Kind| records.iter().filter(|(kind, _, _)| *kind == k).count() as f64 / N as f64;
         let ooo = records.iter().filter(|(_, o, _)| *o).count() as f64 / N as f64;
-        assert!((share(Kind::Malformed) - 0.01).abs() < 0.002, "{}", share(Kind::Malformed));
-        assert!((share(Kind::Implausible) - 0.02).abs() < 0.003, "{}", share(Kind::Implausible));
+        assert!(
+            (share(Kind::Malformed) - 0.01).abs() < 0.002,
+            "{}",
+            share(Kind::Malformed)
+        );
+        assert!(
+            (share(Kind::Implausible) - 0.02).abs() < 0.003,
+            "{}",
+            share(Kind::Implausible)
+        );
         assert!((ooo - 0.05).abs() < 0.004, "{ooo}");
 
         // Measured from the data alone, as a consumer sees it.
-        let invalid = records.iter().filter(|(_, _, r)| parse(r, config.zones).is_none()).count();
-        let implausible =
-            records.iter().filter_map(|(_, _, r)| parse(r, config.zones)).filter(|t| !violations(t).is_empty()).count();
-        assert!((invalid as f64 / N as f64 - 0.01).abs() < 0.002, "{invalid}");
-        assert!((implausible as f64 / N as f64 - 0.02).abs() < 0.003, "{implausible}");
+        let invalid = records
+            .iter()
+            .filter(|(_, _, r)| parse(r, config.zones).is_none())
+            .count();
+        let implausible = records
+            .iter()
+            .filter_map(|(_, _, r)| parse(r, config.zones))
+            .filter(|t| !violations(t).is_empty())
+            .count();
+        assert!(
+            (invalid as f64 / N as f64 - 0.01).abs() < 0.002,
+            "{invalid}"
+        );
+        assert!(
+            (implausible as f64 / N as f64 - 0.02).abs() < 0.003,
+            "{implausible}"
+        );
         let mut max_seen = i64::MIN;
         let mut late = 0;
         for (_, _, r) in &records {
@@ -899,9 +1040,17 @@ mod tests {
             out_of_order_ratio: 0.0,
             ..Default::default()
         };
-        assert!(labeled(&none, 10_000).iter().all(|(k, o, _)| *k == Kind::Plausible && !o));
-        let all = GeneratorConfig { malformed_ratio: 1.0, implausible_ratio: 0.0, ..Default::default() };
-        assert!(labeled(&all, 1_000).iter().all(|(k, _, _)| *k == Kind::Malformed));
+        assert!(labeled(&none, 10_000)
+            .iter()
+            .all(|(k, o, _)| *k == Kind::Plausible && !o));
+        let all = GeneratorConfig {
+            malformed_ratio: 1.0,
+            implausible_ratio: 0.0,
+            ..Default::default()
+        };
+        assert!(labeled(&all, 1_000)
+            .iter()
+            .all(|(k, _, _)| *k == Kind::Malformed));
     }
 
     #[test]
@@ -920,7 +1069,9 @@ mod tests {
             let mut at = 0;
             for (i, field) in FIELDS.iter().enumerate() {
                 let key = format!("{}\"{field}\":", if i == 0 { "{" } else { "," });
-                let pos = text[at..].find(&key).unwrap_or_else(|| panic!("{field} out of order: {text}"));
+                let pos = text[at..]
+                    .find(&key)
+                    .unwrap_or_else(|| panic!("{field} out of order: {text}"));
                 at += pos + key.len();
             }
             assert_eq!(trip.trip_id, record.position.unwrap().offset);
@@ -928,7 +1079,10 @@ mod tests {
             let violated = violations(&trip);
             match kind {
                 Kind::Implausible => assert!(!violated.is_empty(), "implausible but fine: {text}"),
-                _ => assert!(violated.is_empty(), "plausible record violates {violated:?}: {text}"),
+                _ => assert!(
+                    violated.is_empty(),
+                    "plausible record violates {violated:?}: {text}"
+                ),
             }
             if *kind != Kind::Plausible {
                 continue;
@@ -944,9 +1098,17 @@ mod tests {
             for lat in [trip.pickup_lat, trip.dropoff_lat] {
                 assert!((40.60..=40.90).contains(&lat), "{text}");
             }
-            let (fare, tip, total) = (cents(trip.fare_amount), cents(trip.tip_amount), cents(trip.total_amount));
+            let (fare, tip, total) = (
+                cents(trip.fare_amount),
+                cents(trip.tip_amount),
+                cents(trip.total_amount),
+            );
             // 3.00 + 2.50 per mile, half a cent rounded up.
-            assert_eq!(fare, 300 + (5 * cents(trip.trip_distance) + 1) / 2, "{text}");
+            assert_eq!(
+                fare,
+                300 + (5 * cents(trip.trip_distance) + 1) / 2,
+                "{text}"
+            );
             assert!(tip >= 0 && tip * 100 <= fare * 30 + 50, "{text}");
             assert_eq!(total, fare + tip + 100, "{text}");
             // Money and distance have two decimals.
@@ -954,7 +1116,11 @@ mod tests {
                 let key = format!("\"{field}\":");
                 let rest = &text[text.find(&key).unwrap() + key.len()..];
                 let number = &rest[..rest.find([',', '}']).unwrap()];
-                assert_eq!(number.len() - number.find('.').unwrap(), 3, "{field} in {text}");
+                assert_eq!(
+                    number.len() - number.find('.').unwrap(),
+                    3,
+                    "{field} in {text}"
+                );
             }
         }
         assert!(pickups_in_order.windows(2).all(|w| w[0] <= w[1]));
@@ -965,10 +1131,18 @@ mod tests {
 
     #[test]
     fn malformed_records_fail_to_parse_or_have_bad_zones() {
-        let config = GeneratorConfig { malformed_ratio: 1.0, implausible_ratio: 0.0, ..Default::default() };
+        let config = GeneratorConfig {
+            malformed_ratio: 1.0,
+            implausible_ratio: 0.0,
+            ..Default::default()
+        };
         let mut seen = [0usize; 5]; // truncated/garbage, wrong type, missing, zone, binary
         for (_, _, record) in labeled(&config, 5_000) {
-            assert!(parse(&record, config.zones).is_none(), "{}", String::from_utf8_lossy(&record.value));
+            assert!(
+                parse(&record, config.zones).is_none(),
+                "{}",
+                String::from_utf8_lossy(&record.value)
+            );
             assert!(!record.value.contains(&b'\n'));
             match serde_json::from_slice::<serde_json::Value>(&record.value) {
                 Err(_) if std::str::from_utf8(&record.value).is_err() => seen[4] += 1,
@@ -1010,7 +1184,10 @@ mod tests {
 
     #[test]
     fn zones_skewed_and_in_range() {
-        let config = GeneratorConfig { malformed_ratio: 0.0, ..Default::default() };
+        let config = GeneratorConfig {
+            malformed_ratio: 0.0,
+            ..Default::default()
+        };
         let mut counts = vec![0usize; config.zones as usize + 1];
         for (_, _, r) in labeled(&config, 50_000) {
             let t = parse(&r, config.zones).unwrap();
@@ -1020,12 +1197,22 @@ mod tests {
         let mut ranked: Vec<usize> = (1..counts.len()).collect();
         ranked.sort_by_key(|&z| std::cmp::Reverse(counts[z]));
         let top: Vec<usize> = ranked[..15].to_vec();
-        assert!(top.contains(&132) && top.contains(&138), "top zones {top:?}");
+        assert!(
+            top.contains(&132) && top.contains(&138),
+            "top zones {top:?}"
+        );
         let busiest = counts[ranked[0]];
         let quietest = counts[*ranked.last().unwrap()];
-        assert!(busiest > 10 * quietest.max(1), "busiest {busiest}, quietest {quietest}");
+        assert!(
+            busiest > 10 * quietest.max(1),
+            "busiest {busiest}, quietest {quietest}"
+        );
 
-        let few = GeneratorConfig { zones: 10, malformed_ratio: 0.0, ..Default::default() };
+        let few = GeneratorConfig {
+            zones: 10,
+            malformed_ratio: 0.0,
+            ..Default::default()
+        };
         for (_, _, r) in labeled(&few, 5_000) {
             let t = parse(&r, 10).unwrap();
             assert!((1..=10).contains(&t.pickup_zone) && (1..=10).contains(&t.dropoff_zone));
@@ -1034,7 +1221,11 @@ mod tests {
 
     #[test]
     fn out_of_order_bounded() {
-        let config = GeneratorConfig { out_of_order_ratio: 0.5, max_out_of_order_ms: 5_000, ..Default::default() };
+        let config = GeneratorConfig {
+            out_of_order_ratio: 0.5,
+            max_out_of_order_ms: 5_000,
+            ..Default::default()
+        };
         // Earlier pickups are at most the current unshifted pickup, so a
         // record is behind the running maximum by at most its shift.
         let mut max_seen = i64::MIN;
@@ -1053,7 +1244,11 @@ mod tests {
 
     #[test]
     fn rate_limited() {
-        let config = GeneratorConfig { count: Some(1_000), rate: Some(2_000.0), ..Default::default() };
+        let config = GeneratorConfig {
+            count: Some(1_000),
+            rate: Some(2_000.0),
+            ..Default::default()
+        };
         let mut source = TaxiGenerator::new(&config, 0).unwrap();
         let start = Instant::now();
         let mut total = 0;

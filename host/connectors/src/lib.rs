@@ -40,11 +40,11 @@ pub mod stdout;
 mod synth;
 pub mod turbines;
 
+pub use clicks::{click_records, ClickConfig, ClickGenerator};
 pub use file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig};
 pub use format::SinkFormat;
-pub use kafka::{KafkaSinkConfig, KafkaSourceConfig};
 pub use generator::{taxi_records, GeneratorConfig, TaxiGenerator};
+pub use kafka::{KafkaSinkConfig, KafkaSourceConfig};
 pub use stdout::{StdoutSink, StdoutSinkConfig};
 pub use synth::{Generated, Synthetic};
-pub use clicks::{click_records, ClickConfig, ClickGenerator};
 pub use turbines::{turbine_records, TurbineConfig, TurbineGenerator};

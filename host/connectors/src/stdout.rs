@@ -38,7 +38,10 @@ pub struct StdoutSink {
 impl StdoutSink {
     /// A sink writing in the configured format.
     pub fn new(config: &StdoutSinkConfig) -> Self {
-        StdoutSink { format: config.format, buf: Vec::with_capacity(64 * 1024) }
+        StdoutSink {
+            format: config.format,
+            buf: Vec::with_capacity(64 * 1024),
+        }
     }
 
     /// Encode a batch as this sink writes it (without writing it).
@@ -52,18 +55,26 @@ impl StdoutSink {
 }
 
 fn stdout_err(what: &'static str, source: std::io::Error) -> ConnectorError {
-    ConnectorError::Io { what, path: "<stdout>".to_string(), source }
+    ConnectorError::Io {
+        what,
+        path: "<stdout>".to_string(),
+        source,
+    }
 }
 
 impl Sink for StdoutSink {
     fn write(&mut self, batch: &[Record]) -> Result<(), ConnectorError> {
         let bytes = self.encode(batch);
         let mut out = std::io::stdout().lock();
-        out.write_all(bytes).map_err(|e| stdout_err("writing to", e))
+        out.write_all(bytes)
+            .map_err(|e| stdout_err("writing to", e))
     }
 
     fn flush(&mut self) -> Result<(), ConnectorError> {
-        std::io::stdout().lock().flush().map_err(|e| stdout_err("flushing", e))
+        std::io::stdout()
+            .lock()
+            .flush()
+            .map_err(|e| stdout_err("flushing", e))
     }
 }
 
@@ -82,10 +93,17 @@ mod tests {
 
     #[test]
     fn encodes_batches_in_both_formats() {
-        let batch = [Record::from_value("{\"a\":1}"), Record::from_value(vec![0xfe])];
-        let mut sink = StdoutSink::new(&StdoutSinkConfig { format: SinkFormat::Value });
+        let batch = [
+            Record::from_value("{\"a\":1}"),
+            Record::from_value(vec![0xfe]),
+        ];
+        let mut sink = StdoutSink::new(&StdoutSinkConfig {
+            format: SinkFormat::Value,
+        });
         assert_eq!(sink.encode(&batch), b"{\"a\":1}\n\xfe\n");
-        let mut sink = StdoutSink::new(&StdoutSinkConfig { format: SinkFormat::Envelope });
+        let mut sink = StdoutSink::new(&StdoutSinkConfig {
+            format: SinkFormat::Envelope,
+        });
         assert_eq!(
             sink.encode(&batch),
             b"{\"key\":null,\"value\":{\"a\":1},\"event_time\":null,\"headers\":{}}\n\

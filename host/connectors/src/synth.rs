@@ -76,7 +76,12 @@ pub(crate) fn check_ratio(source: &str, name: &str, value: f64) -> Result<(), Co
 }
 
 /// Fails unless `1 <= value <= MAX_COUNT`.
-pub(crate) fn check_count(source: &str, name: &str, value: u32, example: &str) -> Result<(), ConnectorError> {
+pub(crate) fn check_count(
+    source: &str,
+    name: &str,
+    value: u32,
+    example: &str,
+) -> Result<(), ConnectorError> {
     if (1..=MAX_COUNT as u32).contains(&value) {
         return Ok(());
     }
@@ -105,7 +110,11 @@ pub(crate) struct Pacer {
 
 impl Pacer {
     pub(crate) fn new(rate: f64) -> Self {
-        Pacer { rate, start: None, paced: 0 }
+        Pacer {
+            rate,
+            start: None,
+            paced: 0,
+        }
     }
 
     /// How many records (at most `want` > 0) to emit now, after sleeping as
@@ -129,7 +138,8 @@ impl Pacer {
         let window = ((rate * BATCH_WINDOW_SECS) as u64).max(1);
         let n = want.min(due.max(window));
         // Sleep until the last record of this batch is due.
-        let last_due = self.start.unwrap_or(start) + Duration::from_secs_f64((self.paced + n - 1) as f64 / rate);
+        let last_due = self.start.unwrap_or(start)
+            + Duration::from_secs_f64((self.paced + n - 1) as f64 / rate);
         let now = Instant::now();
         if last_due > now {
             std::thread::sleep(last_due - now);
@@ -223,13 +233,20 @@ impl<T> Delivery<T> {
     /// Take a generated record (with its event time set and no position).
     /// Event times must be pushed in nondecreasing order.
     pub(crate) fn push(&mut self, split: u32, record: Record, delay: Delay, tag: T) {
-        let event_time = record.event_time.expect("generated records have an event time");
+        let event_time = record
+            .event_time
+            .expect("generated records have an event time");
         let seq = self.seq;
         self.seq += 1;
         match delay {
-            Delay::OnTime(ms) => {
-                self.on_time.push(Queued { at: event_time.saturating_add(ms), seq, split, late: false, record, tag })
-            }
+            Delay::OnTime(ms) => self.on_time.push(Queued {
+                at: event_time.saturating_add(ms),
+                seq,
+                split,
+                late: false,
+                record,
+                tag,
+            }),
             Delay::Late(ms) => self.held[split as usize].push(Queued {
                 at: event_time.saturating_add(ms),
                 seq,
@@ -251,7 +268,11 @@ impl<T> Delivery<T> {
         }
         // A record pushed later arrives at or after the horizon, with a
         // larger `seq`: anything arriving by the horizon can leave.
-        if self.on_time.peek().is_some_and(|q| horizon.is_none_or(|h| q.at <= h)) {
+        if self
+            .on_time
+            .peek()
+            .is_some_and(|q| horizon.is_none_or(|h| q.at <= h))
+        {
             let q = self.on_time.pop().expect("peeked");
             let split = q.split as usize;
             let emitted = self.emit(q);
@@ -276,9 +297,15 @@ impl<T> Delivery<T> {
     fn emit(&mut self, q: Queued<T>) -> (bool, Record, T) {
         let split = q.split as usize;
         let mut record = q.record;
-        let event_time = record.event_time.expect("generated records have an event time");
+        let event_time = record
+            .event_time
+            .expect("generated records have an event time");
         self.split_max[split] = self.split_max[split].max(event_time);
-        record.position = Some(Position { source: self.source_index, split: q.split, offset: self.offsets[split] });
+        record.position = Some(Position {
+            source: self.source_index,
+            split: q.split,
+            offset: self.offsets[split],
+        });
         self.offsets[split] += 1;
         (q.late, record, q.tag)
     }
@@ -289,7 +316,11 @@ mod tests {
     use super::*;
 
     fn rec(t: i64) -> Record {
-        Record { event_time: Some(t), value: t.to_string().into_bytes(), ..Default::default() }
+        Record {
+            event_time: Some(t),
+            value: t.to_string().into_bytes(),
+            ..Default::default()
+        }
     }
 
     fn drain(d: &mut Delivery<()>) -> Vec<(bool, i64, u32, u64)> {
@@ -310,18 +341,36 @@ mod tests {
         // Record 10 arrives at 10, before the horizon 30; record 0 at 50 not yet.
         let (late, r, ()) = d.pop(Some(30)).unwrap();
         assert!(!late && r.event_time == Some(10));
-        assert_eq!(r.position, Some(Position { source: 3, split: 1, offset: 0 }));
+        assert_eq!(
+            r.position,
+            Some(Position {
+                source: 3,
+                split: 1,
+                offset: 0
+            })
+        );
         assert!(d.pop(Some(30)).is_none());
         d.push(0, rec(130), Delay::OnTime(0), ());
         d.push(0, rec(200), Delay::OnTime(0), ());
         // 0 (arrives 50), 130, then late 20 (released once split 0 reached 120), 200.
-        assert_eq!(drain(&mut d), [(false, 0, 0, 0), (false, 130, 0, 1), (true, 20, 0, 2), (false, 200, 0, 3)]);
+        assert_eq!(
+            drain(&mut d),
+            [
+                (false, 0, 0, 0),
+                (false, 130, 0, 1),
+                (true, 20, 0, 2),
+                (false, 200, 0, 3)
+            ]
+        );
         // Held records that are never released leave at the end, by release time.
         let mut d = Delivery::new(0, 2);
         d.push(1, rec(5), Delay::Late(1_000), ());
         d.push(0, rec(6), Delay::Late(10), ());
         d.push(0, rec(7), Delay::OnTime(0), ());
-        assert_eq!(drain(&mut d), [(false, 7, 0, 0), (true, 6, 0, 1), (true, 5, 1, 0)]);
+        assert_eq!(
+            drain(&mut d),
+            [(false, 7, 0, 0), (true, 6, 0, 1), (true, 5, 1, 0)]
+        );
     }
 }
 
@@ -339,7 +388,10 @@ pub struct Generated<S> {
 
 impl<S: Synthetic> Generated<S> {
     pub(crate) fn with_rate(records: S, rate: Option<f64>) -> Self {
-        Generated { records, pacer: rate.map(Pacer::new) }
+        Generated {
+            records,
+            pacer: rate.map(Pacer::new),
+        }
     }
 }
 

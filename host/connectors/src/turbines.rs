@@ -63,7 +63,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 use sluice_types::{ConnectorError, Record};
 
-use crate::synth::{below, between, check_common, check_count, check_ratio, unit, Delay, Delivery, Generated, Synthetic};
+use crate::synth::{
+    below, between, check_common, check_count, check_ratio, unit, Delay, Delivery, Generated,
+    Synthetic,
+};
 
 /// Configuration of a `turbines` source (`type = "turbines"`), which
 /// produces synthetic wind-turbine readings as JSON (see the [module
@@ -148,7 +151,14 @@ impl TurbineConfig {
     pub fn validate(&self) -> Result<(), ConnectorError> {
         check_count("turbines", "turbines", self.turbines, "20")?;
         check_ratio("turbines", "gust_ratio", self.gust_ratio)?;
-        check_common("turbines", self.rate, self.splits, self.out_of_order_ms, LATE_MIN_MS, self.late_ratio)?;
+        check_common(
+            "turbines",
+            self.rate,
+            self.splits,
+            self.out_of_order_ms,
+            LATE_MIN_MS,
+            self.late_ratio,
+        )?;
         if self.interval_ms < 1 {
             return Err(ConnectorError::Config(format!(
                 "turbines: `interval_ms` is {}, but it must be at least 1; set the time between \
@@ -170,7 +180,10 @@ impl TurbineGenerator {
     /// if the config does not [validate](TurbineConfig::validate).
     pub fn new(config: &TurbineConfig, source_index: u16) -> Result<Self, ConnectorError> {
         config.validate()?;
-        Ok(Generated::with_rate(Readings::new(config, source_index), config.rate))
+        Ok(Generated::with_rate(
+            Readings::new(config, source_index),
+            config.rate,
+        ))
     }
 }
 
@@ -262,7 +275,9 @@ impl Readings {
             order.swap(k as usize, j as usize);
             let t = &mut turbines[order[k as usize] as usize];
             t.gusty = true;
-            t.gust_from = config.start_ms.saturating_add(below(&mut rng, FIRST_GUST_MS as u64) as i64);
+            t.gust_from = config
+                .start_ms
+                .saturating_add(below(&mut rng, FIRST_GUST_MS as u64) as i64);
         }
         Readings {
             rng,
@@ -290,7 +305,10 @@ impl Readings {
             return None;
         }
         let tick = (self.generated / self.turbines.len() as u64) as i64;
-        Some(self.start_ms.saturating_add(tick.saturating_mul(self.interval_ms)))
+        Some(
+            self.start_ms
+                .saturating_add(tick.saturating_mul(self.interval_ms)),
+        )
     }
 
     /// The next record and whether it was generated late.
@@ -323,7 +341,11 @@ impl Readings {
             let calm = (60_000.0 - (1.0 - unit(rng)).ln() * CALM_MEAN_MS) as i64;
             t.gust_from = t.gust_until.saturating_add(calm.min(CALM_CAP_MS));
         }
-        let level = if time < t.gust_until { t.gust_mph } else { t.base };
+        let level = if time < t.gust_until {
+            t.gust_mph
+        } else {
+            t.base
+        };
         let noise = (unit(rng) + unit(rng) - 1.0) * NOISE;
         let tenths = ((level + t.drift + noise) * 10.0).round().max(0.0) as u64;
 
@@ -331,7 +353,14 @@ impl Readings {
         out.clear();
         out.extend_from_slice(b"{\"turbine\":\"");
         out.extend_from_slice(&t.key);
-        write!(out, "\",\"speed_mph\":{}.{},\"time\":{}}}", tenths / 10, tenths % 10, time).expect("write to a Vec");
+        write!(
+            out,
+            "\",\"speed_mph\":{}.{},\"time\":{}}}",
+            tenths / 10,
+            tenths % 10,
+            time
+        )
+        .expect("write to a Vec");
         let record = Record {
             key: Some(t.key.clone()),
             value: out.clone(),
@@ -399,12 +428,32 @@ mod tests {
     fn config_defaults_and_unknown_fields() {
         let c: TurbineConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(c, TurbineConfig::default());
-        assert_eq!((c.seed, c.turbines, c.records, c.interval_ms, c.rate, c.splits), (42, 20, 100_000, 1_000, None, 1));
-        assert_eq!((c.start_ms, c.out_of_order_ms, c.late_ratio, c.gust_ratio), (1_767_225_600_000, 2_000, 0.01, 0.2));
+        assert_eq!(
+            (
+                c.seed,
+                c.turbines,
+                c.records,
+                c.interval_ms,
+                c.rate,
+                c.splits
+            ),
+            (42, 20, 100_000, 1_000, None, 1)
+        );
+        assert_eq!(
+            (c.start_ms, c.out_of_order_ms, c.late_ratio, c.gust_ratio),
+            (1_767_225_600_000, 2_000, 0.01, 0.2)
+        );
         c.validate().unwrap();
-        let c: TurbineConfig = serde_json::from_str(r#"{"seed": 1, "records": 5, "rate": 10.5, "splits": 3}"#).unwrap();
+        let c: TurbineConfig =
+            serde_json::from_str(r#"{"seed": 1, "records": 5, "rate": 10.5, "splits": 3}"#)
+                .unwrap();
         assert_eq!((c.seed, c.records, c.rate, c.splits), (1, 5, Some(10.5), 3));
-        for bad in [r#"{"name": "x"}"#, r#"{"type": "turbines"}"#, r#"{"count": 1}"#, r#"{"turbines": -1}"#] {
+        for bad in [
+            r#"{"name": "x"}"#,
+            r#"{"type": "turbines"}"#,
+            r#"{"count": 1}"#,
+            r#"{"turbines": -1}"#,
+        ] {
             assert!(serde_json::from_str::<TurbineConfig>(bad).is_err(), "{bad}");
         }
     }
@@ -412,37 +461,111 @@ mod tests {
     #[test]
     fn validation_names_field_and_fix() {
         let check = |c: TurbineConfig, field: &str| {
-            let err = TurbineGenerator::new(&c, 0).err().expect("invalid config accepted");
+            let err = TurbineGenerator::new(&c, 0)
+                .err()
+                .expect("invalid config accepted");
             assert!(matches!(err, ConnectorError::Config(_)));
             let msg = err.to_string();
-            assert!(msg.starts_with("turbines: ") && msg.contains(field), "{msg}");
+            assert!(
+                msg.starts_with("turbines: ") && msg.contains(field),
+                "{msg}"
+            );
         };
-        check(TurbineConfig { turbines: 0, ..Default::default() }, "`turbines`");
-        check(TurbineConfig { splits: 0, ..Default::default() }, "`splits`");
-        check(TurbineConfig { interval_ms: 0, ..Default::default() }, "`interval_ms`");
-        check(TurbineConfig { late_ratio: 1.5, ..Default::default() }, "`late_ratio`");
-        check(TurbineConfig { gust_ratio: f64::NAN, ..Default::default() }, "`gust_ratio`");
-        check(TurbineConfig { rate: Some(0.0), ..Default::default() }, "`rate`");
-        check(TurbineConfig { out_of_order_ms: -1, ..Default::default() }, "`out_of_order_ms`");
-        check(TurbineConfig { out_of_order_ms: 120_000, ..Default::default() }, "`out_of_order_ms`");
-        TurbineGenerator::new(&TurbineConfig { out_of_order_ms: 119_999, late_ratio: 1.0, gust_ratio: 0.0, ..Default::default() }, 0)
-            .unwrap();
+        check(
+            TurbineConfig {
+                turbines: 0,
+                ..Default::default()
+            },
+            "`turbines`",
+        );
+        check(
+            TurbineConfig {
+                splits: 0,
+                ..Default::default()
+            },
+            "`splits`",
+        );
+        check(
+            TurbineConfig {
+                interval_ms: 0,
+                ..Default::default()
+            },
+            "`interval_ms`",
+        );
+        check(
+            TurbineConfig {
+                late_ratio: 1.5,
+                ..Default::default()
+            },
+            "`late_ratio`",
+        );
+        check(
+            TurbineConfig {
+                gust_ratio: f64::NAN,
+                ..Default::default()
+            },
+            "`gust_ratio`",
+        );
+        check(
+            TurbineConfig {
+                rate: Some(0.0),
+                ..Default::default()
+            },
+            "`rate`",
+        );
+        check(
+            TurbineConfig {
+                out_of_order_ms: -1,
+                ..Default::default()
+            },
+            "`out_of_order_ms`",
+        );
+        check(
+            TurbineConfig {
+                out_of_order_ms: 120_000,
+                ..Default::default()
+            },
+            "`out_of_order_ms`",
+        );
+        TurbineGenerator::new(
+            &TurbineConfig {
+                out_of_order_ms: 119_999,
+                late_ratio: 1.0,
+                gust_ratio: 0.0,
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
     }
 
     #[test]
     fn deterministic_per_seed() {
-        let config = TurbineConfig { records: 20_000, ..Default::default() };
+        let config = TurbineConfig {
+            records: 20_000,
+            ..Default::default()
+        };
         let a: Vec<Record> = turbine_records(&config, 0).collect();
         let b: Vec<Record> = turbine_records(&config, 0).collect();
         assert_eq!(a.len(), 20_000);
         assert_eq!(a, b);
-        let c: Vec<Record> = turbine_records(&TurbineConfig { seed: 43, ..config.clone() }, 0).collect();
+        let c: Vec<Record> = turbine_records(
+            &TurbineConfig {
+                seed: 43,
+                ..config.clone()
+            },
+            0,
+        )
+        .collect();
         assert_eq!(c.len(), 20_000);
         let same = a.iter().zip(&c).filter(|(x, y)| x.value == y.value).count();
         assert!(same < 1_000, "{same} identical records for different seeds");
         // The source index only changes the position.
         let d: Vec<Record> = turbine_records(&config, 5).collect();
-        assert!(a.iter().zip(&d).all(|(x, y)| x.value == y.value && y.position.unwrap().source == 5));
+        assert!(a
+            .iter()
+            .zip(&d)
+            .all(|(x, y)| x.value == y.value && y.position.unwrap().source == 5));
         // A pinned value guards against accidental changes of the sequence
         // (update it deliberately if the generator changes).
         let first = String::from_utf8(a[0].value.clone()).unwrap();
@@ -452,7 +575,12 @@ mod tests {
 
     #[test]
     fn source_matches_turbine_records_and_stops_at_count() {
-        let config = TurbineConfig { records: 2_500, seed: 9, splits: 3, ..Default::default() };
+        let config = TurbineConfig {
+            records: 2_500,
+            seed: 9,
+            splits: 3,
+            ..Default::default()
+        };
         let expected: Vec<Record> = turbine_records(&config, 2).collect();
         assert_eq!(expected.len(), 2_500);
         let mut source = TurbineGenerator::new(&config, 2).unwrap();
@@ -464,7 +592,14 @@ mod tests {
         assert!(source.poll_batch(1000).unwrap().is_none());
         assert_eq!(got, expected);
         // Unbounded: keeps going.
-        let mut endless = TurbineGenerator::new(&TurbineConfig { records: 0, ..Default::default() }, 0).unwrap();
+        let mut endless = TurbineGenerator::new(
+            &TurbineConfig {
+                records: 0,
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
         for _ in 0..150 {
             assert_eq!(endless.poll_batch(1_000).unwrap().unwrap().len(), 1_000);
         }
@@ -472,7 +607,12 @@ mod tests {
 
     #[test]
     fn records_keys_json_and_positions() {
-        let config = TurbineConfig { splits: 3, turbines: 25, records: 30_000, ..Default::default() };
+        let config = TurbineConfig {
+            splits: 3,
+            turbines: 25,
+            records: 30_000,
+            ..Default::default()
+        };
         let records: Vec<Record> = turbine_records(&config, 1).collect();
         assert_eq!(records.len(), 30_000);
         let mut next_offset = [0u64; 3];
@@ -480,9 +620,20 @@ mod tests {
         for r in &records {
             let reading = parse(r);
             let text = String::from_utf8(r.value.clone()).unwrap();
-            assert!(text.starts_with(&format!("{{\"turbine\":\"{}\",\"speed_mph\":", reading.turbine)), "{text}");
-            let speed = &text[text.find("\"speed_mph\":").unwrap() + 12..text.find(",\"time\"").unwrap()];
-            assert_eq!(speed.len() - speed.find('.').unwrap(), 2, "one decimal: {text}");
+            assert!(
+                text.starts_with(&format!(
+                    "{{\"turbine\":\"{}\",\"speed_mph\":",
+                    reading.turbine
+                )),
+                "{text}"
+            );
+            let speed =
+                &text[text.find("\"speed_mph\":").unwrap() + 12..text.find(",\"time\"").unwrap()];
+            assert_eq!(
+                speed.len() - speed.find('.').unwrap(),
+                2,
+                "one decimal: {text}"
+            );
             assert!((0.0..100.0).contains(&reading.speed_mph), "{text}");
             assert_eq!(r.event_time, Some(reading.time));
             assert_eq!(r.key.as_deref(), Some(reading.turbine.as_bytes()));
@@ -491,7 +642,10 @@ mod tests {
             assert!(id < 25);
             let p = r.position.unwrap();
             assert_eq!((p.source, p.split), (1, id % 3));
-            assert_eq!(p.offset, next_offset[p.split as usize], "offsets contiguous per split");
+            assert_eq!(
+                p.offset, next_offset[p.split as usize],
+                "offsets contiguous per split"
+            );
             next_offset[p.split as usize] += 1;
             assert_eq!((reading.time - config.start_ms) % 1_000, 0, "on a tick");
             *per_turbine.entry(reading.turbine).or_default() += 1;
@@ -499,7 +653,15 @@ mod tests {
         assert_eq!(per_turbine.len(), 25);
         assert!(per_turbine.values().all(|&n| n == 1_200), "{per_turbine:?}");
         assert_eq!(per_turbine.keys().next().unwrap(), "T000");
-        let wide: Vec<Record> = turbine_records(&TurbineConfig { turbines: 1_500, records: 1_500, ..Default::default() }, 0).collect();
+        let wide: Vec<Record> = turbine_records(
+            &TurbineConfig {
+                turbines: 1_500,
+                records: 1_500,
+                ..Default::default()
+            },
+            0,
+        )
+        .collect();
         assert!(wide.iter().any(|r| r.key.as_deref() == Some(&b"T1499"[..])));
     }
 
@@ -508,10 +670,18 @@ mod tests {
     #[test]
     fn lateness_matches_definition_and_ratio() {
         for splits in [1, 4] {
-            let config = TurbineConfig { records: 100_000, splits, ..Default::default() };
+            let config = TurbineConfig {
+                records: 100_000,
+                splits,
+                ..Default::default()
+            };
             let records = labeled(&config);
             assert_eq!(records.len(), 100_000);
-            let last_time = records.iter().map(|(_, r)| r.event_time.unwrap()).max().unwrap();
+            let last_time = records
+                .iter()
+                .map(|(_, r)| r.event_time.unwrap())
+                .max()
+                .unwrap();
             let mut max_seen = i64::MIN;
             let mut split_max: HashMap<u32, i64> = HashMap::new();
             let (mut late, mut labeled_late) = (0, 0);
@@ -528,11 +698,16 @@ mod tests {
                     labeled_late += 1;
                     // Flushed at the end of the stream: possibly less late.
                     if t < last_time - LATE_MAX_MS {
-                        assert!(split_behind >= LATE_MIN_MS, "late reading only {split_behind} ms behind in its split");
+                        assert!(
+                            split_behind >= LATE_MIN_MS,
+                            "late reading only {split_behind} ms behind in its split"
+                        );
                         assert!(behind >= LATE_MIN_MS);
                     }
                 } else {
-                    assert!(split_behind <= config.out_of_order_ms && behind <= config.out_of_order_ms);
+                    assert!(
+                        split_behind <= config.out_of_order_ms && behind <= config.out_of_order_ms
+                    );
                 }
                 max_seen = max_seen.max(t);
                 let m = split_max.entry(split).or_insert(i64::MIN);
@@ -540,15 +715,31 @@ mod tests {
             }
             let share = late as f64 / records.len() as f64;
             assert!((share - 0.01).abs() < 0.0015, "late share {share}");
-            assert!(labeled_late - late <= 5, "{labeled_late} generated late, {late} late");
+            assert!(
+                labeled_late - late <= 5,
+                "{labeled_late} generated late, {late} late"
+            );
         }
         // No lateness and no jitter: event time never decreases.
-        let config = TurbineConfig { records: 10_000, late_ratio: 0.0, out_of_order_ms: 0, ..Default::default() };
-        let times: Vec<i64> = turbine_records(&config, 0).map(|r| r.event_time.unwrap()).collect();
+        let config = TurbineConfig {
+            records: 10_000,
+            late_ratio: 0.0,
+            out_of_order_ms: 0,
+            ..Default::default()
+        };
+        let times: Vec<i64> = turbine_records(&config, 0)
+            .map(|r| r.event_time.unwrap())
+            .collect();
         assert!(times.windows(2).all(|w| w[0] <= w[1]));
         // The default jitter does reorder readings.
-        let config = TurbineConfig { records: 10_000, late_ratio: 0.0, ..Default::default() };
-        let times: Vec<i64> = turbine_records(&config, 0).map(|r| r.event_time.unwrap()).collect();
+        let config = TurbineConfig {
+            records: 10_000,
+            late_ratio: 0.0,
+            ..Default::default()
+        };
+        let times: Vec<i64> = turbine_records(&config, 0)
+            .map(|r| r.event_time.unwrap())
+            .collect();
         assert!(times.windows(2).filter(|w| w[0] > w[1]).count() > 1_000);
     }
 
@@ -558,15 +749,25 @@ mod tests {
         let mut windows: HashMap<(String, i64), (f64, u32)> = HashMap::new();
         for r in turbine_records(&config, 0) {
             let reading = parse(&r);
-            let w = windows.entry((reading.turbine, reading.time.div_euclid(60_000))).or_default();
+            let w = windows
+                .entry((reading.turbine, reading.time.div_euclid(60_000)))
+                .or_default();
             w.0 += reading.speed_mph;
             w.1 += 1;
         }
-        let averages: Vec<(&String, f64)> =
-            windows.iter().filter(|(_, (_, n))| *n == 60).map(|((t, _), (sum, n))| (t, sum / *n as f64)).collect();
+        let averages: Vec<(&String, f64)> = windows
+            .iter()
+            .filter(|(_, (_, n))| *n == 60)
+            .map(|((t, _), (sum, n))| (t, sum / *n as f64))
+            .collect();
         let above: Vec<&(&String, f64)> = averages.iter().filter(|(_, avg)| *avg > 60.0).collect();
         let share = above.len() as f64 / averages.len() as f64;
-        assert!((0.01..0.15).contains(&share), "{} of {} windows above 60 mph", above.len(), averages.len());
+        assert!(
+            (0.01..0.15).contains(&share),
+            "{} of {} windows above 60 mph",
+            above.len(),
+            averages.len()
+        );
         // Exactly round(0.2 × 20) = 4 turbines gust, each several times.
         let mut gusty: HashMap<&String, usize> = HashMap::new();
         for (t, _) in &above {
@@ -576,13 +777,21 @@ mod tests {
         assert!(gusty.values().all(|&n| n >= 3), "{gusty:?}");
         // Speeds stay plausible.
         assert!(averages.iter().all(|(_, avg)| (5.0..95.0).contains(avg)));
-        let calm = TurbineConfig { gust_ratio: 0.0, records: 20_000, ..Default::default() };
+        let calm = TurbineConfig {
+            gust_ratio: 0.0,
+            records: 20_000,
+            ..Default::default()
+        };
         assert!(turbine_records(&calm, 0).all(|r| parse(&r).speed_mph < 50.0));
     }
 
     #[test]
     fn rate_limited() {
-        let config = TurbineConfig { records: 1_000, rate: Some(2_000.0), ..Default::default() };
+        let config = TurbineConfig {
+            records: 1_000,
+            rate: Some(2_000.0),
+            ..Default::default()
+        };
         let mut source = TurbineGenerator::new(&config, 0).unwrap();
         let start = Instant::now();
         let mut total = 0;
@@ -596,8 +805,15 @@ mod tests {
 
     #[test]
     fn positions_are_unique() {
-        let config = TurbineConfig { records: 5_000, splits: 7, turbines: 5, ..Default::default() };
-        let positions: Vec<Position> = turbine_records(&config, 0).map(|r| r.position.unwrap()).collect();
+        let config = TurbineConfig {
+            records: 5_000,
+            splits: 7,
+            turbines: 5,
+            ..Default::default()
+        };
+        let positions: Vec<Position> = turbine_records(&config, 0)
+            .map(|r| r.position.unwrap())
+            .collect();
         let unique: std::collections::HashSet<_> = positions.iter().collect();
         assert_eq!(unique.len(), 5_000);
         // Splits 5 and 6 have no turbine.

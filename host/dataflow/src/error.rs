@@ -192,7 +192,9 @@ pub enum AdminError {
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// The token is too short or not printable.
-    #[error("the admin token from {from} must be at least {min} printable characters without spaces")]
+    #[error(
+        "the admin token from {from} must be at least {min} printable characters without spaces"
+    )]
     Weak {
         /// Where it came from: the variable or the file.
         from: String,

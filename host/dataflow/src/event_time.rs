@@ -27,7 +27,9 @@ pub(crate) const NO_WATERMARK: i64 = i64::MIN;
 /// bench can measure what per-record watermarks cost in the same run.
 pub(crate) fn per_batch_baseline() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("SLUICE_BENCH_PER_BATCH_WATERMARKS").is_some_and(|v| v == "1"))
+    *ON.get_or_init(|| {
+        std::env::var_os("SLUICE_BENCH_PER_BATCH_WATERMARKS").is_some_and(|v| v == "1")
+    })
 }
 
 /// What a generator has to say after a batch.
@@ -78,9 +80,14 @@ impl WatermarkGenerator {
         if self.ingestion {
             record.event_time = Some(now_ms);
         }
-        let Some(ts) = record.event_time else { return before };
+        let Some(ts) = record.event_time else {
+            return before;
+        };
         let split = record.position.map_or((0, 0), |p| (p.source, p.split));
-        let s = self.splits.entry(split).or_insert(Split { max_ts: i64::MIN, last_seen: now });
+        let s = self.splits.entry(split).or_insert(Split {
+            max_ts: i64::MIN,
+            last_seen: now,
+        });
         let was = s.max_ts;
         s.max_ts = s.max_ts.max(ts);
         s.last_seen = now;
@@ -96,18 +103,27 @@ impl WatermarkGenerator {
 
     /// The watermark a split maximum allows.
     fn bound(&self, max_ts: i64) -> i64 {
-        max_ts.saturating_sub(self.out_of_orderness).saturating_sub(1)
+        max_ts
+            .saturating_sub(self.out_of_orderness)
+            .saturating_sub(1)
     }
 
     /// The smallest maximum over the splits not idle at `now`.
     fn active_min(&self, now: Instant) -> Option<i64> {
-        let active = |s: &&Split| self.idle_timeout.is_none_or(|t| now.duration_since(s.last_seen) < t);
+        let active = |s: &&Split| {
+            self.idle_timeout
+                .is_none_or(|t| now.duration_since(s.last_seen) < t)
+        };
         self.splits.values().filter(active).map(|s| s.max_ts).min()
     }
 
     /// Per-split progress, for a checkpoint.
     pub(crate) fn state(&self) -> Vec<(u16, u32, i64)> {
-        let mut v: Vec<_> = self.splits.iter().map(|((src, split), s)| (*src, *split, s.max_ts)).collect();
+        let mut v: Vec<_> = self
+            .splits
+            .iter()
+            .map(|((src, split), s)| (*src, *split, s.max_ts))
+            .collect();
         v.push((u16::MAX, u32::MAX, self.emitted));
         v.sort_unstable();
         v
@@ -121,7 +137,13 @@ impl WatermarkGenerator {
                 self.emitted = *ts;
                 self.announced = *ts;
             } else {
-                self.splits.insert((*src, *split), Split { max_ts: *ts, last_seen: now });
+                self.splits.insert(
+                    (*src, *split),
+                    Split {
+                        max_ts: *ts,
+                        last_seen: now,
+                    },
+                );
             }
         }
     }
@@ -151,7 +173,6 @@ impl WatermarkGenerator {
             }
         }
     }
-
 }
 
 /// The sources of one alignment group (`alignment_group`): each source
@@ -167,22 +188,36 @@ impl AlignmentGroup {
     /// (or has been silent for the idle timeout) the others wait for it, so a
     /// source that starts late does not let the rest race ahead.
     pub(crate) fn join(&self, who: (usize, usize)) {
-        self.marks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(who, (NO_WATERMARK, Instant::now()));
+        self.marks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(who, (NO_WATERMARK, Instant::now()));
     }
 
     /// Member `who` is at `wm`; whether it must wait: more than `drift`
     /// ahead of the lowest other member that has not been still for `idle`
     /// (members that finished are gone).
-    pub(crate) fn must_wait(&self, who: (usize, usize), wm: i64, drift: i64, idle: Option<Duration>) -> bool {
+    pub(crate) fn must_wait(
+        &self,
+        who: (usize, usize),
+        wm: i64,
+        drift: i64,
+        idle: Option<Duration>,
+    ) -> bool {
         let now = Instant::now();
-        let mut marks = self.marks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut marks = self
+            .marks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mine = marks.entry(who).or_insert((wm, now));
         if mine.0 != wm {
             *mine = (wm, now);
         }
         let slowest = marks
             .iter()
-            .filter(|(k, (_, moved))| **k != who && idle.is_none_or(|t| now.duration_since(*moved) < t))
+            .filter(|(k, (_, moved))| {
+                **k != who && idle.is_none_or(|t| now.duration_since(*moved) < t)
+            })
             .map(|(_, (at, _))| *at)
             .min();
         wm > NO_WATERMARK && slowest.is_some_and(|s| wm > s.saturating_add(drift))
@@ -190,7 +225,10 @@ impl AlignmentGroup {
 
     /// Member `who` finished: it holds nobody back any more.
     pub(crate) fn leave(&self, who: (usize, usize)) {
-        self.marks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&who);
+        self.marks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&who);
     }
 }
 
@@ -210,7 +248,11 @@ pub(crate) struct InputWatermarks {
 impl InputWatermarks {
     /// For a consumer fed by `expected` distinct producers.
     pub(crate) fn new(expected: usize) -> Self {
-        InputWatermarks { marks: HashMap::new(), expected, current: NO_WATERMARK }
+        InputWatermarks {
+            marks: HashMap::new(),
+            expected,
+            current: NO_WATERMARK,
+        }
     }
 
     /// Continue from a checkpointed watermark: it never goes back below it.
@@ -254,14 +296,23 @@ impl InputWatermarks {
 
     /// `from` went idle.
     pub(crate) fn idle(&mut self, from: u32) -> Option<i64> {
-        let m = self.marks.entry(from).or_insert(Mark { at: NO_WATERMARK, idle: true });
+        let m = self.marks.entry(from).or_insert(Mark {
+            at: NO_WATERMARK,
+            idle: true,
+        });
         m.idle = true;
         self.recompute()
     }
 
     /// `from` finished.
     pub(crate) fn end(&mut self, from: u32) -> Option<i64> {
-        self.marks.insert(from, Mark { at: i64::MAX, idle: false });
+        self.marks.insert(
+            from,
+            Mark {
+                at: i64::MAX,
+                idle: false,
+            },
+        );
         self.recompute()
     }
 
@@ -269,7 +320,12 @@ impl InputWatermarks {
         if self.marks.len() < self.expected {
             return None;
         }
-        let min = self.marks.values().filter(|m| !m.idle).map(|m| m.at).min()?;
+        let min = self
+            .marks
+            .values()
+            .filter(|m| !m.idle)
+            .map(|m| m.at)
+            .min()?;
         if min > self.current {
             self.current = min;
             Some(min)
@@ -286,12 +342,23 @@ mod tests {
     use sluice_types::Position;
 
     fn rec(split: u32, ts: i64) -> Record {
-        Record { event_time: Some(ts), position: Some(Position { source: 0, split, offset: 0 }), ..Default::default() }
+        Record {
+            event_time: Some(ts),
+            position: Some(Position {
+                source: 0,
+                split,
+                offset: 0,
+            }),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn generator_takes_the_minimum_over_splits_minus_out_of_orderness() {
-        let spec = WatermarkSpec { out_of_orderness: Millis(100), ..Default::default() };
+        let spec = WatermarkSpec {
+            out_of_orderness: Millis(100),
+            ..Default::default()
+        };
         let mut g = WatermarkGenerator::new(&spec);
         let t0 = Instant::now();
         g.observe(&mut rec(0, 1_000), t0, 0);
@@ -307,11 +374,21 @@ mod tests {
 
     #[test]
     fn each_record_gets_the_watermark_in_force_before_it() {
-        let spec = WatermarkSpec { out_of_orderness: Millis(10), ..Default::default() };
+        let spec = WatermarkSpec {
+            out_of_orderness: Millis(10),
+            ..Default::default()
+        };
         let mut g = WatermarkGenerator::new(&spec);
         let t0 = Instant::now();
-        let stamps: Vec<i64> = [100, 50, 200, 150, 120].iter().map(|ts| g.observe(&mut rec(0, *ts), t0, 0)).collect();
-        assert_eq!(stamps, vec![NO_WATERMARK, 89, 89, 189, 189], "running maximum - 10 - 1, as of the record before");
+        let stamps: Vec<i64> = [100, 50, 200, 150, 120]
+            .iter()
+            .map(|ts| g.observe(&mut rec(0, *ts), t0, 0))
+            .collect();
+        assert_eq!(
+            stamps,
+            vec![NO_WATERMARK, 89, 89, 189, 189],
+            "running maximum - 10 - 1, as of the record before"
+        );
         assert_eq!(g.current(), 189);
         assert_eq!(g.poll(t0), Some(WatermarkUpdate::Advance(189)));
         assert_eq!(g.poll(t0), None, "announced once");
@@ -320,16 +397,27 @@ mod tests {
     #[test]
     fn a_stamp_is_a_watermark_message_when_it_is_ahead() {
         let mut w = InputWatermarks::new(2);
-        assert_eq!(w.stamp(1, 100), NO_WATERMARK, "producer 2 not heard from yet");
+        assert_eq!(
+            w.stamp(1, 100),
+            NO_WATERMARK,
+            "producer 2 not heard from yet"
+        );
         assert_eq!(w.stamp(2, 50), 50);
-        assert_eq!(w.stamp(2, NO_WATERMARK), 50, "no watermark yet in front of a record changes nothing");
+        assert_eq!(
+            w.stamp(2, NO_WATERMARK),
+            50,
+            "no watermark yet in front of a record changes nothing"
+        );
         assert_eq!(w.stamp(2, 40), 50, "never back");
         assert_eq!(w.stamp(2, 300), 100);
     }
 
     #[test]
     fn an_idle_split_stops_holding_the_watermark_back() {
-        let spec = WatermarkSpec { idle_timeout: Some(Millis(50)), ..Default::default() };
+        let spec = WatermarkSpec {
+            idle_timeout: Some(Millis(50)),
+            ..Default::default()
+        };
         let mut g = WatermarkGenerator::new(&spec);
         let t0 = Instant::now();
         g.observe(&mut rec(1, 10), t0, 0);
@@ -351,7 +439,11 @@ mod tests {
         assert_eq!(w.watermark(2, 300), Some(100));
         assert_eq!(w.idle(1), Some(300));
         assert!(!w.all_idle());
-        assert_eq!(w.watermark(1, 200), None, "back from idle, behind: holds, never regresses");
+        assert_eq!(
+            w.watermark(1, 200),
+            None,
+            "back from idle, behind: holds, never regresses"
+        );
         assert_eq!(w.current(), 300);
         assert_eq!(w.end(1), None);
         assert_eq!(w.end(2), Some(i64::MAX));

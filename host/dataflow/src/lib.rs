@@ -26,8 +26,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sluice_config::Pipeline;
-use sluice_types::metrics::Metrics;
 use sluice_runtime::Plugin;
+use sluice_types::metrics::Metrics;
 
 pub mod checkpoint;
 pub mod control;
@@ -50,6 +50,12 @@ pub use plugins::{check_side_outputs, engine_options, load_operator, THREAD_STAC
 pub use settings::{RuntimeHandle, Settings, StopHandle};
 
 /// Run `pipeline` to completion (bounded sources) or until `stop`.
-pub async fn run(pipeline: &Pipeline, plugins: &HashMap<String, Arc<Plugin>>, settings: &Settings, metrics: Arc<Metrics>, stop: StopHandle) -> Result<RunSummary, DataflowError> {
+pub async fn run(
+    pipeline: &Pipeline,
+    plugins: &HashMap<String, Arc<Plugin>>,
+    settings: &Settings,
+    metrics: Arc<Metrics>,
+    stop: StopHandle,
+) -> Result<RunSummary, DataflowError> {
     launch::launch(pipeline, plugins, settings, metrics, stop).await
 }

@@ -30,9 +30,17 @@ pub(crate) struct Batching {
 
 impl Batching {
     fn new(pipeline: &Pipeline, settings: &Settings) -> Self {
-        let size = settings.batch_size.or(pipeline.batch_size).unwrap_or(DEFAULT_BATCH_SIZE).max(1);
+        let size = settings
+            .batch_size
+            .or(pipeline.batch_size)
+            .unwrap_or(DEFAULT_BATCH_SIZE)
+            .max(1);
         let timeout = Duration::from_millis(pipeline.batch_timeout.unwrap_or(0).max(0) as u64);
-        Batching { size, timeout, flag: settings.batch_size }
+        Batching {
+            size,
+            timeout,
+            flag: settings.batch_size,
+        }
     }
 
     /// An operator's batch size: the flag, else its own, else the pipeline's.
@@ -102,30 +110,74 @@ impl PhysicalPlan {
             .sources
             .iter()
             .map(|s| (&s.name, NodeKind::Source, s.parallelism))
-            .chain(pipeline.operators.iter().map(|o| (&o.name, NodeKind::Operator, o.parallelism)));
+            .chain(
+                pipeline
+                    .operators
+                    .iter()
+                    .map(|o| (&o.name, NodeKind::Operator, o.parallelism)),
+            );
         for (name, kind, n) in producers {
-            nodes.push(Node { name: name.clone(), kind, parallelism: n as usize, producer_ids: (next_id..next_id + n).collect(), upstream: BTreeSet::new(), expected_ends: 0 });
+            nodes.push(Node {
+                name: name.clone(),
+                kind,
+                parallelism: n as usize,
+                producer_ids: (next_id..next_id + n).collect(),
+                upstream: BTreeSet::new(),
+                expected_ends: 0,
+            });
             next_id += n;
         }
         for s in &pipeline.sinks {
-            nodes.push(Node { name: s.name.clone(), kind: NodeKind::Sink, parallelism: 1, producer_ids: Vec::new(), upstream: BTreeSet::new(), expected_ends: 0 });
+            nodes.push(Node {
+                name: s.name.clone(),
+                kind: NodeKind::Sink,
+                parallelism: 1,
+                producer_ids: Vec::new(),
+                upstream: BTreeSet::new(),
+                expected_ends: 0,
+            });
         }
         // Subtask counts and ids of every producer, by name.
         let producers = &nodes[..pipeline.sources.len() + pipeline.operators.len()];
-        let parallelism: HashMap<&str, usize> = producers.iter().map(|n| (n.name.as_str(), n.parallelism)).collect();
-        let ids: HashMap<&str, Vec<u32>> = producers.iter().map(|n| (n.name.as_str(), n.producer_ids.clone())).collect();
+        let parallelism: HashMap<&str, usize> = producers
+            .iter()
+            .map(|n| (n.name.as_str(), n.parallelism))
+            .collect();
+        let ids: HashMap<&str, Vec<u32>> = producers
+            .iter()
+            .map(|n| (n.name.as_str(), n.producer_ids.clone()))
+            .collect();
 
         // Consumers: (name, inputs, parallelism, keyed, batch size).
         let consumers = pipeline
             .operators
             .iter()
-            .map(|o| (&o.name, &o.inputs, o.parallelism as usize, o.key_by.is_some(), batching.of(o)))
-            .chain(pipeline.sinks.iter().map(|s| (&s.name, &s.inputs, 1, false, batching.size)));
+            .map(|o| {
+                (
+                    &o.name,
+                    &o.inputs,
+                    o.parallelism as usize,
+                    o.key_by.is_some(),
+                    batching.of(o),
+                )
+            })
+            .chain(
+                pipeline
+                    .sinks
+                    .iter()
+                    .map(|s| (&s.name, &s.inputs, 1, false, batching.size)),
+            );
         let mut edges = Vec::new();
         let mut inboxes: HashMap<String, (BTreeSet<u32>, usize)> = HashMap::new();
         for (name, inputs, consumer_parallelism, keyed, batch_size) in consumers {
-            let upstream = inputs.iter().flat_map(|i| ids.get(head(i)).cloned().unwrap_or_default()).collect();
-            let expected_ends = inputs.iter().map(|i| parallelism.get(head(i)).copied().unwrap_or(0)).sum();
+            let upstream = inputs
+                .iter()
+                .flat_map(|i| ids.get(head(i)).cloned().unwrap_or_default())
+                .collect();
+            let expected_ends = inputs
+                .iter()
+                .map(|i| parallelism.get(head(i)).copied().unwrap_or(0))
+                .sum();
             inboxes.insert(name.clone(), (upstream, expected_ends));
             for input in inputs {
                 let partition = if keyed {
@@ -135,7 +187,12 @@ impl PhysicalPlan {
                 } else {
                     Partition::RoundRobin
                 };
-                edges.push(Edge { stream: input.clone(), consumer: name.clone(), partition, batch_size });
+                edges.push(Edge {
+                    stream: input.clone(),
+                    consumer: name.clone(),
+                    partition,
+                    batch_size,
+                });
             }
         }
         for node in &mut nodes {
@@ -144,12 +201,19 @@ impl PhysicalPlan {
                 node.expected_ends = expected_ends;
             }
         }
-        PhysicalPlan { nodes, edges, batching }
+        PhysicalPlan {
+            nodes,
+            edges,
+            batching,
+        }
     }
 
     /// The node named `name`.
     pub(crate) fn node(&self, name: &str) -> &Node {
-        self.nodes.iter().find(|n| n.name == name).expect("every node of the pipeline is planned")
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .expect("every node of the pipeline is planned")
     }
 
     /// The edges out of `producer`'s main output (`side == None`) and, by

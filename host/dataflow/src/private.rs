@@ -11,7 +11,10 @@ use std::path::Path;
 /// Create `dir` (and missing parents) accessible only by its owner; an
 /// existing `dir` is narrowed to `0700` too.
 pub(crate) fn create_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let mode = std::fs::metadata(dir)?.permissions().mode();
     if mode & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
@@ -27,7 +30,12 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let written = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         // An old temporary file keeps its mode when reopened.
         f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         f.write_all(bytes)?;
@@ -75,7 +83,11 @@ pub(crate) fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError
     if !meta.is_file() {
         return Err(ReadError::NotRegular);
     }
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path).map_err(ReadError::Io)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(ReadError::Io)?;
     let meta = file.metadata().map_err(ReadError::Io)?;
     if !meta.is_file() {
         return Err(ReadError::NotRegular);
@@ -85,7 +97,9 @@ pub(crate) fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     // The file may grow while it is read: never past the limit.
-    file.take(limit + 1).read_to_end(&mut bytes).map_err(ReadError::Io)?;
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
     if bytes.len() as u64 > limit {
         return Err(ReadError::TooLarge(None));
     }
@@ -103,12 +117,24 @@ mod tests {
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        assert!(matches!(read_regular(&fifo, 10), Err(ReadError::NotRegular)));
-        assert!(matches!(read_regular(Path::new("/dev/zero"), 10), Err(ReadError::NotRegular)));
-        assert!(matches!(read_regular(dir.path(), 10), Err(ReadError::NotRegular)));
+        assert!(matches!(
+            read_regular(&fifo, 10),
+            Err(ReadError::NotRegular)
+        ));
+        assert!(matches!(
+            read_regular(Path::new("/dev/zero"), 10),
+            Err(ReadError::NotRegular)
+        ));
+        assert!(matches!(
+            read_regular(dir.path(), 10),
+            Err(ReadError::NotRegular)
+        ));
         let big = dir.path().join("big");
         std::fs::write(&big, [0u8; 11]).unwrap();
-        assert!(matches!(read_regular(&big, 10), Err(ReadError::TooLarge(Some(11)))));
+        assert!(matches!(
+            read_regular(&big, 10),
+            Err(ReadError::TooLarge(Some(11)))
+        ));
         assert_eq!(read_regular(&big, 11).unwrap().len(), 11);
     }
 
@@ -120,7 +146,8 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(&dir.path().join("a/b")), 0o700);
-        std::fs::set_permissions(dir.path().join("a"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.path().join("a"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
         create_dir(&dir.path().join("a")).unwrap();
         assert_eq!(mode(&dir.path().join("a")), 0o700);
     }

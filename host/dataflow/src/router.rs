@@ -35,9 +35,21 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    pub(crate) fn new(consumer: String, senders: Vec<Sender<Message>>, partition: Partition, batch_size: usize) -> Self {
+    pub(crate) fn new(
+        consumer: String,
+        senders: Vec<Sender<Message>>,
+        partition: Partition,
+        batch_size: usize,
+    ) -> Self {
         let buffers = senders.iter().map(|_| (Vec::new(), Vec::new())).collect();
-        Target { consumer, senders, partition, batch_size: batch_size.max(1), buffers, next: 0 }
+        Target {
+            consumer,
+            senders,
+            partition,
+            batch_size: batch_size.max(1),
+            buffers,
+            next: 0,
+        }
     }
 }
 
@@ -57,14 +69,32 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub(crate) fn new(node: &str, subtask: usize, producer: u32, main: Vec<Target>, sides: HashMap<String, Vec<Target>>) -> Self {
-        Router { node: node.to_string(), subtask, producer, main, sides, unrouted: HashMap::new() }
+    pub(crate) fn new(
+        node: &str,
+        subtask: usize,
+        producer: u32,
+        main: Vec<Target>,
+        sides: HashMap<String, Vec<Target>>,
+    ) -> Self {
+        Router {
+            node: node.to_string(),
+            subtask,
+            producer,
+            main,
+            sides,
+            unrouted: HashMap::new(),
+        }
     }
 
     /// Route one record of the main output (`side == None`) or of a side
     /// output; `watermark` is this producer's output watermark just before
     /// it (see [`Message::Batch`]).
-    pub(crate) fn push(&mut self, side: Option<&str>, record: Record, watermark: i64) -> Result<(), DataflowError> {
+    pub(crate) fn push(
+        &mut self,
+        side: Option<&str>,
+        record: Record,
+        watermark: i64,
+    ) -> Result<(), DataflowError> {
         let targets = match side {
             None => &mut self.main,
             Some(name) => match self.sides.get_mut(name) {
@@ -87,7 +117,11 @@ impl Router {
         // Clone for all but the last consumer of the stream.
         let mut record = Some(record);
         for (i, t) in targets.iter_mut().enumerate() {
-            let r = if i == last { record.take().expect("moved only at the last target") } else { record.clone().expect("present until the last target") };
+            let r = if i == last {
+                record.take().expect("moved only at the last target")
+            } else {
+                record.clone().expect("present until the last target")
+            };
             let idx = match t.partition {
                 Partition::Keyed => {
                     let kg = key_group(r.key.as_deref().unwrap_or(&[]), MAX_PARALLELISM);
@@ -111,7 +145,11 @@ impl Router {
     /// Send every partly filled buffer.
     pub(crate) fn flush(&mut self) -> Result<(), DataflowError> {
         let (node, producer) = (&self.node, self.producer);
-        for t in self.main.iter_mut().chain(self.sides.values_mut().flatten()) {
+        for t in self
+            .main
+            .iter_mut()
+            .chain(self.sides.values_mut().flatten())
+        {
             for idx in 0..t.buffers.len() {
                 if !t.buffers[idx].0.is_empty() {
                     send(node, producer, t, idx)?;
@@ -127,13 +165,22 @@ impl Router {
     /// Flush, then send a control message (made by `message` from this
     /// producer's id) to every consumer subtask of every output, after the
     /// records routed before it.
-    pub(crate) fn broadcast(&mut self, message: impl Fn(u32) -> Message) -> Result<(), DataflowError> {
+    pub(crate) fn broadcast(
+        &mut self,
+        message: impl Fn(u32) -> Message,
+    ) -> Result<(), DataflowError> {
         self.flush()?;
-        for t in self.main.iter_mut().chain(self.sides.values_mut().flatten()) {
+        for t in self
+            .main
+            .iter_mut()
+            .chain(self.sides.values_mut().flatten())
+        {
             for s in &t.senders {
-                s.blocking_send(message(self.producer)).map_err(|_| DataflowError::Disconnected {
-                    node: self.node.clone(),
-                    peer: t.consumer.clone(),
+                s.blocking_send(message(self.producer)).map_err(|_| {
+                    DataflowError::Disconnected {
+                        node: self.node.clone(),
+                        peer: t.consumer.clone(),
+                    }
                 })?;
             }
         }
@@ -150,6 +197,13 @@ impl Router {
 fn send(node: &str, from: u32, t: &mut Target, idx: usize) -> Result<(), DataflowError> {
     let (records, watermarks) = std::mem::take(&mut t.buffers[idx]);
     t.senders[idx]
-        .blocking_send(Message::Batch { from, records, watermarks })
-        .map_err(|_| DataflowError::Disconnected { node: node.to_string(), peer: t.consumer.clone() })
+        .blocking_send(Message::Batch {
+            from,
+            records,
+            watermarks,
+        })
+        .map_err(|_| DataflowError::Disconnected {
+            node: node.to_string(),
+            peer: t.consumer.clone(),
+        })
 }

@@ -73,11 +73,15 @@ fn read_info(file: &mut File) -> Option<RunInfo> {
     serde_json::from_str(text.trim()).ok()
 }
 
-
 fn in_use(dir: &Path, holder: Option<&RunInfo>) -> RunLockError {
     match holder {
-        Some(h) => RunLockError::InUseBy { dir: dir.to_path_buf(), pid: h.pid },
-        None => RunLockError::InUse { dir: dir.to_path_buf() },
+        Some(h) => RunLockError::InUseBy {
+            dir: dir.to_path_buf(),
+            pid: h.pid,
+        },
+        None => RunLockError::InUse {
+            dir: dir.to_path_buf(),
+        },
     }
 }
 
@@ -94,7 +98,10 @@ impl RunLock {
         };
         let mut files = Vec::with_capacity(dirs.len());
         for dir in dirs {
-            std::fs::create_dir_all(dir).map_err(|source| RunLockError::CreateDir { dir: dir.clone(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| RunLockError::CreateDir {
+                dir: dir.clone(),
+                source,
+            })?;
             let path = dir.join(LOCK_FILE);
             let mut file = OpenOptions::new()
                 .read(true)
@@ -102,7 +109,11 @@ impl RunLock {
                 .create(true)
                 .truncate(false)
                 .open(&path)
-                .map_err(|source| RunLockError::File { action: "opening", path: path.clone(), source })?;
+                .map_err(|source| RunLockError::File {
+                    action: "opening",
+                    path: path.clone(),
+                    source,
+                })?;
             let deadline = Instant::now() + ACQUIRE_PATIENCE;
             loop {
                 match file.try_lock() {
@@ -114,7 +125,11 @@ impl RunLock {
                         return Err(in_use(dir, read_info(&mut file).as_ref()));
                     }
                     Err(TryLockError::Error(source)) => {
-                        return Err(RunLockError::File { action: "locking", path, source });
+                        return Err(RunLockError::File {
+                            action: "locking",
+                            path,
+                            source,
+                        });
                     }
                 }
             }
@@ -122,7 +137,11 @@ impl RunLock {
             // Nothing has moved the file position from 0 since the open.
             file.set_len(0)
                 .and_then(|_| file.write_all(text.as_bytes()))
-                .map_err(|source| RunLockError::File { action: "writing", path: path.clone(), source })?;
+                .map_err(|source| RunLockError::File {
+                    action: "writing",
+                    path: path.clone(),
+                    source,
+                })?;
             files.push(file);
         }
         Ok(RunLock {
@@ -148,7 +167,13 @@ pub fn probe(dir: &Path) -> Result<Probe, RunLockError> {
     let mut file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Probe::Free),
-        Err(source) => return Err(RunLockError::File { action: "opening", path, source }),
+        Err(source) => {
+            return Err(RunLockError::File {
+                action: "opening",
+                path,
+                source,
+            })
+        }
     };
     match file.try_lock_shared() {
         // Let go at once: a run starting now retries for a moment.
@@ -166,7 +191,11 @@ pub fn probe(dir: &Path) -> Result<Probe, RunLockError> {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        Err(TryLockError::Error(source)) => Err(RunLockError::File { action: "locking", path, source }),
+        Err(TryLockError::Error(source)) => Err(RunLockError::File {
+            action: "locking",
+            path,
+            source,
+        }),
     }
 }
 
@@ -182,7 +211,9 @@ mod tests {
         assert!(!dir.exists(), "a probe creates nothing");
         let lock = RunLock::acquire(std::slice::from_ref(&dir)).unwrap();
         let started = Instant::now();
-        let err = RunLock::acquire(std::slice::from_ref(&dir)).unwrap_err().to_string();
+        let err = RunLock::acquire(std::slice::from_ref(&dir))
+            .unwrap_err()
+            .to_string();
         assert!(started.elapsed() < Duration::from_secs(3));
         assert!(
             err.contains(&format!(

@@ -40,7 +40,11 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A client config for `bootstrap`, with the user's extra `properties` last
 /// so they win over Sluice's defaults.
-pub(crate) fn client_config<'a>(bootstrap: &str, defaults: &[(&str, &str)], properties: impl IntoIterator<Item = (&'a String, &'a String)>) -> ClientConfig {
+pub(crate) fn client_config<'a>(
+    bootstrap: &str,
+    defaults: &[(&str, &str)],
+    properties: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap);
     // librdkafka logs connection trouble at warning level through `log`,
@@ -57,18 +61,35 @@ pub(crate) fn client_config<'a>(bootstrap: &str, defaults: &[(&str, &str)], prop
 
 /// A Kafka failure as a connector error that says what was being done and,
 /// for failures to reach the cluster, what to check.
-pub(crate) fn kafka_error(what: impl std::fmt::Display, bootstrap: &str, e: KafkaError) -> ConnectorError {
+pub(crate) fn kafka_error(
+    what: impl std::fmt::Display,
+    bootstrap: &str,
+    e: KafkaError,
+) -> ConnectorError {
     use rdkafka::types::RDKafkaErrorCode as C;
     let unreachable = matches!(
         e.rdkafka_error_code(),
-        Some(C::BrokerTransportFailure | C::AllBrokersDown | C::OperationTimedOut | C::MessageTimedOut | C::Resolve | C::RequestTimedOut)
-    ) || matches!(e, KafkaError::MetadataFetch(C::OperationTimedOut | C::BrokerTransportFailure));
+        Some(
+            C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::OperationTimedOut
+                | C::MessageTimedOut
+                | C::Resolve
+                | C::RequestTimedOut
+        )
+    ) || matches!(
+        e,
+        KafkaError::MetadataFetch(C::OperationTimedOut | C::BrokerTransportFailure)
+    );
     let help = if unreachable {
         format!("\n  help: is a broker running at {bootstrap}? (`scripts/kafka start` starts one on 127.0.0.1:9092)")
     } else {
         String::new()
     };
-    ConnectorError::Remote { service: "kafka", message: format!("{what}: {e}{help}") }
+    ConnectorError::Remote {
+        service: "kafka",
+        message: format!("{what}: {e}{help}"),
+    }
 }
 
 /// librdkafka's client-level errors: most are transient (a broker went
@@ -78,7 +99,10 @@ pub(crate) fn kafka_error(what: impl std::fmt::Display, bootstrap: &str, e: Kafk
 /// normal event of bounded reading.
 pub(crate) fn client_error(error: KafkaError, reason: &str) {
     use rdkafka::types::RDKafkaErrorCode as C;
-    if matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(C::PartitionEOF)) {
+    if matches!(
+        error,
+        KafkaError::PartitionEOF(_) | KafkaError::Global(C::PartitionEOF)
+    ) {
         return;
     }
     if warn_now() {
@@ -104,14 +128,24 @@ pub(crate) fn warn_now() -> bool {
 /// group or transaction coordinator that is moving or still loading (a
 /// broker just started or restarted), or a transactional call librdkafka
 /// marks retriable. After [`CALL_TIMEOUT`] the last error stands.
-pub(crate) fn retry_transient<T>(mut f: impl FnMut() -> rdkafka::error::KafkaResult<T>) -> rdkafka::error::KafkaResult<T> {
+pub(crate) fn retry_transient<T>(
+    mut f: impl FnMut() -> rdkafka::error::KafkaResult<T>,
+) -> rdkafka::error::KafkaResult<T> {
     use rdkafka::types::RDKafkaErrorCode as C;
     let deadline = std::time::Instant::now() + CALL_TIMEOUT;
     loop {
         match f() {
-            Err(e) if std::time::Instant::now() < deadline
-                && (matches!(&e, KafkaError::Transaction(t) if t.is_retriable())
-                    || matches!(e.rdkafka_error_code(), Some(C::NotCoordinator | C::CoordinatorLoadInProgress | C::CoordinatorNotAvailable))) =>
+            Err(e)
+                if std::time::Instant::now() < deadline
+                    && (matches!(&e, KafkaError::Transaction(t) if t.is_retriable())
+                        || matches!(
+                            e.rdkafka_error_code(),
+                            Some(
+                                C::NotCoordinator
+                                    | C::CoordinatorLoadInProgress
+                                    | C::CoordinatorNotAvailable
+                            )
+                        )) =>
             {
                 tracing::debug!("kafka: {e}; retrying");
                 std::thread::sleep(Duration::from_millis(200));

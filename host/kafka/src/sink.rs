@@ -45,7 +45,10 @@ impl DeliveryContext {
     /// Fail if a delivery failed since the last check.
     pub(crate) fn check(&self) -> Result<(), ConnectorError> {
         match self.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            Some(e) => Err(ConnectorError::Remote { service: "kafka", message: format!("a record was not delivered: {e}") }),
+            Some(e) => Err(ConnectorError::Remote {
+                service: "kafka",
+                message: format!("a record was not delivered: {e}"),
+            }),
             None => Ok(()),
         }
     }
@@ -54,7 +57,12 @@ impl DeliveryContext {
 type KafkaProducer = ThreadedProducer<DeliveryContext>;
 
 /// Enqueue one record, waiting while librdkafka's queue is full.
-pub(crate) fn send(producer: &KafkaProducer, topic: &str, r: &Record, bootstrap: &str) -> Result<(), ConnectorError> {
+pub(crate) fn send(
+    producer: &KafkaProducer,
+    topic: &str,
+    r: &Record,
+    bootstrap: &str,
+) -> Result<(), ConnectorError> {
     let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(r.value.as_slice());
     if let Some(k) = &r.key {
         record = record.key(k.as_slice());
@@ -63,7 +71,15 @@ pub(crate) fn send(producer: &KafkaProducer, topic: &str, r: &Record, bootstrap:
         record = record.timestamp(t);
     }
     if !r.headers.is_empty() {
-        let headers = r.headers.iter().fold(OwnedHeaders::new_with_capacity(r.headers.len()), |hs, h| hs.insert(KafkaHeader { key: &h.name, value: Some(h.value.as_slice()) }));
+        let headers =
+            r.headers
+                .iter()
+                .fold(OwnedHeaders::new_with_capacity(r.headers.len()), |hs, h| {
+                    hs.insert(KafkaHeader {
+                        key: &h.name,
+                        value: Some(h.value.as_slice()),
+                    })
+                });
         record = record.headers(headers);
     }
     loop {
@@ -73,7 +89,13 @@ pub(crate) fn send(producer: &KafkaProducer, topic: &str, r: &Record, bootstrap:
                 record = back;
                 std::thread::sleep(Duration::from_millis(1));
             }
-            Err((e, _)) => return Err(kafka_error(format_args!("writing to `{topic}`"), bootstrap, e)),
+            Err((e, _)) => {
+                return Err(kafka_error(
+                    format_args!("writing to `{topic}`"),
+                    bootstrap,
+                    e,
+                ))
+            }
         }
     }
 }
@@ -112,7 +134,12 @@ impl KafkaSink {
     /// Connect to the brokers and create the topic if it is missing (with
     /// `partitions` partitions). `exactly_once` comes from the pipeline
     /// (checkpoints on) and the sink's `delivery` setting.
-    pub fn new(config: &KafkaSinkConfig, pipeline: &str, name: &str, checkpoints: bool) -> Result<Self, ConnectorError> {
+    pub fn new(
+        config: &KafkaSinkConfig,
+        pipeline: &str,
+        name: &str,
+        checkpoints: bool,
+    ) -> Result<Self, ConnectorError> {
         let bootstrap = config.bootstrap.as_str();
         if crate::admin::partitions(bootstrap, &config.topic)?.is_none() {
             return Err(ConnectorError::Config(format!(
@@ -120,23 +147,65 @@ impl KafkaSink {
                 config.topic, config.topic
             )));
         }
-        let txn_prefix = config.transactional_id.clone().unwrap_or_else(|| format!("sluice.{pipeline}.{name}"));
-        let base = [("partitioner", "murmur2_random"), ("enable.idempotence", "true"), ("linger.ms", "5"), ("queue.buffering.max.messages", "1000000"), ("compression.type", "lz4")];
+        let txn_prefix = config
+            .transactional_id
+            .clone()
+            .unwrap_or_else(|| format!("sluice.{pipeline}.{name}"));
+        let base = [
+            ("partitioner", "murmur2_random"),
+            ("enable.idempotence", "true"),
+            ("linger.ms", "5"),
+            ("queue.buffering.max.messages", "1000000"),
+            ("compression.type", "lz4"),
+        ];
         let producer = |id: Option<String>| -> Result<KafkaProducer, ConnectorError> {
             let mut c = client_config(bootstrap, &base, &config.properties);
             if let Some(id) = id {
                 c.set("transactional.id", id);
-                c.set("transaction.timeout.ms", config.transaction_timeout_ms.to_string());
+                c.set(
+                    "transaction.timeout.ms",
+                    config.transaction_timeout_ms.to_string(),
+                );
             }
-            c.create_with_context(DeliveryContext::default()).map_err(|e| kafka_error(format_args!("sink `{name}`: creating the producer"), bootstrap, e))
+            c.create_with_context(DeliveryContext::default())
+                .map_err(|e| {
+                    kafka_error(
+                        format_args!("sink `{name}`: creating the producer"),
+                        bootstrap,
+                        e,
+                    )
+                })
         };
         let mode = if checkpoints && config.delivery == Delivery::ExactlyOnce {
-            let marker_consumer: BaseConsumer = client_config(bootstrap, &[("group.id", &format!("{txn_prefix}.commits")), ("isolation.level", "read_committed"), ("enable.auto.commit", "false")], [])
-                .create()
-                .map_err(|e| kafka_error(format_args!("sink `{name}`: creating the commit-marker client"), bootstrap, e))?;
-            let marker = marker_consumer.group_metadata().ok_or_else(|| ConnectorError::Remote { service: "kafka", message: format!("sink `{name}`: no group metadata for the commit marker") })?;
+            let marker_consumer: BaseConsumer = client_config(
+                bootstrap,
+                &[
+                    ("group.id", &format!("{txn_prefix}.commits")),
+                    ("isolation.level", "read_committed"),
+                    ("enable.auto.commit", "false"),
+                ],
+                [],
+            )
+            .create()
+            .map_err(|e| {
+                kafka_error(
+                    format_args!("sink `{name}`: creating the commit-marker client"),
+                    bootstrap,
+                    e,
+                )
+            })?;
+            let marker =
+                marker_consumer
+                    .group_metadata()
+                    .ok_or_else(|| ConnectorError::Remote {
+                        service: "kafka",
+                        message: format!("sink `{name}`: no group metadata for the commit marker"),
+                    })?;
             Mode::Transactional {
-                producers: [producer(Some(format!("{txn_prefix}-0")))?, producer(Some(format!("{txn_prefix}-1")))?],
+                producers: [
+                    producer(Some(format!("{txn_prefix}-0")))?,
+                    producer(Some(format!("{txn_prefix}-1")))?,
+                ],
                 marker,
                 marker_consumer,
                 current: 0,
@@ -146,35 +215,66 @@ impl KafkaSink {
         } else {
             Mode::AtLeastOnce(producer(None)?)
         };
-        Ok(KafkaSink { name: name.to_string(), config: config.clone(), txn_prefix, mode })
+        Ok(KafkaSink {
+            name: name.to_string(),
+            config: config.clone(),
+            txn_prefix,
+            mode,
+        })
     }
 
     fn err(&self, what: impl std::fmt::Display, e: KafkaError) -> ConnectorError {
-        kafka_error(format_args!("sink `{}`: {what}", self.name), &self.config.bootstrap, e)
+        kafka_error(
+            format_args!("sink `{}`: {what}", self.name),
+            &self.config.bootstrap,
+            e,
+        )
     }
 
     /// The marker partition: the checkpoint id is committed as its offset.
     fn marker_partition(&self, checkpoint: Option<u64>) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         let offset = checkpoint.map_or(Offset::Invalid, |c| Offset::Offset(c as i64));
-        tpl.add_partition_offset(&self.config.topic, 0, offset).expect("a valid offset");
+        tpl.add_partition_offset(&self.config.topic, 0, offset)
+            .expect("a valid offset");
         tpl
     }
 }
 
 impl Sink for KafkaSink {
     fn recovery_point(&mut self) -> Result<Option<u64>, ConnectorError> {
-        let Mode::Transactional { producers, marker_consumer, .. } = &self.mode else { return Ok(None) };
+        let Mode::Transactional {
+            producers,
+            marker_consumer,
+            ..
+        } = &self.mode
+        else {
+            return Ok(None);
+        };
         // Fence a predecessor that may still run, and abort what it left open
         // (both ids at once: each call is a few round trips to the coordinator).
         let results: Vec<_> = std::thread::scope(|scope| {
-            let calls: Vec<_> = producers.iter().map(|p| scope.spawn(move || retry_transient(|| p.init_transactions(CALL_TIMEOUT)))).collect();
-            calls.into_iter().map(|c| c.join().unwrap_or(Err(KafkaError::Canceled))).collect()
+            let calls: Vec<_> = producers
+                .iter()
+                .map(|p| scope.spawn(move || retry_transient(|| p.init_transactions(CALL_TIMEOUT))))
+                .collect();
+            calls
+                .into_iter()
+                .map(|c| c.join().unwrap_or(Err(KafkaError::Canceled)))
+                .collect()
         });
         for (i, r) in results.into_iter().enumerate() {
-            r.map_err(|e| self.err(format_args!("initialising transactional id {}-{i}", self.txn_prefix), e))?;
+            r.map_err(|e| {
+                self.err(
+                    format_args!("initialising transactional id {}-{i}", self.txn_prefix),
+                    e,
+                )
+            })?;
         }
-        let committed = retry_transient(|| marker_consumer.committed_offsets(self.marker_partition(None), CALL_TIMEOUT)).map_err(|e| self.err("reading the last committed checkpoint", e))?;
+        let committed = retry_transient(|| {
+            marker_consumer.committed_offsets(self.marker_partition(None), CALL_TIMEOUT)
+        })
+        .map_err(|e| self.err("reading the last committed checkpoint", e))?;
         let last = committed.elements().first().and_then(|e| match e.offset() {
             Offset::Offset(o) if o > 0 => Some(o as u64),
             _ => None,
@@ -186,10 +286,21 @@ impl Sink for KafkaSink {
     fn write(&mut self, batch: &[Record]) -> Result<(), ConnectorError> {
         let bootstrap = self.config.bootstrap.clone();
         let producer = match &mut self.mode {
-            Mode::Transactional { producers, current, open, .. } => {
+            Mode::Transactional {
+                producers,
+                current,
+                open,
+                ..
+            } => {
                 let p = &producers[*current];
                 if !*open {
-                    p.begin_transaction().map_err(|e| kafka_error(format_args!("sink `{}`: beginning a transaction", self.name), &bootstrap, e))?;
+                    p.begin_transaction().map_err(|e| {
+                        kafka_error(
+                            format_args!("sink `{}`: beginning a transaction", self.name),
+                            &bootstrap,
+                            e,
+                        )
+                    })?;
                     *open = true;
                 }
                 p
@@ -204,10 +315,14 @@ impl Sink for KafkaSink {
 
     fn flush(&mut self) -> Result<(), ConnectorError> {
         let producer = match &self.mode {
-            Mode::Transactional { producers, current, .. } => &producers[*current],
+            Mode::Transactional {
+                producers, current, ..
+            } => &producers[*current],
             Mode::AtLeastOnce(p) => p,
         };
-        producer.flush(CALL_TIMEOUT).map_err(|e| self.err("flushing", e))?;
+        producer
+            .flush(CALL_TIMEOUT)
+            .map_err(|e| self.err("flushing", e))?;
         producer.context().check()
     }
 
@@ -216,14 +331,32 @@ impl Sink for KafkaSink {
         let marker_tpl = self.marker_partition(Some(checkpoint));
         let name = self.name.clone();
         let bootstrap = self.config.bootstrap.clone();
-        let err = |what: &str, e| kafka_error(format_args!("sink `{name}`: checkpoint {checkpoint}: {what}"), &bootstrap, e);
-        let Mode::Transactional { producers, marker, current, open, pending, .. } = &mut self.mode else { return Ok(SinkSnapshot::Null) };
+        let err = |what: &str, e| {
+            kafka_error(
+                format_args!("sink `{name}`: checkpoint {checkpoint}: {what}"),
+                &bootstrap,
+                e,
+            )
+        };
+        let Mode::Transactional {
+            producers,
+            marker,
+            current,
+            open,
+            pending,
+            ..
+        } = &mut self.mode
+        else {
+            return Ok(SinkSnapshot::Null);
+        };
         let p = &producers[*current];
         if !*open {
-            p.begin_transaction().map_err(|e| err("beginning a transaction", e))?;
+            p.begin_transaction()
+                .map_err(|e| err("beginning a transaction", e))?;
         }
         // The transaction says which checkpoint it belongs to (see recovery_point).
-        retry_transient(|| p.send_offsets_to_transaction(&marker_tpl, marker, CALL_TIMEOUT)).map_err(|e| err("recording the checkpoint in the transaction", e))?;
+        retry_transient(|| p.send_offsets_to_transaction(&marker_tpl, marker, CALL_TIMEOUT))
+            .map_err(|e| err("recording the checkpoint in the transaction", e))?;
         pending.push_back((checkpoint, *current));
         let id = format!("{}-{}", self.txn_prefix, *current);
         *current ^= 1;
@@ -234,13 +367,24 @@ impl Sink for KafkaSink {
     fn commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
         let name = self.name.clone();
         let bootstrap = self.config.bootstrap.clone();
-        let Mode::Transactional { producers, pending, .. } = &mut self.mode else { return Ok(()) };
+        let Mode::Transactional {
+            producers, pending, ..
+        } = &mut self.mode
+        else {
+            return Ok(());
+        };
         while let Some(&(id, p)) = pending.front() {
             if id > checkpoint {
                 break;
             }
             crash_point(id);
-            retry_transient(|| producers[p].commit_transaction(CALL_TIMEOUT)).map_err(|e| kafka_error(format_args!("sink `{name}`: committing the transaction of checkpoint {id}"), &bootstrap, e))?;
+            retry_transient(|| producers[p].commit_transaction(CALL_TIMEOUT)).map_err(|e| {
+                kafka_error(
+                    format_args!("sink `{name}`: committing the transaction of checkpoint {id}"),
+                    &bootstrap,
+                    e,
+                )
+            })?;
             pending.pop_front();
         }
         Ok(())
@@ -253,7 +397,12 @@ impl Sink for KafkaSink {
     fn awaiting_commit(&self) -> Option<u64> {
         match &self.mode {
             // The next interval's producer still holds a pre-committed transaction.
-            Mode::Transactional { current, pending, .. } => pending.iter().find(|(_, p)| p == current).map(|(id, _)| *id),
+            Mode::Transactional {
+                current, pending, ..
+            } => pending
+                .iter()
+                .find(|(_, p)| p == current)
+                .map(|(id, _)| *id),
             Mode::AtLeastOnce(_) => None,
         }
     }
@@ -266,9 +415,15 @@ impl Sink for KafkaSink {
 /// exists for.
 fn crash_point(checkpoint: u64) {
     static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    let at = AT.get_or_init(|| std::env::var("SLUICE_FAULT_KAFKA_CRASH_BEFORE_COMMIT").ok().and_then(|v| v.parse().ok()));
+    let at = AT.get_or_init(|| {
+        std::env::var("SLUICE_FAULT_KAFKA_CRASH_BEFORE_COMMIT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
     if at.is_some_and(|n| checkpoint >= n) {
-        eprintln!("fault injection: dying before committing the transaction of checkpoint {checkpoint}");
+        eprintln!(
+            "fault injection: dying before committing the transaction of checkpoint {checkpoint}"
+        );
         std::process::abort();
     }
 }

@@ -41,21 +41,34 @@ impl ClientContext for LagContext {
     }
 
     fn stats(&self, statistics: Statistics) {
-        let Some(topic) = statistics.topics.get(&self.topic) else { return };
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
         let mut gauges = self.gauges.lock().unwrap_or_else(|p| p.into_inner());
         let mut max = 0;
         for (&p, s) in topic.partitions.iter().filter(|(&p, _)| p >= 0) {
             // The end a reader can reach: the last stable offset under read_committed.
-            let end = if self.read_committed && s.ls_offset >= 0 { s.ls_offset } else { s.hi_offset };
+            let end = if self.read_committed && s.ls_offset >= 0 {
+                s.ls_offset
+            } else {
+                s.hi_offset
+            };
             // Before the first record of a partition reaches the source, its
             // fetch position stands in for the read position.
-            let position = if s.app_offset >= 0 { s.app_offset } else { s.next_offset };
+            let position = if s.app_offset >= 0 {
+                s.app_offset
+            } else {
+                s.next_offset
+            };
             if end < 0 || position < 0 {
                 continue;
             }
             let lag = (end - position).max(0);
             max = max.max(lag);
-            gauges.entry(p).or_insert_with(|| self.metrics.partition_lag(&self.node, p as u32)).set(lag);
+            gauges
+                .entry(p)
+                .or_insert_with(|| self.metrics.partition_lag(&self.node, p as u32))
+                .set(lag);
         }
         self.metrics.records_lag_max(&self.node).set(max);
     }
@@ -74,7 +87,10 @@ pub struct Subtask {
 
 impl Default for Subtask {
     fn default() -> Self {
-        Subtask { index: 0, parallelism: 1 }
+        Subtask {
+            index: 0,
+            parallelism: 1,
+        }
     }
 }
 
@@ -103,9 +119,19 @@ impl KafkaSource {
     /// partitions `p` with `p % parallelism == index`. `pipeline` and `name`
     /// make the default consumer group; `index` is the source's position in
     /// the pipeline (for record provenance).
-    pub fn new(config: &KafkaSourceConfig, pipeline: &str, name: &str, index: u16, at: Subtask, metrics: Arc<Metrics>) -> Result<Self, ConnectorError> {
+    pub fn new(
+        config: &KafkaSourceConfig,
+        pipeline: &str,
+        name: &str,
+        index: u16,
+        at: Subtask,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ConnectorError> {
         let bootstrap = config.bootstrap.as_str();
-        let group = config.group.clone().unwrap_or_else(|| format!("sluice.{pipeline}.{name}"));
+        let group = config
+            .group
+            .clone()
+            .unwrap_or_else(|| format!("sluice.{pipeline}.{name}"));
         let context = LagContext {
             topic: config.topic.clone(),
             read_committed: config.read_committed,
@@ -113,14 +139,21 @@ impl KafkaSource {
             node: name.to_string(),
             gauges: Mutex::default(),
         };
-        let isolation = if config.read_committed { "read_committed" } else { "read_uncommitted" };
+        let isolation = if config.read_committed {
+            "read_committed"
+        } else {
+            "read_uncommitted"
+        };
         let consumer: BaseConsumer<LagContext> = client_config(
             bootstrap,
             &[
                 ("group.id", group.as_str()),
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
-                ("enable.partition.eof", if config.stop_at_end { "true" } else { "false" }),
+                (
+                    "enable.partition.eof",
+                    if config.stop_at_end { "true" } else { "false" },
+                ),
                 ("isolation.level", isolation),
                 ("statistics.interval.ms", "1000"),
                 ("allow.auto.create.topics", "false"),
@@ -133,7 +166,13 @@ impl KafkaSource {
             &config.properties,
         )
         .create_with_context(context)
-        .map_err(|e| kafka_error(format_args!("source `{name}`: creating the consumer"), bootstrap, e))?;
+        .map_err(|e| {
+            kafka_error(
+                format_args!("source `{name}`: creating the consumer"),
+                bootstrap,
+                e,
+            )
+        })?;
         let partitions = match crate::admin::partitions(bootstrap, &config.topic) {
             Ok(Some(n)) => {
                 let mine: Vec<i32> = (0..n as i32).filter(|p| *p as u32 % at.parallelism.max(1) == at.index).collect();
@@ -165,7 +204,11 @@ impl KafkaSource {
     }
 
     fn err(&self, what: impl std::fmt::Display, e: KafkaError) -> ConnectorError {
-        kafka_error(format_args!("source `{}`: {what}", self.name), &self.config.bootstrap, e)
+        kafka_error(
+            format_args!("source `{}`: {what}", self.name),
+            &self.config.bootstrap,
+            e,
+        )
     }
 
     /// Assign every partition at its start offset (checkpoint, or configured).
@@ -177,11 +220,15 @@ impl KafkaSource {
                 None if self.config.start == StartOffset::Latest => Offset::End,
                 None => Offset::Beginning,
             };
-            tpl.add_partition_offset(&self.config.topic, p, offset).map_err(|e| self.err("assigning partitions", e))?;
+            tpl.add_partition_offset(&self.config.topic, p, offset)
+                .map_err(|e| self.err("assigning partitions", e))?;
             if !self.config.stop_at_end && !matches!(offset, Offset::Offset(_)) {
                 continue;
             }
-            let (low, high) = self.consumer.fetch_watermarks(&self.config.topic, p, CALL_TIMEOUT).map_err(|e| self.err(format_args!("reading the offsets of partition {p}"), e))?;
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&self.config.topic, p, CALL_TIMEOUT)
+                .map_err(|e| self.err(format_args!("reading the offsets of partition {p}"), e))?;
             if let Offset::Offset(o) = offset {
                 if o < low || o > high {
                     return Err(ConnectorError::Remote {
@@ -207,7 +254,9 @@ impl KafkaSource {
                 }
             }
         }
-        self.consumer.assign(&tpl).map_err(|e| self.err("assigning partitions", e))?;
+        self.consumer
+            .assign(&tpl)
+            .map_err(|e| self.err("assigning partitions", e))?;
         self.assigned = true;
         tracing::info!(source = %self.name, "reading partition(s) {:?} of `{}`", self.partitions, self.config.topic);
         Ok(())
@@ -230,7 +279,11 @@ impl Source for KafkaSource {
         let deadline = Instant::now() + IDLE_POLL;
         while batch.len() < max && !self.finished() {
             // Wait for the first record; then take what is already fetched.
-            let wait = if batch.is_empty() { deadline.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
+            let wait = if batch.is_empty() {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
             let Some(result) = self.consumer.poll(wait) else {
                 if batch.is_empty() && Instant::now() < deadline {
                     continue;
@@ -273,19 +326,34 @@ impl Source for KafkaSource {
                 }
             }
             let event_time = match m.timestamp() {
-                Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) if self.config.timestamps => Some(t),
+                Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t)
+                    if self.config.timestamps =>
+                {
+                    Some(t)
+                }
                 _ => None,
             };
             let headers = m
                 .headers()
-                .map(|hs| hs.iter().map(|h| Header { name: h.key.to_string(), value: h.value.map(<[u8]>::to_vec).unwrap_or_default() }).collect())
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| Header {
+                            name: h.key.to_string(),
+                            value: h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
             batch.push(Record {
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                 event_time,
                 headers,
-                position: Some(Position { source: self.index, split: partition as u32, offset: offset as u64 }),
+                position: Some(Position {
+                    source: self.index,
+                    split: partition as u32,
+                    offset: offset as u64,
+                }),
             });
         }
         if batch.is_empty() && self.finished() {
@@ -296,7 +364,10 @@ impl Source for KafkaSource {
 
     fn seek(&mut self, splits: &BTreeMap<u32, u64>) -> Result<bool, ConnectorError> {
         self.resume = splits.clone();
-        if let Some(p) = splits.keys().find(|&&p| p as usize >= self.partitions.len()) {
+        if let Some(p) = splits
+            .keys()
+            .find(|&&p| p as usize >= self.partitions.len())
+        {
             tracing::warn!(source = %self.name, "the checkpoint has partition {p} of `{}`, which the topic no longer has", self.config.topic);
         }
         Ok(true)
@@ -305,7 +376,8 @@ impl Source for KafkaSource {
     fn checkpoint_complete(&mut self, splits: &BTreeMap<u32, u64>) -> Result<(), ConnectorError> {
         let mut tpl = TopicPartitionList::new();
         for (&p, &next) in splits {
-            tpl.add_partition_offset(&self.config.topic, p as i32, Offset::Offset(next as i64)).map_err(|e| self.err("committing offsets", e))?;
+            tpl.add_partition_offset(&self.config.topic, p as i32, Offset::Offset(next as i64))
+                .map_err(|e| self.err("committing offsets", e))?;
         }
         if tpl.count() == 0 {
             return Ok(());
@@ -327,12 +399,16 @@ impl Source for KafkaSource {
         // run ended (the asynchronous commit may not have been sent before
         // the process exits), on a thread so that the wait is bounded: a
         // commit stuck on an unreachable coordinator is left behind.
-        let Some(tpl) = self.last_commit.take() else { return Ok(()) };
+        let Some(tpl) = self.last_commit.take() else {
+            return Ok(());
+        };
         let consumer = self.consumer.clone();
         let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new().name(format!("{}-final-commit", self.name)).spawn(move || {
-            let _ = tx.send(consumer.commit(&tpl, CommitMode::Sync));
-        });
+        let spawned = std::thread::Builder::new()
+            .name(format!("{}-final-commit", self.name))
+            .spawn(move || {
+                let _ = tx.send(consumer.commit(&tpl, CommitMode::Sync));
+            });
         let warn = |why: String| tracing::warn!(source = %self.name, "the consumer group's offsets of the last checkpoint are not committed ({why}); the checkpoint has them, only lag tools see older offsets");
         match spawned {
             Err(e) => warn(format!("cannot start a thread: {e}")),

@@ -23,7 +23,8 @@ wasmtime::component::bindgen!({
 pub mod wit {
     pub use super::exports::sluice::operator::aggregator::{Accumulate, AddResult, FiredWindow};
     pub use super::sluice::operator::types::{
-        BatchResult, Emit, FiredTimer, Header, InitContext, Output, Record, RecordError, SourcePosition, TimeDomain, Window,
+        BatchResult, Emit, FiredTimer, Header, InitContext, Output, Record, RecordError,
+        SourcePosition, TimeDomain, Window,
     };
 }
 
@@ -62,13 +63,21 @@ pub(crate) fn supported_version(name: &str) -> bool {
 
 /// Where a plugin's exports are, found once at load.
 pub(crate) enum Exports {
-    Process { processor: processor::GuestIndices, timers: Option<timer_handler::GuestIndices>, migrator: Option<migrator::GuestIndices> },
+    Process {
+        processor: processor::GuestIndices,
+        timers: Option<timer_handler::GuestIndices>,
+        migrator: Option<migrator::GuestIndices>,
+    },
     Window(aggregator::GuestIndices),
 }
 
 /// A running instance's exports.
 pub(crate) enum Guest {
-    Process { processor: processor::Guest, timers: Option<timer_handler::Guest>, migrator: Option<migrator::Guest> },
+    Process {
+        processor: processor::Guest,
+        timers: Option<timer_handler::Guest>,
+        migrator: Option<migrator::Guest>,
+    },
     Window(aggregator::Guest),
 }
 
@@ -80,7 +89,10 @@ pub fn to_wit(r: &mut sluice_types::Record) -> wit::Record {
         event_time: r.event_time,
         headers: std::mem::take(&mut r.headers)
             .into_iter()
-            .map(|h| wit::Header { name: h.name, value: h.value })
+            .map(|h| wit::Header {
+                name: h.name,
+                value: h.value,
+            })
             .collect(),
     }
 }
@@ -91,7 +103,14 @@ pub fn from_wit(r: wit::Record, position: Option<sluice_types::Position>) -> slu
         key: r.key,
         value: r.value,
         event_time: r.event_time,
-        headers: r.headers.into_iter().map(|h| sluice_types::Header { name: h.name, value: h.value }).collect(),
+        headers: r
+            .headers
+            .into_iter()
+            .map(|h| sluice_types::Header {
+                name: h.name,
+                value: h.value,
+            })
+            .collect(),
         position,
     }
 }

@@ -29,7 +29,11 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { stack_bytes: 512 << 10, fuel: false, epoch: true }
+        EngineOptions {
+            stack_bytes: 512 << 10,
+            fuel: false,
+            epoch: true,
+        }
     }
 }
 
@@ -59,7 +63,11 @@ impl Runtime {
     pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
         let ticked: Arc<Mutex<Vec<wasmtime::EngineWeak>>> = Arc::default();
         sandbox::start_epoch_ticker(&ticked)?;
-        let runtime = Runtime { engines: Mutex::default(), ticked, cache_dir };
+        let runtime = Runtime {
+            engines: Mutex::default(),
+            ticked,
+            cache_dir,
+        };
         runtime.engine(EngineOptions::default())?;
         Ok(runtime)
     }
@@ -84,8 +92,12 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(wasm_err)?;
-        SluiceHost::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s).map_err(wasm_err)?;
-        self.ticked.lock().unwrap_or_else(|p| p.into_inner()).push(engine.weak());
+        SluiceHost::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
+            .map_err(wasm_err)?;
+        self.ticked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(engine.weak());
         let entry = Arc::new(EngineEntry { engine, linker });
         engines.insert(options, entry.clone());
         Ok(entry)
@@ -93,13 +105,25 @@ impl Runtime {
 
     /// The default wasmtime engine.
     pub fn engine_default(&self) -> Engine {
-        self.engine(EngineOptions::default()).expect("the default engine is created by Runtime::new").engine.clone()
+        self.engine(EngineOptions::default())
+            .expect("the default engine is created by Runtime::new")
+            .engine
+            .clone()
     }
 
     /// Compile a component for `engine`, through the on-disk cache (by
     /// digest and engine compatibility hash) when the runtime has one.
-    pub(crate) fn compile(&self, engine: &Engine, path: &Path, bytes: &[u8], digest: &str) -> Result<Component, LoadError> {
-        let invalid = |e: wasmtime::Error| LoadError::Invalid { path: path.to_path_buf(), message: format!("{e:#}") };
+    pub(crate) fn compile(
+        &self,
+        engine: &Engine,
+        path: &Path,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<Component, LoadError> {
+        let invalid = |e: wasmtime::Error| LoadError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        };
         let cached = self.cache_dir.as_ref().map(|dir| {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -113,7 +137,10 @@ impl Runtime {
                 // into a cache directory that only Sluice writes.
                 match unsafe { Component::deserialize_file(engine, file) } {
                     Ok(c) => return Ok(c),
-                    Err(e) => tracing::warn!("ignoring unreadable compile cache entry {}: {e}", file.display()),
+                    Err(e) => tracing::warn!(
+                        "ignoring unreadable compile cache entry {}: {e}",
+                        file.display()
+                    ),
                 }
             }
         }
@@ -121,13 +148,18 @@ impl Runtime {
         if let Some(file) = &cached {
             let write = || -> std::io::Result<()> {
                 std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
-                let data = component.serialize().map_err(|e| std::io::Error::other(e.to_string()))?;
+                let data = component
+                    .serialize()
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
                 let tmp = file.with_extension(format!("tmp{}", std::process::id()));
                 std::fs::write(&tmp, data)?;
                 std::fs::rename(&tmp, file)
             };
             if let Err(e) = write() {
-                tracing::warn!("could not cache the compiled component in {}: {e}", file.display());
+                tracing::warn!(
+                    "could not cache the compiled component in {}: {e}",
+                    file.display()
+                );
             }
         }
         Ok(component)

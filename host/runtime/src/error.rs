@@ -55,7 +55,9 @@ pub enum LoadError {
         found: String,
     },
     /// It imports a capability the operator was not granted.
-    #[error("plugin {path}: imports `{import}`, which this operator is not granted\n  help: {grant}")]
+    #[error(
+        "plugin {path}: imports `{import}`, which this operator is not granted\n  help: {grant}"
+    )]
     NotGranted {
         /// The plugin file.
         path: PathBuf,

@@ -61,8 +61,14 @@ impl InstanceConfig {
 impl Plugin {
     /// A new instance, initialised. `state` is the subtask's keyed state, or
     /// `None` for an operator that is not keyed.
-    pub fn instantiate(self: &Arc<Self>, config: InstanceConfig, state: Option<OperatorState>, metrics: Arc<Metrics>) -> Result<Instance, CallError> {
-        self.instantiate_keeping(config, state, metrics).map_err(|(e, _)| e)
+    pub fn instantiate(
+        self: &Arc<Self>,
+        config: InstanceConfig,
+        state: Option<OperatorState>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Instance, CallError> {
+        self.instantiate_keeping(config, state, metrics)
+            .map_err(|(e, _)| e)
     }
 
     /// [`instantiate`](Plugin::instantiate), handing the keyed state back
@@ -82,14 +88,23 @@ impl Plugin {
             Err(e) => return Err((e, state)),
         };
         if self.fuel && config.fuel.is_none() {
-            return Err((CallError::Init("the plugin was loaded with fuel metering but the instance has no fuel budget".into()), state));
+            return Err((
+                CallError::Init(
+                    "the plugin was loaded with fuel metering but the instance has no fuel budget"
+                        .into(),
+                ),
+                state,
+            ));
         }
         let limits = sandbox::store_limits(config.memory_bytes);
         let data = StoreData {
             wasi,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            http_hooks: HttpAllowlist { hosts: self.grants.http.clone(), timeout: Duration::from_millis(config.deadline_ms) },
+            http_hooks: HttpAllowlist {
+                hosts: self.grants.http.clone(),
+                timeout: Duration::from_millis(config.deadline_ms),
+            },
             limits,
             stderr,
             operator: config.operator.clone(),
@@ -116,29 +131,55 @@ impl Plugin {
         store.set_epoch_deadline(deadline_ticks);
         let built = (|| -> Result<Guest, CallError> {
             if let Some(fuel) = config.fuel {
-                store.set_fuel(fuel).map_err(|e| CallError::Init(format!("{e:#}")))?;
+                store
+                    .set_fuel(fuel)
+                    .map_err(|e| CallError::Init(format!("{e:#}")))?;
             }
-            let instance = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, &config))?;
+            let instance = self
+                .pre
+                .instantiate(&mut store)
+                .map_err(|e| classify(e, &store, &config))?;
             Ok(match &self.exports {
-                Exports::Process { processor, timers, migrator } => Guest::Process {
-                    processor: processor.load(&mut store, &instance).map_err(|e| classify(e, &store, &config))?,
+                Exports::Process {
+                    processor,
+                    timers,
+                    migrator,
+                } => Guest::Process {
+                    processor: processor
+                        .load(&mut store, &instance)
+                        .map_err(|e| classify(e, &store, &config))?,
                     timers: match timers {
-                        Some(t) => Some(t.load(&mut store, &instance).map_err(|e| classify(e, &store, &config))?),
+                        Some(t) => Some(
+                            t.load(&mut store, &instance)
+                                .map_err(|e| classify(e, &store, &config))?,
+                        ),
                         None => None,
                     },
                     migrator: match migrator {
-                        Some(m) => Some(m.load(&mut store, &instance).map_err(|e| classify(e, &store, &config))?),
+                        Some(m) => Some(
+                            m.load(&mut store, &instance)
+                                .map_err(|e| classify(e, &store, &config))?,
+                        ),
                         None => None,
                     },
                 },
-                Exports::Window(a) => Guest::Window(a.load(&mut store, &instance).map_err(|e| classify(e, &store, &config))?),
+                Exports::Window(a) => Guest::Window(
+                    a.load(&mut store, &instance)
+                        .map_err(|e| classify(e, &store, &config))?,
+                ),
             })
         })();
         let guest = match built {
             Ok(g) => g,
             Err(e) => return Err((e, store.into_data().state)),
         };
-        let mut instance = Instance { store, guest, plugin: self.clone(), config, deadline_ticks };
+        let mut instance = Instance {
+            store,
+            guest,
+            plugin: self.clone(),
+            config,
+            deadline_ticks,
+        };
         match instance.init() {
             Ok(()) => Ok(instance),
             Err(e) => Err((e, instance.store.into_data().state)),
@@ -148,20 +189,42 @@ impl Plugin {
 
 /// Turn a wasmtime error into a [`CallError`], with the guest's last stderr
 /// lines (a Rust panic message, typically) appended.
-pub(crate) fn classify(e: wasmtime::Error, store: &Store<StoreData>, config: &InstanceConfig) -> CallError {
+pub(crate) fn classify(
+    e: wasmtime::Error,
+    store: &Store<StoreData>,
+    config: &InstanceConfig,
+) -> CallError {
     match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => return CallError::Deadline { deadline_ms: config.deadline_ms },
-        Some(wasmtime::Trap::OutOfFuel) => return CallError::Fuel { fuel: config.fuel.unwrap_or(0) },
+        Some(wasmtime::Trap::Interrupt) => {
+            return CallError::Deadline {
+                deadline_ms: config.deadline_ms,
+            }
+        }
+        Some(wasmtime::Trap::OutOfFuel) => {
+            return CallError::Fuel {
+                fuel: config.fuel.unwrap_or(0),
+            }
+        }
         _ => {}
     }
     let mut msg = format!("{e:#}");
     if msg.contains("growing memory") {
-        return CallError::Memory { limit_mb: config.memory_bytes >> 20 };
+        return CallError::Memory {
+            limit_mb: config.memory_bytes >> 20,
+        };
     }
     let err = store.data().stderr.contents();
     if !err.is_empty() {
         let text = String::from_utf8_lossy(&err);
-        let tail: String = text.lines().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+        let tail: String = text
+            .lines()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join(" | ");
         msg.push_str(&format!(" (guest stderr: {tail})"));
     }
     CallError::Trap(msg)
@@ -206,7 +269,9 @@ impl Instance {
     pub fn kind(&self) -> OperatorKind {
         match &self.guest {
             Guest::Process { timers: None, .. } => OperatorKind::Process,
-            Guest::Process { timers: Some(_), .. } => OperatorKind::KeyedProcess,
+            Guest::Process {
+                timers: Some(_), ..
+            } => OperatorKind::KeyedProcess,
             Guest::Window(_) => OperatorKind::Window,
         }
     }
@@ -215,7 +280,9 @@ impl Instance {
     pub(crate) fn arm(&mut self) -> Result<(), CallError> {
         self.store.set_epoch_deadline(self.deadline_ticks);
         if let Some(fuel) = self.config.fuel {
-            self.store.set_fuel(fuel).map_err(|e| CallError::Trap(format!("{e:#}")))?;
+            self.store
+                .set_fuel(fuel)
+                .map_err(|e| CallError::Trap(format!("{e:#}")))?;
         }
         Ok(())
     }
@@ -233,7 +300,14 @@ impl Instance {
                 data.keys.push(k.map(|k| {
                     let start = data.key_bytes.len() as u32;
                     data.key_bytes.extend_from_slice(k);
-                    (sluice_state::keygroup::key_group(k, sluice_state::keygroup::MAX_PARALLELISM), start, k.len() as u32)
+                    (
+                        sluice_state::keygroup::key_group(
+                            k,
+                            sluice_state::keygroup::MAX_PARALLELISM,
+                        ),
+                        start,
+                        k.len() as u32,
+                    )
                 }));
             }
             state.begin_call();
@@ -268,7 +342,9 @@ impl Instance {
     /// Process one batch. Keyed state written by a call that fails is rolled
     /// back; after an error the instance must be [`reset`](Self::reset).
     pub fn process(&mut self, batch: &[wit::Record]) -> Result<wit::BatchResult, CallError> {
-        let Guest::Process { processor, .. } = &self.guest else { return Err(missing("`processor`")) };
+        let Guest::Process { processor, .. } = &self.guest else {
+            return Err(missing("`processor`"));
+        };
         let processor = processor.clone();
         self.begin(batch.iter().map(|r| r.key.as_deref()));
         self.arm()?;
@@ -280,7 +356,13 @@ impl Instance {
     /// (for `timers.current-watermark`), keeping the call's state writes
     /// journaled until [`settle`](Self::settle) when `hold` is set: the
     /// host can then still undo a call whose result it cannot use.
-    pub fn process_at(&mut self, batch: &[wit::Record], watermarks: &[i64], positions: &[Option<sluice_types::Position>], hold: bool) -> Result<wit::BatchResult, CallError> {
+    pub fn process_at(
+        &mut self,
+        batch: &[wit::Record],
+        watermarks: &[i64],
+        positions: &[Option<sluice_types::Position>],
+        hold: bool,
+    ) -> Result<wit::BatchResult, CallError> {
         let data = self.store.data_mut();
         data.record_watermarks.clear();
         data.record_watermarks.extend_from_slice(watermarks);
@@ -313,7 +395,13 @@ impl Instance {
 
     /// Deliver fired timers (in timestamp order) to `timer-handler.on-timer`.
     pub fn on_timer(&mut self, timers: &[wit::FiredTimer]) -> Result<wit::BatchResult, CallError> {
-        let Guest::Process { timers: Some(handler), .. } = &self.guest else { return Err(missing("`timer-handler`")) };
+        let Guest::Process {
+            timers: Some(handler),
+            ..
+        } = &self.guest
+        else {
+            return Err(missing("`timer-handler`"));
+        };
         let handler = handler.clone();
         self.begin(timers.iter().map(|t| Some(t.key.as_slice())));
         self.arm()?;
@@ -322,8 +410,14 @@ impl Instance {
     }
 
     /// `aggregator.add`: fold records into accumulators.
-    pub fn add(&mut self, batch: &[wit::Record], groups: &[wit::Accumulate]) -> Result<wit::AddResult, CallError> {
-        let Guest::Window(a) = &self.guest else { return Err(missing("`aggregator`")) };
+    pub fn add(
+        &mut self,
+        batch: &[wit::Record],
+        groups: &[wit::Accumulate],
+    ) -> Result<wit::AddResult, CallError> {
+        let Guest::Window(a) = &self.guest else {
+            return Err(missing("`aggregator`"));
+        };
         let a = a.clone();
         self.begin(std::iter::empty());
         self.arm()?;
@@ -333,7 +427,9 @@ impl Instance {
 
     /// `aggregator.merge`: merge groups of accumulators.
     pub fn merge(&mut self, groups: &[Vec<Vec<u8>>]) -> Result<Vec<Vec<u8>>, CallError> {
-        let Guest::Window(a) = &self.guest else { return Err(missing("`aggregator`")) };
+        let Guest::Window(a) = &self.guest else {
+            return Err(missing("`aggregator`"));
+        };
         let a = a.clone();
         self.begin(std::iter::empty());
         self.arm()?;
@@ -343,7 +439,9 @@ impl Instance {
 
     /// `aggregator.finish`: the results of fired windows.
     pub fn finish(&mut self, windows: &[wit::FiredWindow]) -> Result<wit::BatchResult, CallError> {
-        let Guest::Window(a) = &self.guest else { return Err(missing("`aggregator`")) };
+        let Guest::Window(a) = &self.guest else {
+            return Err(missing("`aggregator`"));
+        };
         let a = a.clone();
         self.begin(std::iter::empty());
         self.arm()?;
@@ -367,7 +465,9 @@ impl Instance {
         let state = self.store.data_mut().state.take();
         let metrics = self.store.data().metrics.clone();
         let watermark = self.store.data().watermark;
-        let fresh = self.plugin.instantiate(self.config.clone(), state, metrics)?;
+        let fresh = self
+            .plugin
+            .instantiate(self.config.clone(), state, metrics)?;
         *self = fresh;
         self.set_watermark(watermark);
         Ok(())

@@ -61,7 +61,10 @@ mod swap;
 
 pub use sluice_config::Grants;
 
-pub use bindings::{from_wit, to_wit, wit, AGGREGATOR_EXPORT, MIGRATOR_EXPORT, PACKAGE, PROCESSOR_EXPORT, TIMER_EXPORT, VERSION};
+pub use bindings::{
+    from_wit, to_wit, wit, AGGREGATOR_EXPORT, MIGRATOR_EXPORT, PACKAGE, PROCESSOR_EXPORT,
+    TIMER_EXPORT, VERSION,
+};
 pub use engine::{EngineOptions, Runtime};
 pub use error::{CallError, LoadError};
 pub use host::timers::{now_ms, MAX_TIMER_OPS_PER_CALL};

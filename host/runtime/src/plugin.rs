@@ -53,9 +53,15 @@ pub struct PluginInfo {
 fn declared_side_outputs(bytes: &[u8]) -> Option<Vec<String>> {
     let mut found: Option<Vec<String>> = None;
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        let Ok(wasmparser::Payload::CustomSection(section)) = payload else { continue };
+        let Ok(wasmparser::Payload::CustomSection(section)) = payload else {
+            continue;
+        };
         if section.name() == "sluice-side-outputs" {
-            let names = String::from_utf8_lossy(section.data()).split('\n').filter(|n| !n.is_empty()).map(str::to_string).collect::<Vec<_>>();
+            let names = String::from_utf8_lossy(section.data())
+                .split('\n')
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>();
             found.get_or_insert_with(Vec::new).extend(names);
         }
     }
@@ -110,37 +116,74 @@ impl Runtime {
 
     /// Read, check, compile and pre-instantiate the component at `path`
     /// for an operator with these engine options and grants.
-    pub fn load_with(&self, path: &Path, options: EngineOptions, grants: &Grants) -> Result<Arc<Plugin>, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+    pub fn load_with(
+        &self,
+        path: &Path,
+        options: EngineOptions,
+        grants: &Grants,
+    ) -> Result<Arc<Plugin>, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         check_header(path, &bytes)?;
         let digest = hex::encode(Sha256::digest(&bytes));
-        let entry = self.engine(options).map_err(|e| LoadError::Invalid { path: path.to_path_buf(), message: format!("{e:#}") })?;
+        let entry = self.engine(options).map_err(|e| LoadError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        })?;
         let component = self.compile(&entry.engine, path, &bytes, &digest)?;
         let info = describe(&entry.engine, path, &bytes, &digest, &component);
         check_contract(&info, grants)?;
         let pre = entry.linker.instantiate_pre(&component).map_err(|e| {
             let msg = format!("{e:#}");
             let import = msg.split('`').nth(1).unwrap_or(&msg).to_string();
-            LoadError::UnknownImport { path: path.to_path_buf(), import }
+            LoadError::UnknownImport {
+                path: path.to_path_buf(),
+                import,
+            }
         })?;
-        let invalid = |e: wasmtime::Error| LoadError::Invalid { path: path.to_path_buf(), message: format!("{e:#}") };
-        let migrator = if info.migrates { Some(migrator::GuestIndices::new(&pre).map_err(invalid)?) } else { None };
+        let invalid = |e: wasmtime::Error| LoadError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        };
+        let migrator = if info.migrates {
+            Some(migrator::GuestIndices::new(&pre).map_err(invalid)?)
+        } else {
+            None
+        };
         let exports = match info.kind {
-            Some(OperatorKind::Window) => Exports::Window(aggregator::GuestIndices::new(&pre).map_err(invalid)?),
+            Some(OperatorKind::Window) => {
+                Exports::Window(aggregator::GuestIndices::new(&pre).map_err(invalid)?)
+            }
             Some(OperatorKind::KeyedProcess) => Exports::Process {
                 processor: processor::GuestIndices::new(&pre).map_err(invalid)?,
                 timers: Some(timer_handler::GuestIndices::new(&pre).map_err(invalid)?),
                 migrator,
             },
-            _ => Exports::Process { processor: processor::GuestIndices::new(&pre).map_err(invalid)?, timers: None, migrator },
+            _ => Exports::Process {
+                processor: processor::GuestIndices::new(&pre).map_err(invalid)?,
+                timers: None,
+                migrator,
+            },
         };
-        Ok(Arc::new(Plugin { engine: entry.engine.clone(), info, pre, exports, grants: grants.clone(), fuel: options.fuel }))
+        Ok(Arc::new(Plugin {
+            engine: entry.engine.clone(),
+            info,
+            pre,
+            exports,
+            grants: grants.clone(),
+            fuel: options.fuel,
+        }))
     }
 
     /// Describe a component without requiring it to be a valid operator
     /// (for `sluice plugin inspect`).
     pub fn inspect(&self, path: &Path) -> Result<PluginInfo, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         check_header(path, &bytes)?;
         let digest = hex::encode(Sha256::digest(&bytes));
         let engine = self.engine_default();
@@ -151,38 +194,79 @@ impl Runtime {
 
 fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
     if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
-        return Err(LoadError::NotWasm { path: path.to_path_buf() });
+        return Err(LoadError::NotWasm {
+            path: path.to_path_buf(),
+        });
     }
     // Bytes 4..8: version and layer. Layer 0 is a core module, 1 a component.
     if bytes[6..8] == [0, 0] {
-        return Err(LoadError::CoreModule { path: path.to_path_buf() });
+        return Err(LoadError::CoreModule {
+            path: path.to_path_buf(),
+        });
     }
     Ok(())
 }
 
-fn describe(engine: &Engine, path: &Path, bytes: &[u8], digest: &str, component: &Component) -> PluginInfo {
+fn describe(
+    engine: &Engine,
+    path: &Path,
+    bytes: &[u8],
+    digest: &str,
+    component: &Component,
+) -> PluginInfo {
     let size = bytes.len() as u64;
     let side_outputs = declared_side_outputs(bytes);
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
-    let has = |interface: &str| exports.iter().find(|e| e.strip_prefix("sluice:operator/").and_then(|r| r.split('@').next()) == Some(interface));
+    let has = |interface: &str| {
+        exports.iter().find(|e| {
+            e.strip_prefix("sluice:operator/")
+                .and_then(|r| r.split('@').next())
+                == Some(interface)
+        })
+    };
     let kind = match (has("processor"), has("timer-handler"), has("aggregator")) {
         (Some(_), None, None) => Some(OperatorKind::Process),
         (Some(_), Some(_), None) => Some(OperatorKind::KeyedProcess),
         (None, None, Some(_)) => Some(OperatorKind::Window),
         _ => None,
     };
-    let (package, world, version) = match exports.iter().find(|e| e.starts_with("sluice:operator/")) {
+    let (package, world, version) = match exports.iter().find(|e| e.starts_with("sluice:operator/"))
+    {
         Some(e) => {
             let version = e.split('@').nth(1).unwrap_or("?").to_string();
-            (PACKAGE.to_string(), kind.map_or("unknown", OperatorKind::world).to_string(), version)
+            (
+                PACKAGE.to_string(),
+                kind.map_or("unknown", OperatorKind::world).to_string(),
+                version,
+            )
         }
         None => ("(none)".into(), "(none)".into(), "(none)".into()),
     };
     let migrates = has("migrator").is_some();
-    let world = if migrates && matches!(kind, Some(OperatorKind::Process | OperatorKind::KeyedProcess)) { format!("migrating-{world}") } else { world };
-    PluginInfo { path: path.to_path_buf(), size, digest: digest.to_string(), package, world, kind, version, exports, imports, migrates, side_outputs }
+    let world = if migrates
+        && matches!(
+            kind,
+            Some(OperatorKind::Process | OperatorKind::KeyedProcess)
+        ) {
+        format!("migrating-{world}")
+    } else {
+        world
+    };
+    PluginInfo {
+        path: path.to_path_buf(),
+        size,
+        digest: digest.to_string(),
+        package,
+        world,
+        kind,
+        version,
+        exports,
+        imports,
+        migrates,
+        side_outputs,
+    }
 }
 
 /// Check that a described component fits the contract and the operator's
@@ -191,25 +275,48 @@ fn describe(engine: &Engine, path: &Path, bytes: &[u8], digest: &str, component:
 /// and the WASI interfaces it was granted.
 pub fn check_contract(info: &PluginInfo, grants: &Grants) -> Result<(), LoadError> {
     let path = info.path.clone();
-    let sluice_exports: Vec<&String> = info.exports.iter().filter(|e| e.starts_with("sluice:operator/")).collect();
+    let sluice_exports: Vec<&String> = info
+        .exports
+        .iter()
+        .filter(|e| e.starts_with("sluice:operator/"))
+        .collect();
     if let Some(e) = sluice_exports.iter().find(|e| !supported_version(e)) {
-        return Err(LoadError::WrongVersion { path, found: (*e).clone() });
+        return Err(LoadError::WrongVersion {
+            path,
+            found: (*e).clone(),
+        });
     }
     if info.kind.is_none() {
-        let exports = if info.exports.is_empty() { "nothing".to_string() } else { info.exports.join(", ") };
+        let exports = if info.exports.is_empty() {
+            "nothing".to_string()
+        } else {
+            info.exports.join(", ")
+        };
         return Err(LoadError::NotAnOperator { path, exports });
     }
-    if info.kind != Some(OperatorKind::KeyedProcess) && info.imports.iter().any(|i| i.starts_with("sluice:operator/timers@")) {
+    if info.kind != Some(OperatorKind::KeyedProcess)
+        && info
+            .imports
+            .iter()
+            .any(|i| i.starts_with("sluice:operator/timers@"))
+    {
         return Err(LoadError::TimersWithoutHandler { path });
     }
     // Imports that no grant allows are reported before those a grant would fix.
     let mut imports: Vec<&String> = info.imports.iter().collect();
     imports.sort_by_key(|i| !i.starts_with("wasi:sockets/"));
     for import in imports {
-        let not_granted = |grant: &str| LoadError::NotGranted { path: path.clone(), import: import.clone(), grant: grant.to_string() };
+        let not_granted = |grant: &str| LoadError::NotGranted {
+            path: path.clone(),
+            import: import.clone(),
+            grant: grant.to_string(),
+        };
         if import.starts_with("sluice:operator/") {
             if !supported_version(import) {
-                return Err(LoadError::WrongVersion { path, found: import.clone() });
+                return Err(LoadError::WrongVersion {
+                    path,
+                    found: import.clone(),
+                });
             }
         } else if import.starts_with("wasi:filesystem/") {
             if grants.read_dir.is_none() {
@@ -222,7 +329,10 @@ pub fn check_contract(info: &PluginInfo, grants: &Grants) -> Result<(), LoadErro
                 return Err(not_granted("grant the hosts it may call with `grants = { http = [\"api.example.com\"] }` on the operator"));
             }
         } else if !import.starts_with("wasi:") {
-            return Err(LoadError::UnknownImport { path, import: import.clone() });
+            return Err(LoadError::UnknownImport {
+                path,
+                import: import.clone(),
+            });
         }
     }
     Ok(())

@@ -25,23 +25,27 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Start the thread that advances the epoch of the engines in `ticked`
 /// every [`EPOCH_TICK`], dropping those that are gone. It stops once no
 /// engine is left and nothing else holds the list.
-pub(crate) fn start_epoch_ticker(ticked: &Arc<Mutex<Vec<wasmtime::EngineWeak>>>) -> std::io::Result<()> {
+pub(crate) fn start_epoch_ticker(
+    ticked: &Arc<Mutex<Vec<wasmtime::EngineWeak>>>,
+) -> std::io::Result<()> {
     let list = ticked.clone();
-    std::thread::Builder::new().name("sluice-epoch".into()).spawn(move || loop {
-        std::thread::sleep(EPOCH_TICK);
-        let mut engines = list.lock().unwrap_or_else(|p| p.into_inner());
-        engines.retain(|weak| match weak.upgrade() {
-            Some(engine) => {
-                engine.increment_epoch();
-                true
+    std::thread::Builder::new()
+        .name("sluice-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            let mut engines = list.lock().unwrap_or_else(|p| p.into_inner());
+            engines.retain(|weak| match weak.upgrade() {
+                Some(engine) => {
+                    engine.increment_epoch();
+                    true
+                }
+                None => false,
+            });
+            // Only this thread holds the list once the runtime is dropped.
+            if engines.is_empty() && Arc::strong_count(&list) == 1 {
+                break;
             }
-            None => false,
-        });
-        // Only this thread holds the list once the runtime is dropped.
-        if engines.is_empty() && Arc::strong_count(&list) == 1 {
-            break;
-        }
-    })?;
+        })?;
     Ok(())
 }
 
@@ -54,7 +58,10 @@ pub(crate) fn deadline_ticks(deadline_ms: u64) -> u64 {
 /// The memory cap of an instance: growing linear memory past `memory_bytes`
 /// traps.
 pub(crate) fn store_limits(memory_bytes: usize) -> StoreLimits {
-    StoreLimitsBuilder::new().memory_size(memory_bytes).trap_on_grow_failure(true).build()
+    StoreLimitsBuilder::new()
+        .memory_size(memory_bytes)
+        .trap_on_grow_failure(true)
+        .build()
 }
 
 /// The WASI context of a new instance: no stdout, stderr into `stderr` (kept
@@ -62,13 +69,20 @@ pub(crate) fn store_limits(memory_bytes: usize) -> StoreLimits {
 /// environment variables, its directory read-only as `/data`, the real clock.
 pub(crate) fn wasi_ctx(grants: &Grants, stderr: MemoryOutputPipe) -> Result<WasiCtx, CallError> {
     let mut wasi = WasiCtx::builder();
-    wasi.stdout(std::io::empty()).stderr(stderr).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    wasi.stdout(std::io::empty())
+        .stderr(stderr)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
     for (k, v) in &grants.env {
         wasi.env(k, v);
     }
     if let Some(dir) = &grants.read_dir {
         if let Err(e) = wasi.preopened_dir(dir, "/data", FsPerms::ReadOnly) {
-            return Err(CallError::Init(format!("cannot open the granted directory {}: {e}", dir.display())));
+            return Err(CallError::Init(format!(
+                "cannot open the granted directory {}: {e}",
+                dir.display()
+            )));
         }
     }
     if !grants.clock {
@@ -98,7 +112,11 @@ impl WasiHttpHooks for HttpAllowlist {
         fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<dyn std::future::Future<Output = SendResult> + Send> {
         _ = fut;
-        let host = request.uri().host().unwrap_or_default().to_ascii_lowercase();
+        let host = request
+            .uri()
+            .host()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let allowed = self.hosts.iter().any(|h| h.eq_ignore_ascii_case(&host));
         let timeout = self.timeout;
         Box::new(async move {
@@ -111,7 +129,10 @@ impl WasiHttpHooks for HttpAllowlist {
             let (response, io) = tokio::time::timeout(timeout, send)
                 .await
                 .map_err(|_| wasmtime_wasi_http::Error::ConnectionReadTimeout)??;
-            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>))
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+            ))
         })
     }
 }

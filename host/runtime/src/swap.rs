@@ -44,8 +44,16 @@ impl Instance {
     /// `Instance` is the new one; [`finish_swap`](Self::finish_swap) keeps
     /// it or goes back to the old one, with the state as it was. On error
     /// nothing changed: this instance still runs the old plugin.
-    pub fn begin_swap(&mut self, plugin: Arc<Plugin>, params: Option<String>) -> Result<PendingSwap, CallError> {
-        let previous = PreviousVersion { digest: self.plugin.info.digest.clone(), contract: self.plugin.info.version.clone(), params: self.config.params.clone() };
+    pub fn begin_swap(
+        &mut self,
+        plugin: Arc<Plugin>,
+        params: Option<String>,
+    ) -> Result<PendingSwap, CallError> {
+        let previous = PreviousVersion {
+            digest: self.plugin.info.digest.clone(),
+            contract: self.plugin.info.version.clone(),
+            params: self.config.params.clone(),
+        };
         let state = self.store.data_mut().state.take();
         let metrics = self.store.data().metrics.clone();
         let watermark = self.store.data().watermark;
@@ -62,7 +70,10 @@ impl Instance {
         };
         fresh.set_watermark(watermark);
         match fresh.migrate_open(&previous) {
-            Ok(migrated) => Ok(PendingSwap { old: std::mem::replace(self, fresh), migrated }),
+            Ok(migrated) => Ok(PendingSwap {
+                old: std::mem::replace(self, fresh),
+                migrated,
+            }),
             Err(e) => {
                 self.store.data_mut().state = fresh.store.data_mut().state.take();
                 Err(e)
@@ -92,7 +103,11 @@ impl Instance {
 
     /// Run `plugin` from now on: [`begin_swap`](Self::begin_swap) and keep
     /// it. Returns how many keys its migration rewrote.
-    pub fn swap(&mut self, plugin: Arc<Plugin>, params: Option<String>) -> Result<Option<u64>, CallError> {
+    pub fn swap(
+        &mut self,
+        plugin: Arc<Plugin>,
+        params: Option<String>,
+    ) -> Result<Option<u64>, CallError> {
         let pending = self.begin_swap(plugin, params)?;
         let migrated = pending.migrated;
         self.finish_swap(pending, true);
@@ -108,12 +123,21 @@ impl Instance {
     /// keyed state, or not needed). Timers it registers are applied like a
     /// call's ([`take_timer_ops`](Self::take_timer_ops)).
     fn migrate_open(&mut self, from: &PreviousVersion) -> Result<Option<u64>, CallError> {
-        let Guest::Process { migrator: Some(m), .. } = &self.guest else { return Ok(None) };
+        let Guest::Process {
+            migrator: Some(m), ..
+        } = &self.guest
+        else {
+            return Ok(None);
+        };
         let m = m.clone();
         if self.store.data().state.is_none() {
             return Ok(None);
         }
-        let previous = migrator::PreviousVersion { digest: from.digest.clone(), contract: from.contract.clone(), params: from.params.clone() };
+        let previous = migrator::PreviousVersion {
+            digest: from.digest.clone(),
+            contract: from.contract.clone(),
+            params: from.params.clone(),
+        };
         self.arm()?;
         match m.call_needs_migration(&mut self.store, &previous) {
             Ok(Ok(true)) => {}
@@ -122,10 +146,16 @@ impl Instance {
             Err(e) => return Err(classify(e, &self.store, &self.config)),
         }
         use sluice_state::keygroup::{range_of, MAX_PARALLELISM};
-        let groups = range_of(self.config.subtask, MAX_PARALLELISM, self.config.parallelism.max(1));
+        let groups = range_of(
+            self.config.subtask,
+            MAX_PARALLELISM,
+            self.config.parallelism.max(1),
+        );
         let data = self.store.data_mut();
         let state = data.state.as_mut().expect("checked above");
-        let keys = state.keys(groups).map_err(|e| CallError::Trap(format!("listing the keys of the state to migrate: {e}")))?;
+        let keys = state.keys(groups).map_err(|e| {
+            CallError::Trap(format!("listing the keys of the state to migrate: {e}"))
+        })?;
         // One journal for the whole migration (not one per call), so that a
         // failure in any batch undoes every batch.
         state.begin_call();
@@ -149,8 +179,14 @@ impl Instance {
             match m.call_migrate(&mut self.store, &list) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    let key = list.get(e.input as usize).map_or_else(|| format!("#{}", e.input), |k| format!("{:?}", String::from_utf8_lossy(k)));
-                    failure = Some(CallError::Migration { key, message: e.message });
+                    let key = list.get(e.input as usize).map_or_else(
+                        || format!("#{}", e.input),
+                        |k| format!("{:?}", String::from_utf8_lossy(k)),
+                    );
+                    failure = Some(CallError::Migration {
+                        key,
+                        message: e.message,
+                    });
                     break;
                 }
                 Err(e) => {

@@ -36,7 +36,10 @@ pub struct BackendOptions {
 impl Default for BackendOptions {
     /// The wall clock, and a cleanup every 60 s.
     fn default() -> Self {
-        BackendOptions { clock: StateClock::system(), ttl_cleanup_interval: Duration::from_secs(60) }
+        BackendOptions {
+            clock: StateClock::system(),
+            ttl_cleanup_interval: Duration::from_secs(60),
+        }
     }
 }
 
@@ -61,7 +64,11 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Stop the cleanup thread and wait for it (it may be in the middle of
         // a compaction), so that the database is closed when this returns.
-        let cleaner = self.cleaner.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        let cleaner = self
+            .cleaner
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(c) = cleaner {
             c.stop.store(true, Ordering::Release);
             c.thread.thread().unpark();
@@ -86,7 +93,10 @@ impl StateBackend {
 
     /// [`open`](Self::open) with the given options.
     pub fn open_with(dir: &Path, fresh: bool, options: BackendOptions) -> Result<Self, StateError> {
-        let db_err = |source| StateError::Db { path: dir.to_path_buf(), source };
+        let db_err = |source| StateError::Db {
+            path: dir.to_path_buf(),
+            source,
+        };
         if fresh && dir.exists() {
             DB::destroy(&Options::default(), dir).map_err(db_err)?;
             let _ = std::fs::remove_dir_all(dir);
@@ -153,7 +163,10 @@ impl StateBackend {
             .spawn(move || run_cleaner(&db, &path, interval, &stopped));
         match spawned {
             Ok(thread) => *cleaner = Some(Cleaner { stop, thread }),
-            Err(e) => tracing::warn!("state store {}: cannot start the TTL cleanup thread: {e}", self.inner.path.display()),
+            Err(e) => tracing::warn!(
+                "state store {}: cannot start the TTL cleanup thread: {e}",
+                self.inner.path.display()
+            ),
         }
     }
 
@@ -163,7 +176,10 @@ impl StateBackend {
     }
 
     pub(crate) fn err(&self, source: rocksdb::Error) -> StateError {
-        StateError::Db { path: self.inner.path.clone(), source }
+        StateError::Db {
+            path: self.inner.path.clone(),
+            source,
+        }
     }
 
     /// Look up, or allocate, the u16 id stored under `meta_key`. For a state,
@@ -171,13 +187,28 @@ impl StateBackend {
     /// `[id u16][kind u8][ttl u8]` (registries written before TTL support
     /// have no TTL byte: no TTL). Returns the id, and the stored kind byte and
     /// TTL-ness (`None` for an operator).
-    pub(crate) fn id(&self, meta_key: &str, counter_key: &str, state: Option<(StateKind, bool)>) -> Result<(u16, Option<(u8, bool)>), StateError> {
-        let _guard = self.inner.registry.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn id(
+        &self,
+        meta_key: &str,
+        counter_key: &str,
+        state: Option<(StateKind, bool)>,
+    ) -> Result<(u16, Option<(u8, bool)>), StateError> {
+        let _guard = self
+            .inner
+            .registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let db = &self.inner.db;
-        let cf = db.cf_handle(META_CF).expect("meta column family is created on open");
+        let cf = db
+            .cf_handle(META_CF)
+            .expect("meta column family is created on open");
         if let Some(v) = db.get_cf(&cf, meta_key).map_err(|e| self.err(e))? {
             let id = u16::from_be_bytes([v[0], v[1]]);
-            return Ok((id, v.get(2).map(|kind| (*kind, v.get(3).is_some_and(|ttl| *ttl != 0)))));
+            return Ok((
+                id,
+                v.get(2)
+                    .map(|kind| (*kind, v.get(3).is_some_and(|ttl| *ttl != 0))),
+            ));
         }
         let next = match db.get_cf(&cf, counter_key).map_err(|e| self.err(e))? {
             Some(v) => u16::from_be_bytes([v[0], v[1]]),
@@ -186,7 +217,11 @@ impl StateBackend {
         let mut id = next;
         let mut value = Vec::with_capacity(4);
         match state {
-            Some(_) if next > MAX_STATE_ID => return Err(StateError::TooMany("states in one operator (at most 32768)")),
+            Some(_) if next > MAX_STATE_ID => {
+                return Err(StateError::TooMany(
+                    "states in one operator (at most 32768)",
+                ))
+            }
             Some((kind, ttl)) => {
                 if ttl {
                     id |= TTL_BIT;
@@ -195,7 +230,11 @@ impl StateBackend {
                 value.push(kind as u8);
                 value.push(u8::from(ttl));
             }
-            None if next == u16::MAX => return Err(StateError::TooMany("operators in one pipeline (at most 65535)")),
+            None if next == u16::MAX => {
+                return Err(StateError::TooMany(
+                    "operators in one pipeline (at most 65535)",
+                ))
+            }
             None => value.extend_from_slice(&id.to_be_bytes()),
         }
         let mut batch = WriteBatch::default();
@@ -208,7 +247,12 @@ impl StateBackend {
     /// Number of keys stored in RocksDB (an estimate from RocksDB's
     /// properties), for tests and metrics.
     pub fn estimated_keys(&self) -> u64 {
-        self.inner.db.property_int_value("rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0)
+        self.inner
+            .db
+            .property_int_value("rocksdb.estimate-num-keys")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
     }
 
     /// Exact number of keys in the state column family, by iterating all of

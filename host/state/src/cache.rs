@@ -120,20 +120,35 @@ impl OperatorState {
     /// Note a new cache key in the map index if it is a map entry's.
     pub(crate) fn index_new_key(&mut self) {
         if self.scratch_is_map && !self.map_index.contains(self.scratch.as_slice()) {
-            self.map_index.insert(self.scratch.clone().into_boxed_slice());
+            self.map_index
+                .insert(self.scratch.clone().into_boxed_slice());
         }
     }
 
     pub(crate) fn read(&mut self) -> Result<Option<&[u8]>, StateError> {
         if !self.cache.contains_key(self.scratch.as_slice()) {
-            let value = self.backend.inner.db.get(&self.scratch).map_err(|e| self.backend.err(e))?;
+            let value = self
+                .backend
+                .inner
+                .db
+                .get(&self.scratch)
+                .map_err(|e| self.backend.err(e))?;
             let stored = value.is_some();
-            let slot = Slot { value: value.map(Vec::into_boxed_slice), dirty: false, call: 0, stored };
+            let slot = Slot {
+                value: value.map(Vec::into_boxed_slice),
+                dirty: false,
+                call: 0,
+                stored,
+            };
             self.cache_bytes += slot_bytes(&self.scratch, &slot);
-            self.cache.insert(self.scratch.clone().into_boxed_slice(), slot);
+            self.cache
+                .insert(self.scratch.clone().into_boxed_slice(), slot);
             self.index_new_key();
         }
-        Ok(self.cache.get(self.scratch.as_slice()).and_then(|s| s.value.as_deref()))
+        Ok(self
+            .cache
+            .get(self.scratch.as_slice())
+            .and_then(|s| s.value.as_deref()))
     }
 
     pub(crate) fn write(&mut self, value: Option<Stored<'_>>) {
@@ -147,7 +162,12 @@ impl OperatorState {
                     // (moved, not copied) so that a rollback can restore it.
                     // Host writes between calls (timers, windows) are not journaled.
                     Some(journal) if self.in_call && existing.call != call => {
-                        let fresh = Slot { value: value.map(Stored::to_box), dirty: true, call, stored: existing.stored };
+                        let fresh = Slot {
+                            value: value.map(Stored::to_box),
+                            dirty: true,
+                            call,
+                            stored: existing.stored,
+                        };
                         let previous = std::mem::replace(existing, fresh);
                         if !previous.dirty {
                             self.dirty += 1;
@@ -171,7 +191,12 @@ impl OperatorState {
             }
             None => {
                 // Not cached: RocksDB may have it.
-                let slot = Slot { value: value.map(Stored::to_box), dirty: true, call, stored: true };
+                let slot = Slot {
+                    value: value.map(Stored::to_box),
+                    dirty: true,
+                    call,
+                    stored: true,
+                };
                 if let Some(journal) = self.journal.as_mut().filter(|_| self.in_call) {
                     journal.push((key.into(), None));
                 }
@@ -185,7 +210,12 @@ impl OperatorState {
 
     /// The value of `state` for `key` (in key group `kg`); `None` if there is
     /// none or it has expired.
-    pub fn get(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
+    pub fn get(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+    ) -> Result<Option<&[u8]>, StateError> {
         self.key(kg, state, key, None);
         if state.has_ttl() {
             return self.read_live();
@@ -198,7 +228,10 @@ impl OperatorState {
     pub fn put(&mut self, kg: u16, state: StateId, key: &[u8], value: &[u8]) {
         self.key(kg, state, key, None);
         let expires = self.expiry(state);
-        self.write(Some(Stored { expires, payload: value }));
+        self.write(Some(Stored {
+            expires,
+            payload: value,
+        }));
     }
 
     /// Remove the value of `state` for `key`.
@@ -222,7 +255,11 @@ impl OperatorState {
             let now = self.now();
             let mut bytes = self.cache_bytes;
             self.cache.retain(|k, slot| {
-                let expired = is_ttl_key(k) && slot.value.as_deref().is_some_and(|v| live(v, now).is_none());
+                let expired = is_ttl_key(k)
+                    && slot
+                        .value
+                        .as_deref()
+                        .is_some_and(|v| live(v, now).is_none());
                 if expired {
                     bytes -= slot_bytes(k, slot);
                 }
@@ -253,7 +290,11 @@ impl OperatorState {
             return Ok(());
         }
         // A value that expired before reaching RocksDB is written as a deletion.
-        let now = if self.has_ttl() { Some(self.now()) } else { None };
+        let now = if self.has_ttl() {
+            Some(self.now())
+        } else {
+            None
+        };
         let mut freed = 0;
         let mut batch = WriteBatch::default();
         for (k, slot) in self.cache.iter_mut().filter(|(_, s)| s.dirty) {
@@ -275,7 +316,11 @@ impl OperatorState {
         let mut wo = WriteOptions::default();
         // Durability comes from checkpoints, not from the WAL.
         wo.disable_wal(true);
-        self.backend.inner.db.write_opt(batch, &wo).map_err(|e| self.backend.err(e))?;
+        self.backend
+            .inner
+            .db
+            .write_opt(batch, &wo)
+            .map_err(|e| self.backend.err(e))?;
         self.dirty = 0;
         if let Some(j) = &mut self.journal {
             j.clear();
@@ -289,7 +334,10 @@ impl OperatorState {
     /// since the last flush are included (and the journal is cleared: call
     /// this between guest calls). Keys whose only values expired are
     /// included; reads of them return nothing.
-    pub fn keys(&mut self, groups: std::ops::Range<u16>) -> Result<Vec<(u16, Vec<u8>)>, StateError> {
+    pub fn keys(
+        &mut self,
+        groups: std::ops::Range<u16>,
+    ) -> Result<Vec<(u16, Vec<u8>)>, StateError> {
         self.flush()?;
         let db = &self.backend.inner.db;
         let mut out = Vec::new();
@@ -307,7 +355,10 @@ impl OperatorState {
             let mut seen = std::collections::BTreeSet::new();
             while let Some(k) = it.key() {
                 // [kg 2][op 2][state 2][key length 4][key][map key]
-                if let Some(len) = k.get(6..10).map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize) {
+                if let Some(len) = k
+                    .get(6..10)
+                    .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
+                {
                     if let Some(key) = k.get(10..10 + len) {
                         if !seen.contains(key) {
                             seen.insert(key.to_vec());

@@ -22,7 +22,10 @@ pub use crate::snapshot::{SnapshotFile, SnapshotInfo};
 use crate::{OperatorState, StateBackend, StateError, StateId};
 
 fn io(path: &Path, e: std::io::Error) -> StateError {
-    StateError::Io { path: path.to_path_buf(), source: e }
+    StateError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
 }
 
 /// Read `from` to the end, hashing it and writing it to `copy` if given.
@@ -68,14 +71,28 @@ impl StateBackend {
     /// (which must not exist; it is removed afterwards), whose small files
     /// are copied to `own` and whose SSTs go to `shared` unless `previous`
     /// (the last snapshot's files) already holds them.
-    pub fn snapshot(&self, work: &Path, own: &Path, shared: &Path, previous: &[SnapshotFile]) -> Result<SnapshotInfo, StateError> {
-        let db_err = |source| StateError::Db { path: self.inner.path.clone(), source };
-        Checkpoint::new(&self.inner.db).and_then(|c| c.create_checkpoint(work)).map_err(db_err)?;
+    pub fn snapshot(
+        &self,
+        work: &Path,
+        own: &Path,
+        shared: &Path,
+        previous: &[SnapshotFile],
+    ) -> Result<SnapshotInfo, StateError> {
+        let db_err = |source| StateError::Db {
+            path: self.inner.path.clone(),
+            source,
+        };
+        Checkpoint::new(&self.inner.db)
+            .and_then(|c| c.create_checkpoint(work))
+            .map_err(db_err)?;
         let result = (|| {
             std::fs::create_dir_all(own).map_err(|e| io(own, e))?;
             std::fs::create_dir_all(shared).map_err(|e| io(shared, e))?;
             let mut info = SnapshotInfo::default();
-            let mut entries: Vec<_> = std::fs::read_dir(work).map_err(|e| io(work, e))?.collect::<Result<_, _>>().map_err(|e| io(work, e))?;
+            let mut entries: Vec<_> = std::fs::read_dir(work)
+                .map_err(|e| io(work, e))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| io(work, e))?;
             entries.sort_by_key(|e| e.file_name());
             for entry in entries {
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -85,7 +102,10 @@ impl StateBackend {
                 if name.ends_with(".sst") {
                     // SST numbers are unique within a database's history, and
                     // a restored database continues the history it was restored from.
-                    if let Some(known) = previous.iter().find(|f| f.shared && f.name == name && f.size == size) {
+                    if let Some(known) = previous
+                        .iter()
+                        .find(|f| f.shared && f.name == name && f.size == size)
+                    {
                         if shared.join(shared_name(&known.hash)).is_file() {
                             info.files.push(known.clone());
                             continue;
@@ -100,11 +120,21 @@ impl StateBackend {
                         }
                         info.uploaded_bytes += size;
                     }
-                    info.files.push(SnapshotFile { name, size, hash, shared: true });
+                    info.files.push(SnapshotFile {
+                        name,
+                        size,
+                        hash,
+                        shared: true,
+                    });
                 } else {
                     let hash = copy_hashing(&path, &own.join(&name))?;
                     info.uploaded_bytes += size;
-                    info.files.push(SnapshotFile { name, size, hash, shared: false });
+                    info.files.push(SnapshotFile {
+                        name,
+                        size,
+                        hash,
+                        shared: false,
+                    });
                 }
             }
             Ok(info)
@@ -130,13 +160,24 @@ pub fn verify_snapshot(files: &[SnapshotFile], own: &Path, shared: &Path) -> Res
     check_snapshot_files(files)?;
     for f in files {
         let path = location(f, own, shared);
-        let meta = regular_file(&path).map_err(|e| format!("{} ({}): {e}", f.name, path.display()))?;
+        let meta =
+            regular_file(&path).map_err(|e| format!("{} ({}): {e}", f.name, path.display()))?;
         if meta.len() != f.size {
-            return Err(format!("{} ({}) is {} bytes, expected {}", f.name, path.display(), meta.len(), f.size));
+            return Err(format!(
+                "{} ({}) is {} bytes, expected {}",
+                f.name,
+                path.display(),
+                meta.len(),
+                f.size
+            ));
         }
         let hash = hash_file(&path).map_err(|e| e.to_string())?;
         if hash != f.hash {
-            return Err(format!("{} ({}) does not match its checksum", f.name, path.display()));
+            return Err(format!(
+                "{} ({}) does not match its checksum",
+                f.name,
+                path.display()
+            ));
         }
     }
     Ok(())
@@ -147,7 +188,12 @@ pub fn verify_snapshot(files: &[SnapshotFile], own: &Path, shared: &Path) -> Res
 /// name is checked before anything is touched, and only regular files are
 /// read, so that a crafted manifest can neither write outside `db` nor make
 /// the restore read a device or follow a symlink.
-pub fn restore_snapshot(files: &[SnapshotFile], own: &Path, shared: &Path, db: &Path) -> Result<(), StateError> {
+pub fn restore_snapshot(
+    files: &[SnapshotFile],
+    own: &Path,
+    shared: &Path,
+    db: &Path,
+) -> Result<(), StateError> {
     check_snapshot_files(files).map_err(StateError::Untrusted)?;
     if db.exists() {
         std::fs::remove_dir_all(db).map_err(|e| io(db, e))?;
@@ -170,7 +216,12 @@ impl OperatorState {
     /// Visit every entry of map state `state` stored in RocksDB for the key
     /// groups `groups` (flush first for a complete view): `(key group, key,
     /// map key, value)`. Used to rebuild in-memory indexes (timers) on start.
-    pub fn scan_map(&self, groups: Range<u16>, state: StateId, mut f: impl FnMut(u16, &[u8], &[u8], &[u8])) -> Result<(), StateError> {
+    pub fn scan_map(
+        &self,
+        groups: Range<u16>,
+        state: StateId,
+        mut f: impl FnMut(u16, &[u8], &[u8], &[u8]),
+    ) -> Result<(), StateError> {
         let db = &self.backend.inner.db;
         for kg in groups {
             let mut prefix = Vec::with_capacity(6);

@@ -22,7 +22,9 @@ impl StateClock {
     /// A clock that stands still at `start_ms` (ms since the Unix epoch)
     /// until [`set`](Self::set) or [`advance`](Self::advance) moves it.
     pub fn manual(start_ms: i64) -> Self {
-        StateClock { manual: Some(Arc::new(AtomicI64::new(start_ms))) }
+        StateClock {
+            manual: Some(Arc::new(AtomicI64::new(start_ms))),
+        }
     }
 
     /// Whether this is a manual clock.
@@ -35,7 +37,9 @@ impl StateClock {
     pub fn now_ms(&self) -> i64 {
         match &self.manual {
             Some(ms) => ms.load(Ordering::Relaxed),
-            None => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
         }
     }
 

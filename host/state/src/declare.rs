@@ -15,7 +15,11 @@ impl OperatorState {
     /// unless `name` starts with `'\0'` (host-internal state, which never
     /// gets the default TTL).
     pub fn declare(&mut self, name: &str, kind: StateKind) -> Result<StateId, StateError> {
-        let ttl = if name.starts_with('\0') { None } else { self.default_ttl };
+        let ttl = if name.starts_with('\0') {
+            None
+        } else {
+            self.default_ttl
+        };
         self.declare_with_ttl(name, kind, ttl)
     }
 
@@ -24,7 +28,12 @@ impl OperatorState {
     /// has a TTL cannot change once it is declared
     /// ([`StateError::TtlMismatch`]); the duration can, and applies to later
     /// writes. A zero TTL makes every written value expired at once.
-    pub fn declare_with_ttl(&mut self, name: &str, kind: StateKind, ttl: Option<Duration>) -> Result<StateId, StateError> {
+    pub fn declare_with_ttl(
+        &mut self,
+        name: &str,
+        kind: StateKind,
+        ttl: Option<Duration>,
+    ) -> Result<StateId, StateError> {
         let id = match self.states.get(name) {
             Some((id, k)) => {
                 if *k != kind {
@@ -33,8 +42,11 @@ impl OperatorState {
                 *id
             }
             None => {
-                let (id, stored) =
-                    self.backend.id(&format!("state/{}/{name}", self.op), &format!("state-next/{}", self.op), Some((kind, ttl.is_some())))?;
+                let (id, stored) = self.backend.id(
+                    &format!("state/{}/{name}", self.op),
+                    &format!("state-next/{}", self.op),
+                    Some((kind, ttl.is_some())),
+                )?;
                 let (stored_kind, stored_ttl) = stored.unwrap_or((kind as u8, ttl.is_some()));
                 let stored_kind = match stored_kind {
                     1 => StateKind::Map,
@@ -52,7 +64,11 @@ impl OperatorState {
             }
         };
         if id.has_ttl() != ttl.is_some() {
-            return Err(StateError::TtlMismatch { operator: self.name.clone(), name: name.to_string(), existing_ttl: id.has_ttl() });
+            return Err(StateError::TtlMismatch {
+                operator: self.name.clone(),
+                name: name.to_string(),
+                existing_ttl: id.has_ttl(),
+            });
         }
         if let Some(ttl) = ttl {
             let index = usize::from(id.0 & !TTL_BIT);
@@ -104,7 +120,10 @@ impl OperatorState {
             return None;
         }
         let ttl = self.ttls.get(usize::from(state.0 & !TTL_BIT)).copied();
-        debug_assert!(ttl.is_some(), "state id {state:?} was not declared on this operator state");
+        debug_assert!(
+            ttl.is_some(),
+            "state id {state:?} was not declared on this operator state"
+        );
         // An id not declared here (a misuse): keep the value rather than lose it.
         Some(ttl.map_or(i64::MAX, |ttl| self.now().saturating_add(ttl)))
     }
@@ -116,6 +135,11 @@ impl OperatorState {
     }
 
     fn mismatch(&self, name: &str, existing: StateKind, requested: StateKind) -> StateError {
-        StateError::KindMismatch { operator: self.name.clone(), name: name.to_string(), existing, requested }
+        StateError::KindMismatch {
+            operator: self.name.clone(),
+            name: name.to_string(),
+            existing,
+            requested,
+        }
     }
 }

@@ -39,7 +39,12 @@ pub(crate) struct Stored<'a> {
 impl Stored<'_> {
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.payload.len() + if self.expires.is_some() { EXPIRY_BYTES } else { 0 }
+        self.payload.len()
+            + if self.expires.is_some() {
+                EXPIRY_BYTES
+            } else {
+                0
+            }
     }
 
     /// Write into `out`, of length [`len`](Self::len).

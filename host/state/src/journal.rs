@@ -29,7 +29,9 @@ impl OperatorState {
     /// Undo the writes made since [`begin_call`](Self::begin_call).
     pub fn rollback_call(&mut self) {
         self.in_call = false;
-        let Some(mut journal) = self.journal.take() else { return };
+        let Some(mut journal) = self.journal.take() else {
+            return;
+        };
         while let Some((key, previous)) = journal.pop() {
             if let Some(current) = self.cache.remove(&key) {
                 self.cache_bytes -= slot_bytes(&key, &current);

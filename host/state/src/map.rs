@@ -12,7 +12,13 @@ pub type MapEntry = (Vec<u8>, Vec<u8>);
 impl OperatorState {
     /// The value under `map_key` in map `state` of `key`; `None` if there is
     /// none or it has expired (entries of a map expire one by one).
-    pub fn map_get(&mut self, kg: u16, state: StateId, key: &[u8], map_key: &[u8]) -> Result<Option<&[u8]>, StateError> {
+    pub fn map_get(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<Option<&[u8]>, StateError> {
         self.key(kg, state, key, Some(map_key));
         if state.has_ttl() {
             return self.read_live();
@@ -25,7 +31,10 @@ impl OperatorState {
     pub fn map_put(&mut self, kg: u16, state: StateId, key: &[u8], map_key: &[u8], value: &[u8]) {
         self.key(kg, state, key, Some(map_key));
         let expires = self.expiry(state);
-        self.write(Some(Stored { expires, payload: value }));
+        self.write(Some(Stored {
+            expires,
+            payload: value,
+        }));
     }
 
     /// Remove `map_key` from map `state` of `key`.
@@ -37,9 +46,18 @@ impl OperatorState {
     /// All entries of map `state` of `key` that have not expired, ordered by
     /// map key. Merges RocksDB with the cache, so it costs a scan of the
     /// cache: use it off the hot path.
-    pub fn map_entries(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<Vec<MapEntry>, StateError> {
+    pub fn map_entries(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+    ) -> Result<Vec<MapEntry>, StateError> {
         // The payload of a stored value, if it has not expired.
-        let now = if state.has_ttl() { Some(self.now()) } else { None };
+        let now = if state.has_ttl() {
+            Some(self.now())
+        } else {
+            None
+        };
         self.key(kg, state, key, None);
         let prefix = self.scratch.clone();
         let mut entries = std::collections::BTreeMap::new();
@@ -62,12 +80,17 @@ impl OperatorState {
             it.next();
         }
         it.status().map_err(|e| self.backend.err(e))?;
-        let range = (std::ops::Bound::Excluded(prefix.as_slice()), std::ops::Bound::Unbounded);
+        let range = (
+            std::ops::Bound::Excluded(prefix.as_slice()),
+            std::ops::Bound::Unbounded,
+        );
         for k in self.map_index.range::<[u8], _>(range) {
             if !k.starts_with(&prefix) {
                 break;
             }
-            let Some(slot) = self.cache.get(k) else { continue };
+            let Some(slot) = self.cache.get(k) else {
+                continue;
+            };
             // The cache is newer than RocksDB: an expired value there
             // hides whatever RocksDB has.
             match slot.value.as_deref().and_then(|v| payload_at(v, now)) {

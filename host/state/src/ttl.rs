@@ -18,7 +18,9 @@ const CLEANER_STEP: Duration = Duration::from_millis(50);
 
 /// The compaction filter: drop values of TTL states that expired by the
 /// clock's now. Reads the clock only for TTL keys.
-pub(crate) fn ttl_filter(clock: StateClock) -> impl FnMut(u32, &[u8], &[u8]) -> CompactionDecision + Send + 'static {
+pub(crate) fn ttl_filter(
+    clock: StateClock,
+) -> impl FnMut(u32, &[u8], &[u8]) -> CompactionDecision + Send + 'static {
     move |_level, key, value| {
         if is_ttl_key(key) && value.len() >= EXPIRY_BYTES && live(value, clock.now_ms()).is_none() {
             CompactionDecision::Remove

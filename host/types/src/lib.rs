@@ -33,7 +33,11 @@ pub struct Position {
 
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "source {} split {} offset {}", self.source, self.split, self.offset)
+        write!(
+            f,
+            "source {} split {} offset {}",
+            self.source, self.split, self.offset
+        )
     }
 }
 
@@ -56,14 +60,21 @@ pub struct Record {
 impl Record {
     /// A record with just a value.
     pub fn from_value(value: impl Into<Vec<u8>>) -> Self {
-        Record { value: value.into(), ..Default::default() }
+        Record {
+            value: value.into(),
+            ..Default::default()
+        }
     }
 
     /// Approximate heap size in bytes, used for batch sizing and metrics.
     pub fn size_bytes(&self) -> usize {
         self.value.len()
             + self.key.as_ref().map_or(0, |k| k.len())
-            + self.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>()
+            + self
+                .headers
+                .iter()
+                .map(|h| h.name.len() + h.value.len())
+                .sum::<usize>()
     }
 }
 

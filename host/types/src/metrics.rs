@@ -144,26 +144,94 @@ impl Default for Metrics {
             partition_lag: Family::default(),
             records_lag_max: Family::default(),
         };
-        registry.register("records_in", "Records received by a node", m.records_in.clone());
-        registry.register("records_out", "Records emitted or written by a node", m.records_out.clone());
-        registry.register("record_errors", "Records handed to the error policy", m.record_errors.clone());
-        registry.register("dead_letters", "Records sent to a dead-letter output", m.dead_letters.clone());
-        registry.register("records_skipped", "Records dropped by the skip policy", m.skipped.clone());
+        registry.register(
+            "records_in",
+            "Records received by a node",
+            m.records_in.clone(),
+        );
+        registry.register(
+            "records_out",
+            "Records emitted or written by a node",
+            m.records_out.clone(),
+        );
+        registry.register(
+            "record_errors",
+            "Records handed to the error policy",
+            m.record_errors.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Records sent to a dead-letter output",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "records_skipped",
+            "Records dropped by the skip policy",
+            m.skipped.clone(),
+        );
         registry.register("traps", "Guest calls that trapped", m.traps.clone());
-        registry.register("timeouts", "Guest calls interrupted at their CPU deadline", m.timeouts.clone());
+        registry.register(
+            "timeouts",
+            "Guest calls interrupted at their CPU deadline",
+            m.timeouts.clone(),
+        );
         registry.register("guest", "Counters declared by plugins", m.guest.clone());
         let c = &m.checkpoints;
-        registry.register("number_of_completed_checkpoints", "Checkpoints completed", c.completed.clone());
-        registry.register("number_of_failed_checkpoints", "Checkpoints failed or abandoned", c.failed.clone());
-        registry.register("last_checkpoint_duration_ms", "Duration of the last checkpoint, trigger to manifest", c.last_duration_ms.clone());
-        registry.register("last_checkpoint_size_bytes", "State size of the last checkpoint", c.last_size_bytes.clone());
-        registry.register("last_checkpoint_alignment_ms", "Longest barrier alignment in the last checkpoint", c.last_alignment_ms.clone());
-        registry.register("num_late_records_dropped", "Records later than a window's allowed lateness", m.late.clone());
-        registry.register("current_input_watermark", "Minimum event-time watermark over a subtask's inputs, ms", m.input_watermark.clone());
-        registry.register("current_output_watermark", "Event-time watermark a subtask last sent, ms", m.output_watermark.clone());
-        registry.register("event_time_lag_ms", "Wall clock minus a subtask's output watermark, ms", m.lag.clone());
-        registry.register("source_partition_lag", "Records between a partition's end and the source's read position (Kafka consumer lag)", m.partition_lag.clone());
-        registry.register("records_lag_max", "Largest partition lag of a source (Kafka records-lag-max)", m.records_lag_max.clone());
+        registry.register(
+            "number_of_completed_checkpoints",
+            "Checkpoints completed",
+            c.completed.clone(),
+        );
+        registry.register(
+            "number_of_failed_checkpoints",
+            "Checkpoints failed or abandoned",
+            c.failed.clone(),
+        );
+        registry.register(
+            "last_checkpoint_duration_ms",
+            "Duration of the last checkpoint, trigger to manifest",
+            c.last_duration_ms.clone(),
+        );
+        registry.register(
+            "last_checkpoint_size_bytes",
+            "State size of the last checkpoint",
+            c.last_size_bytes.clone(),
+        );
+        registry.register(
+            "last_checkpoint_alignment_ms",
+            "Longest barrier alignment in the last checkpoint",
+            c.last_alignment_ms.clone(),
+        );
+        registry.register(
+            "num_late_records_dropped",
+            "Records later than a window's allowed lateness",
+            m.late.clone(),
+        );
+        registry.register(
+            "current_input_watermark",
+            "Minimum event-time watermark over a subtask's inputs, ms",
+            m.input_watermark.clone(),
+        );
+        registry.register(
+            "current_output_watermark",
+            "Event-time watermark a subtask last sent, ms",
+            m.output_watermark.clone(),
+        );
+        registry.register(
+            "event_time_lag_ms",
+            "Wall clock minus a subtask's output watermark, ms",
+            m.lag.clone(),
+        );
+        registry.register(
+            "source_partition_lag",
+            "Records between a partition's end and the source's read position (Kafka consumer lag)",
+            m.partition_lag.clone(),
+        );
+        registry.register(
+            "records_lag_max",
+            "Largest partition lag of a source (Kafka records-lag-max)",
+            m.records_lag_max.clone(),
+        );
         *m.registry.lock().unwrap() = registry;
         m
     }
@@ -172,7 +240,9 @@ impl Default for Metrics {
 impl Metrics {
     /// The counters of node `node`.
     pub fn node(&self, node: &str) -> NodeCounters {
-        let l = NodeLabels { node: node.to_string() };
+        let l = NodeLabels {
+            node: node.to_string(),
+        };
         NodeCounters {
             records_in: self.records_in.get_or_create(&l).clone(),
             records_out: self.records_out.get_or_create(&l).clone(),
@@ -187,7 +257,10 @@ impl Metrics {
 
     /// The event-time gauges of subtask `subtask` of `node`.
     pub fn watermarks(&self, node: &str, subtask: u32) -> WatermarkGauges {
-        let l = SubtaskLabels { node: node.to_string(), subtask };
+        let l = SubtaskLabels {
+            node: node.to_string(),
+            subtask,
+        };
         let g = WatermarkGauges {
             input: self.input_watermark.get_or_create(&l).clone(),
             output: self.output_watermark.get_or_create(&l).clone(),
@@ -199,18 +272,36 @@ impl Metrics {
     }
 
     /// Lag gauge of partition `partition` of source `node`, in records.
-    pub fn partition_lag(&self, node: &str, partition: u32) -> Gauge<i64, std::sync::atomic::AtomicI64> {
-        self.partition_lag.get_or_create(&PartitionLabels { node: node.to_string(), partition }).clone()
+    pub fn partition_lag(
+        &self,
+        node: &str,
+        partition: u32,
+    ) -> Gauge<i64, std::sync::atomic::AtomicI64> {
+        self.partition_lag
+            .get_or_create(&PartitionLabels {
+                node: node.to_string(),
+                partition,
+            })
+            .clone()
     }
 
     /// The largest partition lag of source `node`, in records.
     pub fn records_lag_max(&self, node: &str) -> Gauge<i64, std::sync::atomic::AtomicI64> {
-        self.records_lag_max.get_or_create(&NodeLabels { node: node.to_string() }).clone()
+        self.records_lag_max
+            .get_or_create(&NodeLabels {
+                node: node.to_string(),
+            })
+            .clone()
     }
 
     /// The guest counter `name` of operator `node`.
     pub fn guest_counter(&self, node: &str, name: &str) -> Counter {
-        self.guest.get_or_create(&GuestLabels { node: node.to_string(), name: name.to_string() }).clone()
+        self.guest
+            .get_or_create(&GuestLabels {
+                node: node.to_string(),
+                name: name.to_string(),
+            })
+            .clone()
     }
 
     /// The current value of guest counter `name` of `node`.
@@ -222,7 +313,8 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

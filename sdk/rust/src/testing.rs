@@ -343,7 +343,11 @@ impl Harness {
 
     /// [`process`](Self::process) with the source position of each record,
     /// as `Context::position` reports it in the host.
-    pub fn process_from(&mut self, batch: Vec<Record>, positions: Vec<crate::Position>) -> BatchResult {
+    pub fn process_from(
+        &mut self,
+        batch: Vec<Record>,
+        positions: Vec<crate::Position>,
+    ) -> BatchResult {
         self.host.positions = positions.into_iter().map(Some).collect();
         let result = self.process(batch);
         self.host.positions.clear();

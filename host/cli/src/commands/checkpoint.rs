@@ -78,8 +78,19 @@ fn print(kind: &str, l: &Listed) {
                 .sources
                 .iter()
                 .map(|s| {
-                    let splits: Vec<String> = s.position.splits.iter().map(|(k, v)| format!("{k}:{v}")).collect();
-                    format!("{}@{} [{}]{}", s.name, s.position.emitted, splits.join(" "), if s.position.exhausted { " (end)" } else { "" })
+                    let splits: Vec<String> = s
+                        .position
+                        .splits
+                        .iter()
+                        .map(|(k, v)| format!("{k}:{v}"))
+                        .collect();
+                    format!(
+                        "{}@{} [{}]{}",
+                        s.name,
+                        s.position.emitted,
+                        splits.join(" "),
+                        if s.position.exhausted { " (end)" } else { "" }
+                    )
                 })
                 .collect();
             println!(
@@ -93,7 +104,13 @@ fn print(kind: &str, l: &Listed) {
             );
             println!("{:<10} {:>6}  {}", "", "", l.dir.display());
         }
-        Err(e) => println!("{kind:<10} {:>6}  unusable: {e}\n{:<10} {:>6}  {}", l.id, "", "", l.dir.display()),
+        Err(e) => println!(
+            "{kind:<10} {:>6}  unusable: {e}\n{:<10} {:>6}  {}",
+            l.id,
+            "",
+            "",
+            l.dir.display()
+        ),
     }
 }
 
@@ -119,7 +136,10 @@ pub fn list(cmd: CheckpointCommand) -> anyhow::Result<ExitCode> {
         println!("no checkpoints in {}", store.root.display());
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<10} {:>6}  {:>10} {:>12}  {:>10}  {:8}  positions (source@records [split:next offset])", "kind", "id", "size", "(uploaded)", "duration", "");
+    println!(
+        "{:<10} {:>6}  {:>10} {:>12}  {:>10}  {:8}  positions (source@records [split:next offset])",
+        "kind", "id", "size", "(uploaded)", "duration", ""
+    );
     for l in &checkpoints {
         print("checkpoint", l);
     }
@@ -130,12 +150,24 @@ pub fn list(cmd: CheckpointCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Drop a request for the run that holds `lock_dir` and wait for its answer.
-fn request(store: &Store, lock_dir: &Path, mut req: Request, timeout: u64) -> anyhow::Result<ExitCode> {
-    let what = if req.stop { "nothing to stop" } else { "no savepoint taken" };
+fn request(
+    store: &Store,
+    lock_dir: &Path,
+    mut req: Request,
+    timeout: u64,
+) -> anyhow::Result<ExitCode> {
+    let what = if req.stop {
+        "nothing to stop"
+    } else {
+        "no savepoint taken"
+    };
     let run = match run_lock::probe(lock_dir) {
         Ok(Probe::Running(info)) => info,
         Ok(Probe::Free) => {
-            eprintln!("error: {what}: no sluice run is using state directory {}", lock_dir.display());
+            eprintln!(
+                "error: {what}: no sluice run is using state directory {}",
+                lock_dir.display()
+            );
             return Ok(ExitCode::from(1));
         }
         Err(e) => {
@@ -161,17 +193,26 @@ fn request(store: &Store, lock_dir: &Path, mut req: Request, timeout: u64) -> an
                 println!("savepoint written to {}", v["path"].as_str().unwrap_or("?"));
                 return Ok(ExitCode::SUCCESS);
             }
-            eprintln!("error: the savepoint failed: {}", v["error"].as_str().unwrap_or("?"));
+            eprintln!(
+                "error: the savepoint failed: {}",
+                v["error"].as_str().unwrap_or("?")
+            );
             return Ok(ExitCode::from(1));
         }
         if !req.savepoint && !dir.join(format!("{name}.json")).exists() {
-            println!("the pipeline (sluice run pid {}) took the stop request", run.pid);
+            println!(
+                "the pipeline (sluice run pid {}) took the stop request",
+                run.pid
+            );
             return Ok(ExitCode::SUCCESS);
         }
         // The run ended without taking the request: take it back.
         if matches!(run_lock::probe(lock_dir), Ok(Probe::Free)) && !answer.exists() {
             let _ = std::fs::remove_file(dir.join(format!("{name}.json")));
-            eprintln!("error: {what}: sluice run pid {} ended before it took the request", run.pid);
+            eprintln!(
+                "error: {what}: sluice run pid {} ended before it took the request",
+                run.pid
+            );
             return Ok(ExitCode::from(1));
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -184,7 +225,16 @@ fn request(store: &Store, lock_dir: &Path, mut req: Request, timeout: u64) -> an
 /// `sluice savepoint`.
 pub fn savepoint(args: SavepointArgs) -> anyhow::Result<ExitCode> {
     match args.target.store_and_lock() {
-        Ok((store, lock)) => request(&store, &lock, Request { savepoint: true, stop: false, run: None }, args.timeout),
+        Ok((store, lock)) => request(
+            &store,
+            &lock,
+            Request {
+                savepoint: true,
+                stop: false,
+                run: None,
+            },
+            args.timeout,
+        ),
         Err(code) => Ok(code),
     }
 }
@@ -192,8 +242,16 @@ pub fn savepoint(args: SavepointArgs) -> anyhow::Result<ExitCode> {
 /// `sluice stop`.
 pub fn stop(args: StopArgs) -> anyhow::Result<ExitCode> {
     match args.target.store_and_lock() {
-        Ok((store, lock)) => request(&store, &lock, Request { savepoint: args.savepoint, stop: true, run: None }, args.timeout),
+        Ok((store, lock)) => request(
+            &store,
+            &lock,
+            Request {
+                savepoint: args.savepoint,
+                stop: true,
+                run: None,
+            },
+            args.timeout,
+        ),
         Err(code) => Ok(code),
     }
 }
-

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use sluice_connectors::{ClickConfig, ClickGenerator, GeneratorConfig, KafkaSourceConfig, TaxiGenerator, TurbineConfig, TurbineGenerator};
+use sluice_connectors::{
+    ClickConfig, ClickGenerator, GeneratorConfig, KafkaSourceConfig, TaxiGenerator, TurbineConfig,
+    TurbineGenerator,
+};
 use sluice_types::{Record, Source};
 
 /// Broker address shared by every `sluice kafka` command.
@@ -93,9 +96,16 @@ pub struct ConsumeArgs {
 /// Run a `sluice kafka` command.
 pub fn run(cmd: KafkaCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        KafkaCommand::CreateTopic { topic, partitions, broker } => {
+        KafkaCommand::CreateTopic {
+            topic,
+            partitions,
+            broker,
+        } => {
             let created = sluice_kafka::admin::ensure_topic(&broker.bootstrap, &topic, partitions)?;
-            println!("{} topic `{topic}`", if created { "created" } else { "kept existing" });
+            println!(
+                "{} topic `{topic}`",
+                if created { "created" } else { "kept existing" }
+            );
             Ok(ExitCode::SUCCESS)
         }
         KafkaCommand::Produce(args) => produce(args),
@@ -108,21 +118,36 @@ fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         (Some(g), None) => {
             let mut settings = serde_json::Map::new();
             for kv in &args.settings {
-                let Some((k, v)) = kv.split_once('=') else { bail!("--set `{kv}`: expected KEY=VALUE, e.g. --set count=1000") };
-                let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+                let Some((k, v)) = kv.split_once('=') else {
+                    bail!("--set `{kv}`: expected KEY=VALUE, e.g. --set count=1000")
+                };
+                let value = serde_json::from_str(v)
+                    .unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
                 settings.insert(k.to_string(), value);
             }
             let settings = serde_json::Value::Object(settings);
-            let bad = |e: serde_json::Error| anyhow::anyhow!("--set: {e}\n  help: use the keys of the generator's [[sources]] table (see README.md)");
+            let bad = |e: serde_json::Error| {
+                anyhow::anyhow!("--set: {e}\n  help: use the keys of the generator's [[sources]] table (see README.md)")
+            };
             let source: Box<dyn Source> = match g {
-                Generator::Taxi => Box::new(TaxiGenerator::new(&serde_json::from_value::<GeneratorConfig>(settings).map_err(bad)?, 0)?),
-                Generator::Turbines => Box::new(TurbineGenerator::new(&serde_json::from_value::<TurbineConfig>(settings).map_err(bad)?, 0)?),
-                Generator::Clicks => Box::new(ClickGenerator::new(&serde_json::from_value::<ClickConfig>(settings).map_err(bad)?, 0)?),
+                Generator::Taxi => Box::new(TaxiGenerator::new(
+                    &serde_json::from_value::<GeneratorConfig>(settings).map_err(bad)?,
+                    0,
+                )?),
+                Generator::Turbines => Box::new(TurbineGenerator::new(
+                    &serde_json::from_value::<TurbineConfig>(settings).map_err(bad)?,
+                    0,
+                )?),
+                Generator::Clicks => Box::new(ClickGenerator::new(
+                    &serde_json::from_value::<ClickConfig>(settings).map_err(bad)?,
+                    0,
+                )?),
             };
             Box::new(drain(source))
         }
         (None, Some(path)) => {
-            let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let file =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             let lines = std::io::BufReader::new(file).lines().map_while(Result::ok);
             Box::new(lines.map(|l| Record::from_value(l.into_bytes())))
         }
@@ -130,11 +155,17 @@ fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     };
     let bootstrap = &args.broker.bootstrap;
     if sluice_kafka::admin::ensure_topic(bootstrap, &args.topic, args.partitions)? {
-        eprintln!("created topic `{}` with {} partitions", args.topic, args.partitions);
+        eprintln!(
+            "created topic `{}` with {} partitions",
+            args.topic, args.partitions
+        );
     }
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new_spinner();
-        bar.set_style(ProgressStyle::with_template("{spinner} {pos} records to {msg} ({per_sec})").expect("the template is valid"));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {pos} records to {msg} ({per_sec})")
+                .expect("the template is valid"),
+        );
         bar.set_message(format!("`{}`", args.topic));
         bar
     } else {
@@ -144,7 +175,11 @@ fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let n = sluice_kafka::admin::produce(bootstrap, &args.topic, records, |n| bar.set_position(n))?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    println!("produced {n} records to `{}` in {secs:.1} s ({:.0} records/s)", args.topic, n as f64 / secs.max(1e-9));
+    println!(
+        "produced {n} records to `{}` in {secs:.1} s ({:.0} records/s)",
+        args.topic,
+        n as f64 / secs.max(1e-9)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -177,7 +212,14 @@ fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
         timestamps: true,
         properties: Default::default(),
     };
-    let mut source = sluice_kafka::KafkaSource::new(&config, "console", "consume", 0, sluice_kafka::Subtask::default(), Arc::default())?;
+    let mut source = sluice_kafka::KafkaSource::new(
+        &config,
+        "console",
+        "consume",
+        0,
+        sluice_kafka::Subtask::default(),
+        Arc::default(),
+    )?;
     let mut out = std::io::stdout().lock();
     let mut n = 0u64;
     while let Some(batch) = source.poll_batch(1024)? {
@@ -188,8 +230,16 @@ fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
             n += 1;
             let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
             if args.verbose {
-                let p = r.position.unwrap_or(sluice_types::Position { source: 0, split: 0, offset: 0 });
-                let headers: serde_json::Map<String, serde_json::Value> = r.headers.iter().map(|h| (h.name.clone(), text(&h.value).into())).collect();
+                let p = r.position.unwrap_or(sluice_types::Position {
+                    source: 0,
+                    split: 0,
+                    offset: 0,
+                });
+                let headers: serde_json::Map<String, serde_json::Value> = r
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.clone(), text(&h.value).into()))
+                    .collect();
                 let line = serde_json::json!({ "partition": p.split, "offset": p.offset, "key": r.key.as_deref().map(text), "value": text(&r.value), "timestamp": r.event_time, "headers": headers });
                 writeln!(out, "{line}")?;
             } else {

@@ -24,8 +24,12 @@ pub(crate) fn read_pipeline(path: &Path) -> Result<Pipeline, ExitCode> {
     })
 }
 
+/// A pipeline ready to run: the file, its operators' plugins by name, the runtime.
+pub(crate) type Prepared = (Pipeline, HashMap<String, Arc<Plugin>>, Arc<Runtime>);
+
 /// Read the pipeline and load its plugins: what `run` and `validate` share.
-pub(crate) fn prepare(path: &Path) -> anyhow::Result<Result<(Pipeline, HashMap<String, Arc<Plugin>>, Arc<Runtime>), ExitCode>> {
+/// The inner error is the exit code of a problem already reported.
+pub(crate) fn prepare(path: &Path) -> anyhow::Result<Result<Prepared, ExitCode>> {
     let pipeline = match read_pipeline(path) {
         Ok(p) => p,
         Err(code) => return Ok(Err(code)),
@@ -35,7 +39,10 @@ pub(crate) fn prepare(path: &Path) -> anyhow::Result<Result<(Pipeline, HashMap<S
 }
 
 /// Compile and check every operator's plugin, with a progress bar on a terminal.
-pub(crate) fn load_plugins(runtime: &Runtime, pipeline: &Pipeline) -> Result<HashMap<String, Arc<Plugin>>, ExitCode> {
+pub(crate) fn load_plugins(
+    runtime: &Runtime,
+    pipeline: &Pipeline,
+) -> Result<HashMap<String, Arc<Plugin>>, ExitCode> {
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(pipeline.operators.len() as u64);
         bar.set_style(
@@ -53,7 +60,12 @@ pub(crate) fn load_plugins(runtime: &Runtime, pipeline: &Pipeline) -> Result<Has
         let started = std::time::Instant::now();
         let plugin = sluice_dataflow::load_operator(runtime, op).map_err(|e| {
             bar.abandon();
-            eprintln!("error: {}:{}: operator `{}`: {e}", pipeline.file.display(), op.line, op.name);
+            eprintln!(
+                "error: {}:{}: operator `{}`: {e}",
+                pipeline.file.display(),
+                op.line,
+                op.name
+            );
             ExitCode::from(2)
         })?;
         tracing::debug!("loaded {} in {:?}", op.plugin.display(), started.elapsed());

@@ -66,9 +66,22 @@ pub struct SendArgs {
 /// Run a plugin subcommand.
 pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PluginCommand::Deploy { pipeline, operator, component, params, send } => deploy(&pipeline, &operator, &component, params.as_deref(), &send),
-        PluginCommand::Rollback { pipeline, operator, send } => rollback(&pipeline, &operator, &send.state_dir, send.id, send.timeout),
-        PluginCommand::List { pipeline, state_dir } => list(&pipeline, &state_dir),
+        PluginCommand::Deploy {
+            pipeline,
+            operator,
+            component,
+            params,
+            send,
+        } => deploy(&pipeline, &operator, &component, params.as_deref(), &send),
+        PluginCommand::Rollback {
+            pipeline,
+            operator,
+            send,
+        } => rollback(&pipeline, &operator, &send.state_dir, send.id, send.timeout),
+        PluginCommand::List {
+            pipeline,
+            state_dir,
+        } => list(&pipeline, &state_dir),
         PluginCommand::Inspect { component } => {
             let runtime = Runtime::new(crate::compile_cache())?;
             let info = match runtime.inspect(&component) {
@@ -108,7 +121,13 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
 
 /// `sluice plugin deploy`: drop a command into the pipeline's control
 /// directory and wait for its outcome.
-fn deploy(pipeline: &std::path::Path, operator: &str, component: &std::path::Path, params: Option<&str>, send: &SendArgs) -> anyhow::Result<ExitCode> {
+fn deploy(
+    pipeline: &std::path::Path,
+    operator: &str,
+    component: &std::path::Path,
+    params: Option<&str>,
+    send: &SendArgs,
+) -> anyhow::Result<ExitCode> {
     use sluice_dataflow::control::{sha256_hex, Action, Command};
     let (state_dir, id, timeout) = (send.state_dir.as_path(), send.id.clone(), send.timeout);
     let pipeline = match super::read_pipeline(pipeline) {
@@ -118,35 +137,79 @@ fn deploy(pipeline: &std::path::Path, operator: &str, component: &std::path::Pat
     let params = match params.map(serde_json::from_str::<serde_json::Value>) {
         None => None,
         Some(Ok(v)) if v.is_object() => Some(v),
-        Some(Ok(_)) => anyhow::bail!("--params must be a JSON object, such as '{{\"threshold\": 3}}'"),
+        Some(Ok(_)) => {
+            anyhow::bail!("--params must be a JSON object, such as '{{\"threshold\": 3}}'")
+        }
         Some(Err(e)) => anyhow::bail!("--params is not valid JSON: {e}"),
     };
-    let bytes = std::fs::read(component).map_err(|e| anyhow::anyhow!("reading {}: {e}", component.display()))?;
+    let bytes = std::fs::read(component)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", component.display()))?;
     let digest = sha256_hex(&bytes);
     // Into the pipeline's plugin store first: the command names the stored copy.
     let store = sluice_dataflow::checkpoint::Store::of(&pipeline, state_dir);
-    let component = sluice_dataflow::control::ControlDir::new(&store.root).store_plugin(&digest, &bytes).map_err(|e| anyhow::anyhow!(e))?;
+    let component = sluice_dataflow::control::ControlDir::new(&store.root)
+        .store_plugin(&digest, &bytes)
+        .map_err(|e| anyhow::anyhow!(e))?;
     let component = std::fs::canonicalize(component)?;
-    let id = id.unwrap_or_else(|| format!("deploy-{operator}-{}-{}", &digest[..12], sluice_runtime::now_ms()));
-    let command = Command { id, pipeline: pipeline.name.clone(), operator: operator.to_string(), action: Action::Deploy, plugin: Some(component), sha256: Some(digest.clone()), params, reason: None };
-    eprintln!("sending `{}`: operator `{operator}` to sha256:{}", command.id, &digest[..12]);
+    let id = id.unwrap_or_else(|| {
+        format!(
+            "deploy-{operator}-{}-{}",
+            &digest[..12],
+            sluice_runtime::now_ms()
+        )
+    });
+    let command = Command {
+        id,
+        pipeline: pipeline.name.clone(),
+        operator: operator.to_string(),
+        action: Action::Deploy,
+        plugin: Some(component),
+        sha256: Some(digest.clone()),
+        params,
+        reason: None,
+    };
+    eprintln!(
+        "sending `{}`: operator `{operator}` to sha256:{}",
+        command.id,
+        &digest[..12]
+    );
     send_and_wait(&pipeline, state_dir, command, timeout)
 }
 
 /// `sluice plugin rollback`.
-fn rollback(pipeline: &std::path::Path, operator: &str, state_dir: &std::path::Path, id: Option<String>, timeout: u64) -> anyhow::Result<ExitCode> {
+fn rollback(
+    pipeline: &std::path::Path,
+    operator: &str,
+    state_dir: &std::path::Path,
+    id: Option<String>,
+    timeout: u64,
+) -> anyhow::Result<ExitCode> {
     use sluice_dataflow::control::{Action, Command};
     let pipeline = match super::read_pipeline(pipeline) {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
     let id = id.unwrap_or_else(|| format!("rollback-{operator}-{}", sluice_runtime::now_ms()));
-    let command = Command { id, pipeline: pipeline.name.clone(), operator: operator.to_string(), action: Action::Rollback, plugin: None, sha256: None, params: None, reason: None };
+    let command = Command {
+        id,
+        pipeline: pipeline.name.clone(),
+        operator: operator.to_string(),
+        action: Action::Rollback,
+        plugin: None,
+        sha256: None,
+        params: None,
+        reason: None,
+    };
     send_and_wait(&pipeline, state_dir, command, timeout)
 }
 
 /// Drop `command` into the pipeline's control directory and wait for its outcome.
-fn send_and_wait(pipeline: &sluice_config::Pipeline, state_dir: &std::path::Path, command: sluice_dataflow::control::Command, timeout: u64) -> anyhow::Result<ExitCode> {
+fn send_and_wait(
+    pipeline: &sluice_config::Pipeline,
+    state_dir: &std::path::Path,
+    command: sluice_dataflow::control::Command,
+    timeout: u64,
+) -> anyhow::Result<ExitCode> {
     use sluice_dataflow::control::ControlDir;
     let store = sluice_dataflow::checkpoint::Store::of(pipeline, state_dir);
     let control = ControlDir::new(&store.root);
@@ -164,12 +227,20 @@ fn send_and_wait(pipeline: &sluice_config::Pipeline, state_dir: &std::path::Path
     let sent_to = match &pipeline.control.kafka {
         // The pipeline's configured control topic.
         Some(k) => {
-            let record = sluice_types::Record { key: Some(id.clone().into_bytes()), value: serde_json::to_vec(&command)?, ..Default::default() };
+            let record = sluice_types::Record {
+                key: Some(id.clone().into_bytes()),
+                value: serde_json::to_vec(&command)?,
+                ..Default::default()
+            };
             sluice_kafka::admin::produce(&k.bootstrap, &k.topic, [record], |_| {})?;
             eprintln!("sent `{id}` to Kafka topic `{}`", k.topic);
             format!("Kafka topic `{}`", k.topic)
         }
-        None => control.submit(&command).map_err(|e| anyhow::anyhow!(e))?.display().to_string(),
+        None => control
+            .submit(&command)
+            .map_err(|e| anyhow::anyhow!(e))?
+            .display()
+            .to_string(),
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
     let waited = wait_for_outcome(deadline, || control.read(&id));
@@ -181,7 +252,10 @@ fn send_and_wait(pipeline: &sluice_config::Pipeline, state_dir: &std::path::Path
 
 /// Poll `read` for a command's outcome until it is final (printing it) or
 /// `deadline` passes (`None`).
-fn wait_for_outcome(deadline: std::time::Instant, mut read: impl FnMut() -> Option<sluice_dataflow::control::Outcome>) -> Option<anyhow::Result<ExitCode>> {
+fn wait_for_outcome(
+    deadline: std::time::Instant,
+    mut read: impl FnMut() -> Option<sluice_dataflow::control::Outcome>,
+) -> Option<anyhow::Result<ExitCode>> {
     use sluice_dataflow::control::Status;
     let mut said_accepted = false;
     while std::time::Instant::now() <= deadline {
@@ -189,11 +263,21 @@ fn wait_for_outcome(deadline: std::time::Instant, mut read: impl FnMut() -> Opti
             match o.status {
                 Status::Accepted if !said_accepted => {
                     said_accepted = true;
-                    eprintln!("accepted: takes effect at checkpoint {}", o.checkpoint.unwrap_or(0));
+                    eprintln!(
+                        "accepted: takes effect at checkpoint {}",
+                        o.checkpoint.unwrap_or(0)
+                    );
                 }
                 Status::Applied => {
-                    let what = o.digest.map(|d| format!("runs sha256:{d}")).unwrap_or_else(|| "is resumed".into());
-                    println!("applied: operator `{}` {what} since checkpoint {}", o.operator, o.checkpoint.unwrap_or(0));
+                    let what = o
+                        .digest
+                        .map(|d| format!("runs sha256:{d}"))
+                        .unwrap_or_else(|| "is resumed".into());
+                    println!(
+                        "applied: operator `{}` {what} since checkpoint {}",
+                        o.operator,
+                        o.checkpoint.unwrap_or(0)
+                    );
                     for (source, at) in &o.after {
                         println!("  after source `{source}` at {at}");
                     }
@@ -233,9 +317,21 @@ fn list(pipeline: &std::path::Path, state_dir: &std::path::Path) -> anyhow::Resu
         println!("{operator}");
         let current = versions.iter().rposition(|v| !v.rolled_back);
         for (i, v) in versions.iter().enumerate() {
-            let mark = if Some(i) == current { "*" } else if v.rolled_back { "x" } else { " " };
+            let mark = if Some(i) == current {
+                "*"
+            } else if v.rolled_back {
+                "x"
+            } else {
+                " "
+            };
             let since = humantime_ms(v.since_ms);
-            println!("  {mark} sha256:{}  {}  since checkpoint {} ({since}), by {}", &v.digest[..16.min(v.digest.len())], describe(&v.digest), v.checkpoint, v.command);
+            println!(
+                "  {mark} sha256:{}  {}  since checkpoint {} ({since}), by {}",
+                &v.digest[..16.min(v.digest.len())],
+                describe(&v.digest),
+                v.checkpoint,
+                v.command
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -244,15 +340,29 @@ fn list(pipeline: &std::path::Path, state_dir: &std::path::Path) -> anyhow::Resu
 /// Send `command` to the pipeline's admin endpoint (with `token`) and poll
 /// it for the outcome, all within `timeout` seconds: every call is bounded,
 /// so an endpoint that never answers cannot hold the CLI longer.
-fn send_http(addr: std::net::SocketAddr, token: &str, command: &sluice_dataflow::control::Command, timeout: u64) -> anyhow::Result<ExitCode> {
+fn send_http(
+    addr: std::net::SocketAddr,
+    token: &str,
+    command: &sluice_dataflow::control::Command,
+    timeout: u64,
+) -> anyhow::Result<ExitCode> {
     use std::time::{Duration, Instant};
 
     use sluice_dataflow::control::Outcome;
     let base = format!("http://{addr}/commands");
     let deadline = Instant::now() + Duration::from_secs(timeout);
-    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_connect(Some(Duration::from_secs(5))).http_status_as_error(false).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
     // The time left, at most `cap`, and never zero (ureq reads that as no limit).
-    let left = |cap: Duration| deadline.saturating_duration_since(Instant::now()).min(cap).max(Duration::from_millis(1));
+    let left = |cap: Duration| {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .min(cap)
+            .max(Duration::from_millis(1))
+    };
     let bearer = format!("Bearer {token}");
     let sent = agent
         .post(&base)
@@ -276,7 +386,12 @@ fn send_http(addr: std::net::SocketAddr, token: &str, command: &sluice_dataflow:
             return Ok(ExitCode::from(1));
         }
         code => {
-            let text = response.body_mut().with_config().limit(64 << 10).read_to_string().unwrap_or_default();
+            let text = response
+                .body_mut()
+                .with_config()
+                .limit(64 << 10)
+                .read_to_string()
+                .unwrap_or_default();
             eprintln!("error: {base} answered {code}: {text}");
             return Ok(ExitCode::from(1));
         }
@@ -284,11 +399,26 @@ fn send_http(addr: std::net::SocketAddr, token: &str, command: &sluice_dataflow:
     eprintln!("sent `{}` to {base}", command.id);
     let read = || -> Option<Outcome> {
         let url = format!("{base}/{}", command.id);
-        let mut response = agent.get(&url).header("Authorization", &bearer).config().timeout_global(Some(left(Duration::from_secs(5)))).build().call().ok()?;
+        let mut response = agent
+            .get(&url)
+            .header("Authorization", &bearer)
+            .config()
+            .timeout_global(Some(left(Duration::from_secs(5))))
+            .build()
+            .call()
+            .ok()?;
         if response.status() != 200 {
             return None;
         }
-        serde_json::from_str(&response.body_mut().with_config().limit(1 << 20).read_to_string().ok()?).ok()
+        serde_json::from_str(
+            &response
+                .body_mut()
+                .with_config()
+                .limit(1 << 20)
+                .read_to_string()
+                .ok()?,
+        )
+        .ok()
     };
     wait_for_outcome(deadline, read).unwrap_or_else(|| {
         eprintln!("no outcome within {timeout} s from {base}");

@@ -45,8 +45,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
-    if args.batch_size.is_some_and(|n| !(1..=sluice_config::MAX_BATCH_SIZE).contains(&n)) {
-        anyhow::bail!("--batch-size must be between 1 and {}", sluice_config::MAX_BATCH_SIZE);
+    if args
+        .batch_size
+        .is_some_and(|n| !(1..=sluice_config::MAX_BATCH_SIZE).contains(&n))
+    {
+        anyhow::bail!(
+            "--batch-size must be between 1 and {}",
+            sluice_config::MAX_BATCH_SIZE
+        );
     }
     let settings = Settings {
         state_dir: args.state_dir,
@@ -78,7 +84,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         });
         let status = live.then(|| tokio::spawn(status_line(pipeline.clone(), metrics.clone())));
-        let r = sluice_dataflow::run(&pipeline, &plugins, &settings, metrics.clone(), stop.clone()).await;
+        let r = sluice_dataflow::run(
+            &pipeline,
+            &plugins,
+            &settings,
+            metrics.clone(),
+            stop.clone(),
+        )
+        .await;
         if let Some(s) = status {
             s.abort();
             let _ = s.await;
@@ -87,7 +100,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     });
     match result {
         Ok(summary) => {
-            let startup = summary.startup.map(|s| format!(" ({s:.2?} of it starting up)")).unwrap_or_default();
+            let startup = summary
+                .startup
+                .map(|s| format!(" ({s:.2?} of it starting up)"))
+                .unwrap_or_default();
             eprintln!(
                 "pipeline `{}` finished in {:.2?}{startup}: {} records in, {} written, {} dead letters",
                 pipeline.name, summary.elapsed, summary.records_in, summary.records_out, summary.dead_letters
@@ -108,11 +124,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// A status line, refreshed every second: records in/out per second and dead letters.
 async fn status_line(pipeline: sluice_config::Pipeline, metrics: Arc<Metrics>) {
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("the template is valid"));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("the template is valid"),
+    );
     let totals = || {
-        let inp: u64 = pipeline.sources.iter().map(|s| metrics.node(&s.name).records_out.get()).sum();
-        let out: u64 = pipeline.sinks.iter().map(|s| metrics.node(&s.name).records_in.get()).sum();
-        let dl: u64 = pipeline.operators.iter().map(|o| metrics.node(&o.name).dead_letters.get()).sum();
+        let inp: u64 = pipeline
+            .sources
+            .iter()
+            .map(|s| metrics.node(&s.name).records_out.get())
+            .sum();
+        let out: u64 = pipeline
+            .sinks
+            .iter()
+            .map(|s| metrics.node(&s.name).records_in.get())
+            .sum();
+        let dl: u64 = pipeline
+            .operators
+            .iter()
+            .map(|o| metrics.node(&o.name).dead_letters.get())
+            .sum();
         (inp, out, dl)
     };
     let (mut last, mut at) = (totals(), Instant::now());

@@ -19,28 +19,53 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
-    println!("pipeline `{}` is valid ({})", pipeline.name, args.pipeline.display());
+    println!(
+        "pipeline `{}` is valid ({})",
+        pipeline.name,
+        args.pipeline.display()
+    );
     for s in &pipeline.sources {
-        let wm = s.watermarks.as_ref().map(|w| format!(" [watermarks: out of order {} ms]", w.out_of_orderness.0)).unwrap_or_default();
+        let wm = s
+            .watermarks
+            .as_ref()
+            .map(|w| format!(" [watermarks: out of order {} ms]", w.out_of_orderness.0))
+            .unwrap_or_default();
         let what = match &s.kind {
             SourceKind::Generator(_) => "taxi generator".to_string(),
             SourceKind::Turbines(_) => "turbines generator".to_string(),
             SourceKind::Clicks(_) => "clicks generator".to_string(),
             SourceKind::File(c) => format!("file {}", c.path.display()),
-            SourceKind::Kafka(c) => format!("kafka topic `{}` on {}, parallelism {}{}", c.topic, c.bootstrap, s.parallelism, if c.stop_at_end { ", up to its end at start" } else { "" }),
+            SourceKind::Kafka(c) => format!(
+                "kafka topic `{}` on {}, parallelism {}{}",
+                c.topic,
+                c.bootstrap,
+                s.parallelism,
+                if c.stop_at_end {
+                    ", up to its end at start"
+                } else {
+                    ""
+                }
+            ),
         };
         println!("  source   {} [{what}]{wm}", s.name);
     }
     for o in &pipeline.operators {
         let info = plugins[&o.name].info();
         let keyed = if o.key_by.is_some() { ", keyed" } else { "" };
-        let window = o.window.as_ref().map(|w| format!(", {:?} window ({:?} time)", w.kind, w.time).to_lowercase()).unwrap_or_default();
+        let window = o
+            .window
+            .as_ref()
+            .map(|w| format!(", {:?} window ({:?} time)", w.kind, w.time).to_lowercase())
+            .unwrap_or_default();
         println!(
             "  operator {} <- {} [{} {} sha256:{}, parallelism {}{keyed}{window}, on_error {:?}]",
             o.name,
             o.inputs.join(", "),
             info.world,
-            info.path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default(),
+            info.path
+                .file_name()
+                .map(|f| f.to_string_lossy())
+                .unwrap_or_default(),
             &info.digest[..12],
             o.parallelism,
             o.on_error
@@ -51,7 +76,13 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             SinkKind::File(c) => format!("file {}", c.path.display()),
             SinkKind::Stdout(_) => "stdout".to_string(),
             SinkKind::Kafka(c) => {
-                let delivery = if c.delivery == sluice_connectors::kafka::Delivery::ExactlyOnce && pipeline.checkpoints.enabled { "exactly-once" } else { "at-least-once" };
+                let delivery = if c.delivery == sluice_connectors::kafka::Delivery::ExactlyOnce
+                    && pipeline.checkpoints.enabled
+                {
+                    "exactly-once"
+                } else {
+                    "at-least-once"
+                };
                 format!("kafka topic `{}` on {}, {delivery}", c.topic, c.bootstrap)
             }
         };

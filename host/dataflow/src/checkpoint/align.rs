@@ -36,14 +36,24 @@ pub(crate) struct Aligner {
 
 fn from(m: &Message) -> u32 {
     match m {
-        Message::Batch { from, .. } | Message::Barrier { from, .. } | Message::Watermark { from, .. } | Message::Idle { from } | Message::End { from, .. } => *from,
+        Message::Batch { from, .. }
+        | Message::Barrier { from, .. }
+        | Message::Watermark { from, .. }
+        | Message::Idle { from }
+        | Message::End { from, .. } => *from,
     }
 }
 
 impl Aligner {
     /// For a subtask fed by `producers`; barriers up to `last` are done.
     pub(crate) fn new(producers: BTreeSet<u32>, last: u64) -> Self {
-        Aligner { producers, finished: HashSet::new(), current: None, last, replay: VecDeque::new() }
+        Aligner {
+            producers,
+            finished: HashSet::new(),
+            current: None,
+            last,
+            replay: VecDeque::new(),
+        }
     }
 
     /// A held-back message to process before receiving more.
@@ -80,7 +90,12 @@ impl Aligner {
                     }
                     _ => {}
                 }
-                let a = self.current.get_or_insert_with(|| Align { id, seen: HashSet::new(), held: VecDeque::new(), started: Instant::now() });
+                let a = self.current.get_or_insert_with(|| Align {
+                    id,
+                    seen: HashSet::new(),
+                    held: VecDeque::new(),
+                    started: Instant::now(),
+                });
                 a.seen.insert(from);
                 self.check()
             }
@@ -99,8 +114,14 @@ impl Aligner {
     }
 
     fn check(&mut self) -> Offer {
-        let Some(a) = &self.current else { return Offer::Held };
-        if self.producers.iter().all(|p| a.seen.contains(p) || self.finished.contains(p)) {
+        let Some(a) = &self.current else {
+            return Offer::Held;
+        };
+        if self
+            .producers
+            .iter()
+            .all(|p| a.seen.contains(p) || self.finished.contains(p))
+        {
             let a = self.current.take().expect("current");
             self.last = a.id;
             // Held messages come before anything still queued for replay.
@@ -124,7 +145,11 @@ mod tests {
     use super::*;
 
     fn batch(from: u32) -> Message {
-        Message::Batch { from, records: Vec::new(), watermarks: Vec::new() }
+        Message::Batch {
+            from,
+            records: Vec::new(),
+            watermarks: Vec::new(),
+        }
     }
 
     fn aligned(o: Offer) -> Option<u64> {
@@ -142,9 +167,15 @@ mod tests {
     fn holds_back_a_producer_past_its_barrier_until_all_delivered_it() {
         let mut a = Aligner::new([0, 1].into(), 0);
         assert!(aligned(a.offer(Message::Barrier { from: 0, id: 1 })).is_none());
-        assert!(!handled(a.offer(batch(0))), "after its barrier, producer 0 waits");
+        assert!(
+            !handled(a.offer(batch(0))),
+            "after its barrier, producer 0 waits"
+        );
         assert!(handled(a.offer(batch(1))));
-        assert_eq!(aligned(a.offer(Message::Barrier { from: 1, id: 1 })), Some(1));
+        assert_eq!(
+            aligned(a.offer(Message::Barrier { from: 1, id: 1 })),
+            Some(1)
+        );
         assert!(matches!(a.replay(), Some(Message::Batch { from: 0, .. })));
         assert!(a.idle());
     }
@@ -157,9 +188,18 @@ mod tests {
         // Producer 1 started after checkpoint 1 was abandoned: its first barrier is 2.
         assert!(aligned(a.offer(Message::Barrier { from: 1, id: 2 })).is_none());
         let released = a.replay().expect("producer 0's held batch is released");
-        assert!(handled(a.offer(released)), "it belongs before barrier 2 and is processed");
-        assert!(!handled(a.offer(batch(1))), "producer 1 is past barrier 2 and waits");
-        assert_eq!(aligned(a.offer(Message::Barrier { from: 0, id: 2 })), Some(2));
+        assert!(
+            handled(a.offer(released)),
+            "it belongs before barrier 2 and is processed"
+        );
+        assert!(
+            !handled(a.offer(batch(1))),
+            "producer 1 is past barrier 2 and waits"
+        );
+        assert_eq!(
+            aligned(a.offer(Message::Barrier { from: 0, id: 2 })),
+            Some(2)
+        );
         assert!(matches!(a.replay(), Some(Message::Batch { from: 1, .. })));
     }
 
@@ -167,8 +207,14 @@ mod tests {
     fn an_abandoned_barrier_that_arrives_late_is_ignored() {
         let mut a = Aligner::new([0, 1].into(), 0);
         assert!(aligned(a.offer(Message::Barrier { from: 1, id: 2 })).is_none());
-        assert!(!handled(a.offer(Message::Barrier { from: 0, id: 1 })), "checkpoint 1 is not aligned any more");
+        assert!(
+            !handled(a.offer(Message::Barrier { from: 0, id: 1 })),
+            "checkpoint 1 is not aligned any more"
+        );
         assert!(handled(a.offer(batch(0))));
-        assert_eq!(aligned(a.offer(Message::Barrier { from: 0, id: 2 })), Some(2));
+        assert_eq!(
+            aligned(a.offer(Message::Barrier { from: 0, id: 2 })),
+            Some(2)
+        );
     }
 }

@@ -15,13 +15,16 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sluice_config::Pipeline;
+use sluice_runtime::now_ms;
 use sluice_state::checkpoint::SnapshotFile;
 use sluice_state::StateBackend;
 use sluice_types::metrics::Metrics;
 use sluice_types::SinkSnapshot;
-use sluice_runtime::now_ms;
 
-use super::manifest::{window_kind, GeneratorState, Manifest, OperatorEntry, SinkEntry, SourceEntry, SourcePosition, StateEntry};
+use super::manifest::{
+    window_kind, GeneratorState, Manifest, OperatorEntry, SinkEntry, SourceEntry, SourcePosition,
+    StateEntry,
+};
 use super::store::{io_err, Store};
 use crate::control::{Completed, SourceAt, SwapController};
 use crate::error::DataflowError;
@@ -31,23 +34,63 @@ use crate::settings::StopHandle;
 #[derive(Debug)]
 pub(crate) enum Ack {
     /// A source injected barrier `id` after emitting `emitted` records.
-    Source { id: u64, name: String, subtask: usize, position: SourcePosition },
+    Source {
+        id: u64,
+        name: String,
+        subtask: usize,
+        position: SourcePosition,
+    },
     /// An operator subtask aligned barrier `id`.
-    Operator { id: u64, name: String, subtask: usize, watermark: i64, generator: Option<GeneratorState>, alignment: Duration, sync: Duration },
+    Operator {
+        id: u64,
+        name: String,
+        subtask: usize,
+        watermark: i64,
+        generator: Option<GeneratorState>,
+        alignment: Duration,
+        sync: Duration,
+    },
     /// A sink aligned and pre-committed barrier `id`.
-    Sink { id: u64, name: String, snapshot: SinkSnapshot, alignment: Duration },
+    Sink {
+        id: u64,
+        name: String,
+        snapshot: SinkSnapshot,
+        alignment: Duration,
+    },
     /// A source ended (input exhausted, or stopped).
-    SourceDone { name: String, subtask: usize, position: SourcePosition },
+    SourceDone {
+        name: String,
+        subtask: usize,
+        position: SourcePosition,
+    },
     /// An operator subtask finished.
-    OperatorDone { name: String, subtask: usize, watermark: i64, generator: Option<GeneratorState> },
+    OperatorDone {
+        name: String,
+        subtask: usize,
+        watermark: i64,
+        generator: Option<GeneratorState>,
+    },
     /// A sink received all its input; it waits for the final checkpoint's id.
     SinkEnded { name: String },
     /// A sink pre-committed its last output under the final checkpoint's id.
-    SinkDone { name: String, snapshot: SinkSnapshot },
+    SinkDone {
+        name: String,
+        snapshot: SinkSnapshot,
+    },
     /// An operator subtask switched plugins at barrier `id` (or failed to).
-    Swapped { name: String, subtask: usize, id: u64, error: Option<String> },
+    Swapped {
+        name: String,
+        subtask: usize,
+        id: u64,
+        error: Option<String>,
+    },
     /// A newly deployed plugin failed too often during its probation.
-    Unhealthy { name: String, subtask: usize, digest: String, reason: String },
+    Unhealthy {
+        name: String,
+        subtask: usize,
+        digest: String,
+        reason: String,
+    },
     /// The run failed: stop coordinating.
     Abort,
 }
@@ -109,8 +152,23 @@ pub(crate) struct Coordinator {
 /// What the swap controller needs of a completed checkpoint: where the
 /// sources stood at it.
 fn completed(manifest: &Manifest) -> Completed {
-    let sources = manifest.sources.iter().map(|s| (s.name.clone(), SourceAt { records: s.position.emitted, splits: s.position.splits.clone() })).collect();
-    Completed { id: manifest.id, sources }
+    let sources = manifest
+        .sources
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                SourceAt {
+                    records: s.position.emitted,
+                    splits: s.position.splits.clone(),
+                },
+            )
+        })
+        .collect();
+    Completed {
+        id: manifest.id,
+        sources,
+    }
 }
 
 impl Coordinator {
@@ -122,7 +180,8 @@ impl Coordinator {
         let mut next_trigger = Instant::now() + interval;
         let mut pending: Option<Pending> = None;
         let mut done_sources: HashMap<(String, usize), SourcePosition> = HashMap::new();
-        let mut done_operators: HashMap<(String, usize), (i64, Option<GeneratorState>)> = HashMap::new();
+        let mut done_operators: HashMap<(String, usize), (i64, Option<GeneratorState>)> =
+            HashMap::new();
         let mut done_sinks: HashMap<String, SinkSnapshot> = HashMap::new();
         let mut ended_sinks: HashSet<String> = HashSet::new();
         let mut final_id: Option<u64> = None;
@@ -131,7 +190,9 @@ impl Coordinator {
         let metrics = self.metrics.clone();
         let cm = &metrics.checkpoints;
         loop {
-            let wait = next_trigger.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+            let wait = next_trigger
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100));
             match self.acks.recv_timeout(wait) {
                 Ok(Ack::Abort) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                     if pending.is_some() {
@@ -142,25 +203,47 @@ impl Coordinator {
                     }
                     return Ok(());
                 }
-                Ok(Ack::Source { id, name, subtask, position }) => {
+                Ok(Ack::Source {
+                    id,
+                    name,
+                    subtask,
+                    position,
+                }) => {
                     if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
                         p.sources.insert((name, subtask), position);
                     }
                 }
-                Ok(Ack::Operator { id, name, subtask, watermark, generator, alignment, sync }) => {
+                Ok(Ack::Operator {
+                    id,
+                    name,
+                    subtask,
+                    watermark,
+                    generator,
+                    alignment,
+                    sync,
+                }) => {
                     if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
                         p.operators.insert((name, subtask), (watermark, generator));
                         p.alignment = p.alignment.max(alignment);
                         p.sync = p.sync.max(sync);
                     }
                 }
-                Ok(Ack::Sink { id, name, snapshot, alignment }) => {
+                Ok(Ack::Sink {
+                    id,
+                    name,
+                    snapshot,
+                    alignment,
+                }) => {
                     if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
                         p.sinks.insert(name, snapshot);
                         p.alignment = p.alignment.max(alignment);
                     }
                 }
-                Ok(Ack::SourceDone { name, subtask, position }) => {
+                Ok(Ack::SourceDone {
+                    name,
+                    subtask,
+                    position,
+                }) => {
                     done_sources.insert((name, subtask), position);
                     // A checkpoint in flight cannot complete once a source is gone.
                     if let Some(p) = pending.take() {
@@ -171,7 +254,12 @@ impl Coordinator {
                         }
                     }
                 }
-                Ok(Ack::OperatorDone { name, subtask, watermark, generator }) => {
+                Ok(Ack::OperatorDone {
+                    name,
+                    subtask,
+                    watermark,
+                    generator,
+                }) => {
                     done_operators.insert((name, subtask), (watermark, generator));
                 }
                 Ok(Ack::SinkEnded { name }) => {
@@ -180,20 +268,32 @@ impl Coordinator {
                 Ok(Ack::SinkDone { name, snapshot }) => {
                     done_sinks.insert(name, snapshot);
                 }
-                Ok(Ack::Unhealthy { name, subtask, digest, reason }) => self.swap.unhealthy(name, subtask, digest, reason),
-                Ok(Ack::Swapped { name, subtask, id, error }) => self.swap.swapped(name, subtask, id, error),
+                Ok(Ack::Unhealthy {
+                    name,
+                    subtask,
+                    digest,
+                    reason,
+                }) => self.swap.unhealthy(name, subtask, digest, reason),
+                Ok(Ack::Swapped {
+                    name,
+                    subtask,
+                    id,
+                    error,
+                }) => self.swap.swapped(name, subtask, id, error),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
 
             // The final checkpoint, once everything has finished.
             let total_ops: usize = self.participants.operators.iter().map(|(_, p)| p).sum();
             let total_sources: usize = self.participants.sources.iter().map(|(_, p)| p).sum();
-            let all_ended = done_sources.len() == total_sources && done_operators.len() == total_ops;
+            let all_ended =
+                done_sources.len() == total_sources && done_operators.len() == total_ops;
             if done_sources.len() == total_sources {
                 // No more input: a paused operator must drain for the run to end.
                 self.swap.input_ended();
             }
-            if all_ended && ended_sinks.len() == self.participants.sinks.len() && final_id.is_none() {
+            if all_ended && ended_sinks.len() == self.participants.sinks.len() && final_id.is_none()
+            {
                 // Everything upstream is done: the sinks pre-commit their
                 // last output under the final checkpoint's id.
                 let id = self.next_id;
@@ -201,7 +301,10 @@ impl Coordinator {
                 final_id = Some(id);
                 let _ = self.final_id.send(id);
             }
-            if let (true, Some(id)) = (all_ended && done_sinks.len() == self.participants.sinks.len(), final_id) {
+            if let (true, Some(id)) = (
+                all_ended && done_sinks.len() == self.participants.sinks.len(),
+                final_id,
+            ) {
                 let finished = done_sources.values().all(|p| p.exhausted);
                 let p = Pending {
                     id,
@@ -211,7 +314,10 @@ impl Coordinator {
                     sinks: std::mem::take(&mut done_sinks),
                     alignment: Duration::ZERO,
                     sync: Duration::ZERO,
-                    savepoint: savepoint_waiters.drain(..).chain(stop_after_savepoint.drain(..)).collect(),
+                    savepoint: savepoint_waiters
+                        .drain(..)
+                        .chain(stop_after_savepoint.drain(..))
+                        .collect(),
                 };
                 self.complete(p, finished)?;
                 let _ = self.completed.send(id);
@@ -219,7 +325,9 @@ impl Coordinator {
             }
 
             if let Some(p) = &pending {
-                let ready = p.sources.len() == total_sources && p.operators.len() == total_ops && p.sinks.len() == self.participants.sinks.len();
+                let ready = p.sources.len() == total_sources
+                    && p.operators.len() == total_ops
+                    && p.sinks.len() == self.participants.sinks.len();
                 if ready {
                     let p = pending.take().expect("pending");
                     let id = p.id;
@@ -236,7 +344,10 @@ impl Coordinator {
                     }
                     next_trigger = Instant::now() + interval;
                 } else if p.started.elapsed() > timeout {
-                    tracing::warn!("checkpoint {} did not complete within {timeout:?}; abandoned", p.id);
+                    tracing::warn!(
+                        "checkpoint {} did not complete within {timeout:?}; abandoned",
+                        p.id
+                    );
                     cm.failed.inc();
                     let _ = self.failed.send(p.id);
                     pending = None;
@@ -252,7 +363,10 @@ impl Coordinator {
             }
 
             // Control commands: a deploy is planned at the next barrier, which is triggered now.
-            if done_sources.is_empty() && final_id.is_none() && self.swap.poll(self.next_id).is_some() {
+            if done_sources.is_empty()
+                && final_id.is_none()
+                && self.swap.poll(self.next_id).is_some()
+            {
                 next_trigger = Instant::now();
             }
             self.swap.settle(None);
@@ -283,15 +397,24 @@ impl Coordinator {
     /// Take the CLI's requests for this run: a savepoint is taken by the
     /// next checkpoint (returns whether to trigger it now), a stop ends the
     /// sources (with a savepoint, the final checkpoint is it).
-    fn take_requests(&self, savepoint_waiters: &mut Vec<PathBuf>, stop_after_savepoint: &mut Vec<PathBuf>) -> bool {
+    fn take_requests(
+        &self,
+        savepoint_waiters: &mut Vec<PathBuf>,
+        stop_after_savepoint: &mut Vec<PathBuf>,
+    ) -> bool {
         let mut trigger = false;
-        let Ok(entries) = std::fs::read_dir(self.store.requests()) else { return trigger };
+        let Ok(entries) = std::fs::read_dir(self.store.requests()) else {
+            return trigger;
+        };
         for e in entries.flatten() {
             let path = e.path();
             if path.extension().is_some_and(|x| x == "json") {
-                let req: Option<Request> = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok());
+                let req: Option<Request> = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok());
                 let _ = std::fs::remove_file(&path);
-                let Some(req) = req.filter(|r| r.run.as_deref() == Some(self.run_id.as_str())) else {
+                let Some(req) = req.filter(|r| r.run.as_deref() == Some(self.run_id.as_str()))
+                else {
                     tracing::info!("ignoring {}: not a request for this run", path.display());
                     continue;
                 };
@@ -313,8 +436,14 @@ impl Coordinator {
 
     fn answer_savepoint(&self, answer: &Path, manifest: &Manifest) {
         let text = match self.store.savepoint(manifest) {
-            Ok(dir) => format!("{{\"ok\":true,\"path\":{}}}", serde_json::Value::String(dir.display().to_string())),
-            Err(e) => format!("{{\"ok\":false,\"error\":{}}}", serde_json::Value::String(e.to_string())),
+            Ok(dir) => format!(
+                "{{\"ok\":true,\"path\":{}}}",
+                serde_json::Value::String(dir.display().to_string())
+            ),
+            Err(e) => format!(
+                "{{\"ok\":false,\"error\":{}}}",
+                serde_json::Value::String(e.to_string())
+            ),
         };
         let _ = std::fs::write(answer, text);
     }
@@ -327,12 +456,23 @@ impl Coordinator {
             Some(b) => {
                 let work = self.store.root.join(format!(".work-{}", p.id));
                 let _ = std::fs::remove_dir_all(&work);
-                std::fs::create_dir_all(&self.store.root).map_err(|e| io_err(&self.store.root, e))?;
-                let info = b.snapshot(&work, &dir.join("db"), &self.store.shared(), &self.previous_files);
+                std::fs::create_dir_all(&self.store.root)
+                    .map_err(|e| io_err(&self.store.root, e))?;
+                let info = b.snapshot(
+                    &work,
+                    &dir.join("db"),
+                    &self.store.shared(),
+                    &self.previous_files,
+                );
                 b.thaw();
-                let info = info.map_err(|e| DataflowError::Checkpoint(format!("checkpoint {}: {e}", p.id)))?;
+                let info = info
+                    .map_err(|e| DataflowError::Checkpoint(format!("checkpoint {}: {e}", p.id)))?;
                 self.previous_files = info.files.clone();
-                Some(StateEntry { files: info.files, uploaded_bytes: info.uploaded_bytes, total_bytes: info.total_bytes })
+                Some(StateEntry {
+                    files: info.files,
+                    uploaded_bytes: info.uploaded_bytes,
+                    total_bytes: info.total_bytes,
+                })
             }
             None => None,
         };
@@ -342,7 +482,9 @@ impl Coordinator {
             .iter()
             .map(|o| {
                 let running = self.swap.running(&o.name);
-                let per: Vec<&(i64, Option<GeneratorState>)> = (0..o.parallelism as usize).filter_map(|s| p.operators.get(&(o.name.clone(), s))).collect();
+                let per: Vec<&(i64, Option<GeneratorState>)> = (0..o.parallelism as usize)
+                    .filter_map(|s| p.operators.get(&(o.name.clone(), s)))
+                    .collect();
                 OperatorEntry {
                     name: o.name.clone(),
                     parallelism: o.parallelism,
@@ -373,7 +515,9 @@ impl Coordinator {
                 .iter()
                 .map(|(n, parallelism)| SourceEntry {
                     name: n.clone(),
-                    position: SourcePosition::merge((0..*parallelism).filter_map(|s| p.sources.get(&(n.clone(), s)))),
+                    position: SourcePosition::merge(
+                        (0..*parallelism).filter_map(|s| p.sources.get(&(n.clone(), s))),
+                    ),
                 })
                 .collect(),
             operators,
@@ -381,16 +525,25 @@ impl Coordinator {
                 .participants
                 .sinks
                 .iter()
-                .map(|n| SinkEntry { name: n.clone(), precommit: Some(p.id), snapshot: p.sinks.get(n).cloned().unwrap_or_default() })
+                .map(|n| SinkEntry {
+                    name: n.clone(),
+                    precommit: Some(p.id),
+                    snapshot: p.sinks.get(n).cloned().unwrap_or_default(),
+                })
                 .collect(),
             state,
         };
         self.store.write_manifest(&manifest)?;
         cm.completed.inc();
         cm.last_duration_ms.set(manifest.duration_ms as i64);
-        cm.last_size_bytes.set(manifest.state.as_ref().map_or(0, |s| s.total_bytes) as i64);
+        cm.last_size_bytes
+            .set(manifest.state.as_ref().map_or(0, |s| s.total_bytes) as i64);
         cm.last_alignment_ms.set(manifest.alignment_ms as i64);
-        tracing::debug!("checkpoint {} complete in {} ms", p.id, manifest.duration_ms);
+        tracing::debug!(
+            "checkpoint {} complete in {} ms",
+            p.id,
+            manifest.duration_ms
+        );
         self.store.retain(self.pipeline.checkpoints.retain);
         for w in &p.savepoint {
             self.answer_savepoint(w, &manifest);
@@ -398,4 +551,3 @@ impl Coordinator {
         Ok(manifest)
     }
 }
-

@@ -31,12 +31,18 @@ impl SourcePosition {
     /// reads its own splits, so their split offsets and watermark
     /// generators together are the source's.
     pub fn merge<'a>(parts: impl Iterator<Item = &'a SourcePosition>) -> SourcePosition {
-        let mut merged = SourcePosition { exhausted: true, ..SourcePosition::default() };
+        let mut merged = SourcePosition {
+            exhausted: true,
+            ..SourcePosition::default()
+        };
         for p in parts {
             merged.emitted += p.emitted;
             merged.splits.extend(p.splits.iter().map(|(k, v)| (*k, *v)));
             if let Some(g) = &p.generator {
-                merged.generator.get_or_insert_with(Vec::new).extend(g.iter().copied());
+                merged
+                    .generator
+                    .get_or_insert_with(Vec::new)
+                    .extend(g.iter().copied());
             }
             merged.exhausted &= p.exhausted;
         }

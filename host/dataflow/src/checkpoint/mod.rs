@@ -35,12 +35,12 @@ mod recovery;
 mod store;
 mod validate;
 
+pub use crate::error::StoreError;
 pub(crate) use align::{Aligner, Offer};
 pub use coordinator::Request;
 pub(crate) use coordinator::{Ack, Coordinator, Participants};
 pub(crate) use manifest::GeneratorState;
 pub use manifest::{Manifest, OperatorEntry, SinkEntry, SourceEntry, SourcePosition, StateEntry};
 pub use recovery::{check_compatible, find_restore, restore_state, Restore};
-pub use crate::error::StoreError;
 pub use store::{read_manifest, verify, Listed, ManifestError, Store};
 pub use validate::InvalidManifest;

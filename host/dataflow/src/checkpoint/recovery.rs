@@ -22,13 +22,22 @@ pub struct Restore {
 /// Find the checkpoint to restore: `from` if given, else the newest
 /// complete, intact checkpoint of the store (falling back past corrupt
 /// ones, saying so). `None` for a fresh start.
-pub fn find_restore(store: &Store, from: Option<&Path>, limit: Option<(u64, &str)>) -> Result<Option<Restore>, DataflowError> {
+pub fn find_restore(
+    store: &Store,
+    from: Option<&Path>,
+    limit: Option<(u64, &str)>,
+) -> Result<Option<Restore>, DataflowError> {
     if let Some(dir) = from {
-        let manifest = verify(dir).map_err(|e| DataflowError::Checkpoint(format!("cannot restore from {}: {e}", dir.display())))?;
+        let manifest = verify(dir).map_err(|e| {
+            DataflowError::Checkpoint(format!("cannot restore from {}: {e}", dir.display()))
+        })?;
         if let Some((point, sink)) = limit.filter(|(p, _)| manifest.id > *p) {
             tracing::warn!("restoring checkpoint {} as asked, but sink `{sink}` committed only up to checkpoint {point}: the output of the checkpoints in between is lost", manifest.id);
         }
-        return Ok(Some(Restore { dir: dir.to_path_buf(), manifest }));
+        return Ok(Some(Restore {
+            dir: dir.to_path_buf(),
+            manifest,
+        }));
     }
     for l in store.list() {
         if let Some((point, sink)) = limit.filter(|(p, _)| l.id > *p) {
@@ -46,9 +55,15 @@ pub fn find_restore(store: &Store, from: Option<&Path>, limit: Option<(u64, &str
                 if let Some((point, sink)) = limit.filter(|(p, _)| manifest.id < *p) {
                     tracing::warn!("sink `{sink}` committed checkpoint {point}, which is gone; restoring checkpoint {}: its output after that checkpoint is written again", manifest.id);
                 }
-                return Ok(Some(Restore { dir: l.dir, manifest }));
+                return Ok(Some(Restore {
+                    dir: l.dir,
+                    manifest,
+                }));
             }
-            Err(e) => tracing::warn!("checkpoint {} is unusable: {e}; falling back to the previous checkpoint", l.id),
+            Err(e) => tracing::warn!(
+                "checkpoint {} is unusable: {e}; falling back to the previous checkpoint",
+                l.id
+            ),
         }
     }
     Ok(None)
@@ -56,7 +71,11 @@ pub fn find_restore(store: &Store, from: Option<&Path>, limit: Option<(u64, &str
 
 /// Check that `pipeline` can continue from `manifest`; `allow_drop` lets it
 /// drop the state of operators it no longer has.
-pub fn check_compatible(pipeline: &Pipeline, manifest: &Manifest, allow_drop: bool) -> Result<(), DataflowError> {
+pub fn check_compatible(
+    pipeline: &Pipeline,
+    manifest: &Manifest,
+    allow_drop: bool,
+) -> Result<(), DataflowError> {
     for old in manifest.operators.iter().filter(|o| o.keyed) {
         let problem = match pipeline.operator(&old.name) {
             None => Some(format!("operator `{}` has keyed state in checkpoint {} but is not in the pipeline any more", old.name, manifest.id)),
@@ -91,7 +110,9 @@ pub fn check_compatible(pipeline: &Pipeline, manifest: &Manifest, allow_drop: bo
 pub fn restore_state(restore: &Restore, db: &Path) -> Result<(), DataflowError> {
     if let Some(state) = &restore.manifest.state {
         let (own, shared) = state_dirs(&restore.dir);
-        restore_snapshot(&state.files, &own, &shared, db).map_err(|e| DataflowError::Checkpoint(format!("restoring checkpoint {}: {e}", restore.manifest.id)))?;
+        restore_snapshot(&state.files, &own, &shared, db).map_err(|e| {
+            DataflowError::Checkpoint(format!("restoring checkpoint {}: {e}", restore.manifest.id))
+        })?;
     }
     Ok(())
 }

@@ -40,7 +40,6 @@ pub enum ManifestError {
     StateFiles(String),
 }
 
-
 /// Where a pipeline's checkpoints live.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -60,13 +59,20 @@ pub struct Listed {
 }
 
 pub(super) fn io_err(path: &Path, source: std::io::Error) -> StoreError {
-    StoreError::Io { path: path.to_path_buf(), source }
+    StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl Store {
     /// The store of `pipeline` with these settings.
     pub fn of(pipeline: &Pipeline, state_dir: &Path) -> Store {
-        let root = pipeline.checkpoints.dir.clone().unwrap_or_else(|| state_dir.join(&pipeline.name).join("checkpoints"));
+        let root = pipeline
+            .checkpoints
+            .dir
+            .clone()
+            .unwrap_or_else(|| state_dir.join(&pipeline.name).join("checkpoints"));
         Store { root }
     }
 
@@ -93,11 +99,20 @@ impl Store {
     /// and its checksum matches.
     pub fn list(&self) -> Vec<Listed> {
         let mut out = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&self.root) else { return out };
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return out;
+        };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()) {
-                out.push(Listed { dir: e.path(), id, manifest: read_manifest(&e.path()) });
+            if let Some(id) = name
+                .strip_prefix("chk-")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                out.push(Listed {
+                    dir: e.path(),
+                    id,
+                    manifest: read_manifest(&e.path()),
+                });
             }
         }
         out.sort_by_key(|l| std::cmp::Reverse(l.id));
@@ -107,11 +122,17 @@ impl Store {
     /// Savepoints, newest first.
     pub fn list_savepoints(&self) -> Vec<Listed> {
         let mut out = Vec::new();
-        let Ok(entries) = std::fs::read_dir(self.savepoints()) else { return out };
+        let Ok(entries) = std::fs::read_dir(self.savepoints()) else {
+            return out;
+        };
         for e in entries.flatten() {
             let manifest = read_manifest(&e.path());
             let id = manifest.as_ref().map_or(0, |m| m.id);
-            out.push(Listed { dir: e.path(), id, manifest });
+            out.push(Listed {
+                dir: e.path(),
+                id,
+                manifest,
+            });
         }
         out.sort_by(|a, b| b.dir.cmp(&a.dir));
         out
@@ -157,7 +178,11 @@ impl Store {
             };
             if keep_it {
                 if let Ok(m) = &l.manifest {
-                    referenced.extend(m.state.iter().flat_map(|s| s.files.iter().filter(|f| f.shared).map(|f| f.hash.clone())));
+                    referenced.extend(
+                        m.state.iter().flat_map(|s| {
+                            s.files.iter().filter(|f| f.shared).map(|f| f.hash.clone())
+                        }),
+                    );
                 }
             } else {
                 let _ = std::fs::remove_dir_all(&l.dir);
@@ -169,7 +194,12 @@ impl Store {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let hash = name.trim_end_matches(".sst").to_string();
-                let old = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > Duration::from_secs(60));
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > Duration::from_secs(60));
                 if !referenced.contains(&hash) && old {
                     let _ = std::fs::remove_file(e.path());
                 }
@@ -180,21 +210,27 @@ impl Store {
     /// Copy checkpoint `manifest` into a self-contained savepoint directory.
     pub fn savepoint(&self, manifest: &Manifest) -> Result<PathBuf, StoreError> {
         let stamp = chrono_stamp();
-        let dest = self.savepoints().join(format!("sp-{}-{stamp}", manifest.id));
+        let dest = self
+            .savepoints()
+            .join(format!("sp-{}-{stamp}", manifest.id));
         let src = self.dir(manifest.id);
         std::fs::create_dir_all(dest.join("db")).map_err(|e| io_err(&dest, e))?;
         std::fs::create_dir_all(dest.join("shared")).map_err(|e| io_err(&dest, e))?;
         if let Some(state) = &manifest.state {
             for f in &state.files {
                 let (from, to) = if f.shared {
-                    (self.shared().join(format!("{}.sst", f.hash)), dest.join("shared").join(format!("{}.sst", f.hash)))
+                    (
+                        self.shared().join(format!("{}.sst", f.hash)),
+                        dest.join("shared").join(format!("{}.sst", f.hash)),
+                    )
                 } else {
                     (src.join("db").join(&f.name), dest.join("db").join(&f.name))
                 };
                 std::fs::copy(&from, &to).map_err(|e| io_err(&from, e))?;
             }
         }
-        std::fs::copy(src.join("manifest.json"), dest.join("manifest.json")).map_err(|e| io_err(&src, e))?;
+        std::fs::copy(src.join("manifest.json"), dest.join("manifest.json"))
+            .map_err(|e| io_err(&src, e))?;
         Ok(dest)
     }
 }
@@ -223,7 +259,11 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, ManifestError> {
 /// Where the state files of a checkpoint or savepoint at `dir` are.
 pub(super) fn state_dirs(dir: &Path) -> (PathBuf, PathBuf) {
     let own = dir.join("db");
-    let shared = if dir.join("shared").is_dir() { dir.join("shared") } else { dir.parent().unwrap_or(dir).join("shared") };
+    let shared = if dir.join("shared").is_dir() {
+        dir.join("shared")
+    } else {
+        dir.parent().unwrap_or(dir).join("shared")
+    };
     (own, shared)
 }
 

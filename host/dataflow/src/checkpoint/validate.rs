@@ -70,15 +70,17 @@ pub enum InvalidManifest {
 /// the entry and what is wrong with it.
 pub(crate) fn check(m: &Manifest) -> Result<(), InvalidManifest> {
     if let Some(state) = &m.state {
-        sluice_state::restore_paths::check_snapshot_files(&state.files).map_err(InvalidManifest::StateFile)?;
+        sluice_state::restore_paths::check_snapshot_files(&state.files)
+            .map_err(InvalidManifest::StateFile)?;
     }
     for op in &m.operators {
-        let entry = |what: &'static str, value: &str, problem: &'static str| InvalidManifest::Operator {
-            operator: op.name.chars().take(80).collect(),
-            what,
-            shown: value.chars().take(80).collect(),
-            problem,
-        };
+        let entry =
+            |what: &'static str, value: &str, problem: &'static str| InvalidManifest::Operator {
+                operator: op.name.chars().take(80).collect(),
+                what,
+                shown: value.chars().take(80).collect(),
+                problem,
+            };
         if !op.plugin_digest.is_empty() {
             if let Some(p) = sha256_problem(&op.plugin_digest) {
                 return Err(entry("plugin_digest", &op.plugin_digest, p));

@@ -36,7 +36,6 @@ pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// Time a client has to take the answer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-
 /// A running admin endpoint; stops when dropped.
 pub(crate) struct AdminServer {
     addr: SocketAddr,
@@ -54,17 +53,33 @@ struct Context {
 impl AdminServer {
     /// Listen on `addr` (loopback) for the pipeline named `pipeline`,
     /// accepting `token`.
-    pub(crate) fn start(addr: SocketAddr, pipeline: String, control: ControlDir, token: String) -> Result<Self, AdminError> {
+    pub(crate) fn start(
+        addr: SocketAddr,
+        pipeline: String,
+        control: ControlDir,
+        token: String,
+    ) -> Result<Self, AdminError> {
         if !addr.ip().is_loopback() {
             return Err(AdminError::NotLoopback { addr });
         }
         let listener = TcpListener::bind(addr).map_err(|source| AdminError::Io { addr, source })?;
-        let addr = listener.local_addr().map_err(|source| AdminError::Io { addr, source })?;
-        let context = Arc::new(Context { pipeline, control, token });
+        let addr = listener
+            .local_addr()
+            .map_err(|source| AdminError::Io { addr, source })?;
+        let context = Arc::new(Context {
+            pipeline,
+            control,
+            token,
+        });
         let stopping = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::sync_channel::<TcpStream>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
-        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| std::thread::Builder::new().name(name).spawn(f).map_err(|source| AdminError::Io { addr, source });
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(|source| AdminError::Io { addr, source })
+        };
         for i in 0..WORKERS {
             let (rx, context, stop) = (rx.clone(), context.clone(), stopping.clone());
             // Not joined: a worker ends with its connection (within the
@@ -96,13 +111,22 @@ impl AdminServer {
                     };
                     if let Err(mpsc::TrySendError::Full(stream)) = tx.try_send(stream) {
                         let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-                        respond(&stream, 503, &error_body("the admin endpoint is busy; try again"), false);
+                        respond(
+                            &stream,
+                            503,
+                            &error_body("the admin endpoint is busy; try again"),
+                            false,
+                        );
                     }
                 }
             }),
         )?;
         tracing::info!("admin endpoint on http://{addr} (POST /commands, GET /commands/<id>; bearer token required)");
-        Ok(AdminServer { addr, stopping, accept: Some(accept) })
+        Ok(AdminServer {
+            addr,
+            stopping,
+            accept: Some(accept),
+        })
     }
 }
 
@@ -157,23 +181,48 @@ fn respond(mut stream: &TcpStream, code: u16, body: &str, challenge: bool) {
         503 => "Service Unavailable",
         _ => "Internal Server Error",
     };
-    let challenge = if challenge { "WWW-Authenticate: Bearer\r\n" } else { "" };
+    let challenge = if challenge {
+        "WWW-Authenticate: Bearer\r\n"
+    } else {
+        ""
+    };
     let head = format!("HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{challenge}Connection: close\r\n\r\n", body.len());
-    let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body.as_bytes())).and_then(|_| stream.flush());
+    let _ = stream
+        .write_all(head.as_bytes())
+        .and_then(|_| stream.write_all(body.as_bytes()))
+        .and_then(|_| stream.flush());
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 /// Read into `buf` before `deadline`; the number of bytes (0 at the end).
-fn read_some(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<usize, (u16, String)> {
-    let timeout = || (408, format!("the request did not arrive within {REQUEST_DEADLINE:?}"));
+fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<usize, (u16, String)> {
+    let timeout = || {
+        (
+            408,
+            format!("the request did not arrive within {REQUEST_DEADLINE:?}"),
+        )
+    };
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(timeout());
     }
-    stream.set_read_timeout(Some(left)).map_err(|e| (500, e.to_string()))?;
+    stream
+        .set_read_timeout(Some(left))
+        .map_err(|e| (500, e.to_string()))?;
     match stream.read(buf) {
         Ok(n) => Ok(n),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Err(timeout()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(timeout())
+        }
         Err(e) => Err((400, format!("reading the request: {e}"))),
     }
 }
@@ -187,55 +236,92 @@ fn read_request(stream: &mut TcpStream, deadline: Instant) -> Result<Request, (u
             break i;
         }
         if buf.len() > MAX_HEAD {
-            return Err((431, format!("the request head is larger than {MAX_HEAD} bytes")));
+            return Err((
+                431,
+                format!("the request head is larger than {MAX_HEAD} bytes"),
+            ));
         }
         let n = read_some(stream, &mut chunk, deadline)?;
         if n == 0 {
-            return Err((400, "the connection closed before the request was complete".into()));
+            return Err((
+                400,
+                "the connection closed before the request was complete".into(),
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
     };
-    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| (400, "the request head is not UTF-8".to_string()))?;
+    let head = std::str::from_utf8(&buf[..head_end])
+        .map_err(|_| (400, "the request head is not UTF-8".to_string()))?;
     let mut lines = head.split("\r\n");
     let mut first = lines.next().unwrap_or("").split(' ');
-    let (method, path) = (first.next().unwrap_or("").to_string(), first.next().unwrap_or("").to_string());
+    let (method, path) = (
+        first.next().unwrap_or("").to_string(),
+        first.next().unwrap_or("").to_string(),
+    );
     let mut length = 0usize;
     let mut authorization = None;
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            length = value.parse().map_err(|_| (400, format!("Content-Length `{value}` is not a number")))?;
+            length = value
+                .parse()
+                .map_err(|_| (400, format!("Content-Length `{value}` is not a number")))?;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err((411, "send the body with a Content-Length (no chunked encoding)".into()));
+            return Err((
+                411,
+                "send the body with a Content-Length (no chunked encoding)".into(),
+            ));
         } else if name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value.to_string());
         }
     }
     if length > MAX_BODY {
-        return Err((413, format!("the body is larger than {MAX_BODY} bytes; a command is small")));
+        return Err((
+            413,
+            format!("the body is larger than {MAX_BODY} bytes; a command is small"),
+        ));
     }
     let mut body = buf[head_end + 4..].to_vec();
     while body.len() < length {
         let n = read_some(stream, &mut chunk, deadline)?;
         if n == 0 {
-            return Err((400, "the connection closed before the body was complete".into()));
+            return Err((
+                400,
+                "the connection closed before the body was complete".into(),
+            ));
         }
         body.extend_from_slice(&chunk[..n]);
     }
     body.truncate(length);
-    Ok(Request { method, path, authorization, body })
+    Ok(Request {
+        method,
+        path,
+        authorization,
+        body,
+    })
 }
 
 fn handle(request: &Request, context: &Context) -> (u16, String) {
-    match (request.method.as_str(), request.path.strip_prefix("/commands")) {
+    match (
+        request.method.as_str(),
+        request.path.strip_prefix("/commands"),
+    ) {
         ("POST", Some("" | "/")) => {
             let command: Command = match serde_json::from_slice(&request.body) {
                 Ok(c) => c,
                 Err(e) => return (400, error_body(&format!("not a command: {e}"))),
             };
             if command.pipeline != context.pipeline {
-                return (400, error_body(&format!("this endpoint serves pipeline `{}`, not `{}`", context.pipeline, command.pipeline)));
+                return (
+                    400,
+                    error_body(&format!(
+                        "this endpoint serves pipeline `{}`, not `{}`",
+                        context.pipeline, command.pipeline
+                    )),
+                );
             }
             match context.control.submit(&command) {
                 Ok(_) => (202, serde_json::json!({ "id": command.id }).to_string()),

@@ -97,15 +97,32 @@ impl std::fmt::Display for SourceAt {
         if self.splits.is_empty() {
             return write!(f, "{} records", self.records);
         }
-        let splits: Vec<String> = self.splits.iter().map(|(s, o)| format!("{s}@{o}")).collect();
-        write!(f, "{} records (next offsets {})", self.records, splits.join(", "))
+        let splits: Vec<String> = self
+            .splits
+            .iter()
+            .map(|(s, o)| format!("{s}@{o}"))
+            .collect();
+        write!(
+            f,
+            "{} records (next offsets {})",
+            self.records,
+            splits.join(", ")
+        )
     }
 }
 
 impl Outcome {
     /// An outcome of `command`, with nothing more said yet.
     pub fn of(command: &Command, status: Status) -> Outcome {
-        Outcome { id: command.id.clone(), status, operator: command.operator.clone(), digest: None, checkpoint: None, reason: None, after: BTreeMap::new() }
+        Outcome {
+            id: command.id.clone(),
+            status,
+            operator: command.operator.clone(),
+            digest: None,
+            checkpoint: None,
+            reason: None,
+            after: BTreeMap::new(),
+        }
     }
 
     /// Whether nothing more will happen to the command.

@@ -12,13 +12,13 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use sluice_config::Pipeline;
-use sluice_types::metrics::Metrics;
 use sluice_runtime::{CallError, LoadError, Plugin, Runtime};
+use sluice_types::metrics::Metrics;
 
 use super::command::Command;
 use super::dir::{sha256_hex, ControlDir};
-use crate::error::ControlDirError;
 use super::fetch::{FetchError, FetchPolicy};
+use crate::error::ControlDirError;
 use crate::plugins::{instance_config, load_operator, THREAD_STACK_BYTES};
 
 /// Deploys waiting for the worker, at most.
@@ -55,7 +55,9 @@ pub(crate) enum DeployError {
     NoRuntime,
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error("the new plugin failed to start or to migrate the state; the old one keeps running: {0}")]
+    #[error(
+        "the new plugin failed to start or to migrate the state; the old one keeps running: {0}"
+    )]
     Start(CallError),
     #[error("preparing the deploy of operator `{operator}` failed unexpectedly (see the log); nothing changed")]
     Panicked { operator: String },
@@ -80,29 +82,46 @@ impl Preparer {
     pub(crate) fn start(context: DeployContext) -> Preparer {
         let (jobs, queue) = mpsc::sync_channel::<(Command, Origin)>(QUEUE);
         let (finished, done) = mpsc::channel();
-        let spawned = std::thread::Builder::new().name("sluice-deploys".into()).stack_size(THREAD_STACK_BYTES).spawn(move || {
-            for (command, origin) in queue {
-                // A panic must not leave the command (and its operator) waiting forever.
-                let prepared =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(&context, &command))).unwrap_or_else(|_| Err(DeployError::Panicked { operator: command.operator.clone() }));
-                if finished.send((command, origin, prepared)).is_err() {
-                    return;
+        let spawned = std::thread::Builder::new()
+            .name("sluice-deploys".into())
+            .stack_size(THREAD_STACK_BYTES)
+            .spawn(move || {
+                for (command, origin) in queue {
+                    // A panic must not leave the command (and its operator) waiting forever.
+                    let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        prepare(&context, &command)
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(DeployError::Panicked {
+                            operator: command.operator.clone(),
+                        })
+                    });
+                    if finished.send((command, origin, prepared)).is_err() {
+                        return;
+                    }
                 }
-            }
-        });
+            });
         let jobs = match spawned {
             Ok(_) => Some(jobs),
             Err(e) => {
-                tracing::error!("control: cannot start the deploy worker ({e}); deploys are rejected");
+                tracing::error!(
+                    "control: cannot start the deploy worker ({e}); deploys are rejected"
+                );
                 None
             }
         };
-        Preparer { jobs, done, busy: HashMap::new() }
+        Preparer {
+            jobs,
+            done,
+            busy: HashMap::new(),
+        }
     }
 
     /// Queue `command`; gives it back if the queue is full (try later).
     pub(crate) fn submit(&mut self, command: Command, origin: Origin) -> Option<(Command, Origin)> {
-        let Some(jobs) = &self.jobs else { return Some((command, origin)) };
+        let Some(jobs) = &self.jobs else {
+            return Some((command, origin));
+        };
         let (id, operator) = (command.id.clone(), command.operator.clone());
         match jobs.try_send((command, origin)) {
             Ok(()) => {
@@ -142,10 +161,16 @@ impl Preparer {
 fn prepare(context: &DeployContext, command: &Command) -> Prepared {
     let pipeline = &context.pipeline;
     if command.pipeline != pipeline.name {
-        return Err(DeployError::OtherPipeline { command: command.pipeline.clone(), this: pipeline.name.clone() });
+        return Err(DeployError::OtherPipeline {
+            command: command.pipeline.clone(),
+            this: pipeline.name.clone(),
+        });
     }
     let Some(op) = pipeline.operator(&command.operator) else {
-        return Err(DeployError::NoOperator { pipeline: pipeline.name.clone(), operator: command.operator.clone() });
+        return Err(DeployError::NoOperator {
+            pipeline: pipeline.name.clone(),
+            operator: command.operator.clone(),
+        });
     };
     let (Some(path), Some(want)) = (&command.plugin, &command.sha256) else {
         return Err(DeployError::Incomplete);
@@ -157,7 +182,10 @@ fn prepare(context: &DeployContext, command: &Command) -> Prepared {
     let digest = sha256_hex(&bytes);
     if !digest.eq_ignore_ascii_case(want.trim_start_matches("sha256:")) {
         // Never the actual digest: it would reveal a file the sender may not read.
-        return Err(DeployError::Digest { path: path.clone(), want: want.clone() });
+        return Err(DeployError::Digest {
+            path: path.clone(),
+            want: want.clone(),
+        });
     }
     let stored = context.control.store_plugin(&digest, &bytes)?;
     let Some(runtime) = &context.runtime else {
@@ -171,6 +199,8 @@ fn prepare(context: &DeployContext, command: &Command) -> Prepared {
     let plugin = load_operator(runtime, &spec)?;
     // Start it once here, without state, so that a plugin whose `init`
     // fails (or refuses its params) is rejected before any subtask switches.
-    plugin.instantiate(instance_config(&spec, 0), None, context.metrics.clone()).map_err(DeployError::Start)?;
+    plugin
+        .instantiate(instance_config(&spec, 0), None, context.metrics.clone())
+        .map_err(DeployError::Start)?;
     Ok((plugin, digest))
 }

@@ -11,7 +11,6 @@ use super::command::{Command, Outcome};
 use crate::error::ControlDirError;
 use crate::private;
 
-
 /// Where a pipeline's control files are (under its checkpoint store).
 #[derive(Clone, Debug)]
 pub struct ControlDir {
@@ -21,7 +20,9 @@ pub struct ControlDir {
 impl ControlDir {
     /// The control directory below a checkpoint store's root.
     pub fn new(store_root: &Path) -> Self {
-        ControlDir { root: store_root.join("control") }
+        ControlDir {
+            root: store_root.join("control"),
+        }
     }
 
     /// Where commands are dropped.
@@ -31,7 +32,9 @@ impl ControlDir {
 
     /// The outcome file of command `id`.
     pub fn result(&self, id: &str) -> PathBuf {
-        self.root.join("results").join(format!("{}.json", sanitize(id)))
+        self.root
+            .join("results")
+            .join(format!("{}.json", sanitize(id)))
     }
 
     /// The plugin store: deployed components by digest.
@@ -53,7 +56,10 @@ impl ControlDir {
     /// narrow them if an older version left them open to other users).
     pub fn secure(&self) -> Result<(), ControlDirError> {
         for dir in [self.root.clone(), self.plugins()] {
-            private::create_dir(&dir).map_err(|source| ControlDirError::Secure { dir: dir.clone(), source })?;
+            private::create_dir(&dir).map_err(|source| ControlDirError::Secure {
+                dir: dir.clone(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -72,13 +78,18 @@ impl ControlDir {
     pub fn submit(&self, command: &Command) -> Result<PathBuf, ControlDirError> {
         let path = self.root.join(format!("{}.json", sanitize(&command.id)));
         let bytes = serde_json::to_vec_pretty(command).map_err(ControlDirError::Encode)?;
-        private::write_atomic(&path, &bytes).map_err(|source| ControlDirError::Write { path: path.clone(), source })?;
+        private::write_atomic(&path, &bytes).map_err(|source| ControlDirError::Write {
+            path: path.clone(),
+            source,
+        })?;
         Ok(path)
     }
 
     /// The outcome of command `id`, if there is one.
     pub fn read(&self, id: &str) -> Option<Outcome> {
-        private::read_regular(&self.result(id), MAX_COMMAND_BYTES).ok().and_then(|t| serde_json::from_slice(&t).ok())
+        private::read_regular(&self.result(id), MAX_COMMAND_BYTES)
+            .ok()
+            .and_then(|t| serde_json::from_slice(&t).ok())
     }
 }
 
@@ -112,7 +123,10 @@ impl ControlDir {
 
     /// The deploy history (empty if none yet).
     pub fn history(&self) -> History {
-        std::fs::read_to_string(self.history_file()).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+        std::fs::read_to_string(self.history_file())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
     }
 
     /// Replace the deploy history, atomically.
@@ -128,7 +142,10 @@ impl ControlDir {
     pub fn store_plugin(&self, digest: &str, bytes: &[u8]) -> Result<PathBuf, ControlDirError> {
         let stored = self.plugin(digest);
         if !stored.is_file() {
-            private::write_atomic(&stored, bytes).map_err(|source| ControlDirError::Store { path: stored.clone(), source })?;
+            private::write_atomic(&stored, bytes).map_err(|source| ControlDirError::Store {
+                path: stored.clone(),
+                source,
+            })?;
         }
         Ok(stored)
     }
@@ -146,7 +163,12 @@ pub struct DirectorySource {
 impl DirectorySource {
     /// Watch `control`'s command folder.
     pub fn new(control: &ControlDir) -> Self {
-        DirectorySource { dir: control.commands().to_path_buf(), delivered: HashMap::new(), seen: Default::default(), next: 0 }
+        DirectorySource {
+            dir: control.commands().to_path_buf(),
+            delivered: HashMap::new(),
+            seen: Default::default(),
+            next: 0,
+        }
     }
 }
 
@@ -156,8 +178,14 @@ impl sluice_types::ControlSource for DirectorySource {
     }
 
     fn poll(&mut self) -> Result<Vec<(u64, Vec<u8>)>, sluice_types::ConnectorError> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Ok(Vec::new()) };
-        let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json") && !self.seen.contains(p)).collect();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(Vec::new());
+        };
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json") && !self.seen.contains(p))
+            .collect();
         // Oldest first (names made by the CLI sort by time only within one id scheme).
         files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
         let mut out = Vec::new();
@@ -168,7 +196,10 @@ impl sluice_types::ControlSource for DirectorySource {
                 Ok(b) => b,
                 Err(private::ReadError::Io(_)) => continue,
                 Err(e) => {
-                    tracing::warn!("control: ignoring {}: {e} (a command is a small JSON file)", file.display());
+                    tracing::warn!(
+                        "control: ignoring {}: {e} (a command is a small JSON file)",
+                        file.display()
+                    );
                     self.seen.insert(file);
                     continue;
                 }
@@ -181,7 +212,12 @@ impl sluice_types::ControlSource for DirectorySource {
         Ok(out)
     }
 
-    fn settle(&mut self, token: u64, _id: &str, _outcome: &[u8]) -> Result<(), sluice_types::ConnectorError> {
+    fn settle(
+        &mut self,
+        token: u64,
+        _id: &str,
+        _outcome: &[u8],
+    ) -> Result<(), sluice_types::ConnectorError> {
         if let Some(file) = self.delivered.remove(&token) {
             let _ = std::fs::remove_file(&file);
             self.seen.remove(&file);
@@ -195,7 +231,15 @@ const MAX_COMMAND_BYTES: u64 = 1 << 20;
 
 /// Ids become file names: keep them to a safe alphabet.
 fn sanitize(id: &str) -> String {
-    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The sha256 of `bytes`, hex.

@@ -38,8 +38,8 @@ mod fetch;
 mod swap;
 pub mod token;
 
+pub use crate::error::{AdminError, ControlDirError};
 pub(crate) use admin::AdminServer;
 pub use command::{Action, Command, Outcome, SourceAt, Status};
-pub use crate::error::{AdminError, ControlDirError};
 pub use dir::{sha256_hex, ControlDir, DirectorySource, History, Version};
 pub(crate) use swap::{Completed, Plan, Running, SwapController, Swaps};

@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use sluice_config::Pipeline;
+use sluice_runtime::{now_ms, Plugin, Runtime};
 use sluice_types::metrics::Metrics;
 use sluice_types::ControlSource;
-use sluice_runtime::{now_ms, Plugin, Runtime};
 
 use super::command::{Action, Command, Outcome, SourceAt, Status};
 use super::deploy::{DeployContext, Preparer};
@@ -57,18 +57,25 @@ const VERDICT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 impl Swaps {
     /// Swaps of a run that stops with `stop`.
     pub(crate) fn new(stop: StopHandle) -> Self {
-        Swaps { stop, ..Swaps::default() }
+        Swaps {
+            stop,
+            ..Swaps::default()
+        }
     }
 
     /// The input has ended: release every pause (and every later one).
     pub(crate) fn release_all(&self) {
-        self.released.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.released
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Every subtask of `operator` prepared its swap at barrier `at`: all
     /// switch (`ok`), or all keep the old plugin.
     pub(crate) fn decide(&self, operator: &str, at: u64, ok: bool) {
-        self.verdicts.lock().unwrap_or_else(|p| p.into_inner()).insert(operator.to_string(), (at, ok));
+        self.verdicts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(operator.to_string(), (at, ok));
         self.decided.notify_all();
     }
 
@@ -88,24 +95,46 @@ impl Swaps {
                 tracing::error!(operator, "no verdict on the swap at checkpoint {at} within {VERDICT_WAIT:?}; keeping the running plugin");
                 return false;
             }
-            verdicts = self.decided.wait_timeout(verdicts, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            verdicts = self
+                .decided
+                .wait_timeout(verdicts, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
     /// Operator `operator` switches to `plugin` at barrier `at`.
-    pub(crate) fn plan(&self, operator: &str, at: u64, plugin: Arc<Plugin>, params: Option<String>) {
-        self.planned.lock().unwrap_or_else(|p| p.into_inner()).insert(operator.to_string(), (at, Plan::Swap(plugin, params)));
+    pub(crate) fn plan(
+        &self,
+        operator: &str,
+        at: u64,
+        plugin: Arc<Plugin>,
+        params: Option<String>,
+    ) {
+        self.planned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(operator.to_string(), (at, Plan::Swap(plugin, params)));
     }
 
     /// Operator `operator` pauses after barrier `at`.
     pub(crate) fn plan_pause(&self, operator: &str, at: u64) {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).insert(operator.to_string());
-        self.planned.lock().unwrap_or_else(|p| p.into_inner()).insert(operator.to_string(), (at, Plan::Pause));
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(operator.to_string());
+        self.planned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(operator.to_string(), (at, Plan::Pause));
     }
 
     /// Release a paused operator; whether it was paused.
     pub(crate) fn resume(&self, operator: &str) -> bool {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(operator)
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(operator)
     }
 
     /// Whether `operator` is paused (or about to be). Never once the run
@@ -115,18 +144,27 @@ impl Swaps {
         if self.stop.stopped() || self.released.load(std::sync::atomic::Ordering::Relaxed) {
             return false;
         }
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).contains(operator)
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(operator)
     }
 
     /// What `operator` does at barrier `id`, if anything is planned.
     pub(crate) fn at(&self, operator: &str, id: u64) -> Option<Plan> {
         let planned = self.planned.lock().unwrap_or_else(|p| p.into_inner());
-        planned.get(operator).filter(|(at, _)| *at == id).map(|(_, p)| p.clone())
+        planned
+            .get(operator)
+            .filter(|(at, _)| *at == id)
+            .map(|(_, p)| p.clone())
     }
 
     /// Forget the plan of `operator` (applied, or given up).
     pub(crate) fn done(&self, operator: &str) {
-        self.planned.lock().unwrap_or_else(|p| p.into_inner()).remove(operator);
+        self.planned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(operator);
     }
 }
 
@@ -204,7 +242,15 @@ pub(crate) struct SwapController {
 
 impl SwapController {
     /// The controller of a run of `pipeline`, starting its deploy worker.
-    pub(crate) fn start(pipeline: &Pipeline, control: ControlDir, swaps: Arc<Swaps>, control_sources: Vec<Box<dyn ControlSource>>, running: Running, runtime: Option<Arc<Runtime>>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn start(
+        pipeline: &Pipeline,
+        control: ControlDir,
+        swaps: Arc<Swaps>,
+        control_sources: Vec<Box<dyn ControlSource>>,
+        running: Running,
+        runtime: Option<Arc<Runtime>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let preparer = Preparer::start(DeployContext {
             pipeline: pipeline.clone(),
             control: control.clone(),
@@ -214,7 +260,11 @@ impl SwapController {
         });
         SwapController {
             pipeline: pipeline.clone(),
-            operators: pipeline.operators.iter().map(|o| (o.name.clone(), o.parallelism as usize)).collect(),
+            operators: pipeline
+                .operators
+                .iter()
+                .map(|o| (o.name.clone(), o.parallelism as usize))
+                .collect(),
             control,
             swaps,
             preparer,
@@ -231,8 +281,17 @@ impl SwapController {
 
     /// What `operator` runs now, for a checkpoint's manifest.
     pub(crate) fn running(&self, operator: &str) -> RunningPlugin {
-        let (plugin, digest) = self.plugin_digests.get(operator).cloned().unwrap_or_default();
-        RunningPlugin { plugin, digest, deployed: self.deployed.get(operator).cloned(), deployed_params: self.deployed_params.get(operator).cloned() }
+        let (plugin, digest) = self
+            .plugin_digests
+            .get(operator)
+            .cloned()
+            .unwrap_or_default();
+        RunningPlugin {
+            plugin,
+            digest,
+            deployed: self.deployed.get(operator).cloned(),
+            deployed_params: self.deployed_params.get(operator).cloned(),
+        }
     }
 
     /// The input has ended: a paused operator must drain for the run to end.
@@ -242,7 +301,13 @@ impl SwapController {
 
     /// A newly deployed plugin of `name` failed its probation in `subtask`:
     /// roll it back.
-    pub(crate) fn unhealthy(&mut self, name: String, subtask: usize, digest: String, reason: String) {
+    pub(crate) fn unhealthy(
+        &mut self,
+        name: String,
+        subtask: usize,
+        digest: String,
+        reason: String,
+    ) {
         // Once per deployed version, through the control directory like any command.
         if self.deployed.get(&name) == Some(&digest) && !self.auto_rolled_back.contains(&digest) {
             self.auto_rolled_back.insert(digest.clone());
@@ -266,14 +331,22 @@ impl SwapController {
     /// Subtask `subtask` of `name` prepared its swap at barrier `id` (or
     /// failed to, with `error`).
     pub(crate) fn swapped(&mut self, name: String, subtask: usize, id: u64, error: Option<String>) {
-        if let Some(f) = self.in_flight.iter_mut().find(|f| f.command.operator == name && f.at == id) {
+        if let Some(f) = self
+            .in_flight
+            .iter_mut()
+            .find(|f| f.command.operator == name && f.at == id)
+        {
             f.swapped += 1;
             if let Some(e) = error {
                 f.errors.push(format!("subtask {subtask}: {e}"));
             }
             // The subtasks hold the barrier until all have
             // prepared: they switch together or not at all.
-            let parallelism = self.operators.iter().find(|(n, _)| *n == name).map_or(0, |(_, p)| *p);
+            let parallelism = self
+                .operators
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0, |(_, p)| *p);
             if f.swapped >= parallelism {
                 self.swaps.decide(&name, id, f.errors.is_empty());
             }
@@ -309,49 +382,104 @@ impl SwapController {
         for (command, (si, token), prepared) in self.preparer.finished() {
             match prepared {
                 Err(reason) => {
-                    let o = Outcome { digest: command.sha256.clone(), reason: Some(reason.to_string()), ..Outcome::of(&command, Status::Rejected) };
+                    let o = Outcome {
+                        digest: command.sha256.clone(),
+                        reason: Some(reason.to_string()),
+                        ..Outcome::of(&command, Status::Rejected)
+                    };
                     self.settle_command(si, token, &o);
                 }
-                Ok((plugin, digest)) => planned = Some(self.plan_deploy(command, (si, token), plugin, digest, next_id)),
+                Ok((plugin, digest)) => {
+                    planned = Some(self.plan_deploy(command, (si, token), plugin, digest, next_id))
+                }
             }
         }
         let mut later = VecDeque::new();
         while let Some((si, token, mut command)) = self.backlog.pop_front() {
-            if self.in_flight.iter().any(|f| f.command.id == command.id) || self.preparer.has(&command.id) {
+            if self.in_flight.iter().any(|f| f.command.id == command.id)
+                || self.preparer.has(&command.id)
+            {
                 continue;
             }
             // Idempotent: a command already settled is not applied again.
             if let Some(o) = self.control.read(&command.id).filter(|o| o.is_final()) {
-                tracing::info!("control: command `{}` was already handled; ignoring the repeat", command.id);
+                tracing::info!(
+                    "control: command `{}` was already handled; ignoring the repeat",
+                    command.id
+                );
                 self.settle_command(si, token, &o);
                 continue;
             }
             // One swap per operator at a time, in order: the next waits for this one.
-            let busy = |op: &str| self.in_flight.iter().any(|f| f.command.operator == op) || self.preparer.preparing(op) || later.iter().any(|(_, _, c): &(usize, u64, Command)| c.operator == op);
+            let busy = |op: &str| {
+                self.in_flight.iter().any(|f| f.command.operator == op)
+                    || self.preparer.preparing(op)
+                    || later
+                        .iter()
+                        .any(|(_, _, c): &(usize, u64, Command)| c.operator == op)
+            };
             if busy(&command.operator) {
                 later.push_back((si, token, command));
                 continue;
             }
-            let rejection = |command: &Command, reason: String| Outcome { digest: command.sha256.clone(), reason: Some(reason), ..Outcome::of(command, Status::Rejected) };
+            let rejection = |command: &Command, reason: String| Outcome {
+                digest: command.sha256.clone(),
+                reason: Some(reason),
+                ..Outcome::of(command, Status::Rejected)
+            };
             match command.action {
                 Action::Deploy => {}
-                Action::Pause | Action::Resume if self.pipeline.operator(&command.operator).is_none() => {
-                    let o = rejection(&command, format!("pipeline `{}` has no operator `{}`", self.pipeline.name, command.operator));
+                Action::Pause | Action::Resume
+                    if self.pipeline.operator(&command.operator).is_none() =>
+                {
+                    let o = rejection(
+                        &command,
+                        format!(
+                            "pipeline `{}` has no operator `{}`",
+                            self.pipeline.name, command.operator
+                        ),
+                    );
                     self.settle_command(si, token, &o);
                     continue;
                 }
                 Action::Pause if self.swaps.held(&command.operator) => {
-                    let o = rejection(&command, format!("operator `{}` is paused already", command.operator));
+                    let o = rejection(
+                        &command,
+                        format!("operator `{}` is paused already", command.operator),
+                    );
                     self.settle_command(si, token, &o);
                     continue;
                 }
                 Action::Pause => {
                     let at = next_id;
                     self.swaps.plan_pause(&command.operator, at);
-                    let digest = self.plugin_digests.get(&command.operator).map(|(_, d)| d.clone()).unwrap_or_default();
-                    tracing::info!("control: command `{}`: operator `{}` pauses after checkpoint {at}", command.id, command.operator);
-                    let previous = (self.plugin_digests.get(&command.operator).cloned().unwrap_or_default(), self.deployed.get(&command.operator).cloned());
-                    self.accept(InFlight { command, source: si, token, at, digest, previous, swapped: 0, errors: Vec::new() });
+                    let digest = self
+                        .plugin_digests
+                        .get(&command.operator)
+                        .map(|(_, d)| d.clone())
+                        .unwrap_or_default();
+                    tracing::info!(
+                        "control: command `{}`: operator `{}` pauses after checkpoint {at}",
+                        command.id,
+                        command.operator
+                    );
+                    let previous = (
+                        self.plugin_digests
+                            .get(&command.operator)
+                            .cloned()
+                            .unwrap_or_default(),
+                        self.deployed.get(&command.operator).cloned(),
+                    );
+                    self.accept(InFlight {
+                        command,
+                        source: si,
+                        token,
+                        at,
+                        digest,
+                        previous,
+                        swapped: 0,
+                        errors: Vec::new(),
+                    });
                     planned = Some(at);
                     continue;
                 }
@@ -359,7 +487,10 @@ impl SwapController {
                     let o = if self.swaps.resume(&command.operator) {
                         Outcome::of(&command, Status::Applied)
                     } else {
-                        rejection(&command, format!("operator `{}` is not paused", command.operator))
+                        rejection(
+                            &command,
+                            format!("operator `{}` is not paused", command.operator),
+                        )
                     };
                     self.settle_command(si, token, &o);
                     continue;
@@ -369,13 +500,24 @@ impl SwapController {
                         command.plugin = Some(self.control.plugin(&digest));
                         command.sha256 = Some(digest);
                         // The params that version ran with (the file's, if none were deployed).
-                        command.params = Some(match params.and_then(|p| serde_json::from_str(&p).ok()) {
-                            Some(p) => p,
-                            None => self.pipeline.operator(&command.operator).map(|o| o.params.clone()).unwrap_or_default(),
-                        });
+                        command.params =
+                            Some(match params.and_then(|p| serde_json::from_str(&p).ok()) {
+                                Some(p) => p,
+                                None => self
+                                    .pipeline
+                                    .operator(&command.operator)
+                                    .map(|o| o.params.clone())
+                                    .unwrap_or_default(),
+                            });
                     }
                     None => {
-                        let o = rejection(&command, format!("operator `{}` has no earlier version to roll back to", command.operator));
+                        let o = rejection(
+                            &command,
+                            format!(
+                                "operator `{}` has no earlier version to roll back to",
+                                command.operator
+                            ),
+                        );
                         self.settle_command(si, token, &o);
                         continue;
                     }
@@ -384,7 +526,10 @@ impl SwapController {
             // Fetched, checked and compiled by the worker, off this thread:
             // a slow URL or a big component must not hold up checkpoints.
             if !self.preparer.available() {
-                let o = rejection(&command, "this run cannot prepare deploys (its deploy worker did not start)".into());
+                let o = rejection(
+                    &command,
+                    "this run cannot prepare deploys (its deploy worker did not start)".into(),
+                );
                 self.settle_command(si, token, &o);
                 continue;
             }
@@ -398,11 +543,27 @@ impl SwapController {
 
     /// Plan a prepared deploy at barrier `at` (the next checkpoint not yet
     /// triggered); returns it.
-    fn plan_deploy(&mut self, command: Command, (si, token): (usize, u64), plugin: Arc<Plugin>, digest: String, at: u64) -> u64 {
+    fn plan_deploy(
+        &mut self,
+        command: Command,
+        (si, token): (usize, u64),
+        plugin: Arc<Plugin>,
+        digest: String,
+        at: u64,
+    ) -> u64 {
         let name = command.operator.clone();
-        let file_name = plugin.info().path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        let previous = (self.plugin_digests.get(&name).cloned().unwrap_or_default(), self.deployed.get(&name).cloned());
-        self.plugin_digests.insert(name.clone(), (file_name, digest.clone()));
+        let file_name = plugin
+            .info()
+            .path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let previous = (
+            self.plugin_digests.get(&name).cloned().unwrap_or_default(),
+            self.deployed.get(&name).cloned(),
+        );
+        self.plugin_digests
+            .insert(name.clone(), (file_name, digest.clone()));
         self.deployed.insert(name.clone(), digest.clone());
         let params = command.params.as_ref().map(|p| p.to_string());
         match &params {
@@ -411,23 +572,43 @@ impl SwapController {
         };
         self.swaps.plan(&name, at, plugin, params);
         tracing::info!("control: command `{}` ({}): operator `{name}` switches to sha256:{} at checkpoint {at}", command.id, self.control_sources[si].describe(), &digest[..12.min(digest.len())]);
-        self.accept(InFlight { command, source: si, token, at, digest, previous, swapped: 0, errors: Vec::new() });
+        self.accept(InFlight {
+            command,
+            source: si,
+            token,
+            at,
+            digest,
+            previous,
+            swapped: 0,
+            errors: Vec::new(),
+        });
         at
     }
 
     /// A command takes effect at barrier `f.at`: say so (ledger and source)
     /// and follow it until it is settled.
     fn accept(&mut self, f: InFlight) {
-        let o = Outcome { digest: Some(f.digest.clone()), checkpoint: Some(f.at), ..Outcome::of(&f.command, Status::Accepted) };
+        let o = Outcome {
+            digest: Some(f.digest.clone()),
+            checkpoint: Some(f.at),
+            ..Outcome::of(&f.command, Status::Accepted)
+        };
         self.control.write(&o);
-        let _ = self.control_sources[f.source].report(&o.id, &serde_json::to_vec(&o).expect("an outcome serializes"));
+        let _ = self.control_sources[f.source].report(
+            &o.id,
+            &serde_json::to_vec(&o).expect("an outcome serializes"),
+        );
         self.in_flight.push(f);
     }
 
     /// Write a command's final outcome and tell its source.
     fn settle_command(&mut self, source: usize, token: u64, outcome: &Outcome) {
         if outcome.status == Status::Rejected {
-            tracing::warn!("control: command `{}` rejected: {}", outcome.id, outcome.reason.as_deref().unwrap_or(""));
+            tracing::warn!(
+                "control: command `{}` rejected: {}",
+                outcome.id,
+                outcome.reason.as_deref().unwrap_or("")
+            );
         }
         self.control.write(outcome);
         let bytes = serde_json::to_vec(outcome).expect("an outcome serializes");
@@ -440,7 +621,10 @@ impl SwapController {
     /// current one, among those not rolled back (none if it has no other).
     fn rollback_target(&self, operator: &str) -> Option<(String, Option<String>)> {
         let history = self.control.history();
-        let active: Vec<&Version> = history.get(operator).map(|v| v.iter().filter(|v| !v.rolled_back).collect()).unwrap_or_default();
+        let active: Vec<&Version> = history
+            .get(operator)
+            .map(|v| v.iter().filter(|v| !v.rolled_back).collect())
+            .unwrap_or_default();
         match active.len() {
             0 | 1 => None,
             n => Some((active[n - 2].digest.clone(), active[n - 2].params.clone())),
@@ -476,9 +660,19 @@ impl SwapController {
         }
         let completed_id = completed.map_or(0, |c| c.id);
         // Where the sources stood at the swap's checkpoint (known when it is the one just completed).
-        let after = |at: u64| -> BTreeMap<String, SourceAt> { completed.filter(|c| c.id == at).map(|c| c.sources.clone()).unwrap_or_default() };
+        let after = |at: u64| -> BTreeMap<String, SourceAt> {
+            completed
+                .filter(|c| c.id == at)
+                .map(|c| c.sources.clone())
+                .unwrap_or_default()
+        };
         let operators = self.operators.clone();
-        let parallelism = |name: &str| operators.iter().find(|(n, _)| n == name).map_or(0, |(_, p)| *p);
+        let parallelism = |name: &str| {
+            operators
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, p)| *p)
+        };
         let mut i = 0;
         while i < self.in_flight.len() {
             let f = &self.in_flight[i];
@@ -486,7 +680,13 @@ impl SwapController {
             let outcome = if all && !f.errors.is_empty() {
                 Some(Outcome { digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: Some(format!("the new plugin failed to start or to migrate the state; the old one keeps running: {}", f.errors.join("; "))), ..Outcome::of(&f.command, Status::Rejected) })
             } else if all && completed_id >= f.at {
-                Some(Outcome { digest: Some(f.digest.clone()), checkpoint: Some(f.at), reason: f.command.reason.clone(), after: after(f.at), ..Outcome::of(&f.command, Status::Applied) })
+                Some(Outcome {
+                    digest: Some(f.digest.clone()),
+                    checkpoint: Some(f.at),
+                    reason: f.command.reason.clone(),
+                    after: after(f.at),
+                    ..Outcome::of(&f.command, Status::Applied)
+                })
             } else {
                 None
             };
@@ -495,14 +695,22 @@ impl SwapController {
                     let f = self.in_flight.remove(i);
                     if o.status == Status::Rejected {
                         let (digests, deployed) = f.previous;
-                        self.plugin_digests.insert(f.command.operator.clone(), digests);
+                        self.plugin_digests
+                            .insert(f.command.operator.clone(), digests);
                         match deployed {
                             Some(d) => self.deployed.insert(f.command.operator.clone(), d),
                             None => self.deployed.remove(&f.command.operator),
                         };
                     }
-                    tracing::info!("control: command `{}` {:?} at checkpoint {}", o.id, o.status, f.at);
-                    if o.status == Status::Applied && matches!(f.command.action, Action::Deploy | Action::Rollback) {
+                    tracing::info!(
+                        "control: command `{}` {:?} at checkpoint {}",
+                        o.id,
+                        o.status,
+                        f.at
+                    );
+                    if o.status == Status::Applied
+                        && matches!(f.command.action, Action::Deploy | Action::Rollback)
+                    {
                         self.record_version(&f.command, &f.digest, f.at);
                     }
                     self.swaps.done(&f.command.operator);

@@ -38,18 +38,25 @@ fn origin(spec: &ControlSpec, control: &ControlDir) -> Origin {
     }
 }
 
-
 fn check(token: &str, from: &str) -> Result<String, TokenError> {
     let token = token.trim();
     if token.len() < MIN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(TokenError::Weak { from: from.to_string(), min: MIN_LEN });
+        return Err(TokenError::Weak {
+            from: from.to_string(),
+            min: MIN_LEN,
+        });
     }
     Ok(token.to_string())
 }
 
 fn read(path: &Path) -> Result<String, TokenError> {
-    let bytes = crate::private::read_regular(path, 4096).map_err(|source| TokenError::Read { path: path.to_path_buf(), source })?;
-    let text = String::from_utf8(bytes).map_err(|_| TokenError::NotText { path: path.to_path_buf() })?;
+    let bytes = crate::private::read_regular(path, 4096).map_err(|source| TokenError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| TokenError::NotText {
+        path: path.to_path_buf(),
+    })?;
     check(&text, &path.display().to_string())
 }
 
@@ -62,21 +69,33 @@ pub fn server_token(spec: &ControlSpec, control: &ControlDir) -> Result<String, 
         Origin::File(path) => {
             let token = read(&path)?;
             if std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
-                tracing::warn!("the admin token file {} is readable by other users: chmod 600 it", path.display());
+                tracing::warn!(
+                    "the admin token file {} is readable by other users: chmod 600 it",
+                    path.display()
+                );
             }
             Ok(token)
         }
         Origin::Generated(path) => {
-            let shared = std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0);
+            let shared =
+                std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0);
             if !shared {
                 if let Ok(token) = read(&path) {
                     return Ok(token);
                 }
             } else {
-                tracing::warn!("the admin token {} was readable by other users; generating a new one", path.display());
+                tracing::warn!(
+                    "the admin token {} was readable by other users; generating a new one",
+                    path.display()
+                );
             }
             let token = generate()?;
-            crate::private::write_atomic(&path, token.as_bytes()).map_err(|source| TokenError::Write { path: path.clone(), source })?;
+            crate::private::write_atomic(&path, token.as_bytes()).map_err(|source| {
+                TokenError::Write {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
             Ok(token)
         }
     }
@@ -87,7 +106,12 @@ pub fn server_token(spec: &ControlSpec, control: &ControlDir) -> Result<String, 
 pub fn client_token(spec: &ControlSpec, control: &ControlDir) -> Result<String, TokenError> {
     match origin(spec, control) {
         Origin::Env => check(&std::env::var(TOKEN_ENV).unwrap_or_default(), TOKEN_ENV),
-        Origin::File(path) | Origin::Generated(path) => read(&path).map_err(|e| TokenError::Client { source: Box::new(e), env: TOKEN_ENV }),
+        Origin::File(path) | Origin::Generated(path) => {
+            read(&path).map_err(|e| TokenError::Client {
+                source: Box::new(e),
+                env: TOKEN_ENV,
+            })
+        }
     }
 }
 
@@ -95,7 +119,9 @@ pub fn client_token(spec: &ControlSpec, control: &ControlDir) -> Result<String, 
 fn generate() -> Result<String, TokenError> {
     use std::io::Read as _;
     let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).map_err(TokenError::Generate)?;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(TokenError::Generate)?;
     Ok(hex::encode(bytes))
 }
 
@@ -104,8 +130,11 @@ fn generate() -> Result<String, TokenError> {
 pub fn authorized(token: &str, presented: Option<&str>) -> bool {
     use subtle::ConstantTimeEq as _;
     let Some(value) = presented else { return false };
-    let Some((scheme, given)) = value.trim().split_once(' ') else { return false };
-    scheme.eq_ignore_ascii_case("bearer") && bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
+    let Some((scheme, given)) = value.trim().split_once(' ') else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("bearer")
+        && bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
 }
 
 #[cfg(test)]
@@ -122,11 +151,16 @@ mod tests {
         }
         let first = server_token(&spec, &control).unwrap();
         assert_eq!(first.len(), 64);
-        let mode = std::fs::metadata(control.token_file()).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(control.token_file())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(server_token(&spec, &control).unwrap(), first);
         assert_eq!(client_token(&spec, &control).unwrap(), first);
-        std::fs::set_permissions(control.token_file(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(control.token_file(), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
         assert_ne!(server_token(&spec, &control).unwrap(), first);
     }
 
@@ -135,7 +169,14 @@ mod tests {
         let t = "0123456789abcdef0123";
         assert!(authorized(t, Some("Bearer 0123456789abcdef0123")));
         assert!(authorized(t, Some("bearer 0123456789abcdef0123 ")));
-        for bad in [None, Some(""), Some("Bearer"), Some("Bearer 0123456789abcdef012"), Some("Basic 0123456789abcdef0123"), Some("Bearer 0123456789abcdef01234")] {
+        for bad in [
+            None,
+            Some(""),
+            Some("Bearer"),
+            Some("Bearer 0123456789abcdef012"),
+            Some("Basic 0123456789abcdef0123"),
+            Some("Bearer 0123456789abcdef01234"),
+        ] {
             assert!(!authorized(t, bad), "{bad:?}");
         }
     }

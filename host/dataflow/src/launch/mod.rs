@@ -13,10 +13,10 @@ use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use sluice_config::{OperatorSpec, Pipeline};
+use sluice_runtime::{now_ms, Plugin};
 use sluice_state::StateBackend;
 use sluice_types::metrics::{Metrics, NodeCounters};
 use sluice_types::{ControlSource, Sink};
-use sluice_runtime::{now_ms, Plugin};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -54,7 +54,13 @@ pub struct RunSummary {
 type Task = (String, JoinHandle<Result<(), DataflowError>>);
 
 /// Run `pipeline` to completion (bounded sources) or until `stop`.
-pub(crate) async fn launch(pipeline: &Pipeline, plugins: &HashMap<String, Arc<Plugin>>, settings: &Settings, metrics: Arc<Metrics>, stop: StopHandle) -> Result<RunSummary, DataflowError> {
+pub(crate) async fn launch(
+    pipeline: &Pipeline,
+    plugins: &HashMap<String, Arc<Plugin>>,
+    settings: &Settings,
+    metrics: Arc<Metrics>,
+    stop: StopHandle,
+) -> Result<RunSummary, DataflowError> {
     let started = Instant::now();
     let first_read: Arc<OnceLock<Instant>> = Arc::default();
     let plan = PhysicalPlan::new(pipeline, settings);
@@ -66,7 +72,8 @@ pub(crate) async fn launch(pipeline: &Pipeline, plugins: &HashMap<String, Arc<Pl
     // One run per state directory, taken before anything touches it (an
     // at-least-once file sink truncates its output when it is built) and
     // held until this function returns.
-    let lock = RunLock::acquire(&run_lock::lock_dirs(pipeline, &settings.state_dir)).map_err(DataflowError::StateDir)?;
+    let lock = RunLock::acquire(&run_lock::lock_dirs(pipeline, &settings.state_dir))
+        .map_err(DataflowError::StateDir)?;
     // Sinks first: a sink that cannot finish a pre-commit after a crash
     // (Kafka) says which checkpoint recovery must start from.
     let mut sinks = connect::sinks(pipeline, checkpoints)?;
@@ -78,7 +85,17 @@ pub(crate) async fn launch(pipeline: &Pipeline, plugins: &HashMap<String, Arc<Pl
     plugins.extend(deployed.plugins.clone());
     let plugins = &plugins;
     let swaps = Arc::new(Swaps::new(stop.clone()));
-    let ControlPlane { sources: control_sources, admin: _admin } = if checkpoints { control_plane(pipeline, &control, plugins, restore.as_ref())? } else { ControlPlane { sources: Vec::new(), admin: None } };
+    let ControlPlane {
+        sources: control_sources,
+        admin: _admin,
+    } = if checkpoints {
+        control_plane(pipeline, &control, plugins, restore.as_ref())?
+    } else {
+        ControlPlane {
+            sources: Vec::new(),
+            admin: None,
+        }
+    };
     let backend = open_state(pipeline, settings, restore.as_ref())?;
 
     let requested = Arc::new(AtomicU64::new(0));
@@ -93,8 +110,16 @@ pub(crate) async fn launch(pipeline: &Pipeline, plugins: &HashMap<String, Arc<Pl
         store: store.clone(),
         backend: backend.clone(),
         participants: checkpoint::Participants {
-            sources: pipeline.sources.iter().map(|s| (s.name.clone(), s.parallelism as usize)).collect(),
-            operators: pipeline.operators.iter().map(|o| (o.name.clone(), o.parallelism as usize)).collect(),
+            sources: pipeline
+                .sources
+                .iter()
+                .map(|s| (s.name.clone(), s.parallelism as usize))
+                .collect(),
+            operators: pipeline
+                .operators
+                .iter()
+                .map(|o| (o.name.clone(), o.parallelism as usize))
+                .collect(),
             sinks: pipeline.sinks.iter().map(|s| s.name.clone()).collect(),
         },
         requested: requested.clone(),
@@ -104,13 +129,30 @@ pub(crate) async fn launch(pipeline: &Pipeline, plugins: &HashMap<String, Arc<Pl
         acks: ack_rx,
         run_id: lock.info.run.clone(),
         next_id,
-        previous_files: restore.as_ref().and_then(|r| r.manifest.state.as_ref()).map(|s| s.files.clone()).unwrap_or_default(),
+        previous_files: restore
+            .as_ref()
+            .and_then(|r| r.manifest.state.as_ref())
+            .map(|s| s.files.clone())
+            .unwrap_or_default(),
         metrics: metrics.clone(),
         stop: stop.clone(),
-        swap: SwapController::start(pipeline, control.clone(), swaps.clone(), control_sources, running(plugins, &deployed), settings.runtime.as_ref().map(|r| r.0.clone()), metrics.clone()),
+        swap: SwapController::start(
+            pipeline,
+            control.clone(),
+            swaps.clone(),
+            control_sources,
+            running(plugins, &deployed),
+            settings.runtime.as_ref().map(|r| r.0.clone()),
+            metrics.clone(),
+        ),
     });
     let coordinator = match coordinator {
-        Some(c) => Some(std::thread::Builder::new().name("sluice-checkpoints".into()).spawn(move || c.run()).map_err(|e| DataflowError::Checkpoint(e.to_string()))?),
+        Some(c) => Some(
+            std::thread::Builder::new()
+                .name("sluice-checkpoints".into())
+                .spawn(move || c.run())
+                .map_err(|e| DataflowError::Checkpoint(e.to_string()))?,
+        ),
         None => None,
     };
 
@@ -121,33 +163,64 @@ pub(crate) async fn launch(pipeline: &Pipeline, plugins: &HashMap<String, Arc<Pl
         metrics: &metrics,
         stop: &stop,
         restore: restore.as_ref(),
-        links: Links { requested, acks: checkpoints.then_some(ack_tx), completed: completed_rx, final_id: final_rx, failed: failed_rx, last_id },
+        links: Links {
+            requested,
+            acks: checkpoints.then_some(ack_tx),
+            completed: completed_rx,
+            final_id: final_rx,
+            failed: failed_rx,
+            last_id,
+        },
         tasks: Vec::new(),
     };
     spawner.sources(&first_read)?;
-    spawner.operators(plugins, backend.as_ref(), settings.cache_bytes, &deployed.params, &swaps)?;
+    spawner.operators(
+        plugins,
+        backend.as_ref(),
+        settings.cache_bytes,
+        &deployed.params,
+        &swaps,
+    )?;
     spawner.sinks(sinks);
     // Only the routers hold senders now: a node's channel closes when all
     // its producers are gone. The coordinator is told of failures through
     // the last sender of acknowledgements.
-    let Spawner { tasks, links, wiring, .. } = spawner;
+    let Spawner {
+        tasks,
+        links,
+        wiring,
+        ..
+    } = spawner;
     drop(wiring);
     let abort = links.acks;
 
     let first_error = supervise(tasks, &stop, abort, coordinator).await;
     if let Some(b) = &backend {
-        b.flush_to_disk().map_err(|source| DataflowError::State { node: pipeline.name.clone(), source })?;
+        b.flush_to_disk().map_err(|source| DataflowError::State {
+            node: pipeline.name.clone(),
+            source,
+        })?;
     }
     if let Some(e) = first_error {
         return Err(e);
     }
-    let sum = |names: &mut dyn Iterator<Item = &String>, f: fn(&NodeCounters) -> u64| names.map(|n| f(&metrics.node(n))).sum::<u64>();
+    let sum = |names: &mut dyn Iterator<Item = &String>, f: fn(&NodeCounters) -> u64| {
+        names.map(|n| f(&metrics.node(n))).sum::<u64>()
+    };
     Ok(RunSummary {
         elapsed: started.elapsed(),
-        startup: first_read.get().map(|t| t.saturating_duration_since(started)),
-        records_in: sum(&mut pipeline.sources.iter().map(|s| &s.name), |c| c.records_out.get()),
-        records_out: sum(&mut pipeline.sinks.iter().map(|s| &s.name), |c| c.records_in.get()),
-        dead_letters: sum(&mut pipeline.operators.iter().map(|o| &o.name), |c| c.dead_letters.get()),
+        startup: first_read
+            .get()
+            .map(|t| t.saturating_duration_since(started)),
+        records_in: sum(&mut pipeline.sources.iter().map(|s| &s.name), |c| {
+            c.records_out.get()
+        }),
+        records_out: sum(&mut pipeline.sinks.iter().map(|s| &s.name), |c| {
+            c.records_in.get()
+        }),
+        dead_letters: sum(&mut pipeline.operators.iter().map(|o| &o.name), |c| {
+            c.dead_letters.get()
+        }),
     })
 }
 
@@ -158,10 +231,23 @@ fn running(plugins: &HashMap<String, Arc<Plugin>>, deployed: &restore::Deployed)
         .iter()
         .map(|(n, p)| {
             let info = p.info();
-            (n.clone(), (info.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), info.digest.clone()))
+            (
+                n.clone(),
+                (
+                    info.path
+                        .file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    info.digest.clone(),
+                ),
+            )
         })
         .collect();
-    Running { plugins, deployed: deployed.digests.clone(), params: deployed.params.clone() }
+    Running {
+        plugins,
+        deployed: deployed.digests.clone(),
+        params: deployed.params.clone(),
+    }
 }
 
 /// Where a run's commands come from, and its admin endpoint (stopped when dropped).
@@ -175,14 +261,25 @@ struct ControlPlane {
 /// (the control directory first, then `[control]` sources) and the admin
 /// endpoint. The versions running now are what a rollback can return to:
 /// their bytes go to the plugin store and each operator's history starts.
-fn control_plane(pipeline: &Pipeline, control: &ControlDir, plugins: &HashMap<String, Arc<Plugin>>, restore: Option<&Restore>) -> Result<ControlPlane, DataflowError> {
-    let mut sources: Vec<Box<dyn ControlSource>> = vec![Box::new(control::DirectorySource::new(control))];
+fn control_plane(
+    pipeline: &Pipeline,
+    control: &ControlDir,
+    plugins: &HashMap<String, Arc<Plugin>>,
+    restore: Option<&Restore>,
+) -> Result<ControlPlane, DataflowError> {
+    let mut sources: Vec<Box<dyn ControlSource>> =
+        vec![Box::new(control::DirectorySource::new(control))];
     // Commands, results, the plugin store and the admin token: owner-only.
     control.secure()?;
     let admin = match pipeline.control.http {
         Some(addr) => {
             let token = control::token::server_token(&pipeline.control, control)?;
-            Some(AdminServer::start(addr, pipeline.name.clone(), control.clone(), token)?)
+            Some(AdminServer::start(
+                addr,
+                pipeline.name.clone(),
+                control.clone(),
+                token,
+            )?)
         }
         None => None,
     };
@@ -194,8 +291,20 @@ fn control_plane(pipeline: &Pipeline, control: &ControlDir, plugins: &HashMap<St
             let _ = control.store_plugin(&info.digest, &bytes);
         }
         let versions = history.entry(name.clone()).or_default();
-        if versions.iter().rev().find(|v| !v.rolled_back).is_none_or(|v| v.digest != info.digest) {
-            versions.push(control::Version { digest: info.digest.clone(), checkpoint: restore.map_or(0, |r| r.manifest.id), since_ms: now_ms(), command: "pipeline file".into(), rolled_back: false, params: None });
+        if versions
+            .iter()
+            .rev()
+            .find(|v| !v.rolled_back)
+            .is_none_or(|v| v.digest != info.digest)
+        {
+            versions.push(control::Version {
+                digest: info.digest.clone(),
+                checkpoint: restore.map_or(0, |r| r.manifest.id),
+                since_ms: now_ms(),
+                command: "pipeline file".into(),
+                rolled_back: false,
+                params: None,
+            });
         }
     }
     control.write_history(&history);
@@ -204,12 +313,19 @@ fn control_plane(pipeline: &Pipeline, control: &ControlDir, plugins: &HashMap<St
 
 /// The keyed state of the run, if any operator is keyed: restored from the
 /// checkpoint if it has state, else fresh.
-fn open_state(pipeline: &Pipeline, settings: &Settings, restore: Option<&Restore>) -> Result<Option<StateBackend>, DataflowError> {
+fn open_state(
+    pipeline: &Pipeline,
+    settings: &Settings,
+    restore: Option<&Restore>,
+) -> Result<Option<StateBackend>, DataflowError> {
     if keyed_subtasks(pipeline) == 0 {
         return Ok(None);
     }
     let dir = settings.state_dir.join(&pipeline.name).join("state");
-    let state_err = |source| DataflowError::State { node: pipeline.name.clone(), source };
+    let state_err = |source| DataflowError::State {
+        node: pipeline.name.clone(),
+        source,
+    };
     match restore.filter(|r| r.manifest.state.is_some()) {
         Some(r) => {
             checkpoint::restore_state(r, &dir)?;
@@ -221,7 +337,12 @@ fn open_state(pipeline: &Pipeline, settings: &Settings, restore: Option<&Restore
 
 /// Subtasks of keyed operators, which share the cache budget.
 fn keyed_subtasks(pipeline: &Pipeline) -> usize {
-    pipeline.operators.iter().filter(|o| o.key_by.is_some()).map(|o| o.parallelism as usize).sum()
+    pipeline
+        .operators
+        .iter()
+        .filter(|o| o.key_by.is_some())
+        .map(|o| o.parallelism as usize)
+        .sum()
 }
 
 /// The task-side ends of the checkpoint channels.
@@ -258,8 +379,15 @@ impl Spawner<'_> {
         let batching = self.plan.batching;
         let mut groups: HashMap<String, Arc<AlignmentGroup>> = HashMap::new();
         for (index, spec) in pipeline.sources.iter().enumerate() {
-            let group = spec.watermarks.as_ref().and_then(|w| w.alignment_group.clone()).map(|g| groups.entry(g).or_default().clone());
-            let resume = self.restore.and_then(|r| r.manifest.sources.iter().find(|s| s.name == spec.name)).map(|s| s.position.clone());
+            let group = spec
+                .watermarks
+                .as_ref()
+                .and_then(|w| w.alignment_group.clone())
+                .map(|g| groups.entry(g).or_default().clone());
+            let resume = self
+                .restore
+                .and_then(|r| r.manifest.sources.iter().find(|s| s.name == spec.name))
+                .map(|s| s.position.clone());
             for subtask in 0..spec.parallelism as usize {
                 let source = connect::source(pipeline, spec, index, subtask, self.metrics)?;
                 let mut router = self.wiring.router(self.plan, &spec.name, subtask);
@@ -285,39 +413,78 @@ impl Spawner<'_> {
                     first_read: first_read.clone(),
                 };
                 let name = format!("{}[{subtask}]", spec.name);
-                self.tasks.push((name, tokio::task::spawn_blocking(move || task.run(source, &mut router, &counters, &gauges))));
+                self.tasks.push((
+                    name,
+                    tokio::task::spawn_blocking(move || {
+                        task.run(source, &mut router, &counters, &gauges)
+                    }),
+                ));
             }
         }
         Ok(())
     }
 
-    fn operators(&mut self, plugins: &HashMap<String, Arc<Plugin>>, backend: Option<&StateBackend>, cache_bytes: usize, deployed_params: &HashMap<String, String>, swaps: &Arc<Swaps>) -> Result<(), DataflowError> {
+    fn operators(
+        &mut self,
+        plugins: &HashMap<String, Arc<Plugin>>,
+        backend: Option<&StateBackend>,
+        cache_bytes: usize,
+        deployed_params: &HashMap<String, String>,
+        swaps: &Arc<Swaps>,
+    ) -> Result<(), DataflowError> {
         let pipeline = self.pipeline;
         // The write-back cache budget is shared by all keyed subtasks.
         let cache_per_subtask = cache_bytes / keyed_subtasks(pipeline).max(1);
         let source_names: Arc<[String]> = pipeline.sources.iter().map(|s| s.name.clone()).collect();
         for op in &pipeline.operators {
-            let plugin = plugins.get(&op.name).cloned().ok_or_else(|| DataflowError::MissingPlugin(op.name.clone()))?;
+            let plugin = plugins
+                .get(&op.name)
+                .cloned()
+                .ok_or_else(|| DataflowError::MissingPlugin(op.name.clone()))?;
             let node = self.plan.node(&op.name);
             let (upstream, expected) = (node.upstream.clone(), node.expected_ends);
             let sources = connect::source_labels(pipeline);
             let receivers = self.wiring.take_receivers(&op.name);
             for (subtask, rx) in receivers.into_iter().enumerate() {
                 let state = match (backend, op.key_by) {
-                    (Some(b), Some(_)) => Some(b.operator(&op.name, cache_per_subtask).map_err(|source| DataflowError::State { node: op.name.clone(), source })?),
+                    (Some(b), Some(_)) => {
+                        Some(b.operator(&op.name, cache_per_subtask).map_err(|source| {
+                            DataflowError::State {
+                                node: op.name.clone(),
+                                source,
+                            }
+                        })?)
+                    }
                     _ => None,
                 };
                 // With the params deployed with a hot swap, if recovery restored one.
-                let spec = match deployed_params.get(&op.name).and_then(|p| serde_json::from_str(p).ok()) {
-                    Some(params) => OperatorSpec { params, ..op.clone() },
+                let spec = match deployed_params
+                    .get(&op.name)
+                    .and_then(|p| serde_json::from_str(p).ok())
+                {
+                    Some(params) => OperatorSpec {
+                        params,
+                        ..op.clone()
+                    },
                     None => op.clone(),
                 };
                 let mut config = instance_config(&spec, subtask as u32);
                 config.sources = source_names.clone();
                 let router = self.wiring.router(self.plan, &op.name, subtask);
-                let (counters, gauges) = (self.metrics.node(&op.name), self.metrics.watermarks(&op.name, subtask as u32));
+                let (counters, gauges) = (
+                    self.metrics.node(&op.name),
+                    self.metrics.watermarks(&op.name, subtask as u32),
+                );
                 let task = OperatorTask {
-                    out: Collector::new(&spec, subtask, plugin.clone(), router, counters, gauges, sources.clone()),
+                    out: Collector::new(
+                        &spec,
+                        subtask,
+                        plugin.clone(),
+                        router,
+                        counters,
+                        gauges,
+                        sources.clone(),
+                    ),
                     spec,
                     subtask,
                     batch_size: self.plan.batching.of(op),
@@ -329,14 +496,22 @@ impl Spawner<'_> {
                     swaps: swaps.clone(),
                     probation: None,
                     control: pipeline.control.clone(),
-                    restore: self.restore.and_then(|r| r.manifest.operators.iter().find(|o| o.name == op.name)).map(|o| RestoredOperator {
-                        watermark: o.watermarks.iter().copied().min().unwrap_or(i64::MIN),
-                        generator: o.generators.get(subtask).cloned().flatten(),
-                    }),
+                    restore: self
+                        .restore
+                        .and_then(|r| r.manifest.operators.iter().find(|o| o.name == op.name))
+                        .map(|o| RestoredOperator {
+                            watermark: o.watermarks.iter().copied().min().unwrap_or(i64::MIN),
+                            generator: o.generators.get(subtask).cloned().flatten(),
+                        }),
                 };
                 let metrics = self.metrics.clone();
                 let name = format!("{}[{subtask}]", op.name);
-                self.tasks.push((name, tokio::task::spawn_blocking(move || task.run(config, state, metrics, rx, expected))));
+                self.tasks.push((
+                    name,
+                    tokio::task::spawn_blocking(move || {
+                        task.run(config, state, metrics, rx, expected)
+                    }),
+                ));
             }
         }
         Ok(())
@@ -347,8 +522,18 @@ impl Spawner<'_> {
         for spec in &pipeline.sinks {
             let node = self.plan.node(&spec.name);
             let sink = sinks.remove(&spec.name).expect("every sink was built");
-            let rx = self.wiring.take_receivers(&spec.name).pop().expect("a sink has one subtask");
-            let restore = self.restore.and_then(|r| r.manifest.sinks.iter().find(|s| s.name == spec.name).map(|s| (s.precommit.unwrap_or(r.manifest.id), s.snapshot.clone())));
+            let rx = self
+                .wiring
+                .take_receivers(&spec.name)
+                .pop()
+                .expect("a sink has one subtask");
+            let restore = self.restore.and_then(|r| {
+                r.manifest
+                    .sinks
+                    .iter()
+                    .find(|s| s.name == spec.name)
+                    .map(|s| (s.precommit.unwrap_or(r.manifest.id), s.snapshot.clone()))
+            });
             let task = SinkTask {
                 name: spec.name.clone(),
                 expected_ends: node.expected_ends,
@@ -360,9 +545,13 @@ impl Spawner<'_> {
                 restore,
                 committed: 0,
                 failed: self.links.failed.clone(),
-                commit_timeout: Duration::from_millis(pipeline.checkpoints.timeout.0.max(0) as u64) + Duration::from_secs(60),
+                commit_timeout: Duration::from_millis(pipeline.checkpoints.timeout.0.max(0) as u64)
+                    + Duration::from_secs(60),
             };
-            self.tasks.push((spec.name.clone(), tokio::task::spawn_blocking(move || task.run(sink, rx))));
+            self.tasks.push((
+                spec.name.clone(),
+                tokio::task::spawn_blocking(move || task.run(sink, rx)),
+            ));
         }
     }
 }
@@ -371,7 +560,12 @@ impl Spawner<'_> {
 /// the run and aborts the checkpoint coordinator at once: tasks that wait
 /// for the final checkpoint are released by that, whatever their order.
 /// Returns the root cause of a failure, if any.
-async fn supervise(tasks: Vec<Task>, stop: &StopHandle, abort: Option<mpsc::Sender<Ack>>, coordinator: Option<std::thread::JoinHandle<Result<(), DataflowError>>>) -> Option<DataflowError> {
+async fn supervise(
+    tasks: Vec<Task>,
+    stop: &StopHandle,
+    abort: Option<mpsc::Sender<Ack>>,
+    coordinator: Option<std::thread::JoinHandle<Result<(), DataflowError>>>,
+) -> Option<DataflowError> {
     let mut first_error: Option<DataflowError> = None;
     let mut running = tokio::task::JoinSet::new();
     for (name, task) in tasks {
@@ -380,8 +574,14 @@ async fn supervise(tasks: Vec<Task>, stop: &StopHandle, abort: Option<mpsc::Send
     while let Some(joined) = running.join_next().await {
         let result = match joined {
             Ok((_, Ok(r))) => r,
-            Ok((name, Err(e))) => Err(DataflowError::Internal { node: name, message: e.to_string() }),
-            Err(e) => Err(DataflowError::Internal { node: "a node".into(), message: e.to_string() }),
+            Ok((name, Err(e))) => Err(DataflowError::Internal {
+                node: name,
+                message: e.to_string(),
+            }),
+            Err(e) => Err(DataflowError::Internal {
+                node: "a node".into(),
+                message: e.to_string(),
+            }),
         };
         if let Err(e) = result {
             // Nodes stop on their own error and cancel their neighbours; keep
@@ -392,7 +592,9 @@ async fn supervise(tasks: Vec<Task>, stop: &StopHandle, abort: Option<mpsc::Send
             }
             let replace = match (&first_error, &e) {
                 (None, _) => true,
-                (Some(DataflowError::Disconnected { .. }), DataflowError::Disconnected { .. }) => false,
+                (Some(DataflowError::Disconnected { .. }), DataflowError::Disconnected { .. }) => {
+                    false
+                }
                 (Some(DataflowError::Disconnected { .. }), _) => true,
                 _ => false,
             };
@@ -406,7 +608,12 @@ async fn supervise(tasks: Vec<Task>, stop: &StopHandle, abort: Option<mpsc::Send
         match c.join() {
             Ok(Err(e)) if first_error.is_none() => first_error = Some(e),
             Ok(_) => {}
-            Err(_) => first_error = first_error.or(Some(DataflowError::Internal { node: "checkpoint coordinator".into(), message: "panicked".into() })),
+            Err(_) => {
+                first_error = first_error.or(Some(DataflowError::Internal {
+                    node: "checkpoint coordinator".into(),
+                    message: "panicked".into(),
+                }))
+            }
         }
     }
     first_error

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use sluice_config::Pipeline;
-use sluice_types::Sink;
 use sluice_runtime::{LoadError, Plugin};
+use sluice_types::Sink;
 
 use crate::checkpoint::{self, Restore, Store};
 use crate::control::ControlDir;
@@ -18,17 +18,30 @@ use crate::settings::Settings;
 /// The checkpoint this run restores, if any. Sinks that cannot finish a
 /// pre-commit after a crash (Kafka) say which checkpoint recovery must
 /// start from, so they are asked first.
-pub(crate) fn choose(pipeline: &Pipeline, plugins: &HashMap<String, Arc<Plugin>>, settings: &Settings, store: &Store, sinks: &mut HashMap<String, Box<dyn Sink>>) -> Result<Option<Restore>, DataflowError> {
+pub(crate) fn choose(
+    pipeline: &Pipeline,
+    plugins: &HashMap<String, Arc<Plugin>>,
+    settings: &Settings,
+    store: &Store,
+    sinks: &mut HashMap<String, Box<dyn Sink>>,
+) -> Result<Option<Restore>, DataflowError> {
     let recovery_limit = recovery_limit(sinks)?;
     let restore = if pipeline.checkpoints.enabled || settings.restore_from.is_some() {
-        checkpoint::find_restore(store, settings.restore_from.as_deref(), recovery_limit.as_ref().map(|(p, s)| (*p, s.as_str())))?
+        checkpoint::find_restore(
+            store,
+            settings.restore_from.as_deref(),
+            recovery_limit.as_ref().map(|(p, s)| (*p, s.as_str())),
+        )?
     } else {
         None
     };
     if let Some(r) = &restore {
         checkpoint::check_compatible(pipeline, &r.manifest, settings.allow_dropped_state)?;
         if r.manifest.pipeline_hash != pipeline.hash {
-            tracing::info!("the pipeline file changed since checkpoint {}; continuing from its state", r.manifest.id);
+            tracing::info!(
+                "the pipeline file changed since checkpoint {}; continuing from its state",
+                r.manifest.id
+            );
         }
         for old in &r.manifest.operators {
             if let Some(p) = plugins.get(&old.name) {
@@ -37,24 +50,44 @@ pub(crate) fn choose(pipeline: &Pipeline, plugins: &HashMap<String, Arc<Plugin>>
                 }
             }
         }
-        tracing::info!("restoring checkpoint {} from {}", r.manifest.id, r.dir.display());
+        tracing::info!(
+            "restoring checkpoint {} from {}",
+            r.manifest.id,
+            r.dir.display()
+        );
     }
     Ok(restore)
 }
 
 /// The oldest checkpoint a sink committed up to, and which sink, if any
 /// sink bounds recovery.
-fn recovery_limit(sinks: &mut HashMap<String, Box<dyn Sink>>) -> Result<Option<(u64, String)>, DataflowError> {
+fn recovery_limit(
+    sinks: &mut HashMap<String, Box<dyn Sink>>,
+) -> Result<Option<(u64, String)>, DataflowError> {
     // Concurrently: each may take a few round trips to a broker.
     let points = std::thread::scope(|scope| {
-        let calls: Vec<_> = sinks.iter_mut().map(|(name, sink)| (name.clone(), scope.spawn(move || sink.recovery_point()))).collect();
-        calls.into_iter().map(|(name, call)| (name, call.join())).collect::<Vec<_>>()
+        let calls: Vec<_> = sinks
+            .iter_mut()
+            .map(|(name, sink)| (name.clone(), scope.spawn(move || sink.recovery_point())))
+            .collect();
+        calls
+            .into_iter()
+            .map(|(name, call)| (name, call.join()))
+            .collect::<Vec<_>>()
     });
     let mut recovery_limit: Option<(u64, String)> = None;
     for (name, point) in points {
         let point = match point {
-            Ok(p) => p.map_err(|source| DataflowError::Connector { node: name.clone(), source })?,
-            Err(_) => return Err(DataflowError::Internal { node: name, message: "panicked while preparing recovery".into() }),
+            Ok(p) => p.map_err(|source| DataflowError::Connector {
+                node: name.clone(),
+                source,
+            })?,
+            Err(_) => {
+                return Err(DataflowError::Internal {
+                    node: name,
+                    message: "panicked while preparing recovery".into(),
+                })
+            }
         };
         if let Some(point) = point {
             if recovery_limit.as_ref().is_none_or(|(p, _)| point < *p) {
@@ -88,11 +121,20 @@ enum Unloadable {
 }
 
 /// Operators that ran a deployed plugin at the checkpoint run it again.
-pub(crate) fn deployed(pipeline: &Pipeline, settings: &Settings, control: &ControlDir, restore: Option<&Restore>) -> Result<Deployed, DataflowError> {
+pub(crate) fn deployed(
+    pipeline: &Pipeline,
+    settings: &Settings,
+    control: &ControlDir,
+    restore: Option<&Restore>,
+) -> Result<Deployed, DataflowError> {
     let mut deployed = Deployed::default();
-    let Some(r) = restore else { return Ok(deployed) };
+    let Some(r) = restore else {
+        return Ok(deployed);
+    };
     for old in r.manifest.operators.iter() {
-        let (Some(digest), Some(op)) = (&old.deployed, pipeline.operator(&old.name)) else { continue };
+        let (Some(digest), Some(op)) = (&old.deployed, pipeline.operator(&old.name)) else {
+            continue;
+        };
         let path = control.plugin(digest);
         let loaded = match (&settings.runtime, path.is_file()) {
             (Some(rt), true) => {

@@ -24,7 +24,9 @@ impl Wiring {
         let mut senders = HashMap::new();
         let mut receivers = HashMap::new();
         for node in plan.nodes.iter().filter(|n| n.kind != NodeKind::Source) {
-            let (txs, rxs): (Vec<_>, Vec<_>) = (0..node.parallelism).map(|_| channel::<Message>(capacity)).unzip();
+            let (txs, rxs): (Vec<_>, Vec<_>) = (0..node.parallelism)
+                .map(|_| channel::<Message>(capacity))
+                .unzip();
             senders.insert(node.name.clone(), txs);
             receivers.insert(node.name.clone(), rxs);
         }
@@ -39,13 +41,23 @@ impl Wiring {
         };
         let (main, sides) = plan.outputs(node);
         let main = main.into_iter().map(target).collect();
-        let sides = sides.into_iter().map(|(side, edges)| (side, edges.into_iter().map(target).collect())).collect();
-        let producer = plan.node(node).producer_ids.get(subtask).copied().expect("every producer has an id");
+        let sides = sides
+            .into_iter()
+            .map(|(side, edges)| (side, edges.into_iter().map(target).collect()))
+            .collect();
+        let producer = plan
+            .node(node)
+            .producer_ids
+            .get(subtask)
+            .copied()
+            .expect("every producer has an id");
         Router::new(node, subtask, producer, main, sides)
     }
 
     /// The receivers of `consumer`'s subtasks (taken once).
     pub(crate) fn take_receivers(&mut self, consumer: &str) -> Vec<Receiver<Message>> {
-        self.receivers.remove(consumer).expect("every operator and sink has an inbox")
+        self.receivers
+            .remove(consumer)
+            .expect("every operator and sink has an inbox")
     }
 }

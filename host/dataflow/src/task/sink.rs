@@ -30,10 +30,18 @@ pub(crate) struct SinkTask {
 }
 
 impl SinkTask {
-    pub(crate) fn run(mut self, mut sink: Box<dyn Sink>, mut rx: Receiver<Message>) -> Result<(), DataflowError> {
+    pub(crate) fn run(
+        mut self,
+        mut sink: Box<dyn Sink>,
+        mut rx: Receiver<Message>,
+    ) -> Result<(), DataflowError> {
         let name = self.name.clone();
-        let err = |source| DataflowError::Connector { node: name.clone(), source };
-        sink.start(self.restore.as_ref().map(|(id, s)| (*id, s))).map_err(err)?;
+        let err = |source| DataflowError::Connector {
+            node: name.clone(),
+            source,
+        };
+        sink.start(self.restore.as_ref().map(|(id, s)| (*id, s)))
+            .map_err(err)?;
         let handle = tokio::runtime::Handle::current();
         self.committed = self.restore.as_ref().map_or(0, |(id, _)| *id);
         let mut ends = 0;
@@ -65,7 +73,10 @@ impl SinkTask {
                 }
             };
             let Some(message) = message else {
-                return Err(DataflowError::Disconnected { node: self.name.clone(), peer: "an upstream node".into() });
+                return Err(DataflowError::Disconnected {
+                    node: self.name.clone(),
+                    peer: "an upstream node".into(),
+                });
             };
             match self.aligner.offer(message) {
                 Offer::Held => {}
@@ -83,13 +94,22 @@ impl SinkTask {
                 Offer::Handle(_) => {}
             }
         }
-        let Some(acks) = &self.acks else { return sink.flush().map_err(err) };
+        let Some(acks) = &self.acks else {
+            return sink.flush().map_err(err);
+        };
         // The end: pre-commit the rest, and commit it with the final checkpoint.
-        let _ = acks.send(Ack::SinkEnded { name: self.name.clone() });
+        let _ = acks.send(Ack::SinkEnded {
+            name: self.name.clone(),
+        });
         let final_id = &mut self.final_id;
-        let Ok(id) = handle.block_on(final_id.wait_for(|v| *v > 0)).map(|v| *v) else { return Ok(()) };
+        let Ok(id) = handle.block_on(final_id.wait_for(|v| *v > 0)).map(|v| *v) else {
+            return Ok(());
+        };
         let snapshot = sink.pre_commit(id).map_err(err)?;
-        let _ = acks.send(Ack::SinkDone { name: self.name.clone(), snapshot });
+        let _ = acks.send(Ack::SinkDone {
+            name: self.name.clone(),
+            snapshot,
+        });
         let completed = &mut self.completed;
         if handle.block_on(completed.wait_for(|v| *v >= id)).is_ok() {
             sink.commit(id).map_err(err)?;
@@ -97,11 +117,24 @@ impl SinkTask {
         Ok(())
     }
 
-    fn pre_commit(&mut self, sink: &mut dyn Sink, id: u64, alignment: Duration) -> Result<(), DataflowError> {
-        let err = |source| DataflowError::Connector { node: self.name.clone(), source };
+    fn pre_commit(
+        &mut self,
+        sink: &mut dyn Sink,
+        id: u64,
+        alignment: Duration,
+    ) -> Result<(), DataflowError> {
+        let err = |source| DataflowError::Connector {
+            node: self.name.clone(),
+            source,
+        };
         let snapshot = sink.pre_commit(id).map_err(err)?;
         if let Some(acks) = &self.acks {
-            let _ = acks.send(Ack::Sink { id, name: self.name.clone(), snapshot, alignment });
+            let _ = acks.send(Ack::Sink {
+                id,
+                name: self.name.clone(),
+                snapshot,
+                alignment,
+            });
         }
         // A sink with no room for another pending pre-commit waits here
         // (backpressure) until the checkpoint it needs is complete.

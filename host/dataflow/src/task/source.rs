@@ -8,14 +8,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use sluice_config::WatermarkSpec;
+use sluice_runtime::now_ms;
 use sluice_types::metrics::{NodeCounters, WatermarkGauges};
 use sluice_types::{ConnectorError, Message, Record, Source};
-use sluice_runtime::now_ms;
 
 use crate::checkpoint::{Ack, SourcePosition};
+use crate::error::DataflowError;
 use crate::event_time::{self, AlignmentGroup, WatermarkGenerator, WatermarkUpdate};
 use crate::router::Router;
-use crate::error::DataflowError;
 use crate::settings::StopHandle;
 
 /// A source task and what it needs for watermarks and checkpoints.
@@ -45,10 +45,19 @@ pub(crate) struct SourceTask {
 }
 
 impl SourceTask {
-    pub(crate) fn run(mut self, mut source: Box<dyn Source>, router: &mut Router, counters: &NodeCounters, gauges: &WatermarkGauges) -> Result<(), DataflowError> {
+    pub(crate) fn run(
+        mut self,
+        mut source: Box<dyn Source>,
+        router: &mut Router,
+        counters: &NodeCounters,
+        gauges: &WatermarkGauges,
+    ) -> Result<(), DataflowError> {
         slow_start_fault();
         let name = self.name.as_str();
-        let err = |source| DataflowError::Connector { node: name.to_string(), source };
+        let err = |source| DataflowError::Connector {
+            node: name.to_string(),
+            source,
+        };
         let mut generator = self.watermarks.as_ref().map(WatermarkGenerator::new);
         let mut position = SourcePosition::default();
         let mut exhausted = false;
@@ -57,7 +66,9 @@ impl SourceTask {
             if self.parallelism > 1 {
                 // The subtasks' positions are merged into the source's: each
                 // carries its own splits, and the count once.
-                position.splits.retain(|split, _| *split as usize % self.parallelism == self.subtask);
+                position
+                    .splits
+                    .retain(|split, _| *split as usize % self.parallelism == self.subtask);
                 if self.subtask > 0 {
                     position.emitted = 0;
                 }
@@ -73,7 +84,11 @@ impl SourceTask {
                 // Only this subtask's splits (and, of the emitted watermarks of
                 // all subtasks, the lowest: re-sending a lower one is harmless).
                 let emitted = |e: &&(u16, u32, i64)| (e.0, e.1) == (u16::MAX, u32::MAX);
-                let own = state.iter().filter(|e| !emitted(e) && (self.parallelism == 1 || e.1 as usize % self.parallelism == self.subtask));
+                let own = state.iter().filter(|e| {
+                    !emitted(e)
+                        && (self.parallelism == 1
+                            || e.1 as usize % self.parallelism == self.subtask)
+                });
                 let lowest = state.iter().filter(emitted).min_by_key(|e| e.2);
                 g.restore(&own.chain(lowest).copied().collect::<Vec<_>>());
             }
@@ -112,7 +127,10 @@ impl SourceTask {
             counters.records_out.inc_by(records.len() as u64);
             position.emitted += records.len() as u64;
             let (now, now_ms) = (Instant::now(), now_ms());
-            let batch_wm = generator.as_ref().filter(|_| event_time::per_batch_baseline()).map(WatermarkGenerator::current);
+            let batch_wm = generator
+                .as_ref()
+                .filter(|_| event_time::per_batch_baseline())
+                .map(WatermarkGenerator::current);
             for mut r in records {
                 if let Some(p) = r.position {
                     position.splits.insert(p.split, p.offset + 1);
@@ -134,7 +152,9 @@ impl SourceTask {
                         router.broadcast(|from| Message::Watermark { from, at: wm })?;
                         gauges.set_output(wm, now_ms);
                     }
-                    Some(WatermarkUpdate::Idle) => router.broadcast(|from| Message::Idle { from })?,
+                    Some(WatermarkUpdate::Idle) => {
+                        router.broadcast(|from| Message::Idle { from })?
+                    }
                     None => {}
                 }
             }
@@ -144,7 +164,12 @@ impl SourceTask {
                 injected = want;
                 if let Some(acks) = &self.acks {
                     position.generator = generator.as_ref().map(WatermarkGenerator::state);
-                    let _ = acks.send(Ack::Source { id: want, name: name.to_string(), subtask: self.subtask, position: position.clone() });
+                    let _ = acks.send(Ack::Source {
+                        id: want,
+                        name: name.to_string(),
+                        subtask: self.subtask,
+                        position: position.clone(),
+                    });
                     in_flight.push_back((want, position.splits.clone()));
                     router.broadcast(|from| Message::Barrier { from, id: want })?;
                 }
@@ -157,7 +182,11 @@ impl SourceTask {
         if let Some(acks) = &self.acks {
             position.generator = generator.as_ref().map(WatermarkGenerator::state);
             position.exhausted = exhausted;
-            let _ = acks.send(Ack::SourceDone { name: name.to_string(), subtask: self.subtask, position: position.clone() });
+            let _ = acks.send(Ack::SourceDone {
+                name: name.to_string(),
+                subtask: self.subtask,
+                position: position.clone(),
+            });
         }
         if let Some((group, who)) = &self.alignment {
             group.leave(*who);
@@ -185,7 +214,11 @@ impl SourceTask {
     /// Whether this source is more than `max_drift` ahead of the slowest
     /// source of its alignment group.
     fn must_wait(&self, generator: Option<&WatermarkGenerator>) -> bool {
-        let (Some((group, who)), Some(g), Some(spec)) = (&self.alignment, generator, &self.watermarks) else { return false };
+        let (Some((group, who)), Some(g), Some(spec)) =
+            (&self.alignment, generator, &self.watermarks)
+        else {
+            return false;
+        };
         let drift = spec.max_drift.map_or(0, |d| d.0);
         let idle = spec.idle_timeout.map(|t| Duration::from_millis(t.0 as u64));
         group.must_wait(*who, g.current(), drift, idle)
@@ -195,7 +228,9 @@ impl SourceTask {
     /// fill it when input is slow. `Some((records, true))`: the input ended
     /// after these.
     fn fill(&self, source: &mut dyn Source) -> Result<Option<(Vec<Record>, bool)>, ConnectorError> {
-        let Some(mut records) = source.poll_batch(self.batch)? else { return Ok(None) };
+        let Some(mut records) = source.poll_batch(self.batch)? else {
+            return Ok(None);
+        };
         if self.batch_timeout.is_zero() || records.len() >= self.batch {
             return Ok(Some((records, false)));
         }
@@ -217,7 +252,11 @@ impl SourceTask {
 /// a broker that is just starting).
 fn slow_start_fault() {
     static DELAY: OnceLock<Option<u64>> = OnceLock::new();
-    if let Some(ms) = DELAY.get_or_init(|| std::env::var("SLUICE_FAULT_SOURCE_START_DELAY_MS").ok().and_then(|v| v.parse().ok())) {
+    if let Some(ms) = DELAY.get_or_init(|| {
+        std::env::var("SLUICE_FAULT_SOURCE_START_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    }) {
         std::thread::sleep(Duration::from_millis(*ms));
     }
 }

@@ -9,11 +9,21 @@ impl api::log::Host for StoreData {
         let (op, sub) = (&self.operator, self.subtask);
         use api::log::Level;
         match level {
-            Level::Trace => tracing::trace!(target: "plugin", operator = %op, subtask = sub, "{message}"),
-            Level::Debug => tracing::debug!(target: "plugin", operator = %op, subtask = sub, "{message}"),
-            Level::Info => tracing::info!(target: "plugin", operator = %op, subtask = sub, "{message}"),
-            Level::Warn => tracing::warn!(target: "plugin", operator = %op, subtask = sub, "{message}"),
-            Level::Error => tracing::error!(target: "plugin", operator = %op, subtask = sub, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "plugin", operator = %op, subtask = sub, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "plugin", operator = %op, subtask = sub, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "plugin", operator = %op, subtask = sub, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "plugin", operator = %op, subtask = sub, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(target: "plugin", operator = %op, subtask = sub, "{message}")
+            }
         }
         Ok(())
     }

@@ -15,8 +15,18 @@ use crate::store::StoreData;
 impl StoreData {
     /// Run `f` on the keyed state of the current record's key (and key
     /// group), or fail the call if there is none.
-    fn with_state<R>(&mut self, f: impl FnOnce(&mut OperatorState, u16, &[u8]) -> Result<R, sluice_state::StateError>) -> wasmtime::Result<R> {
-        let StoreData { state, keys, key_bytes, current, operator, .. } = self;
+    fn with_state<R>(
+        &mut self,
+        f: impl FnOnce(&mut OperatorState, u16, &[u8]) -> Result<R, sluice_state::StateError>,
+    ) -> wasmtime::Result<R> {
+        let StoreData {
+            state,
+            keys,
+            key_bytes,
+            current,
+            operator,
+            ..
+        } = self;
         let Some(state) = state else {
             wasmtime::bail!(
                 "operator `{operator}` used keyed state but is not keyed; set key_by = \"key\" on it in the pipeline"
@@ -33,9 +43,16 @@ impl StoreData {
     }
 
     /// Declare a guest's state; names starting with NUL are the host's own.
-    fn declare(&mut self, name: &str, kind: StateKind, ttl: Option<Duration>) -> wasmtime::Result<StateId> {
+    fn declare(
+        &mut self,
+        name: &str,
+        kind: StateKind,
+        ttl: Option<Duration>,
+    ) -> wasmtime::Result<StateId> {
         if name.starts_with('\0') {
-            wasmtime::bail!("state names may not start with a NUL character (reserved for the host)");
+            wasmtime::bail!(
+                "state names may not start with a NUL character (reserved for the host)"
+            );
         }
         match &mut self.state {
             Some(s) => match ttl {
@@ -59,7 +76,11 @@ impl api::state::HostValueState for StoreData {
         Ok(self.table.push(ValueStateHandle(id))?)
     }
 
-    fn with_ttl(&mut self, name: String, ttl_ms: u64) -> wasmtime::Result<Resource<ValueStateHandle>> {
+    fn with_ttl(
+        &mut self,
+        name: String,
+        ttl_ms: u64,
+    ) -> wasmtime::Result<Resource<ValueStateHandle>> {
         let id = self.declare(&name, StateKind::Value, Some(ttl(ttl_ms)?))?;
         Ok(self.table.push(ValueStateHandle(id))?)
     }
@@ -97,17 +118,30 @@ impl api::state::HostMapState for StoreData {
         Ok(self.table.push(MapStateHandle(id))?)
     }
 
-    fn with_ttl(&mut self, name: String, ttl_ms: u64) -> wasmtime::Result<Resource<MapStateHandle>> {
+    fn with_ttl(
+        &mut self,
+        name: String,
+        ttl_ms: u64,
+    ) -> wasmtime::Result<Resource<MapStateHandle>> {
         let id = self.declare(&name, StateKind::Map, Some(ttl(ttl_ms)?))?;
         Ok(self.table.push(MapStateHandle(id))?)
     }
 
-    fn get(&mut self, this: Resource<MapStateHandle>, map_key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+    fn get(
+        &mut self,
+        this: Resource<MapStateHandle>,
+        map_key: Vec<u8>,
+    ) -> wasmtime::Result<Option<Vec<u8>>> {
         let id = self.table.get(&this)?.0;
         self.with_state(|s, kg, key| Ok(s.map_get(kg, id, key, &map_key)?.map(<[u8]>::to_vec)))
     }
 
-    fn set(&mut self, this: Resource<MapStateHandle>, map_key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+    fn set(
+        &mut self,
+        this: Resource<MapStateHandle>,
+        map_key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<()> {
         let id = self.table.get(&this)?.0;
         self.with_state(|s, kg, key| {
             s.map_put(kg, id, key, &map_key, &value);
@@ -123,7 +157,10 @@ impl api::state::HostMapState for StoreData {
         })
     }
 
-    fn entries(&mut self, this: Resource<MapStateHandle>) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn entries(
+        &mut self,
+        this: Resource<MapStateHandle>,
+    ) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let id = self.table.get(&this)?.0;
         self.with_state(|s, kg, key| s.map_entries(kg, id, key))
     }
@@ -142,7 +179,10 @@ impl api::state::HostMapState for StoreData {
 /// A guest-given TTL: at least 1 ms, at most about 292 million years.
 fn ttl(ttl_ms: u64) -> wasmtime::Result<Duration> {
     if ttl_ms == 0 || ttl_ms > i64::MAX as u64 / 2 {
-        wasmtime::bail!("state TTL of {ttl_ms} ms is out of range (1 ms ..= {} ms)", i64::MAX / 2);
+        wasmtime::bail!(
+            "state TTL of {ttl_ms} ms is out of range (1 ms ..= {} ms)",
+            i64::MAX / 2
+        );
     }
     Ok(Duration::from_millis(ttl_ms))
 }

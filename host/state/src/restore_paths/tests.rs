@@ -58,16 +58,14 @@ fn rocksdb_names_are_plain_and_hostile_ones_are_not() {
     for bad in &bad_hashes {
         assert!(hash_problem(bad).is_some(), "{bad:?} accepted");
     }
-    let err =
-        check_snapshot_files(&[file("CURRENT", HASH), file("../victim", HASH)]).unwrap_err();
+    let err = check_snapshot_files(&[file("CURRENT", HASH), file("../victim", HASH)]).unwrap_err();
     assert!(
         err.contains("state file #1")
             && err.contains("\"../victim\"")
             && err.contains("plain file name"),
         "{err}"
     );
-    let err =
-        check_snapshot_files(&[file("CURRENT", HASH), file("CURRENT", HASH)]).unwrap_err();
+    let err = check_snapshot_files(&[file("CURRENT", HASH), file("CURRENT", HASH)]).unwrap_err();
     assert!(err.contains("listed twice"), "{err}");
 }
 

@@ -113,7 +113,9 @@ impl Parse for Args {
                 Arg::OnTimer(_, p) if args.on_timer.is_none() => args.on_timer = Some(p),
                 Arg::Migrate(_, p) if args.migrate.is_none() => args.migrate = Some(p),
                 Arg::MigrateIf(_, p) if args.migrate_if.is_none() => args.migrate_if = Some(p),
-                Arg::SideOutputs(_, v) if args.side_outputs.is_none() => args.side_outputs = Some(v),
+                Arg::SideOutputs(_, v) if args.side_outputs.is_none() => {
+                    args.side_outputs = Some(v)
+                }
                 Arg::SideOutputs(name, _)
                 | Arg::Params(name, _)
                 | Arg::Init(name, _)
@@ -360,7 +362,9 @@ fn generate(kind: Kind, args: &Args, func: &ItemFn) -> syn::Result<TokenStream2>
 /// component (`sluice-side-outputs`: names separated by newlines), so that
 /// `sluice validate` can refuse a pipeline that reads one it never emits.
 fn side_outputs_section(args: &Args) -> TokenStream2 {
-    let Some(names) = &args.side_outputs else { return quote!() };
+    let Some(names) = &args.side_outputs else {
+        return quote!();
+    };
     let joined: Vec<String> = names.iter().map(LitStr::value).collect();
     let bytes = joined.join("\n").into_bytes();
     let len = bytes.len();

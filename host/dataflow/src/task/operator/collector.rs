@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sluice_config::{ErrorPolicy, OperatorSpec, DEAD_LETTER_OUTPUT};
+use sluice_runtime::{now_ms, wit, CallError, Instance, Plugin};
 use sluice_types::metrics::{NodeCounters, WatermarkGauges};
 use sluice_types::{Header, Message, Position, Record};
-use sluice_runtime::{now_ms, wit, CallError, Instance, Plugin};
 
+use crate::error::DataflowError;
 use crate::event_time::{self, WatermarkGenerator, WatermarkUpdate};
 use crate::router::Router;
-use crate::error::DataflowError;
 
 /// A source as provenance names it: its name and, for Kafka, its topic.
 #[derive(Clone, Debug)]
@@ -49,7 +49,15 @@ pub(crate) struct Collector {
 
 impl Collector {
     /// The output of subtask `subtask` of `spec`, running `plugin`.
-    pub(crate) fn new(spec: &OperatorSpec, subtask: usize, plugin: Arc<Plugin>, router: Router, counters: NodeCounters, gauges: WatermarkGauges, sources: Arc<Vec<SourceLabel>>) -> Self {
+    pub(crate) fn new(
+        spec: &OperatorSpec,
+        subtask: usize,
+        plugin: Arc<Plugin>,
+        router: Router,
+        counters: NodeCounters,
+        gauges: WatermarkGauges,
+        sources: Arc<Vec<SourceLabel>>,
+    ) -> Self {
         Collector {
             router,
             counters,
@@ -84,7 +92,11 @@ impl Collector {
 
     fn plugin_label(&self) -> String {
         let info = self.plugin.info();
-        let file = info.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = info
+            .path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         format!("{file} sha256:{}", &info.digest[..12])
     }
 
@@ -96,7 +108,9 @@ impl Collector {
 
     /// The watermark stamped on records this subtask emits now.
     pub(crate) fn output_watermark(&self) -> i64 {
-        self.generator.as_ref().map_or(self.current, WatermarkGenerator::current)
+        self.generator
+            .as_ref()
+            .map_or(self.current, WatermarkGenerator::current)
     }
 
     /// Send the watermark in force downstream if it moved since last sent
@@ -105,7 +119,8 @@ impl Collector {
         if self.generator.is_none() && self.current > self.announced {
             let wm = self.current;
             self.announced = wm;
-            self.router.broadcast(|from| Message::Watermark { from, at: wm })?;
+            self.router
+                .broadcast(|from| Message::Watermark { from, at: wm })?;
             self.gauges.set_output(wm, now_ms());
         }
         Ok(())
@@ -114,10 +129,13 @@ impl Collector {
     /// After a batch, an operator that generates its own watermarks sends
     /// what its generator has to say; the others announce theirs.
     pub(crate) fn after_batch(&mut self) -> Result<(), DataflowError> {
-        let Some(g) = &mut self.generator else { return self.announce() };
+        let Some(g) = &mut self.generator else {
+            return self.announce();
+        };
         match g.poll(Instant::now()) {
             Some(WatermarkUpdate::Advance(wm)) => {
-                self.router.broadcast(|from| Message::Watermark { from, at: wm })?;
+                self.router
+                    .broadcast(|from| Message::Watermark { from, at: wm })?;
                 self.gauges.set_output(wm, now_ms());
             }
             Some(WatermarkUpdate::Idle) => self.router.broadcast(|from| Message::Idle { from })?,
@@ -128,9 +146,16 @@ impl Collector {
 
     /// Route the emits of a successful call over `batch`; each carries the
     /// watermark as of its input (`wms`), or the one in force now.
-    pub(crate) fn route(&mut self, result: wit::BatchResult, positions: &[Option<Position>], batch: &[wit::Record], wms: Option<&[i64]>) -> Result<(), DataflowError> {
+    pub(crate) fn route(
+        &mut self,
+        result: wit::BatchResult,
+        positions: &[Option<Position>],
+        batch: &[wit::Record],
+        wms: Option<&[i64]>,
+    ) -> Result<(), DataflowError> {
         let now_wm = self.output_watermark();
-        let batch_wm = (self.generator.is_some() && event_time::per_batch_baseline()).then_some(now_wm);
+        let batch_wm =
+            (self.generator.is_some() && event_time::per_batch_baseline()).then_some(now_wm);
         let mut out = 0u64;
         let max = self.max_record_bytes();
         // One clock read per batch, not per record.
@@ -148,10 +173,17 @@ impl Collector {
                     let before = g.observe(&mut record, now, 0);
                     batch_wm.unwrap_or(before)
                 }
-                None => wms.and_then(|w| w.get(emit.input as usize)).copied().unwrap_or(now_wm),
+                None => wms
+                    .and_then(|w| w.get(emit.input as usize))
+                    .copied()
+                    .unwrap_or(now_wm),
             };
             if record.size_bytes() > max {
-                let msg = format!("emitted a record of {} bytes, over the operator's limits.max_record_kb = {}", record.size_bytes(), self.max_record_kb);
+                let msg = format!(
+                    "emitted a record of {} bytes, over the operator's limits.max_record_kb = {}",
+                    record.size_bytes(),
+                    self.max_record_kb
+                );
                 self.on_error(original.clone(), position, msg)?;
                 continue;
             }
@@ -167,7 +199,11 @@ impl Collector {
             let Some(original) = batch.get(i) else {
                 return Err(self.bad_index(err.input, batch.len(), &err.message));
             };
-            self.on_error(original.clone(), positions.get(i).copied().flatten(), err.message)?;
+            self.on_error(
+                original.clone(),
+                positions.get(i).copied().flatten(),
+                err.message,
+            )?;
         }
         Ok(())
     }
@@ -199,24 +235,38 @@ impl Collector {
 
     /// Keyed state failed under this operator.
     pub(crate) fn state_error(&self, source: sluice_state::StateError) -> DataflowError {
-        DataflowError::State { node: self.operator.clone(), source }
+        DataflowError::State {
+            node: self.operator.clone(),
+            source,
+        }
     }
 
     fn describe(&self, position: Option<Position>) -> String {
         match position {
-            Some(p) => {
-                match self.sources.get(p.source as usize) {
-                    Some(SourceLabel { name, topic: Some(topic) }) => format!("source `{name}` topic `{topic}` partition {} offset {}", p.split, p.offset),
-                    Some(SourceLabel { name, topic: None }) => format!("source `{name}` split {} offset {}", p.split, p.offset),
-                    None => format!("source #{} split {} offset {}", p.source, p.split, p.offset),
+            Some(p) => match self.sources.get(p.source as usize) {
+                Some(SourceLabel {
+                    name,
+                    topic: Some(topic),
+                }) => format!(
+                    "source `{name}` topic `{topic}` partition {} offset {}",
+                    p.split, p.offset
+                ),
+                Some(SourceLabel { name, topic: None }) => {
+                    format!("source `{name}` split {} offset {}", p.split, p.offset)
                 }
-            }
+                None => format!("source #{} split {} offset {}", p.source, p.split, p.offset),
+            },
             None => "an unknown position".into(),
         }
     }
 
     /// Apply the operator's error policy to one record.
-    pub(crate) fn on_error(&mut self, record: wit::Record, position: Option<Position>, message: String) -> Result<(), DataflowError> {
+    pub(crate) fn on_error(
+        &mut self,
+        record: wit::Record,
+        position: Option<Position>,
+        message: String,
+    ) -> Result<(), DataflowError> {
         self.counters.record_errors.inc();
         self.errors += 1;
         match self.policy {
@@ -242,7 +292,12 @@ impl Collector {
 
     /// A dead-letter record: the original bytes plus provenance, as a JSON
     /// value and as `sluice.*` headers.
-    fn dead_letter(&self, original: wit::Record, position: Option<Position>, error: &str) -> Record {
+    fn dead_letter(
+        &self,
+        original: wit::Record,
+        position: Option<Position>,
+        error: &str,
+    ) -> Record {
         use base64::Engine as _;
         let info = self.plugin.info();
         let label = position.and_then(|p| self.sources.get(p.source as usize));
@@ -262,22 +317,52 @@ impl Collector {
         });
         let text = |b: &[u8]| match std::str::from_utf8(b) {
             Ok(s) => serde_json::json!({ "utf8": s }),
-            Err(_) => serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) }),
+            Err(_) => {
+                serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) })
+            }
         };
-        value["key"] = original.key.as_deref().map(text).unwrap_or(serde_json::Value::Null);
+        value["key"] = original
+            .key
+            .as_deref()
+            .map(text)
+            .unwrap_or(serde_json::Value::Null);
         value["value"] = text(&original.value);
         let mut headers = vec![
-            Header { name: "sluice.operator".into(), value: self.operator.clone().into_bytes() },
-            Header { name: "sluice.plugin-digest".into(), value: info.digest.clone().into_bytes() },
-            Header { name: "sluice.error".into(), value: error.as_bytes().to_vec() },
+            Header {
+                name: "sluice.operator".into(),
+                value: self.operator.clone().into_bytes(),
+            },
+            Header {
+                name: "sluice.plugin-digest".into(),
+                value: info.digest.clone().into_bytes(),
+            },
+            Header {
+                name: "sluice.error".into(),
+                value: error.as_bytes().to_vec(),
+            },
         ];
         if let Some(p) = position {
-            headers.push(Header { name: "sluice.source".into(), value: source.unwrap_or_default().into_bytes() });
-            headers.push(Header { name: "sluice.split".into(), value: p.split.to_string().into_bytes() });
-            headers.push(Header { name: "sluice.offset".into(), value: p.offset.to_string().into_bytes() });
+            headers.push(Header {
+                name: "sluice.source".into(),
+                value: source.unwrap_or_default().into_bytes(),
+            });
+            headers.push(Header {
+                name: "sluice.split".into(),
+                value: p.split.to_string().into_bytes(),
+            });
+            headers.push(Header {
+                name: "sluice.offset".into(),
+                value: p.offset.to_string().into_bytes(),
+            });
             if let Some(topic) = topic {
-                headers.push(Header { name: "sluice.topic".into(), value: topic.into_bytes() });
-                headers.push(Header { name: "sluice.partition".into(), value: p.split.to_string().into_bytes() });
+                headers.push(Header {
+                    name: "sluice.topic".into(),
+                    value: topic.into_bytes(),
+                });
+                headers.push(Header {
+                    name: "sluice.partition".into(),
+                    value: p.split.to_string().into_bytes(),
+                });
             }
         }
         Record {
@@ -291,7 +376,11 @@ impl Collector {
 
     /// A guest call failed (its state writes were rolled back): count it
     /// and give the instance a fresh start.
-    pub(crate) fn trapped(&mut self, instance: &mut Instance, e: &CallError) -> Result<(), DataflowError> {
+    pub(crate) fn trapped(
+        &mut self,
+        instance: &mut Instance,
+        e: &CallError,
+    ) -> Result<(), DataflowError> {
         self.counters.traps.inc();
         if let CallError::Deadline { .. } = e {
             self.counters.timeouts.inc();
@@ -303,16 +392,24 @@ impl Collector {
     /// A fresh instance after an undone call (its memory saw records the
     /// state no longer has).
     pub(crate) fn reset(&self, instance: &mut Instance) -> Result<(), DataflowError> {
-        instance.reset().map_err(|source| DataflowError::Instantiate {
-            operator: self.operator.clone(),
-            plugin: self.plugin.info().path.display().to_string(),
-            source,
-        })
+        instance
+            .reset()
+            .map_err(|source| DataflowError::Instantiate {
+                operator: self.operator.clone(),
+                plugin: self.plugin.info().path.display().to_string(),
+                source,
+            })
     }
 
     /// A guest call over a lone record failed: the record goes to the
     /// error policy. A span of several is retried one by one (`None`).
-    pub(crate) fn failed_span(&mut self, instance: &mut Instance, e: CallError, batch: &[wit::Record], positions: &[Option<Position>]) -> Result<Option<usize>, DataflowError> {
+    pub(crate) fn failed_span(
+        &mut self,
+        instance: &mut Instance,
+        e: CallError,
+        batch: &[wit::Record],
+        positions: &[Option<Position>],
+    ) -> Result<Option<usize>, DataflowError> {
         self.trapped(instance, &e)?;
         if batch.len() > 1 {
             return Ok(None);

@@ -12,15 +12,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_config::{ControlSpec, OperatorSpec};
+use sluice_runtime::{now_ms, wit, Instance, InstanceConfig, OperatorKind, Plugin};
 use sluice_types::metrics::Metrics;
 use sluice_types::{Message, Record};
-use sluice_runtime::{now_ms, wit, Instance, InstanceConfig, OperatorKind, Plugin};
 use tokio::sync::mpsc::Receiver;
 
 use crate::checkpoint::{Ack, Aligner, GeneratorState, Offer};
 use crate::control::{Plan, Swaps};
-use crate::event_time::{InputWatermarks, WatermarkGenerator, NO_WATERMARK};
 use crate::error::DataflowError;
+use crate::event_time::{InputWatermarks, WatermarkGenerator, NO_WATERMARK};
 pub(crate) use collector::{Collector, SourceLabel};
 use process::{call_process, span_end};
 use timers::Timers;
@@ -79,27 +79,42 @@ impl OperatorTask {
         expected_ends: usize,
     ) -> Result<(), DataflowError> {
         let node = self.spec.name.clone();
-        let state_err = |source| DataflowError::State { node: node.clone(), source };
+        let state_err = |source| DataflowError::State {
+            node: node.clone(),
+            source,
+        };
         let plugin = self.out.plugin().clone();
         if let Some(s) = &mut state {
-            s.set_default_ttl(self.spec.state_ttl.map(|ms| Duration::from_millis(ms as u64)));
-            if self.spec.window.is_some() || plugin.info().kind == Some(OperatorKind::KeyedProcess) {
+            s.set_default_ttl(
+                self.spec
+                    .state_ttl
+                    .map(|ms| Duration::from_millis(ms as u64)),
+            );
+            if self.spec.window.is_some() || plugin.info().kind == Some(OperatorKind::KeyedProcess)
+            {
                 let mut timers = Timers::new(s).map_err(state_err)?;
                 if self.restore.is_some() {
-                    let groups = sluice_state::keygroup::range_of(self.subtask as u32, sluice_state::keygroup::MAX_PARALLELISM, self.spec.parallelism);
+                    let groups = sluice_state::keygroup::range_of(
+                        self.subtask as u32,
+                        sluice_state::keygroup::MAX_PARALLELISM,
+                        self.spec.parallelism,
+                    );
                     timers.load(s, groups).map_err(state_err)?;
                 }
                 self.timers = Some(timers);
             }
             if let Some(w) = &self.spec.window {
-                self.windows = Some(Windows::new(w.clone(), self.batch_size, s).map_err(state_err)?);
+                self.windows =
+                    Some(Windows::new(w.clone(), self.batch_size, s).map_err(state_err)?);
             }
         }
-        let mut instance = plugin.instantiate(config, state, metrics).map_err(|source| DataflowError::Instantiate {
-            operator: self.spec.name.clone(),
-            plugin: plugin.info().path.display().to_string(),
-            source,
-        })?;
+        let mut instance = plugin
+            .instantiate(config, state, metrics)
+            .map_err(|source| DataflowError::Instantiate {
+                operator: self.spec.name.clone(),
+                plugin: plugin.info().path.display().to_string(),
+                source,
+            })?;
         if let Some(r) = self.restore.take() {
             self.inputs.restore(r.watermark);
             instance.set_watermark(self.inputs.current());
@@ -116,13 +131,15 @@ impl OperatorTask {
                 Some(m) => Some(m),
                 None => match self.next_wakeup() {
                     None => rx.blocking_recv(),
-                    Some(at) => match handle.block_on(tokio::time::timeout_at(at.into(), rx.recv())) {
-                        Ok(m) => m,
-                        Err(_) => {
-                            self.on_processing_time(&mut instance, now_ms())?;
-                            continue;
+                    Some(at) => {
+                        match handle.block_on(tokio::time::timeout_at(at.into(), rx.recv())) {
+                            Ok(m) => m,
+                            Err(_) => {
+                                self.on_processing_time(&mut instance, now_ms())?;
+                                continue;
+                            }
                         }
-                    },
+                    }
                 },
             };
             let message = match message.map(|m| self.aligner.offer(m)) {
@@ -135,7 +152,11 @@ impl OperatorTask {
                 None => None,
             };
             match message {
-                Some(Message::Batch { from, records, watermarks }) => {
+                Some(Message::Batch {
+                    from,
+                    records,
+                    watermarks,
+                }) => {
                     self.process(&mut instance, from, records, watermarks)?;
                     self.after_batch(&mut instance)?;
                 }
@@ -164,7 +185,12 @@ impl OperatorTask {
                         self.snapshot(&mut instance, id, alignment)?;
                     }
                 }
-                None => return Err(DataflowError::Disconnected { node: self.spec.name.clone(), peer: "an upstream node".into() }),
+                None => {
+                    return Err(DataflowError::Disconnected {
+                        node: self.spec.name.clone(),
+                        peer: "an upstream node".into(),
+                    })
+                }
             }
         }
         // End of input flushes what the wall clock has not fired yet.
@@ -172,7 +198,9 @@ impl OperatorTask {
             self.on_processing_time(&mut instance, i64::MAX)?;
         }
         if let Some(state) = instance.state_mut() {
-            state.flush().map_err(|source| self.out.state_error(source))?;
+            state
+                .flush()
+                .map_err(|source| self.out.state_error(source))?;
         }
         if let Some(acks) = &self.acks {
             let _ = acks.send(Ack::OperatorDone {
@@ -187,7 +215,12 @@ impl OperatorTask {
 
     /// Barrier `id` is aligned: write this subtask's keyed state (timers and
     /// windows included) to RocksDB, acknowledge, and pass the barrier on.
-    fn snapshot(&mut self, instance: &mut Instance, id: u64, alignment: Duration) -> Result<(), DataflowError> {
+    fn snapshot(
+        &mut self,
+        instance: &mut Instance,
+        id: u64,
+        alignment: Duration,
+    ) -> Result<(), DataflowError> {
         let plan = self.swaps.at(&self.spec.name, id);
         // A hot swap planned at this barrier: what came before it was
         // processed by the old plugin, what follows goes to the new one. It
@@ -198,7 +231,9 @@ impl OperatorTask {
         }
         let started = Instant::now();
         if let Some(state) = instance.state_mut() {
-            state.flush().map_err(|source| self.out.state_error(source))?;
+            state
+                .flush()
+                .map_err(|source| self.out.state_error(source))?;
         }
         if let Some(acks) = &self.acks {
             let _ = acks.send(Ack::Operator {
@@ -211,10 +246,17 @@ impl OperatorTask {
                 alignment,
             });
         }
-        self.out.router.broadcast(|from| Message::Barrier { from, id })?;
+        self.out
+            .router
+            .broadcast(|from| Message::Barrier { from, id })?;
         if let Some(Plan::Pause) = plan {
             if let Some(acks) = &self.acks {
-                let _ = acks.send(Ack::Swapped { name: self.spec.name.clone(), subtask: self.subtask, id, error: None });
+                let _ = acks.send(Ack::Swapped {
+                    name: self.spec.name.clone(),
+                    subtask: self.subtask,
+                    id,
+                    error: None,
+                });
             }
             // Hold the input until resumed: upstream backpressures.
             tracing::info!(operator = %self.spec.name, subtask = self.subtask, "paused after checkpoint {id}");
@@ -231,7 +273,13 @@ impl OperatorTask {
     /// operator's other subtasks: each prepares the new instance (and its
     /// state migration), reports, and waits for the verdict, so that either
     /// all switch or all keep the old plugin with the state as it was.
-    fn swap(&mut self, instance: &mut Instance, id: u64, plugin: Arc<Plugin>, params: Option<String>) {
+    fn swap(
+        &mut self,
+        instance: &mut Instance,
+        id: u64,
+        plugin: Arc<Plugin>,
+        params: Option<String>,
+    ) {
         let started = Instant::now();
         let (pending, error) = match instance.begin_swap(plugin.clone(), params) {
             Ok(p) => (Some(p), None),
@@ -240,7 +288,12 @@ impl OperatorTask {
         let prepared = started.elapsed();
         let ok = match &self.acks {
             Some(acks) => {
-                let _ = acks.send(Ack::Swapped { name: self.spec.name.clone(), subtask: self.subtask, id, error });
+                let _ = acks.send(Ack::Swapped {
+                    name: self.spec.name.clone(),
+                    subtask: self.subtask,
+                    id,
+                    error,
+                });
                 self.swaps.verdict(&self.spec.name, id)
             }
             None => error.is_none(),
@@ -255,8 +308,14 @@ impl OperatorTask {
         // Timers the migration registered.
         self.apply_timer_ops(instance);
         self.out.set_plugin(plugin);
-        self.probation = Some(Probation { digest: self.out.plugin().info().digest.clone(), seen: 0, errors_before: self.out.errors });
-        let migrated = migrated.map_or(String::new(), |n| format!(", {n} keys migrated in {prepared:?}"));
+        self.probation = Some(Probation {
+            digest: self.out.plugin().info().digest.clone(),
+            seen: 0,
+            errors_before: self.out.errors,
+        });
+        let migrated = migrated.map_or(String::new(), |n| {
+            format!(", {n} keys migrated in {prepared:?}")
+        });
         tracing::info!(operator = %self.spec.name, subtask = self.subtask, "switched to plugin sha256:{} at checkpoint {id} in {:?}{migrated}", &self.out.plugin().info().digest[..12], started.elapsed());
     }
 
@@ -269,9 +328,19 @@ impl OperatorTask {
         let failed = self.out.errors - p.errors_before;
         let rate = failed as f64 / p.seen.max(1) as f64;
         if p.seen >= 20 && rate > control.max_error_rate {
-            let reason = format!("{failed} of its first {} records failed ({:.0}%, above {:.0}%)", p.seen, rate * 100.0, control.max_error_rate * 100.0);
+            let reason = format!(
+                "{failed} of its first {} records failed ({:.0}%, above {:.0}%)",
+                p.seen,
+                rate * 100.0,
+                control.max_error_rate * 100.0
+            );
             if let Some(acks) = &self.acks {
-                let _ = acks.send(Ack::Unhealthy { name: self.spec.name.clone(), subtask: self.subtask, digest: p.digest.clone(), reason });
+                let _ = acks.send(Ack::Unhealthy {
+                    name: self.spec.name.clone(),
+                    subtask: self.subtask,
+                    digest: p.digest.clone(),
+                    reason,
+                });
             }
             self.probation = None;
         } else if p.seen >= control.probation_records {
@@ -290,7 +359,12 @@ impl OperatorTask {
     fn after_batch(&mut self, instance: &mut Instance) -> Result<(), DataflowError> {
         self.judge_probation();
         self.out.after_batch()?;
-        if self.timers.as_ref().and_then(Timers::next_processing).is_some_and(|t| t <= now_ms()) {
+        if self
+            .timers
+            .as_ref()
+            .and_then(Timers::next_processing)
+            .is_some_and(|t| t <= now_ms())
+        {
             self.on_processing_time(instance, now_ms())?;
         }
         Ok(())
@@ -322,7 +396,11 @@ impl OperatorTask {
     }
 
     /// The wall clock reached `now`: fire processing-time timers and windows.
-    fn on_processing_time(&mut self, instance: &mut Instance, now: i64) -> Result<(), DataflowError> {
+    fn on_processing_time(
+        &mut self,
+        instance: &mut Instance,
+        now: i64,
+    ) -> Result<(), DataflowError> {
         if self.timers.is_none() {
             return Ok(());
         }
@@ -332,10 +410,19 @@ impl OperatorTask {
 
     /// Fire what is due in `domain` at `upto`: the windows of a window
     /// operator in its time domain, else the guest's timers.
-    fn fire(&mut self, instance: &mut Instance, domain: wit::TimeDomain, upto: i64) -> Result<(), DataflowError> {
-        let Some(timers) = &mut self.timers else { return Ok(()) };
+    fn fire(
+        &mut self,
+        instance: &mut Instance,
+        domain: wit::TimeDomain,
+        upto: i64,
+    ) -> Result<(), DataflowError> {
+        let Some(timers) = &mut self.timers else {
+            return Ok(());
+        };
         match &self.windows {
-            Some(w) if w.is_event_time() == (domain == wit::TimeDomain::EventTime) => w.fire(instance, timers, &mut self.out, domain, upto),
+            Some(w) if w.is_event_time() == (domain == wit::TimeDomain::EventTime) => {
+                w.fire(instance, timers, &mut self.out, domain, upto)
+            }
             Some(_) => Ok(()),
             None => timers.fire(instance, &mut self.out, domain, upto, self.batch_size),
         }
@@ -353,7 +440,13 @@ impl OperatorTask {
     /// It is cut into spans that one guest call can take with the same
     /// result as calls record by record: a span ends where the watermark
     /// reaches a timer or window due (see `span_end`), which fires there.
-    fn process(&mut self, instance: &mut Instance, from: u32, records: Vec<Record>, stamps: Vec<i64>) -> Result<(), DataflowError> {
+    fn process(
+        &mut self,
+        instance: &mut Instance,
+        from: u32,
+        records: Vec<Record>,
+        stamps: Vec<i64>,
+    ) -> Result<(), DataflowError> {
         self.out.counters.records_in.inc_by(records.len() as u64);
         if let Some(p) = &mut self.probation {
             p.seen += records.len() as u64;
@@ -368,17 +461,24 @@ impl OperatorTask {
             let wm = self.inputs.stamp(from, stamp);
             if keyed && r.key.is_none() {
                 let msg = format!("the record has no key, but operator `{}` is keyed (key_by = \"key\"); the upstream operator must set one", self.spec.name);
-                self.out.on_error(sluice_runtime::to_wit(&mut r), r.position, msg)?;
+                self.out
+                    .on_error(sluice_runtime::to_wit(&mut r), r.position, msg)?;
                 continue;
             }
             if r.size_bytes() > max {
-                let msg = format!("the record is {} bytes, over the operator's limits.max_record_kb = {}", r.size_bytes(), self.spec.limits.max_record_kb);
-                self.out.on_error(sluice_runtime::to_wit(&mut r), r.position, msg)?;
+                let msg = format!(
+                    "the record is {} bytes, over the operator's limits.max_record_kb = {}",
+                    r.size_bytes(),
+                    self.spec.limits.max_record_kb
+                );
+                self.out
+                    .on_error(sluice_runtime::to_wit(&mut r), r.position, msg)?;
                 continue;
             }
             if r.event_time.is_none() && self.windows.as_ref().is_some_and(|w| w.is_event_time()) {
                 let msg = format!("the record has no event time, but `{}` has an event-time window; set one in the source or the upstream operator", self.spec.name);
-                self.out.on_error(sluice_runtime::to_wit(&mut r), r.position, msg)?;
+                self.out
+                    .on_error(sluice_runtime::to_wit(&mut r), r.position, msg)?;
                 continue;
             }
             positions.push(r.position);
@@ -392,13 +492,31 @@ impl OperatorTask {
             if wms[i] > self.out.current {
                 self.advance(instance, wms[i])?;
             }
-            let end = if i < single_until { i + 1 } else { span_end(self.timers.as_ref(), self.windows.as_ref(), &batch, &wms, i) };
+            let end = if i < single_until {
+                i + 1
+            } else {
+                span_end(self.timers.as_ref(), self.windows.as_ref(), &batch, &wms, i)
+            };
             let done = match &self.windows {
                 Some(w) => {
                     let timers = self.timers.as_mut().expect("window operators have timers");
-                    w.add(instance, timers, &mut self.out, &mut batch[i..end], &positions[i..end], &wms[i..end])?
+                    w.add(
+                        instance,
+                        timers,
+                        &mut self.out,
+                        &mut batch[i..end],
+                        &positions[i..end],
+                        &wms[i..end],
+                    )?
                 }
-                None => call_process(instance, &mut self.timers, &mut self.out, &batch[i..end], &positions[i..end], &wms[i..end])?,
+                None => call_process(
+                    instance,
+                    &mut self.timers,
+                    &mut self.out,
+                    &batch[i..end],
+                    &positions[i..end],
+                    &wms[i..end],
+                )?,
             };
             match done {
                 Some(n) => {
@@ -409,7 +527,9 @@ impl OperatorTask {
             }
         }
         if let Some(state) = instance.state_mut() {
-            state.maintain().map_err(|source| self.out.state_error(source))?;
+            state
+                .maintain()
+                .map_err(|source| self.out.state_error(source))?;
         }
         self.catch_up(instance)?;
         self.out.router.flush()

@@ -2,8 +2,8 @@
 //! a timer or window due, so that one guest call over a span gives the same
 //! result as calls record by record (DESIGN.md, decision 8).
 
-use sluice_types::Position;
 use sluice_runtime::{wit, Instance, TimerOp};
+use sluice_types::Position;
 
 use super::collector::Collector;
 use super::timers::Timers;
@@ -14,7 +14,13 @@ use crate::error::DataflowError;
 /// which the watermark advances to a pending event-time timer, counting
 /// the window timers the span's own records would register, and right
 /// after a record that makes a window fire again (allowed lateness).
-pub(super) fn span_end(timers: Option<&Timers>, windows: Option<&Windows>, batch: &[wit::Record], wms: &[i64], start: usize) -> usize {
+pub(super) fn span_end(
+    timers: Option<&Timers>,
+    windows: Option<&Windows>,
+    batch: &[wit::Record],
+    wms: &[i64],
+    start: usize,
+) -> usize {
     let mut due = timers.and_then(Timers::next_event).unwrap_or(i64::MAX);
     let windows = windows.filter(|w| w.is_event_time());
     let mut scratch = Vec::new();
@@ -39,7 +45,14 @@ pub(super) fn span_end(timers: Option<&Timers>, windows: Option<&Windows>, batch
 /// its timers are checked: a timer a record registered that a later
 /// record's watermark reaches must fire between the two, so the call is
 /// undone and redone up to that record.
-pub(super) fn call_process(instance: &mut Instance, timers: &mut Option<Timers>, out: &mut Collector, batch: &[wit::Record], positions: &[Option<Position>], wms: &[i64]) -> Result<Option<usize>, DataflowError> {
+pub(super) fn call_process(
+    instance: &mut Instance,
+    timers: &mut Option<Timers>,
+    out: &mut Collector,
+    batch: &[wit::Record],
+    positions: &[Option<Position>],
+    wms: &[i64],
+) -> Result<Option<usize>, DataflowError> {
     let hold = timers.is_some() && batch.len() > 1;
     match instance.process_at(batch, wms, positions, hold) {
         Ok(result) => {
@@ -48,7 +61,14 @@ pub(super) fn call_process(instance: &mut Instance, timers: &mut Option<Timers>,
                 if let Some(k) = first_reached(&ops, wms) {
                     instance.settle(false);
                     out.reset(instance)?;
-                    return call_process(instance, timers, out, &batch[..k], &positions[..k], &wms[..k]);
+                    return call_process(
+                        instance,
+                        timers,
+                        out,
+                        &batch[..k],
+                        &positions[..k],
+                        &wms[..k],
+                    );
                 }
                 instance.settle(true);
             }
@@ -70,7 +90,10 @@ pub(super) fn call_process(instance: &mut Instance, timers: &mut Option<Timers>,
 fn first_reached(ops: &[TimerOp], wms: &[i64]) -> Option<usize> {
     let advances = |k: usize| wms[k] > wms[k - 1];
     let mut first: Option<usize> = None;
-    for op in ops.iter().filter(|o| !o.delete && o.domain == wit::TimeDomain::EventTime) {
+    for op in ops
+        .iter()
+        .filter(|o| !o.delete && o.domain == wit::TimeDomain::EventTime)
+    {
         let after = op.input as usize + 1;
         if after >= wms.len() {
             continue;
@@ -91,7 +114,14 @@ mod tests {
     use super::*;
 
     fn timer(input: u32, timestamp: i64) -> TimerOp {
-        TimerOp { domain: wit::TimeDomain::EventTime, timestamp, key_group: 0, key: b"k".to_vec(), delete: false, input }
+        TimerOp {
+            domain: wit::TimeDomain::EventTime,
+            timestamp,
+            key_group: 0,
+            key: b"k".to_vec(),
+            delete: false,
+            input,
+        }
     }
 
     #[test]
@@ -99,9 +129,21 @@ mod tests {
         let wms = [0, 10, 20, 20, 30, 40];
         assert_eq!(first_reached(&[timer(0, 15)], &wms), Some(2));
         assert_eq!(first_reached(&[timer(0, 20)], &wms), Some(2));
-        assert_eq!(first_reached(&[timer(2, 20)], &wms), Some(4), "registered at 20, in the past: the next advance fires it");
-        assert_eq!(first_reached(&[timer(0, 41)], &wms), None, "not reached in this call");
-        assert_eq!(first_reached(&[timer(5, 0)], &wms), None, "registered by the last input");
+        assert_eq!(
+            first_reached(&[timer(2, 20)], &wms),
+            Some(4),
+            "registered at 20, in the past: the next advance fires it"
+        );
+        assert_eq!(
+            first_reached(&[timer(0, 41)], &wms),
+            None,
+            "not reached in this call"
+        );
+        assert_eq!(
+            first_reached(&[timer(5, 0)], &wms),
+            None,
+            "registered by the last input"
+        );
         assert_eq!(first_reached(&[timer(3, 35), timer(0, 25)], &wms), Some(4));
         let mut deleted = timer(0, 15);
         deleted.delete = true;

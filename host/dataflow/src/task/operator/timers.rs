@@ -10,9 +10,9 @@
 
 use std::collections::BTreeSet;
 
-use sluice_state::{OperatorState, StateError, StateId, StateKind};
 use sluice_runtime::wit::{self, TimeDomain};
 use sluice_runtime::{Instance, TimerOp};
+use sluice_state::{OperatorState, StateError, StateId, StateKind};
 
 use super::collector::Collector;
 use crate::error::DataflowError;
@@ -53,7 +53,12 @@ fn domain_byte(domain: TimeDomain) -> u8 {
 impl Timers {
     pub(crate) fn new(state: &mut OperatorState) -> Result<Self, StateError> {
         let id = state.declare(TIMERS_STATE, StateKind::Map)?;
-        Ok(Timers { event: BTreeSet::new(), processing: BTreeSet::new(), state: id, scratch: Vec::new() })
+        Ok(Timers {
+            event: BTreeSet::new(),
+            processing: BTreeSet::new(),
+            state: id,
+            scratch: Vec::new(),
+        })
     }
 
     fn set(&mut self, domain: TimeDomain) -> &mut BTreeSet<Timer> {
@@ -67,7 +72,8 @@ impl Timers {
     fn map_key(&mut self, domain: TimeDomain, timer: &Timer) -> &[u8] {
         self.scratch.clear();
         self.scratch.push(domain_byte(domain));
-        self.scratch.extend_from_slice(&((timer.timestamp as u64) ^ (1 << 63)).to_be_bytes());
+        self.scratch
+            .extend_from_slice(&((timer.timestamp as u64) ^ (1 << 63)).to_be_bytes());
         self.scratch.extend_from_slice(&timer.namespace);
         &self.scratch
     }
@@ -95,7 +101,13 @@ impl Timers {
 
     /// Remove and return up to `max` timers of `domain` due at `upto`, in
     /// timestamp order.
-    pub(crate) fn pop_due(&mut self, state: &mut OperatorState, domain: TimeDomain, upto: i64, max: usize) -> Vec<Timer> {
+    pub(crate) fn pop_due(
+        &mut self,
+        state: &mut OperatorState,
+        domain: TimeDomain,
+        upto: i64,
+        max: usize,
+    ) -> Vec<Timer> {
         let mut due = Vec::new();
         while due.len() < max {
             let set = self.set(domain);
@@ -115,14 +127,24 @@ impl Timers {
 
     /// Rebuild the in-memory queues from the state of the key groups this
     /// subtask owns (after a restore or a rescale).
-    pub(crate) fn load(&mut self, state: &OperatorState, groups: std::ops::Range<u16>) -> Result<(), StateError> {
+    pub(crate) fn load(
+        &mut self,
+        state: &OperatorState,
+        groups: std::ops::Range<u16>,
+    ) -> Result<(), StateError> {
         let (event, processing) = (&mut self.event, &mut self.processing);
         state.scan_map(groups, self.state, |kg, key, map_key, _| {
             if map_key.len() < 9 {
                 return;
             }
-            let timestamp = (u64::from_be_bytes(map_key[1..9].try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
-            let timer = Timer { timestamp, key_group: kg, key: key.into(), namespace: map_key[9..].into() };
+            let timestamp =
+                (u64::from_be_bytes(map_key[1..9].try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
+            let timer = Timer {
+                timestamp,
+                key_group: kg,
+                key: key.into(),
+                namespace: map_key[9..].into(),
+            };
             match map_key[0] {
                 0 => event.insert(timer),
                 _ => processing.insert(timer),
@@ -142,9 +164,16 @@ impl Timers {
 
     /// Apply the timer changes of a successful guest call.
     pub(crate) fn apply(&mut self, instance: &mut Instance, ops: Vec<TimerOp>) {
-        let Some(state) = instance.state_mut() else { return };
+        let Some(state) = instance.state_mut() else {
+            return;
+        };
         for op in ops {
-            let timer = Timer { timestamp: op.timestamp, key_group: op.key_group, key: op.key.into(), namespace: Box::default() };
+            let timer = Timer {
+                timestamp: op.timestamp,
+                key_group: op.key_group,
+                key: op.key.into(),
+                namespace: Box::default(),
+            };
             if op.delete {
                 self.delete(state, op.domain, &timer);
             } else {
@@ -156,21 +185,46 @@ impl Timers {
     /// Deliver the guest's timers of `domain` due at `upto`, in order, in
     /// batches of `batch_size`; timers they register that are already due
     /// fire too.
-    pub(crate) fn fire(&mut self, instance: &mut Instance, out: &mut Collector, domain: TimeDomain, upto: i64, batch_size: usize) -> Result<(), DataflowError> {
+    pub(crate) fn fire(
+        &mut self,
+        instance: &mut Instance,
+        out: &mut Collector,
+        domain: TimeDomain,
+        upto: i64,
+        batch_size: usize,
+    ) -> Result<(), DataflowError> {
         for _ in 0..MAX_TIMER_ROUNDS {
-            let Some(state) = instance.state_mut() else { return Ok(()) };
+            let Some(state) = instance.state_mut() else {
+                return Ok(());
+            };
             let due = self.pop_due(state, domain, upto, batch_size);
             if due.is_empty() {
                 return Ok(());
             }
-            let fired: Vec<wit::FiredTimer> = due.into_iter().map(|t| wit::FiredTimer { key: t.key.into_vec(), timestamp: t.timestamp, domain }).collect();
+            let fired: Vec<wit::FiredTimer> = due
+                .into_iter()
+                .map(|t| wit::FiredTimer {
+                    key: t.key.into_vec(),
+                    timestamp: t.timestamp,
+                    domain,
+                })
+                .collect();
             // What the error policy sees for a timer that fails.
             let originals: Vec<wit::Record> = fired
                 .iter()
                 .map(|t| {
-                    let kind = if domain == TimeDomain::EventTime { "event" } else { "processing" };
+                    let kind = if domain == TimeDomain::EventTime {
+                        "event"
+                    } else {
+                        "processing"
+                    };
                     let value = serde_json::json!({ "timer": t.timestamp, "domain": kind });
-                    wit::Record { key: Some(t.key.clone()), value: value.to_string().into_bytes(), event_time: Some(t.timestamp), headers: Vec::new() }
+                    wit::Record {
+                        key: Some(t.key.clone()),
+                        value: value.to_string().into_bytes(),
+                        event_time: Some(t.timestamp),
+                        headers: Vec::new(),
+                    }
                 })
                 .collect();
             let positions = vec![None; fired.len()];
@@ -187,7 +241,12 @@ impl Timers {
                             Ok(result) => {
                                 let ops = instance.take_timer_ops();
                                 self.apply(instance, ops);
-                                out.route(result, &positions[i..i + 1], &originals[i..i + 1], None)?;
+                                out.route(
+                                    result,
+                                    &positions[i..i + 1],
+                                    &originals[i..i + 1],
+                                    None,
+                                )?;
                             }
                             Err(e) => {
                                 out.trapped(instance, &e)?;

@@ -17,10 +17,10 @@
 use std::collections::HashMap;
 
 use sluice_config::{TimeCharacteristic, WindowKind, WindowSpec};
+use sluice_runtime::{now_ms, wit, Instance};
 use sluice_state::keygroup::{key_group, MAX_PARALLELISM};
 use sluice_state::{OperatorState, StateError, StateId, StateKind};
 use sluice_types::Position;
-use sluice_runtime::{now_ms, wit, Instance};
 
 use super::collector::Collector;
 use super::timers::{Timer, Timers};
@@ -49,7 +49,10 @@ impl Window {
     }
 
     fn cover(self, other: Window) -> Window {
-        Window { start: self.start.min(other.start), end: self.end.max(other.end) }
+        Window {
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
     }
 
     fn encode(self) -> [u8; 16] {
@@ -73,7 +76,10 @@ impl Window {
     }
 
     fn to_wit(self) -> wit::Window {
-        wit::Window { start: self.start, end: self.end }
+        wit::Window {
+            start: self.start,
+            end: self.end,
+        }
     }
 }
 
@@ -101,11 +107,25 @@ struct Group {
 }
 
 impl Windows {
-    pub(crate) fn new(spec: WindowSpec, batch_size: usize, state: &mut OperatorState) -> Result<Self, StateError> {
+    pub(crate) fn new(
+        spec: WindowSpec,
+        batch_size: usize,
+        state: &mut OperatorState,
+    ) -> Result<Self, StateError> {
         let acc = state.declare(ACC_STATE, StateKind::Map)?;
         let sessions = state.declare(SESSIONS_STATE, StateKind::Value)?;
-        let domain = if spec.time == TimeCharacteristic::Event { wit::TimeDomain::EventTime } else { wit::TimeDomain::ProcessingTime };
-        Ok(Windows { spec, batch_size, acc, sessions, domain })
+        let domain = if spec.time == TimeCharacteristic::Event {
+            wit::TimeDomain::EventTime
+        } else {
+            wit::TimeDomain::ProcessingTime
+        };
+        Ok(Windows {
+            spec,
+            batch_size,
+            acc,
+            sessions,
+            domain,
+        })
     }
 
     pub(crate) fn is_event_time(&self) -> bool {
@@ -118,16 +138,25 @@ impl Windows {
         match self.spec.kind {
             WindowKind::Tumbling { size } => {
                 let start = ts - ts.rem_euclid(size);
-                out.push(Window { start, end: start.saturating_add(size) });
+                out.push(Window {
+                    start,
+                    end: start.saturating_add(size),
+                });
             }
             WindowKind::Sliding { size, slide } => {
                 let mut start = ts - ts.rem_euclid(slide);
                 while start > ts - size {
-                    out.push(Window { start, end: start.saturating_add(size) });
+                    out.push(Window {
+                        start,
+                        end: start.saturating_add(size),
+                    });
                     start -= slide;
                 }
             }
-            WindowKind::Session { gap } => out.push(Window { start: ts, end: ts.saturating_add(gap) }),
+            WindowKind::Session { gap } => out.push(Window {
+                start: ts,
+                end: ts.saturating_add(gap),
+            }),
         }
     }
 
@@ -138,7 +167,11 @@ impl Windows {
     /// which fires no later than any session it merges into.
     pub(crate) fn first_firing(&self, ts: i64, wm: i64, scratch: &mut Vec<Window>) -> Option<i64> {
         self.assign(ts, scratch);
-        scratch.iter().filter(|w| self.is_session() || !self.is_late(**w, wm)).map(|w| w.last()).min()
+        scratch
+            .iter()
+            .filter(|w| self.is_session() || !self.is_late(**w, wm))
+            .map(|w| w.last())
+            .min()
     }
 
     /// Whether a window is past its allowed lateness at watermark `wm`.
@@ -146,8 +179,16 @@ impl Windows {
         self.is_event_time() && w.last().saturating_add(self.spec.allowed_lateness) <= wm
     }
 
-    fn sessions_of(&self, state: &mut OperatorState, kg: u16, key: &[u8]) -> Result<Vec<Window>, StateError> {
-        Ok(state.get(kg, self.sessions, key)?.map(|b| b.chunks_exact(16).filter_map(Window::decode).collect()).unwrap_or_default())
+    fn sessions_of(
+        &self,
+        state: &mut OperatorState,
+        kg: u16,
+        key: &[u8],
+    ) -> Result<Vec<Window>, StateError> {
+        Ok(state
+            .get(kg, self.sessions, key)?
+            .map(|b| b.chunks_exact(16).filter_map(Window::decode).collect())
+            .unwrap_or_default())
     }
 
     fn set_sessions(&self, state: &mut OperatorState, kg: u16, key: &[u8], sessions: &[Window]) {
@@ -167,7 +208,15 @@ impl Windows {
     /// judged against the watermark as of that record (`wms`). Returns how
     /// many records it consumed, or `None` if a guest call failed and the
     /// records must go one by one.
-    pub(crate) fn add(&self, instance: &mut Instance, timers: &mut Timers, out: &mut Collector, batch: &mut [wit::Record], positions: &[Option<Position>], wms: &[i64]) -> Result<Option<usize>, DataflowError> {
+    pub(crate) fn add(
+        &self,
+        instance: &mut Instance,
+        timers: &mut Timers,
+        out: &mut Collector,
+        batch: &mut [wit::Record],
+        positions: &[Option<Position>],
+        wms: &[i64],
+    ) -> Result<Option<usize>, DataflowError> {
         let (time, late_output) = (self.spec.time, self.spec.late_output.as_str());
         let wm = wms.last().copied().unwrap_or(i64::MIN);
         let now = now_ms();
@@ -196,7 +245,12 @@ impl Windows {
             let before = assigned.len();
             // Sessions merge first and judge lateness on the merged window (as Flink).
             let session = self.is_session();
-            assigned.extend(scratch.iter().filter(|w| session || !self.is_late(**w, wms[i])).map(|w| (i, *w)));
+            assigned.extend(
+                scratch
+                    .iter()
+                    .filter(|w| session || !self.is_late(**w, wms[i]))
+                    .map(|w| (i, *w)),
+            );
             if assigned.len() == before {
                 late.push(i);
             }
@@ -222,9 +276,14 @@ impl Windows {
                 }
                 for k in order {
                     let kg = key_group(k, MAX_PARALLELISM);
-                    let existing = self.sessions_of(state, kg, k).map_err(|e| out.state_error(e))?;
+                    let existing = self
+                        .sessions_of(state, kg, k)
+                        .map_err(|e| out.state_error(e))?;
                     // (window, absorbed existing windows, inputs)
-                    let mut open: Vec<(Window, Vec<Window>, Vec<u32>)> = existing.iter().map(|w| (*w, vec![*w], Vec::new())).collect();
+                    let mut open: Vec<(Window, Vec<Window>, Vec<u32>)> = existing
+                        .iter()
+                        .map(|w| (*w, vec![*w], Vec::new()))
+                        .collect();
                     for (i, w) in &by_key[k] {
                         // Late only if it is late alone: one that extends or
                         // bridges an open session joins it.
@@ -257,7 +316,10 @@ impl Windows {
                         let merged = if absorbed.len() > 1 {
                             let mut accs = Vec::with_capacity(absorbed.len());
                             for a in &absorbed {
-                                if let Some(acc) = state.map_get(kg, self.acc, k, &a.encode()).map_err(|e| out.state_error(e))? {
+                                if let Some(acc) = state
+                                    .map_get(kg, self.acc, k, &a.encode())
+                                    .map_err(|e| out.state_error(e))?
+                                {
                                     accs.push(acc.to_vec());
                                 }
                             }
@@ -266,7 +328,14 @@ impl Windows {
                         } else {
                             None
                         };
-                        groups.push(Group { kg, key_of: first_key_index, window: w, inputs, absorbed, merged });
+                        groups.push(Group {
+                            kg,
+                            key_of: first_key_index,
+                            window: w,
+                            inputs,
+                            absorbed,
+                            merged,
+                        });
                     }
                     final_windows.sort();
                     session_lists.push((kg, first_key_index, final_windows));
@@ -276,7 +345,14 @@ impl Windows {
                 for (i, w) in &assigned {
                     let k = key(*i);
                     let g = *index.entry((k, *w)).or_insert_with(|| {
-                        groups.push(Group { kg: key_group(k, MAX_PARALLELISM), key_of: *i, window: *w, inputs: Vec::new(), absorbed: Vec::new(), merged: None });
+                        groups.push(Group {
+                            kg: key_group(k, MAX_PARALLELISM),
+                            key_of: *i,
+                            window: *w,
+                            inputs: Vec::new(),
+                            absorbed: Vec::new(),
+                            merged: None,
+                        });
                         groups.len() - 1
                     });
                     groups[g].inputs.push(*i as u32);
@@ -289,9 +365,19 @@ impl Windows {
             return Ok(Some(batch.len()));
         }
         // Guest calls: merge bridged sessions, then add.
-        let merged = match if merges.is_empty() { Ok(Vec::new()) } else { instance.merge(&merges) } {
+        let merged = match if merges.is_empty() {
+            Ok(Vec::new())
+        } else {
+            instance.merge(&merges)
+        } {
             Ok(m) if m.len() == merges.len() => m,
-            Ok(m) => return Err(out.broken(format!("merge returned {} accumulators for {} groups", m.len(), merges.len()))),
+            Ok(m) => {
+                return Err(out.broken(format!(
+                    "merge returned {} accumulators for {} groups",
+                    m.len(),
+                    merges.len()
+                )))
+            }
             Err(e) => return out.failed_span(instance, e, batch, positions),
         };
         let mut accumulate = Vec::with_capacity(groups.len());
@@ -303,15 +389,27 @@ impl Windows {
                     None => {
                         let k = batch[g.key_of].key.as_deref().expect("keyed");
                         let w = g.absorbed.first().copied().unwrap_or(g.window);
-                        state.map_get(g.kg, self.acc, k, &w.encode()).map_err(|e| out.state_error(e))?.map(<[u8]>::to_vec)
+                        state
+                            .map_get(g.kg, self.acc, k, &w.encode())
+                            .map_err(|e| out.state_error(e))?
+                            .map(<[u8]>::to_vec)
                     }
                 };
-                accumulate.push(wit::Accumulate { accumulator, inputs: g.inputs.clone() });
+                accumulate.push(wit::Accumulate {
+                    accumulator,
+                    inputs: g.inputs.clone(),
+                });
             }
         }
         let result = match instance.add(batch, &accumulate) {
             Ok(r) if r.accumulators.len() == groups.len() => r,
-            Ok(r) => return Err(out.broken(format!("add returned {} accumulators for {} groups", r.accumulators.len(), groups.len()))),
+            Ok(r) => {
+                return Err(out.broken(format!(
+                    "add returned {} accumulators for {} groups",
+                    r.accumulators.len(),
+                    groups.len()
+                )))
+            }
             Err(e) => return out.failed_span(instance, e, batch, positions),
         };
         route_late(out, batch, positions, wms, late, late_output)?;
@@ -326,24 +424,54 @@ impl Windows {
                 let k = batch[g.key_of].key.as_deref().expect("keyed");
                 for old in g.absorbed.iter().filter(|w| **w != g.window) {
                     state.map_remove(g.kg, acc_id, k, &old.encode());
-                    for (tag, at) in [(FIRE, old.last()), (PURGE, old.last().saturating_add(lateness))] {
-                        let t = Timer { timestamp: at, key_group: g.kg, key: k.into(), namespace: old.namespace(tag) };
+                    for (tag, at) in [
+                        (FIRE, old.last()),
+                        (PURGE, old.last().saturating_add(lateness)),
+                    ] {
+                        let t = Timer {
+                            timestamp: at,
+                            key_group: g.kg,
+                            key: k.into(),
+                            namespace: old.namespace(tag),
+                        };
                         timers.delete(state, domain, &t);
                     }
                 }
                 // A window that already had an accumulator already has its timers.
-                let existed = if self.is_session() { g.absorbed.contains(&g.window) } else { before.accumulator.is_some() };
+                let existed = if self.is_session() {
+                    g.absorbed.contains(&g.window)
+                } else {
+                    before.accumulator.is_some()
+                };
                 state.map_put(g.kg, acc_id, k, &g.window.encode(), &acc);
                 // Late but within the allowed lateness: the window fires right
                 // after this span, not again on a timer (as Flink's trigger).
                 let due_now = event_time && g.window.last() <= wm;
                 if !existed {
                     if !due_now {
-                        timers.register(state, domain, Timer { timestamp: g.window.last(), key_group: g.kg, key: k.into(), namespace: g.window.namespace(FIRE) });
+                        timers.register(
+                            state,
+                            domain,
+                            Timer {
+                                timestamp: g.window.last(),
+                                key_group: g.kg,
+                                key: k.into(),
+                                namespace: g.window.namespace(FIRE),
+                            },
+                        );
                     }
                     if event_time && lateness > 0 {
                         let at = g.window.last().saturating_add(lateness);
-                        timers.register(state, domain, Timer { timestamp: at, key_group: g.kg, key: k.into(), namespace: g.window.namespace(PURGE) });
+                        timers.register(
+                            state,
+                            domain,
+                            Timer {
+                                timestamp: at,
+                                key_group: g.kg,
+                                key: k.into(),
+                                namespace: g.window.namespace(PURGE),
+                            },
+                        );
                     }
                 }
                 if due_now {
@@ -376,10 +504,19 @@ impl Windows {
     }
 
     /// Fire the windows whose timers of `domain` are due at `upto`.
-    pub(crate) fn fire(&self, instance: &mut Instance, timers: &mut Timers, out: &mut Collector, domain: wit::TimeDomain, upto: i64) -> Result<(), DataflowError> {
+    pub(crate) fn fire(
+        &self,
+        instance: &mut Instance,
+        timers: &mut Timers,
+        out: &mut Collector,
+        domain: wit::TimeDomain,
+        upto: i64,
+    ) -> Result<(), DataflowError> {
         loop {
             let due = {
-                let Some(state) = instance.state_mut() else { return Ok(()) };
+                let Some(state) = instance.state_mut() else {
+                    return Ok(());
+                };
                 timers.pop_due(state, domain, upto, self.batch_size)
             };
             if due.is_empty() {
@@ -388,7 +525,9 @@ impl Windows {
             let mut fire = Vec::new();
             let mut purge = Vec::new();
             for t in due {
-                let Some(w) = Window::decode(&t.namespace[1..]) else { continue };
+                let Some(w) = Window::decode(&t.namespace[1..]) else {
+                    continue;
+                };
                 match t.namespace[0] {
                     FIRE => fire.push((t.key_group, t.key.into_vec(), w)),
                     _ => purge.push((t.key_group, t.key.into_vec(), w)),
@@ -404,27 +543,49 @@ impl Windows {
     }
 
     /// Read the accumulators of windows about to fire (purging them if asked).
-    fn collect_fired(&self, instance: &mut Instance, out: &Collector, windows: Vec<(u16, Vec<u8>, Window)>, purge: bool) -> Result<Vec<wit::FiredWindow>, DataflowError> {
+    fn collect_fired(
+        &self,
+        instance: &mut Instance,
+        out: &Collector,
+        windows: Vec<(u16, Vec<u8>, Window)>,
+        purge: bool,
+    ) -> Result<Vec<wit::FiredWindow>, DataflowError> {
         let mut fired = Vec::with_capacity(windows.len());
         for (kg, key, w) in windows {
             let state = instance.state_mut().expect("window operators are keyed");
-            let acc = state.map_get(kg, self.acc, &key, &w.encode()).map_err(|e| out.state_error(e))?.map(<[u8]>::to_vec);
+            let acc = state
+                .map_get(kg, self.acc, &key, &w.encode())
+                .map_err(|e| out.state_error(e))?
+                .map(<[u8]>::to_vec);
             if purge {
                 self.purge(instance, out, kg, &key, w)?;
             }
             if let Some(accumulator) = acc {
-                fired.push(wit::FiredWindow { key, window: w.to_wit(), accumulator });
+                fired.push(wit::FiredWindow {
+                    key,
+                    window: w.to_wit(),
+                    accumulator,
+                });
             }
         }
         Ok(fired)
     }
 
     /// Drop a window's accumulator (and its entry in the session list).
-    fn purge(&self, instance: &mut Instance, out: &Collector, kg: u16, key: &[u8], w: Window) -> Result<(), DataflowError> {
+    fn purge(
+        &self,
+        instance: &mut Instance,
+        out: &Collector,
+        kg: u16,
+        key: &[u8],
+        w: Window,
+    ) -> Result<(), DataflowError> {
         let state = instance.state_mut().expect("window operators are keyed");
         state.map_remove(kg, self.acc, key, &w.encode());
         if self.is_session() {
-            let mut list = self.sessions_of(state, kg, key).map_err(|e| out.state_error(e))?;
+            let mut list = self
+                .sessions_of(state, kg, key)
+                .map_err(|e| out.state_error(e))?;
             list.retain(|s| *s != w);
             self.set_sessions(state, kg, key, &list);
         }
@@ -432,7 +593,12 @@ impl Windows {
     }
 
     /// Call `finish` on fired windows (in batches) and route the results.
-    fn finish(&self, instance: &mut Instance, out: &mut Collector, fired: Vec<wit::FiredWindow>) -> Result<(), DataflowError> {
+    fn finish(
+        &self,
+        instance: &mut Instance,
+        out: &mut Collector,
+        fired: Vec<wit::FiredWindow>,
+    ) -> Result<(), DataflowError> {
         for chunk in fired.chunks(self.batch_size.max(1)) {
             let originals: Vec<wit::Record> = chunk
                 .iter()
@@ -448,7 +614,13 @@ impl Windows {
                     out.trapped(instance, &e)?;
                     for i in 0..chunk.len() {
                         match instance.finish(&chunk[i..i + 1]) {
-                            Ok(result) => route_window_results(out, result, &chunk[i..i + 1], &positions[i..i + 1], &originals[i..i + 1])?,
+                            Ok(result) => route_window_results(
+                                out,
+                                result,
+                                &chunk[i..i + 1],
+                                &positions[i..i + 1],
+                                &originals[i..i + 1],
+                            )?,
                             Err(e) => {
                                 out.trapped(instance, &e)?;
                                 out.on_error(originals[i].clone(), None, format!("finish: {e}"))?;
@@ -463,7 +635,14 @@ impl Windows {
 }
 
 /// Late records go to the late output, in input order.
-fn route_late(out: &mut Collector, batch: &[wit::Record], positions: &[Option<Position>], wms: &[i64], mut late: Vec<usize>, output: &str) -> Result<(), DataflowError> {
+fn route_late(
+    out: &mut Collector,
+    batch: &[wit::Record],
+    positions: &[Option<Position>],
+    wms: &[i64],
+    mut late: Vec<usize>,
+    output: &str,
+) -> Result<(), DataflowError> {
     late.sort_unstable();
     for i in late {
         out.counters.late_records_dropped.inc();
@@ -474,7 +653,13 @@ fn route_late(out: &mut Collector, batch: &[wit::Record], positions: &[Option<Po
 }
 
 /// Results get the window's key and last millisecond unless they set their own.
-fn route_window_results(out: &mut Collector, mut result: wit::BatchResult, fired: &[wit::FiredWindow], positions: &[Option<Position>], originals: &[wit::Record]) -> Result<(), DataflowError> {
+fn route_window_results(
+    out: &mut Collector,
+    mut result: wit::BatchResult,
+    fired: &[wit::FiredWindow],
+    positions: &[Option<Position>],
+    originals: &[wit::Record],
+) -> Result<(), DataflowError> {
     for emit in &mut result.emits {
         if let Some(f) = fired.get(emit.input as usize) {
             if emit.record.key.is_none() {
