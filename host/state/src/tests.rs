@@ -1,3 +1,7 @@
+//! Unit tests of the state crate: values, maps, TTL, the write-back cache,
+//! the call journal and checkpoints. One file (~800 lines) because they share
+//! one fixture (a backend in a temporary directory) and its helpers.
+
 use super::*;
 use crate::backend::META_CF;
 use std::time::{Duration, Instant};

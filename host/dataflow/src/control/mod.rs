@@ -26,7 +26,7 @@
 //!
 //! Layout: [`Command`] and [`Outcome`] (the wire format), [`ControlDir`]
 //! (the directory, the plugin store, the history), `swap` (the controller
-//! the checkpoint coordinator drives, and the plan the subtasks apply),
+//! the checkpoint coordinator drives), `plan` (what the subtasks apply),
 //! `deploy` and `fetch` (preparing a deployed plugin beside the pipeline),
 //! `admin` (the HTTP front door to the directory).
 
@@ -35,6 +35,7 @@ mod command;
 mod deploy;
 mod dir;
 mod fetch;
+mod plan;
 mod swap;
 pub mod token;
 
@@ -42,4 +43,5 @@ pub use crate::error::{AdminError, ControlDirError};
 pub(crate) use admin::AdminServer;
 pub use command::{Action, Command, Outcome, SourceAt, Status};
 pub use dir::{sha256_hex, ControlDir, DirectorySource, History, Version};
-pub(crate) use swap::{Completed, Plan, Running, SwapController, Swaps};
+pub(crate) use plan::{Plan, Swaps};
+pub(crate) use swap::{Completed, Running, SwapController};

@@ -13,6 +13,11 @@
 //! - timers (see `super::timers`) whose namespace is the window, one to
 //!   fire it at `end - 1` and, with allowed lateness, one to purge it at
 //!   `end - 1 + lateness`.
+//!
+//! Longer than the house's ~600 lines because of [`Windows::add`]: one pass
+//! over a batch that assigns, merges sessions and judges lateness per record
+//! against that record's watermark. Cut into pieces, the order those steps
+//! must keep for exact event time would be spread over several files.
 
 use std::collections::HashMap;
 
