@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use sluice_connectors::{taxi_records, GeneratorConfig};
+use sluice_connectors::datagen::{self, TaxiConfig};
 use sluice_tests::{compile_cache, plugin};
 use sluice_types::metrics::Metrics;
 use sluice_world::{wit, EngineOptions, Grants, InstanceConfig, Runtime};
@@ -18,8 +18,8 @@ use sluice_world::{wit, EngineOptions, Grants, InstanceConfig, Runtime};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn batches(trips: u64) -> Vec<Vec<wit::Record>> {
-    let config: GeneratorConfig = serde_json::from_value(serde_json::json!({ "seed": 3, "count": trips })).unwrap();
-    let records: Vec<wit::Record> = taxi_records(&config, 0)
+    let config: TaxiConfig = serde_json::from_value(serde_json::json!({ "seed": 3, "count": trips })).unwrap();
+    let records: Vec<wit::Record> = datagen::records(&config, 0)
         .map(|mut r| sluice_world::to_wit(&mut r))
         .collect();
     records.chunks(1024).map(|c| c.to_vec()).collect()

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::Instant;
 
-use sluice_connectors::{taxi_records, GeneratorConfig};
+use sluice_connectors::datagen::{self, TaxiConfig};
 use sluice_tests::taxi::{parse, plausible};
 use sluice_tests::{median, run_in_process, write_pipeline};
 
@@ -23,12 +23,12 @@ use sluice_tests::{median, run_in_process, write_pipeline};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn native(trips: u64, dir: &std::path::Path) -> f64 {
-    let config: GeneratorConfig = serde_json::from_value(serde_json::json!({ "seed": 42, "count": trips })).unwrap();
+    let config: TaxiConfig = serde_json::from_value(serde_json::json!({ "seed": 42, "count": trips })).unwrap();
     let started = Instant::now();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(dir.join("native-totals.jsonl")).unwrap());
     let mut dead = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(dir.join("native-dead.jsonl")).unwrap());
     let mut zones: HashMap<Vec<u8>, (u64, i64)> = HashMap::new();
-    for r in taxi_records(&config, 0) {
+    for r in datagen::records(&config, 0) {
         let trip = match parse(&r.value) {
             Some(t) => t,
             None => {

@@ -196,7 +196,7 @@ impl RawWindow {
             return Err(("allowed_lateness applies to event-time windows only".into(), "remove allowed_lateness, or use time = \"event\"".into()));
         }
         let late_output = self.late_output.unwrap_or_else(|| LATE_OUTPUT.to_string());
-        if late_output.is_empty() || late_output.contains('.') || late_output == crate::DEAD_LETTER_OUTPUT {
+        if late_output.is_empty() || late_output.contains('.') || late_output == crate::stream::DEAD_LETTER_OUTPUT {
             return Err((format!("late_output `{late_output}` is not a valid side-output name"), "use a name without `.`, other than `dead-letter`".into()));
         }
         Ok(WindowSpec { kind, time: self.time, allowed_lateness: self.allowed_lateness.0, late_output })

@@ -21,9 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_config::{OperatorSpec, Pipeline, SinkKind, SourceKind, WatermarkSpec};
-use sluice_connectors::{FileSink, FileSource, StdoutSink, TaxiGenerator};
-use sluice_kafka::{KafkaSink, KafkaSource};
+use sluice_config::{OperatorSpec, Pipeline, WatermarkSpec};
+use sluice_connectors::{SinkContext, SourceContext};
 use sluice_state::StateBackend;
 use sluice_types::metrics::{Metrics, NodeCounters, WatermarkGauges};
 use sluice_types::{Message, Sink, Source};
@@ -32,6 +31,7 @@ use tokio::sync::mpsc::{channel, Receiver, Sender};
 
 mod admin;
 mod align;
+mod connectors;
 pub mod checkpoint;
 pub mod control;
 mod deploy;
@@ -46,6 +46,7 @@ mod timers;
 pub mod token;
 mod window;
 
+pub use connectors::connectors;
 use event_time::{InputWatermarks, WatermarkGenerator, WatermarkUpdate};
 use operator::OperatorTask;
 use router::{Partition, Router, Target};
@@ -399,16 +400,12 @@ pub async fn run(
     let lock = run_lock::RunLock::acquire(&run_lock::lock_dirs(pipeline, &settings.state_dir)).map_err(DataflowError::StateDir)?;
     // Sinks first: a sink that cannot finish a pre-commit after a crash
     // (Kafka) says which checkpoint recovery must start from.
+    let registry = connectors();
     let mut sinks: HashMap<String, Box<dyn Sink>> = HashMap::new();
     let mut recovery_limit: Option<(u64, String)> = None;
     for spec in &pipeline.sinks {
         let connector_err = |source| DataflowError::Connector { node: spec.name.clone(), source };
-        let sink: Box<dyn Sink> = match &spec.kind {
-            SinkKind::File(c) if checkpoints => Box::new(FileSink::exactly_once(c).map_err(connector_err)?),
-            SinkKind::File(c) => Box::new(FileSink::new(c).map_err(connector_err)?),
-            SinkKind::Stdout(c) => Box::new(StdoutSink::new(c)),
-            SinkKind::Kafka(c) => Box::new(KafkaSink::new(c, &pipeline.name, &spec.name, checkpoints).map_err(connector_err)?),
-        };
+        let sink = registry.build_sink(&SinkContext { pipeline, spec }).map_err(connector_err)?;
         sinks.insert(spec.name.clone(), sink);
     }
     // Concurrently: each may take a few round trips to a broker.
@@ -588,16 +585,8 @@ pub async fn run(
         let resume = restore.as_ref().and_then(|r| r.manifest.sources.iter().find(|s| s.name == spec.name)).map(|s| s.position.clone());
         for subtask in 0..spec.parallelism as usize {
             let connector_err = |source| DataflowError::Connector { node: spec.name.clone(), source };
-            let source: Box<dyn Source> = match &spec.kind {
-                SourceKind::Generator(c) => Box::new(TaxiGenerator::new(c, index as u16).map_err(connector_err)?),
-                SourceKind::Turbines(c) => Box::new(sluice_connectors::TurbineGenerator::new(c, index as u16).map_err(connector_err)?),
-                SourceKind::Clicks(c) => Box::new(sluice_connectors::ClickGenerator::new(c, index as u16).map_err(connector_err)?),
-                SourceKind::File(c) => Box::new(FileSource::new(c, index as u16).map_err(connector_err)?),
-                SourceKind::Kafka(c) => {
-                    let at = sluice_kafka::Subtask { index: subtask as u32, parallelism: spec.parallelism };
-                    Box::new(KafkaSource::new(c, &pipeline.name, &spec.name, index as u16, at, metrics.clone()).map_err(connector_err)?)
-                }
-            };
+            let at = SourceContext { pipeline, spec, index: index as u16, subtask: subtask as u32, metrics: metrics.clone() };
+            let source = registry.build_source(&at).map_err(connector_err)?;
             let mut router = router_for(&spec.name, subtask);
             let counters = metrics.node(&spec.name);
             let gauges = metrics.watermarks(&spec.name, subtask as u32);
@@ -635,10 +624,7 @@ pub async fn run(
                 .iter()
                 .map(|s| operator::SourceLabel {
                     name: s.name.clone(),
-                    topic: match &s.kind {
-                        SourceKind::Kafka(c) => Some(c.topic.clone()),
-                        _ => None,
-                    },
+                    topic: registry.source_topic(s),
                 })
                 .collect(),
         );

@@ -1,145 +1,13 @@
-//! Pieces shared by the synthetic event-time sources ([`turbines`] and
-//! [`clicks`]): random numbers, pacing to a rate, and the delivery stage that
-//! turns readings generated in event-time order into a realistic emission
-//! order with bounded jitter and late records.
-//!
-//! [`turbines`]: crate::turbines
-//! [`clicks`]: crate::clicks
+//! The delivery stage of the event-time datasets (turbines, clicks): it
+//! turns records generated in event-time order into a realistic emission
+//! order, with bounded jitter and late records, and assigns positions.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
-use std::time::{Duration, Instant};
 
-use rand::Rng;
-use rand_chacha::ChaCha8Rng;
-use sluice_types::{ConnectorError, Position, Record, Source};
+use sluice_types::{Position, Record};
 
-/// Uniform in `[0, 1)`.
-pub(crate) fn unit(rng: &mut ChaCha8Rng) -> f64 {
-    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-}
-
-/// Uniform in `0..n` (n > 0).
-pub(crate) fn below(rng: &mut ChaCha8Rng, n: u64) -> u64 {
-    ((rng.next_u64() as u128 * n as u128) >> 64) as u64
-}
-
-/// Uniform in `lo..=hi` (lo <= hi).
-pub(crate) fn between(rng: &mut ChaCha8Rng, lo: i64, hi: i64) -> i64 {
-    lo + below(rng, (hi - lo) as u64 + 1) as i64
-}
-
-/// The config checks the event-time sources share. `source` names the
-/// source type in messages.
-pub(crate) fn check_common(
-    source: &str,
-    rate: Option<f64>,
-    splits: u32,
-    out_of_order_ms: i64,
-    min_late_ms: i64,
-    late_ratio: f64,
-) -> Result<(), ConnectorError> {
-    check_ratio(source, "late_ratio", late_ratio)?;
-    if let Some(rate) = rate {
-        if !(rate > 0.0 && rate.is_finite()) {
-            return Err(ConnectorError::Config(format!(
-                "{source}: `rate` is {rate}, but it must be a positive number of records per \
-                 second; set e.g. `rate = 1000.0`, or leave it out to generate as fast as possible"
-            )));
-        }
-    }
-    if !(1..=MAX_COUNT as u32).contains(&splits) {
-        return Err(ConnectorError::Config(format!(
-            "{source}: `splits` is {splits}, but it must be between 1 and {MAX_COUNT}; set it to \
-             the number of partitions to emulate, or leave it out for 1"
-        )));
-    }
-    if !(0..min_late_ms).contains(&out_of_order_ms) {
-        return Err(ConnectorError::Config(format!(
-            "{source}: `out_of_order_ms` is {out_of_order_ms}, but it must be >= 0 and below \
-             {min_late_ms} (the least delay of a late record), or on-time and late records \
-             could not be told apart; set a smaller bound or leave it out for the default"
-        )));
-    }
-    Ok(())
-}
-
-/// Fails unless `value` is in `[0, 1]`.
-pub(crate) fn check_ratio(source: &str, name: &str, value: f64) -> Result<(), ConnectorError> {
-    if (0.0..=1.0).contains(&value) {
-        return Ok(());
-    }
-    Err(ConnectorError::Config(format!(
-        "{source}: `{name}` is {value}, but it must be a share between 0 and 1 (e.g. 0.01 for \
-         1%); set it to a value in that range or leave it out for the default"
-    )))
-}
-
-/// Fails unless `1 <= value <= MAX_COUNT`.
-pub(crate) fn check_count(source: &str, name: &str, value: u32, example: &str) -> Result<(), ConnectorError> {
-    if (1..=MAX_COUNT as u32).contains(&value) {
-        return Ok(());
-    }
-    Err(ConnectorError::Config(format!(
-        "{source}: `{name}` is {value}, but it must be between 1 and {MAX_COUNT}; set e.g. \
-         `{name} = {example}` or leave it out for the default"
-    )))
-}
-
-/// Largest number of turbines, users or splits (each costs memory).
-pub(crate) const MAX_COUNT: u64 = 1_000_000;
-
-/// Longest a rate-limited source waits to fill a batch.
-const BATCH_WINDOW_SECS: f64 = 0.010;
-
-/// Keeps a source at `rate` records per second, exactly like the
-/// `generator` source does: batches at most ~10 ms apart, catching up by at
-/// most one second's worth of records after a stall.
-pub(crate) struct Pacer {
-    rate: f64,
-    /// Start of the pacing schedule, set on the first call.
-    start: Option<Instant>,
-    /// Records allowed since `start`.
-    paced: u64,
-}
-
-impl Pacer {
-    pub(crate) fn new(rate: f64) -> Self {
-        Pacer { rate, start: None, paced: 0 }
-    }
-
-    /// How many records (at most `want` > 0) to emit now, after sleeping as
-    /// the rate requires.
-    pub(crate) fn take(&mut self, want: u64) -> u64 {
-        let rate = self.rate;
-        let now = Instant::now();
-        let start = *self.start.get_or_insert(now);
-        // Records allowed by now: record i is due at start + i / rate.
-        let mut allowed = ((now - start).as_secs_f64() * rate).floor() as u64 + 1;
-        // Forgive debt beyond one second's worth (e.g. after a long stall).
-        let max_debt = (rate.ceil() as u64).max(1);
-        if allowed > self.paced + max_debt {
-            let skip = allowed - self.paced - max_debt;
-            let shift = Duration::from_secs_f64(skip as f64 / rate);
-            let start = start + shift.min(now - start);
-            self.start = Some(start);
-            allowed = ((now - start).as_secs_f64() * rate).floor() as u64 + 1;
-        }
-        let due = allowed.saturating_sub(self.paced);
-        let window = ((rate * BATCH_WINDOW_SECS) as u64).max(1);
-        let n = want.min(due.max(window));
-        // Sleep until the last record of this batch is due.
-        let last_due = self.start.unwrap_or(start) + Duration::from_secs_f64((self.paced + n - 1) as f64 / rate);
-        let now = Instant::now();
-        if last_due > now {
-            std::thread::sleep(last_due - now);
-        }
-        self.paced += n;
-        n
-    }
-}
-
-/// A record waiting in the [`Delivery`] stage, with a tag the generator
+/// A record waiting in the [`Delivery`] stage, with a tag the sequence
 /// gets back on emission (ground truth for tests). Ordered by `(at, seq)`,
 /// smallest first (for a min-heap in [`BinaryHeap`]).
 struct Queued<T> {
@@ -322,48 +190,5 @@ mod tests {
         d.push(0, rec(6), Delay::Late(10), ());
         d.push(0, rec(7), Delay::OnTime(0), ());
         assert_eq!(drain(&mut d), [(false, 7, 0, 0), (true, 6, 0, 1), (true, 5, 1, 0)]);
-    }
-}
-
-/// A synthetic record sequence that knows how much of it is left.
-pub trait Synthetic: Iterator<Item = Record> + Send {
-    /// Records left, or `None` for an unbounded sequence.
-    fn remaining(&self) -> Option<u64>;
-}
-
-/// A generator source: a synthetic sequence, optionally rate limited.
-pub struct Generated<S> {
-    records: S,
-    pacer: Option<Pacer>,
-}
-
-impl<S: Synthetic> Generated<S> {
-    pub(crate) fn with_rate(records: S, rate: Option<f64>) -> Self {
-        Generated { records, pacer: rate.map(Pacer::new) }
-    }
-}
-
-impl<S: Synthetic> Source for Generated<S> {
-    fn poll_batch(&mut self, max: usize) -> Result<Option<Vec<Record>>, ConnectorError> {
-        let mut want = max as u64;
-        if let Some(remaining) = self.records.remaining() {
-            if remaining == 0 {
-                return Ok(None);
-            }
-            want = want.min(remaining);
-        }
-        if want == 0 {
-            return Ok(Some(Vec::new()));
-        }
-        let n = match &mut self.pacer {
-            Some(pacer) => pacer.take(want),
-            None => want,
-        };
-        Ok(Some(self.records.by_ref().take(n as usize).collect()))
-    }
-
-    /// Skipping ignores the rate limit.
-    fn skip(&mut self, n: u64) -> Result<u64, ConnectorError> {
-        Ok(self.records.by_ref().take(n as usize).count() as u64)
     }
 }
