@@ -29,7 +29,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use sluice_connectors::{taxi_records, GeneratorConfig};
+use sluice_connectors::datagen::{self, TaxiConfig};
 use sluice_tests::kafka::{bootstrap, unique_topic, Topics};
 use sluice_tests::taxi::{parse, plausible};
 use sluice_tests::{median, run_in_process, write_pipeline};
@@ -187,10 +187,10 @@ fn main() {
     let bs = bootstrap();
     let mut topics = Topics::on(&bs);
     let input = topics.create("bench-in", PARTITIONS);
-    let config: GeneratorConfig =
+    let config: TaxiConfig =
         serde_json::from_value(serde_json::json!({ "seed": 42, "count": trips })).unwrap();
     let loaded = Instant::now();
-    sluice_kafka::admin::produce(&bs, &input, taxi_records(&config, 0), |_| {})
+    sluice_kafka::admin::produce(&bs, &input, datagen::records(&config, 0), |_| {})
         .expect("load the input topic (is the broker up? scripts/kafka start)");
     eprintln!(
         "loaded {trips} trips into `{input}` in {:?}",

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use sluice_connectors::{taxi_records, GeneratorConfig};
+use sluice_connectors::datagen::{self, TaxiConfig};
 use sluice_runtime::{wit, EngineOptions, Grants, InstanceConfig, Runtime};
 use sluice_tests::plugins::examples;
 use sluice_tests::{compile_cache, plugin};
@@ -19,9 +19,9 @@ use sluice_types::metrics::Metrics;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn batches(trips: u64) -> Vec<Vec<wit::Record>> {
-    let config: GeneratorConfig =
+    let config: TaxiConfig =
         serde_json::from_value(serde_json::json!({ "seed": 3, "count": trips })).unwrap();
-    let records: Vec<wit::Record> = taxi_records(&config, 0)
+    let records: Vec<wit::Record> = datagen::records(&config, 0)
         .map(|mut r| sluice_runtime::to_wit(&mut r))
         .collect();
     records.chunks(1024).map(|c| c.to_vec()).collect()

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::Instant;
 
-use sluice_connectors::{taxi_records, GeneratorConfig};
+use sluice_connectors::datagen::{self, TaxiConfig};
 use sluice_tests::taxi::{parse, plausible};
 use sluice_tests::{median, run_in_process, write_pipeline};
 
@@ -23,7 +23,7 @@ use sluice_tests::{median, run_in_process, write_pipeline};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn native(trips: u64, dir: &std::path::Path) -> f64 {
-    let config: GeneratorConfig =
+    let config: TaxiConfig =
         serde_json::from_value(serde_json::json!({ "seed": 42, "count": trips })).unwrap();
     let started = Instant::now();
     let mut out = std::io::BufWriter::with_capacity(
@@ -35,7 +35,7 @@ fn native(trips: u64, dir: &std::path::Path) -> f64 {
         std::fs::File::create(dir.join("native-dead.jsonl")).unwrap(),
     );
     let mut zones: HashMap<Vec<u8>, (u64, i64)> = HashMap::new();
-    for r in taxi_records(&config, 0) {
+    for r in datagen::records(&config, 0) {
         let trip = match parse(&r.value) {
             Some(t) => t,
             None => {

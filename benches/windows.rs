@@ -19,7 +19,7 @@
 //!   sink, run as `sluice run --quiet` (the release binary next to this
 //!   bench) with a fresh `--state-dir`.
 //! - **native**: this binary re-run as a child (`__native`): the same
-//!   generator (`turbine_records`), batches of 1,024 records as the source
+//!   generator (`datagen::records`), batches of 1,024 records as the source
 //!   polls them, the same bounded-out-of-orderness watermark after each
 //!   batch (largest event time − 2 s − 1 ms), counts per window and key in a
 //!   hashbrown map per open window, and windows whose `end - 1` is at or
@@ -48,7 +48,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use serde::Deserialize;
-use sluice_connectors::{turbine_records, TurbineConfig};
+use sluice_connectors::datagen::{self, TurbineConfig};
 use sluice_tests::{compile_cache, median, sluice_bin, write_pipeline};
 
 // The same allocator as the `sluice` binary, for both sides of the comparison.
@@ -130,7 +130,7 @@ fn fire(open: &mut Open, wm: i64, out: &mut impl Write) -> std::io::Result<()> {
 fn native(records: u64, out_path: &Path) -> std::io::Result<()> {
     let started = Instant::now();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out_path)?);
-    let mut input = turbine_records(&turbines(records), 0);
+    let mut input = datagen::records(&turbines(records), 0);
     let mut open = Open::new();
     let (mut max_ts, mut wm, mut late) = (i64::MIN, i64::MIN, 0u64);
     loop {
@@ -173,7 +173,7 @@ fn native(records: u64, out_path: &Path) -> std::io::Result<()> {
 /// Only generate the input (the floor under both sides), in a child too.
 fn generate_only(records: u64) {
     let started = Instant::now();
-    let sum = turbine_records(&turbines(records), 0).fold(0i64, |acc, r| {
+    let sum = datagen::records(&turbines(records), 0).fold(0i64, |acc, r| {
         acc.wrapping_add(r.event_time.unwrap_or(0)) ^ r.key.map_or(0, |k| k.len() as i64)
     });
     std::hint::black_box(sum);

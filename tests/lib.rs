@@ -120,7 +120,8 @@ pub fn run_in_process(
     state_dir: &Path,
     batch_size: usize,
 ) -> Result<(RunSummary, Arc<Metrics>), String> {
-    let pipeline = Pipeline::from_file(pipeline_file).map_err(|e| e.to_string())?;
+    let pipeline = Pipeline::from_file(pipeline_file, &sluice_dataflow::connectors())
+        .map_err(|e| e.to_string())?;
     let runtime = Runtime::new(Some(compile_cache())).map_err(|e| e.to_string())?;
     let mut plugins = HashMap::new();
     for op in &pipeline.operators {
@@ -276,7 +277,7 @@ pub mod taxi {
 pub mod kafka {
     use std::sync::Arc;
 
-    use sluice_connectors::KafkaSourceConfig;
+    use sluice_kafka::KafkaSourceConfig;
     use sluice_types::{Record, Source};
 
     /// The test broker's bootstrap address.

@@ -35,7 +35,7 @@ fn check(text: &str) -> Result<Pipeline, String> {
     let dir = tempfile::tempdir().unwrap();
     // Some cases name a plugin that does not exist on purpose.
     let path = write_pipeline_naming_anything(dir.path(), text);
-    Pipeline::from_file(&path).map_err(|e| e.to_string())
+    Pipeline::from_file(&path, &sluice_dataflow::connectors()).map_err(|e| e.to_string())
 }
 
 #[test]
@@ -391,7 +391,7 @@ fn file_sinks_that_collide_are_refused_with_the_line() {
     std::fs::create_dir_all(dir.path().join("out/dir")).unwrap();
     let check_files = |text: &str| {
         let path = write_pipeline(dir.path(), text);
-        Pipeline::from_file(&path)
+        Pipeline::from_file(&path, &sluice_dataflow::connectors())
             .map(|_| ())
             .map_err(|e| e.to_string())
     };
@@ -421,7 +421,9 @@ fn a_pipeline_file_that_is_not_utf8_is_refused_with_the_line() {
     let at = GOOD.find("trips").unwrap() + 2;
     bytes[at] = 0xff;
     std::fs::write(&path, &bytes).unwrap();
-    let err = Pipeline::from_file(&path).unwrap_err().to_string();
+    let err = Pipeline::from_file(&path, &sluice_dataflow::connectors())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("pipeline.toml:5: the pipeline file is not UTF-8: byte 0xff at column 11 is not valid\n  help: save the file as UTF-8"), "{err}");
     let out = sluice(&["validate", path.to_str().unwrap()], dir.path());
     assert_eq!(out.status.code(), Some(2));

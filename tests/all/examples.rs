@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
 use base64::Engine as _;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
-use sluice_config::{Pipeline, SourceKind};
-use sluice_connectors::{click_records, taxi_records, turbine_records};
+use sluice_config::Pipeline;
+use sluice_connectors::datagen::{self, ClickConfig, TaxiConfig, TurbineConfig};
 use sluice_tests::taxi::{parse, plausible};
 use sluice_tests::*;
 use sluice_types::Record;
@@ -55,16 +56,29 @@ impl Example {
         Example { dir, pipeline }
     }
 
-    /// The config of its only source, as the pipeline file has it.
-    fn source(&self) -> SourceKind {
-        let pipeline = Pipeline::from_file(&self.pipeline).unwrap_or_else(|e| panic!("{e}"));
+    /// The config of its only source, of type `kind`, as the pipeline file
+    /// has it.
+    fn source<T: DeserializeOwned>(&self, kind: &str) -> T {
+        let pipeline = self.read();
         assert_eq!(pipeline.sources.len(), 1);
-        pipeline.sources[0].kind.clone()
+        let source = &pipeline.sources[0];
+        assert_eq!(
+            source.connector, kind,
+            "the example reads a `{kind}` source"
+        );
+        sluice_connectors::registry::parse_settings(&source.name, &source.settings)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Its pipeline, read.
+    fn read(&self) -> Pipeline {
+        Pipeline::from_file(&self.pipeline, &sluice_dataflow::connectors())
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// How far its source's watermark trails the largest event time, ms.
     fn watermark_bound(&self) -> i64 {
-        let pipeline = Pipeline::from_file(&self.pipeline).unwrap_or_else(|e| panic!("{e}"));
+        let pipeline = self.read();
         pipeline.sources[0]
             .watermarks
             .as_ref()
@@ -147,10 +161,8 @@ struct Reading {
 #[test]
 fn wind_averages_alerts_and_late_readings_match_a_native_computation() {
     let ex = Example::load("wind", &[("records = 200000", "records = 100000")]);
-    let SourceKind::Turbines(config) = ex.source() else {
-        panic!("wind reads a turbines source")
-    };
-    let records: Vec<Record> = turbine_records(&config, 0).collect();
+    let config: TurbineConfig = ex.source("turbines");
+    let records: Vec<Record> = datagen::records(&config, 0).collect();
     assert_eq!(records.len(), 100_000);
     let readings: Vec<Reading> = records
         .iter()
@@ -429,10 +441,8 @@ fn late_trip_ids(lines: &[Value], trips: &HashMap<u64, &Plausible>) -> HashSet<u
 fn taxi_windows_match_a_native_computation() {
     // 50,000 trips ≈ 4 hours of pickups.
     let ex = Example::load("taxi-windows", &[("count = 200000", "count = 50000")]);
-    let SourceKind::Generator(config) = ex.source() else {
-        panic!("taxi-windows reads a generator source")
-    };
-    let records: Vec<Record> = taxi_records(&config, 0).collect();
+    let config: TaxiConfig = ex.source("generator");
+    let records: Vec<Record> = datagen::records(&config, 0).collect();
     assert_eq!(ex.watermark_bound(), config.max_out_of_order_ms);
     let trips = plausible_trips(&records, ex.watermark_bound());
     let malformed = records.iter().filter(|r| parse(&r.value).is_none()).count();
@@ -502,10 +512,8 @@ fn taxi_windows_with_a_tight_watermark_account_for_every_late_trip() {
             ("out_of_orderness = \"1m\"", "out_of_orderness = \"1s\""),
         ],
     );
-    let SourceKind::Generator(config) = ex.source() else {
-        panic!("taxi-windows reads a generator source")
-    };
-    let records: Vec<Record> = taxi_records(&config, 0).collect();
+    let config: TaxiConfig = ex.source("generator");
+    let records: Vec<Record> = datagen::records(&config, 0).collect();
     let trips = plausible_trips(&records, ex.watermark_bound());
     let by_id: HashMap<u64, &Plausible> = trips.iter().map(|t| (t.trip_id, t)).collect();
 
@@ -607,14 +615,12 @@ struct TrueSession {
 /// generated sessions; returns (sessions that may be split, late_clicks).
 fn check_sessions(edits: &[(&str, &str)], gap: i64) -> (usize, u64) {
     let ex = Example::load("sessions", edits);
-    let pipeline = Pipeline::from_file(&ex.pipeline).unwrap();
-    let SourceKind::Clicks(config) = ex.source() else {
-        panic!("sessions reads a clicks source")
-    };
+    let pipeline = ex.read();
+    let config: ClickConfig = ex.source("clicks");
     assert_eq!(config.session_gap_ms, gap);
     assert_eq!(pipeline.operators[0].params["gap_ms"], gap);
     let bound = ex.watermark_bound();
-    let records: Vec<Record> = click_records(&config, 0).collect();
+    let records: Vec<Record> = datagen::records(&config, 0).collect();
     let clicks: Vec<Click> = records
         .iter()
         .map(|r| serde_json::from_slice(&r.value).unwrap())

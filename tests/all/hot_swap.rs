@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sluice_connectors::{taxi_records, GeneratorConfig};
+use sluice_connectors::datagen::{self, TaxiConfig};
 use sluice_tests::plugins::fixtures;
 use sluice_tests::*;
 
@@ -87,11 +87,11 @@ fn deploy(dir: &Path, component: Plugin, id: &str) -> (bool, String) {
 
 /// Trips `fixture_json_keyed` keys: JSON with a pickup zone and an integer pickup time.
 fn countable() -> usize {
-    let config: GeneratorConfig = serde_json::from_value(
+    let config: TaxiConfig = serde_json::from_value(
         serde_json::json!({ "seed": 17, "count": TRIPS, "malformed_ratio": 0.01 }),
     )
     .unwrap();
-    taxi_records(&config, 0)
+    datagen::records(&config, 0)
         .filter(|r| {
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.value) else {
                 return false;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_connectors::{taxi_records, GeneratorConfig};
+use sluice_connectors::datagen::{self, TaxiConfig};
 use sluice_tests::kafka::{bootstrap, create_topic, read_topic, unique_topic, Topics};
 use sluice_tests::plugins::examples;
 use sluice_tests::*;
@@ -79,11 +79,11 @@ fn kill(child: Child) -> String {
 }
 
 fn trips(seed: u64, count: u64) -> Vec<Record> {
-    let config: GeneratorConfig = serde_json::from_value(
+    let config: TaxiConfig = serde_json::from_value(
         serde_json::json!({ "seed": seed, "count": count, "malformed_ratio": 0.01 }),
     )
     .unwrap();
-    taxi_records(&config, 0).collect()
+    datagen::records(&config, 0).collect()
 }
 
 /// Produce `records` on a thread at about `rate` records/s; the flag turns
@@ -287,11 +287,11 @@ fn malformed_records_land_in_the_dead_letter_topic_with_provenance_headers() {
         topics.create("dlq-out", 2),
         topics.create("dlq", 1),
     );
-    let config: GeneratorConfig = serde_json::from_value(
+    let config: TaxiConfig = serde_json::from_value(
         serde_json::json!({ "seed": 5, "count": 20000, "malformed_ratio": 0.03 }),
     )
     .unwrap();
-    sluice_kafka::admin::produce(&bs, &input, taxi_records(&config, 0), |_| {}).unwrap();
+    sluice_kafka::admin::produce(&bs, &input, datagen::records(&config, 0), |_| {}).unwrap();
     let inputs = read_topic(&bs, &input, true);
     assert_eq!(inputs.len(), 20000);
     let malformed: Vec<&Record> = inputs

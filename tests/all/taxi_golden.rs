@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine as _;
-use sluice_connectors::{taxi_records, GeneratorConfig};
+use sluice_connectors::datagen::{self, TaxiConfig};
 use sluice_tests::taxi::{parse, plausible};
 use sluice_tests::*;
 
@@ -14,11 +14,11 @@ const COUNT: u64 = 40_000;
 #[test]
 fn taxi_zone_totals_match_an_independent_computation() {
     // Expected: parse with the test's own schema, filter with the test's own rules.
-    let config: GeneratorConfig =
+    let config: TaxiConfig =
         serde_json::from_value(serde_json::json!({ "seed": SEED, "count": COUNT })).unwrap();
     let mut expected: BTreeMap<u16, (u64, i64)> = BTreeMap::new();
     let mut malformed: HashMap<u64, Vec<u8>> = HashMap::new();
-    for r in taxi_records(&config, 0) {
+    for r in datagen::records(&config, 0) {
         match parse(&r.value) {
             Some(t) => {
                 if plausible(&t) {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::Millis;
+use crate::time::Millis;
 
 /// `[control]`: how deployed plugins are watched, and the limits of the
 /// control plane (see `docs/security.md`).
@@ -21,7 +21,7 @@ pub struct ControlSpec {
     pub max_error_rate: f64,
     /// Commands from a Kafka topic too (`[control.kafka]`), besides the
     /// control directory.
-    pub kafka: Option<sluice_connectors::kafka::KafkaControlConfig>,
+    pub kafka: Option<KafkaControlConfig>,
     /// An admin HTTP endpoint on this loopback address (e.g.
     /// `"127.0.0.1:9464"`): `POST /commands`, `GET /commands/<id>`, each
     /// with `Authorization: Bearer <token>`. The CLI uses it when it is set.
@@ -128,6 +128,25 @@ fn url_prefix_problem(prefix: &str) -> Option<&'static str> {
         return Some("holds `@`, `\\` or a space");
     }
     None
+}
+
+/// `[control.kafka]`: hot-swap commands from a Kafka topic.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaControlConfig {
+    /// `host:port[,host:port…]` of the brokers.
+    pub bootstrap: String,
+    /// The topic commands are produced to (JSON values).
+    pub topic: String,
+    /// Where outcomes are produced (keyed by command id). Default
+    /// `<topic>.status`; it must exist (the outcome is also written to the
+    /// control directory).
+    #[serde(default)]
+    pub status_topic: Option<String>,
+    /// Consumer group of the pipeline's control reader (its offsets mark
+    /// settled commands). Default `sluice.<pipeline>.control`.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 #[cfg(test)]

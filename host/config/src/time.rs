@@ -229,7 +229,7 @@ impl RawWindow {
         let late_output = self.late_output.unwrap_or_else(|| LATE_OUTPUT.to_string());
         if late_output.is_empty()
             || late_output.contains('.')
-            || late_output == crate::DEAD_LETTER_OUTPUT
+            || late_output == crate::stream::DEAD_LETTER_OUTPUT
         {
             return Err((
                 format!("late_output `{late_output}` is not a valid side-output name"),

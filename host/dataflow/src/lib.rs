@@ -30,6 +30,7 @@ use sluice_runtime::Plugin;
 use sluice_types::metrics::Metrics;
 
 pub mod checkpoint;
+mod connectors;
 pub mod control;
 mod error;
 mod event_time;
@@ -42,6 +43,7 @@ pub mod run_lock;
 mod settings;
 mod task;
 
+pub use connectors::connectors;
 pub use control::token;
 pub use error::DataflowError;
 pub use launch::RunSummary;

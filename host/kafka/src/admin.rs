@@ -10,7 +10,8 @@ use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use sluice_types::{ConnectorError, Record};
 
-use crate::{client_config, kafka_error, CALL_TIMEOUT};
+use crate::client::{client_config, kafka_error, retry_transient, CALL_TIMEOUT};
+use crate::producer::{send, DeliveryContext};
 
 /// The partition count of `topic`, or `None` if it does not exist.
 pub fn partitions(bootstrap: &str, topic: &str) -> Result<Option<usize>, ConnectorError> {
@@ -108,8 +109,8 @@ pub fn produce(
     records: impl IntoIterator<Item = Record>,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, ConnectorError> {
-    let context = crate::sink::DeliveryContext::default();
-    let producer: ThreadedProducer<crate::sink::DeliveryContext> = client_config(
+    let context = DeliveryContext::default();
+    let producer: ThreadedProducer<DeliveryContext> = client_config(
         bootstrap,
         &[
             ("enable.idempotence", "true"),
@@ -123,7 +124,7 @@ pub fn produce(
     .map_err(|e| kafka_error("creating a producer", bootstrap, e))?;
     let mut n = 0u64;
     for r in records {
-        crate::sink::send(&producer, topic, &r, bootstrap)?;
+        send(&producer, topic, &r, bootstrap)?;
         n += 1;
         if n.is_multiple_of(10_000) {
             producer.context().check()?;
@@ -173,7 +174,7 @@ pub(crate) fn group_offsets(
     for p in 0..n as i32 {
         tpl.add_partition(topic, p);
     }
-    let got = crate::retry_transient(|| consumer.committed_offsets(tpl.clone(), CALL_TIMEOUT))?;
+    let got = retry_transient(|| consumer.committed_offsets(tpl.clone(), CALL_TIMEOUT))?;
     Ok(got
         .elements()
         .iter()

@@ -7,11 +7,11 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
-use sluice_connectors::kafka::KafkaControlConfig;
+use sluice_config::KafkaControlConfig;
 use sluice_types::{ConnectorError, ControlSource};
 
-use crate::sink::DeliveryContext;
-use crate::{client_config, kafka_error, CALL_TIMEOUT};
+use crate::client::{client_config, kafka_error, transient, CALL_TIMEOUT};
+use crate::producer::DeliveryContext;
 
 /// Reads commands from every partition of the control topic, from the
 /// group's committed offsets (earliest the first time); a command's offset is
@@ -121,7 +121,7 @@ impl ControlSource for KafkaControl {
         while let Some(m) = self.consumer.poll(Duration::ZERO) {
             let m = match m {
                 Ok(m) => m,
-                Err(e) if crate::transient(&e) => break,
+                Err(e) if transient(&e) => break,
                 Err(e) => {
                     return Err(kafka_error(
                         "control: reading commands",

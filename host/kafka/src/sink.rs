@@ -2,103 +2,16 @@
 //! checkpoints (see the crate docs), or an idempotent at-least-once producer.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
-use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use sluice_connectors::kafka::Delivery;
-use sluice_connectors::KafkaSinkConfig;
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
 use sluice_types::{ConnectorError, Record, Sink, SinkSnapshot};
 
-use crate::{client_config, kafka_error, retry_transient, CALL_TIMEOUT};
-
-/// Producer context: remembers the first failed delivery, so that a record
-/// the broker refused fails the sink instead of vanishing.
-#[derive(Default)]
-pub(crate) struct DeliveryContext {
-    failed: Mutex<Option<String>>,
-}
-
-impl ClientContext for DeliveryContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        crate::client_error(error, reason);
-    }
-}
-
-impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-            failed.get_or_insert_with(|| e.to_string());
-        }
-    }
-}
-
-impl DeliveryContext {
-    /// Fail if a delivery failed since the last check.
-    pub(crate) fn check(&self) -> Result<(), ConnectorError> {
-        match self.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            Some(e) => Err(ConnectorError::Remote {
-                service: "kafka",
-                message: format!("a record was not delivered: {e}"),
-            }),
-            None => Ok(()),
-        }
-    }
-}
-
-type KafkaProducer = ThreadedProducer<DeliveryContext>;
-
-/// Enqueue one record, waiting while librdkafka's queue is full.
-pub(crate) fn send(
-    producer: &KafkaProducer,
-    topic: &str,
-    r: &Record,
-    bootstrap: &str,
-) -> Result<(), ConnectorError> {
-    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(r.value.as_slice());
-    if let Some(k) = &r.key {
-        record = record.key(k.as_slice());
-    }
-    if let Some(t) = r.event_time {
-        record = record.timestamp(t);
-    }
-    if !r.headers.is_empty() {
-        let headers =
-            r.headers
-                .iter()
-                .fold(OwnedHeaders::new_with_capacity(r.headers.len()), |hs, h| {
-                    hs.insert(KafkaHeader {
-                        key: &h.name,
-                        value: Some(h.value.as_slice()),
-                    })
-                });
-        record = record.headers(headers);
-    }
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err((e, _)) => {
-                return Err(kafka_error(
-                    format_args!("writing to `{topic}`"),
-                    bootstrap,
-                    e,
-                ))
-            }
-        }
-    }
-}
+use crate::client::{client_config, kafka_error, retry_transient, CALL_TIMEOUT};
+use crate::config::{Delivery, KafkaSinkConfig};
+use crate::producer::{send, DeliveryContext, KafkaProducer};
 
 /// How a sink delivers.
 enum Mode {

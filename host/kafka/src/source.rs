@@ -12,12 +12,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, Timestamp};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use sluice_connectors::kafka::StartOffset;
-use sluice_connectors::KafkaSourceConfig;
 use sluice_types::metrics::Metrics;
 use sluice_types::{ConnectorError, Header, Position, Record, Source};
 
-use crate::{client_config, kafka_error, CALL_TIMEOUT};
+use crate::client::{client_config, client_error, kafka_error, transient, warn_now, CALL_TIMEOUT};
+use crate::config::{KafkaSourceConfig, StartOffset};
 
 /// How long one poll waits for the first record before returning an empty
 /// batch, so that the node can send watermarks and barriers while idle.
@@ -37,7 +36,7 @@ struct LagContext {
 
 impl ClientContext for LagContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        crate::client_error(error, reason);
+        client_error(error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -296,8 +295,8 @@ impl Source for KafkaSource {
                     self.done.insert(p);
                     continue;
                 }
-                Err(e) if crate::transient(&e) => {
-                    if crate::warn_now() {
+                Err(e) if transient(&e) => {
+                    if warn_now() {
                         tracing::warn!(source = %self.name, "kafka: {e}; retrying");
                     }
                     continue;

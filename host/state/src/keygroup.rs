@@ -4,10 +4,9 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
-/// Number of key groups: the unit in which keyed state is partitioned, and the
-/// upper bound on an operator's parallelism. Fixed so that state written at one
-/// parallelism can be redistributed at another.
-pub const MAX_PARALLELISM: u32 = 128;
+/// The number of key groups (defined with the core types, so that the
+/// pipeline crate can bound parallelism without depending on state).
+pub use sluice_types::MAX_PARALLELISM;
 
 /// The key group of `key`. Stable across runs, hosts and versions (xxh3).
 #[inline]

@@ -8,6 +8,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// Number of key groups: the unit in which keyed state is partitioned, and the
+/// upper bound on an operator's parallelism. Fixed so that state written at one
+/// parallelism can be redistributed at another.
+pub const MAX_PARALLELISM: u32 = 128;
+
 /// One record header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {

@@ -9,10 +9,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use sluice_connectors::{
-    ClickConfig, ClickGenerator, GeneratorConfig, KafkaSourceConfig, TaxiGenerator, TurbineConfig,
-    TurbineGenerator,
-};
+use sluice_connectors::datagen::{ClickConfig, Synthetic, TaxiConfig, TurbineConfig};
+use sluice_kafka::KafkaSourceConfig;
 use sluice_types::{Record, Source};
 
 /// Broker address shared by every `sluice kafka` command.
@@ -42,9 +40,9 @@ pub enum KafkaCommand {
     Consume(ConsumeArgs),
 }
 
-/// A built-in generator.
+/// A built-in synthetic dataset (`--generator`).
 #[derive(Clone, Copy, ValueEnum)]
-pub enum Generator {
+pub enum Dataset {
     /// NYC taxi trips (the `generator` source).
     Taxi,
     /// Wind-turbine readings (the `turbines` source).
@@ -60,7 +58,7 @@ pub struct ProduceArgs {
     topic: String,
     /// Generate records with this built-in generator.
     #[arg(long, conflicts_with = "lines")]
-    generator: Option<Generator>,
+    generator: Option<Dataset>,
     /// Generator settings as key=value (the keys of its `[[sources]]` table,
     /// values in JSON or plain strings), e.g. --set count=100000 --set seed=7.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -130,15 +128,15 @@ fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
                 anyhow::anyhow!("--set: {e}\n  help: use the keys of the generator's [[sources]] table (see README.md)")
             };
             let source: Box<dyn Source> = match g {
-                Generator::Taxi => Box::new(TaxiGenerator::new(
-                    &serde_json::from_value::<GeneratorConfig>(settings).map_err(bad)?,
+                Dataset::Taxi => Box::new(Synthetic::new(
+                    &serde_json::from_value::<TaxiConfig>(settings).map_err(bad)?,
                     0,
                 )?),
-                Generator::Turbines => Box::new(TurbineGenerator::new(
+                Dataset::Turbines => Box::new(Synthetic::new(
                     &serde_json::from_value::<TurbineConfig>(settings).map_err(bad)?,
                     0,
                 )?),
-                Generator::Clicks => Box::new(ClickGenerator::new(
+                Dataset::Clicks => Box::new(Synthetic::new(
                     &serde_json::from_value::<ClickConfig>(settings).map_err(bad)?,
                     0,
                 )?),

@@ -18,7 +18,7 @@ use sluice_runtime::{Plugin, Runtime};
 
 /// Read and validate a pipeline; on error print it and return exit code 2.
 pub(crate) fn read_pipeline(path: &Path) -> Result<Pipeline, ExitCode> {
-    Pipeline::from_file(path).map_err(|e| {
+    Pipeline::from_file(path, &sluice_dataflow::connectors()).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(2)
     })

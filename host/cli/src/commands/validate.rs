@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use sluice_config::{SinkKind, SourceKind};
 
 /// Arguments of `sluice validate`.
 #[derive(Args)]
@@ -24,29 +23,14 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         pipeline.name,
         args.pipeline.display()
     );
+    let connectors = sluice_dataflow::connectors();
     for s in &pipeline.sources {
         let wm = s
             .watermarks
             .as_ref()
             .map(|w| format!(" [watermarks: out of order {} ms]", w.out_of_orderness.0))
             .unwrap_or_default();
-        let what = match &s.kind {
-            SourceKind::Generator(_) => "taxi generator".to_string(),
-            SourceKind::Turbines(_) => "turbines generator".to_string(),
-            SourceKind::Clicks(_) => "clicks generator".to_string(),
-            SourceKind::File(c) => format!("file {}", c.path.display()),
-            SourceKind::Kafka(c) => format!(
-                "kafka topic `{}` on {}, parallelism {}{}",
-                c.topic,
-                c.bootstrap,
-                s.parallelism,
-                if c.stop_at_end {
-                    ", up to its end at start"
-                } else {
-                    ""
-                }
-            ),
-        };
+        let what = connectors.describe_source(s, &pipeline)?;
         println!("  source   {} [{what}]{wm}", s.name);
     }
     for o in &pipeline.operators {
@@ -72,20 +56,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         );
     }
     for s in &pipeline.sinks {
-        let what = match &s.kind {
-            SinkKind::File(c) => format!("file {}", c.path.display()),
-            SinkKind::Stdout(_) => "stdout".to_string(),
-            SinkKind::Kafka(c) => {
-                let delivery = if c.delivery == sluice_connectors::kafka::Delivery::ExactlyOnce
-                    && pipeline.checkpoints.enabled
-                {
-                    "exactly-once"
-                } else {
-                    "at-least-once"
-                };
-                format!("kafka topic `{}` on {}, {delivery}", c.topic, c.bootstrap)
-            }
-        };
+        let what = connectors.describe_sink(s, &pipeline)?;
         println!("  sink     {} <- {} [{what}]", s.name, s.inputs.join(", "));
     }
     let c = &pipeline.checkpoints;

@@ -69,7 +69,8 @@ pub(crate) async fn launch(
         .map_err(DataflowError::StateDir)?;
     // Sinks first: a sink that cannot finish a pre-commit after a crash
     // (Kafka) says which checkpoint recovery must start from.
-    let mut sinks = connect::sinks(pipeline, checkpoints)?;
+    let registry = crate::connectors();
+    let mut sinks = connect::sinks(&registry, pipeline)?;
     let restore = restore::choose(pipeline, plugins, settings, &store, &mut sinks)?;
     // Operators that ran a deployed plugin at the checkpoint run it again.
     let control = ControlDir::new(&store.root);
@@ -150,6 +151,7 @@ pub(crate) async fn launch(
     };
 
     let mut spawner = Spawner {
+        registry: &registry,
         pipeline,
         plan: &plan,
         wiring,

@@ -7,6 +7,7 @@ use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use sluice_config::{OperatorSpec, Pipeline};
+use sluice_connectors::Registry;
 use sluice_runtime::Plugin;
 use sluice_state::StateBackend;
 use sluice_types::metrics::Metrics;
@@ -58,6 +59,7 @@ pub(super) struct Links {
 
 /// Starts the tasks of a run, one per subtask.
 pub(super) struct Spawner<'a> {
+    pub(super) registry: &'a Registry,
     pub(super) pipeline: &'a Pipeline,
     pub(super) plan: &'a PhysicalPlan,
     pub(super) wiring: Wiring,
@@ -87,7 +89,8 @@ impl Spawner<'_> {
                 .and_then(|r| r.manifest.sources.iter().find(|s| s.name == spec.name))
                 .map(|s| s.position.clone());
             for subtask in 0..spec.parallelism as usize {
-                let source = connect::source(pipeline, spec, index, subtask, self.metrics)?;
+                let source =
+                    connect::source(self.registry, pipeline, spec, index, subtask, self.metrics)?;
                 let mut router = self.wiring.router(self.plan, &spec.name, subtask);
                 let counters = self.metrics.node(&spec.name);
                 let gauges = self.metrics.watermarks(&spec.name, subtask as u32);
@@ -141,7 +144,7 @@ impl Spawner<'_> {
                 .ok_or_else(|| DataflowError::MissingPlugin(op.name.clone()))?;
             let node = self.plan.node(&op.name);
             let (upstream, expected) = (node.upstream.clone(), node.expected_ends);
-            let sources = connect::source_labels(pipeline);
+            let sources = connect::source_labels(self.registry, pipeline);
             let receivers = self.wiring.take_receivers(&op.name);
             for (subtask, rx) in receivers.into_iter().enumerate() {
                 let state = match (backend, op.key_by) {

@@ -2,30 +2,10 @@
 
 use std::io::Write;
 
-use serde::Deserialize;
 use sluice_types::{ConnectorError, Record, Sink};
 
+use super::config::StdoutSinkConfig;
 use crate::format::{encode_record, SinkFormat};
-
-/// Configuration of a `stdout` sink (`type = "stdout"` in `[[sinks]]`),
-/// which prints one line per record on standard output.
-///
-/// ```toml
-/// [[sinks]]
-/// name = "console"
-/// type = "stdout"
-/// input = "clean"
-/// format = "envelope"
-/// ```
-#[derive(Deserialize, Debug, Clone, PartialEq, Default)]
-#[serde(deny_unknown_fields)]
-pub struct StdoutSinkConfig {
-    /// How each record is written: `"value"` (the value bytes, the default)
-    /// or `"envelope"` (a JSON object with key, value, event time and
-    /// headers). See [`SinkFormat`].
-    #[serde(default)]
-    pub format: SinkFormat,
-}
 
 /// The `stdout` sink. Each batch is encoded in memory and written with the
 /// standard output locked, so lines of one batch are never interleaved with

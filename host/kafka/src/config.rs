@@ -1,7 +1,6 @@
-//! Settings of the Apache Kafka source and sink. The connectors themselves
-//! live in the `sluice-kafka` crate (they need librdkafka); these plain
-//! structs are what `[[sources]] type = "kafka"` and `[[sinks]] type =
-//! "kafka"` deserialize into, so the config crate stays light.
+//! Settings of the Apache Kafka source and sink: what `[[sources]] type =
+//! "kafka"` and `[[sinks]] type = "kafka"` deserialize into. (`[control.kafka]`
+//! is the pipeline's own section: `sluice_config::KafkaControlConfig`.)
 
 use std::collections::BTreeMap;
 
@@ -87,25 +86,6 @@ pub struct KafkaSinkConfig {
     /// Extra librdkafka producer properties (e.g. `"linger.ms" = "20"`).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
-}
-
-/// `[control.kafka]`: hot-swap commands from a Kafka topic.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaControlConfig {
-    /// `host:port[,host:port…]` of the brokers.
-    pub bootstrap: String,
-    /// The topic commands are produced to (JSON values).
-    pub topic: String,
-    /// Where outcomes are produced (keyed by command id). Default
-    /// `<topic>.status`; it must exist (the outcome is also written to the
-    /// control directory).
-    #[serde(default)]
-    pub status_topic: Option<String>,
-    /// Consumer group of the pipeline's control reader (its offsets mark
-    /// settled commands). Default `sluice.<pipeline>.control`.
-    #[serde(default)]
-    pub group: Option<String>,
 }
 
 fn yes() -> bool {
