@@ -47,10 +47,10 @@ pub use control::{ControlSpec, KafkaControlConfig};
 pub use entry::{Connectors, Entry, SinkSpec, SourceSpec};
 pub use error::ConfigError;
 pub use operator::{
-    ErrorPolicy, Grants, KeyBy, Limits, OperatorSpec, MAX_DEADLINE_MS, MAX_MEMORY_MB,
-    MAX_RECORD_KB, MAX_STACK_KB,
+    ErrorPolicy, Grants, KeyBy, Limits, OperatorSpec, MAX_BATCH_SIZE, MAX_DEADLINE_MS,
+    MAX_MEMORY_MB, MAX_RECORD_KB, MAX_STACK_KB,
 };
-pub use pipeline::{Pipeline, MANIFEST_VERSION, MAX_BATCH_SIZE};
+pub use pipeline::{Pipeline, MANIFEST_VERSION};
 pub use sluice_types::MAX_PARALLELISM;
 pub use stream::DEAD_LETTER_OUTPUT;
 pub use time::{

@@ -8,9 +8,11 @@ use sluice_types::MAX_PARALLELISM;
 use toml::Spanned;
 
 use crate::error::ConfigError;
-use crate::pipeline::MAX_BATCH_SIZE;
 use crate::reader::Reader;
 use crate::time::{self, Millis, Timestamps, WatermarkSpec, WindowSpec};
+
+/// The largest `batch_size` a pipeline, or one of its operators, may set.
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
 
 /// What an operator does with a record it cannot process (a per-record error,
 /// a trap, a timeout).

@@ -38,9 +38,6 @@ pub struct Pipeline {
     pub batch_timeout: Option<i64>,
 }
 
-/// The largest `batch_size` a pipeline may set.
-pub const MAX_BATCH_SIZE: usize = 1 << 20;
-
 impl Pipeline {
     /// The operator called `name`.
     pub fn operator(&self, name: &str) -> Option<&OperatorSpec> {

@@ -13,8 +13,9 @@ use toml::Spanned;
 use crate::control::ControlSpec;
 use crate::entry::{one_of, Connectors, Entry, Files, SinkSpec, SourceSpec};
 use crate::error::ConfigError;
+use crate::operator::MAX_BATCH_SIZE;
 use crate::operator::{Inputs, RawOperator};
-use crate::pipeline::{Pipeline, MANIFEST_VERSION, MAX_BATCH_SIZE};
+use crate::pipeline::{Pipeline, MANIFEST_VERSION};
 use crate::reader::Reader;
 use crate::time::{CheckpointSpec, Millis, WatermarkSpec};
 
@@ -172,20 +173,8 @@ impl Reader<'_> {
                     n as u32
                 }
             };
-            if !connectors.source_types().contains(&kind.as_str()) {
-                return Err(Entry::new(
-                    self,
-                    span.clone(),
-                    "source",
-                    &name,
-                    &kind,
-                    &table,
-                    &mut files,
-                )
-                .unknown_type(&connectors.source_types()));
-            }
             // What the source's constructor refuses, refused here, with the line.
-            connectors.check_source(&mut Entry::new(
+            let entry = Entry::new(
                 self,
                 span.clone(),
                 "source",
@@ -193,7 +182,10 @@ impl Reader<'_> {
                 &kind,
                 &table,
                 &mut files,
-            ))?;
+            );
+            check_entry(entry, &connectors.source_types(), |e| {
+                connectors.check_source(e)
+            })?;
             sources.push(SourceSpec {
                 name,
                 connector: kind,
@@ -236,27 +228,10 @@ impl Reader<'_> {
             let line = self.line_of_key(&span, Some("name"));
             let input_line = self.line_of_key(&span, Some("input"));
             claim(self, &name, line)?;
-            if !connectors.sink_types().contains(&kind.as_str()) {
-                return Err(Entry::new(
-                    self,
-                    span.clone(),
-                    "sink",
-                    &name,
-                    &kind,
-                    &table,
-                    &mut files,
-                )
-                .unknown_type(&connectors.sink_types()));
-            }
-            connectors.check_sink(&mut Entry::new(
-                self,
-                span.clone(),
-                "sink",
-                &name,
-                &kind,
-                &table,
-                &mut files,
-            ))?;
+            let entry = Entry::new(self, span.clone(), "sink", &name, &kind, &table, &mut files);
+            check_entry(entry, &connectors.sink_types(), |e| {
+                connectors.check_sink(e)
+            })?;
             sinks.push(SinkSpec {
                 name,
                 inputs: inputs.into_vec(),
@@ -325,6 +300,19 @@ impl Reader<'_> {
         self.check_graph(&mut pipeline)?;
         Ok(pipeline)
     }
+}
+
+/// Refuse `entry` if its type is not one of `known`, else let its connector
+/// `check` its settings: what its constructor would refuse, with the line.
+fn check_entry(
+    mut entry: Entry<'_>,
+    known: &[&str],
+    check: impl FnOnce(&mut Entry<'_>) -> Result<(), ConfigError>,
+) -> Result<(), ConfigError> {
+    if !known.contains(&entry.kind()) {
+        return Err(entry.unknown_type(known));
+    }
+    check(&mut entry)
 }
 
 impl Pipeline {

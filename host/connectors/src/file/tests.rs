@@ -1,3 +1,7 @@
+//! Tests of the file connector: the source, the sink, and the exactly-once
+//! epochs of `txn.rs` through every crash point. One file (~740 lines)
+//! because the crash cases share their fixture and read as one table.
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
