@@ -14,10 +14,10 @@
 //!   fire it at `end - 1` and, with allowed lateness, one to purge it at
 //!   `end - 1 + lateness`.
 //!
-//! Longer than the house's ~600 lines because of [`Windows::add`]: one pass
-//! over a batch that assigns, merges sessions and judges lateness per record
-//! against that record's watermark. Cut into pieces, the order those steps
-//! must keep for exact event time would be spread over several files.
+//! [`Windows::add`] is one pass over a batch that assigns, merges sessions
+//! and judges lateness per record against that record's watermark: the order
+//! those steps keep is what makes event time exact, so it stays in one piece.
+//! The window range is in `range.rs`, where outputs go in `route.rs`.
 
 use std::collections::HashMap;
 
@@ -31,62 +31,17 @@ use super::collector::Collector;
 use super::timers::{Timer, Timers};
 use crate::error::DataflowError;
 
+mod range;
+mod route;
+
+pub(crate) use range::Window;
+use route::{route_late, route_window_results};
+
 const ACC_STATE: &str = "\0window";
 const SESSIONS_STATE: &str = "\0sessions";
 /// Timer namespace tags.
 const FIRE: u8 = 0;
 const PURGE: u8 = 1;
-
-/// A window `[start, end)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct Window {
-    pub(crate) start: i64,
-    pub(crate) end: i64,
-}
-
-impl Window {
-    fn last(self) -> i64 {
-        self.end.saturating_sub(1)
-    }
-
-    fn intersects(self, other: Window) -> bool {
-        self.start <= other.end && other.start <= self.end
-    }
-
-    fn cover(self, other: Window) -> Window {
-        Window {
-            start: self.start.min(other.start),
-            end: self.end.max(other.end),
-        }
-    }
-
-    fn encode(self) -> [u8; 16] {
-        let mut b = [0; 16];
-        b[..8].copy_from_slice(&((self.start as u64) ^ (1 << 63)).to_be_bytes());
-        b[8..].copy_from_slice(&((self.end as u64) ^ (1 << 63)).to_be_bytes());
-        b
-    }
-
-    fn decode(b: &[u8]) -> Option<Window> {
-        let start = (u64::from_be_bytes(b.get(..8)?.try_into().ok()?) ^ (1 << 63)) as i64;
-        let end = (u64::from_be_bytes(b.get(8..16)?.try_into().ok()?) ^ (1 << 63)) as i64;
-        Some(Window { start, end })
-    }
-
-    fn namespace(self, tag: u8) -> Box<[u8]> {
-        let mut ns = Vec::with_capacity(17);
-        ns.push(tag);
-        ns.extend_from_slice(&self.encode());
-        ns.into()
-    }
-
-    fn to_wit(self) -> wit::Window {
-        wit::Window {
-            start: self.start,
-            end: self.end,
-        }
-    }
-}
 
 /// The window logic of one operator subtask.
 pub(crate) struct Windows {
@@ -637,43 +592,4 @@ impl Windows {
         }
         out.router.flush()
     }
-}
-
-/// Late records go to the late output, in input order.
-fn route_late(
-    out: &mut Collector,
-    batch: &[wit::Record],
-    positions: &[Option<Position>],
-    wms: &[i64],
-    mut late: Vec<usize>,
-    output: &str,
-) -> Result<(), DataflowError> {
-    late.sort_unstable();
-    for i in late {
-        out.counters.late_records_dropped.inc();
-        let record = sluice_runtime::from_wit(batch[i].clone(), positions[i]);
-        out.router.push(Some(output), record, wms[i])?;
-    }
-    Ok(())
-}
-
-/// Results get the window's key and last millisecond unless they set their own.
-fn route_window_results(
-    out: &mut Collector,
-    mut result: wit::BatchResult,
-    fired: &[wit::FiredWindow],
-    positions: &[Option<Position>],
-    originals: &[wit::Record],
-) -> Result<(), DataflowError> {
-    for emit in &mut result.emits {
-        if let Some(f) = fired.get(emit.input as usize) {
-            if emit.record.key.is_none() {
-                emit.record.key = Some(f.key.clone());
-            }
-            if emit.record.event_time.is_none() {
-                emit.record.event_time = Some(f.window.end.saturating_sub(1));
-            }
-        }
-    }
-    out.route(result, positions, originals, None)
 }
