@@ -34,7 +34,7 @@ use crate::error::DataflowError;
 mod range;
 mod route;
 
-pub(crate) use range::Window;
+use range::Window;
 use route::{route_late, route_window_results};
 
 const ACC_STATE: &str = "\0window";
